@@ -1,0 +1,88 @@
+//! What the command-line programs share: choosing brokers and failing over.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use crate::http::{Client, ClientError};
+use crate::peers::{load_peers, PeerAddr, PeersError};
+
+/// `--host <HOST> --port <PORT>` or `--peers <CSV>`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Broker host (with --port)
+    #[arg(long, requires = "port")]
+    pub host: Option<String>,
+    /// Broker port (with --host)
+    #[arg(long, requires = "host")]
+    pub port: Option<u16>,
+    /// Peer list file (host,port per line): brokers are tried in order
+    #[arg(
+        long,
+        value_name = "CSV",
+        required_unless_present = "host",
+        conflicts_with_all = ["host", "port"]
+    )]
+    pub peers: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// The brokers to talk to, in the order to try them.
+    pub fn brokers(&self) -> Result<Vec<PeerAddr>, PeersError> {
+        match (&self.host, self.port, &self.peers) {
+            (Some(host), Some(port), _) => Ok(vec![PeerAddr {
+                host: host.clone(),
+                port,
+            }]),
+            (_, _, Some(path)) => load_peers(path),
+            // clap's `requires` and `required_unless_present` rule this out.
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Clients for a list of brokers; calls go to the current one and move on to
+/// the next when it cannot be reached.
+#[derive(Debug)]
+pub struct Failover {
+    clients: Vec<Client>,
+    current: usize,
+}
+
+impl Failover {
+    pub fn new(brokers: &[PeerAddr]) -> Self {
+        Failover {
+            clients: brokers.iter().map(|b| Client::new(b.base_url())).collect(),
+            current: 0,
+        }
+    }
+
+    /// The broker calls currently go to.
+    pub fn current(&self) -> &Client {
+        &self.clients[self.current]
+    }
+
+    /// Runs `call` on the current broker, trying each other broker once when
+    /// it is unreachable. Returns the last error when none answers.
+    pub async fn call<'a, T, F, Fut>(&'a mut self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(&'a Client) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>> + 'a,
+    {
+        let count = self.clients.len();
+        let mut last_error = None;
+        for attempt in 0..count {
+            let index = (self.current + attempt) % count;
+            match call(&self.clients[index]).await {
+                Err(error) if error.is_unreachable() => last_error = Some(error),
+                result => {
+                    self.current = index;
+                    return result;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Unreachable {
+            url: String::new(),
+            reason: "no brokers given".to_string(),
+        }))
+    }
+}

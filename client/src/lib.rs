@@ -1,0 +1,14 @@
+//! rumor's public wire format and a typed client for it.
+//!
+//! `wire` holds every JSON body of the HTTP API (the only types in the
+//! workspace that derive `Serialize`), `peers` reads `globalState.csv`,
+//! `http` is the typed async client, and `cli` holds what the command-line
+//! programs share: broker selection flags and failover.
+
+pub mod cli;
+pub mod http;
+pub mod peers;
+pub mod wire;
+
+pub use http::{Client, ClientError};
+pub use peers::{load_peers, PeerAddr, PeersError};

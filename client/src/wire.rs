@@ -1,0 +1,157 @@
+//! JSON bodies of the HTTP API, exactly as `API.md` §3 writes them.
+
+use serde::{Deserialize, Serialize};
+
+/// A stored message, wherever the API returns one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub origin: String,
+    pub seq: u64,
+    pub topic: String,
+    pub publisher: String,
+    pub payload: String,
+    pub lamport: u64,
+    pub published_at_ms: i64,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub broker: String,
+    pub status: String,
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    #[serde(rename = "self")]
+    pub self_id: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub mode: String,
+    pub lamport: u64,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub alive: bool,
+}
+
+/// `POST /publishers` and `POST /subscribers`, request and response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: String,
+}
+
+/// `POST /topics` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopic {
+    pub name: String,
+    pub publisher: String,
+}
+
+/// `POST /topics` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicCreated {
+    pub name: String,
+    pub created_by: String,
+}
+
+/// `GET /topics` entry and `GET /topics/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub created_by: String,
+    pub messages: u64,
+    pub subscribers: u64,
+}
+
+/// `POST /topics/{name}/messages` request: one `payload` or a batch of `payloads`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub publisher: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payloads: Option<Vec<String>>,
+}
+
+/// Where a published message landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub id: String,
+    pub origin: String,
+    pub seq: u64,
+    pub lamport: u64,
+}
+
+/// `POST /topics/{name}/messages` response for a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedBatch {
+    pub messages: Vec<Published>,
+}
+
+/// Where a new subscription starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    Earliest,
+    #[default]
+    Latest,
+}
+
+/// `POST /subscribers/{sid}/subscriptions` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub topic: String,
+    #[serde(default)]
+    pub from: StartFrom,
+}
+
+/// `POST /subscribers/{sid}/subscriptions` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub subscriber: String,
+    pub topic: String,
+}
+
+/// `GET /subscribers/{sid}/messages` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_ack: Option<bool>,
+}
+
+/// `GET /subscribers/{sid}/messages` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pulled {
+    pub messages: Vec<Message>,
+    pub cursor: String,
+}
+
+/// `POST /subscribers/{sid}/ack` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub cursor: String,
+}
+
+/// Every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

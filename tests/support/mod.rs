@@ -1,0 +1,245 @@
+//! Test harness: real `broker` processes on free loopback ports with
+//! temporary data directories, stopped by pid when the test ends.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use client::Client;
+use tempfile::TempDir;
+
+/// How long a broker may take to answer `/health` after it is spawned.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a broker may take to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+pub const HOST: &str = "127.0.0.1";
+
+/// A running broker process with its own temporary directory.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+    dir: TempDir,
+}
+
+impl Broker {
+    /// Starts a broker alone on a free port with default flags.
+    pub async fn start() -> Broker {
+        Broker::start_with(&[]).await
+    }
+
+    /// Starts a broker alone on a free port with extra flags.
+    pub async fn start_with(args: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir,
+        };
+        broker.spawn();
+        broker.wait_healthy().await;
+        broker
+    }
+
+    /// The broker id, `<host>:<port>`.
+    pub fn id(&self) -> String {
+        format!("{HOST}:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{HOST}:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.url())
+    }
+
+    /// The broker's working directory (holds its log; no globalState.csv).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("broker.db")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
+    /// The broker's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .current_dir(self.dir.path())
+            .args(["--host", HOST, "--port", &self.port.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        self.child = Some(child);
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = self.client();
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if client.health().await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("broker exited with {status} before answering:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not answer /health within {START_DEADLINE:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies at once, whatever it was doing.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("broker is running");
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not exit within {STOP_DEADLINE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.spawn();
+        self.wait_healthy().await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- log of broker {} ----\n{}", self.id(), self.log());
+        }
+    }
+}
+
+/// Sends a signal to a process by pid.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Polls `condition` every 20 ms until it holds, failing the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a program to completion, feeding it `stdin`; kills it and fails the
+/// test if it is still running after `limit`.
+pub fn run_bin(path: &str, args: &[&str], stdin: &str, limit: Duration) -> Output {
+    use std::io::{Read, Write};
+    let mut child = Command::new(path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn program");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for program") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{path} {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
