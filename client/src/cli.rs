@@ -86,3 +86,24 @@ impl Failover {
         }))
     }
 }
+
+/// Parses the command line; on bad arguments prints one line,
+/// `<program>: error: <what>`, and exits 2. `--help` and `--version` print as usual.
+pub fn parse_args<P: clap::Parser>() -> P {
+    match P::try_parse() {
+        Ok(parsed) => parsed,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let program = std::env::args().next().unwrap_or_default();
+            let program = std::path::Path::new(&program)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rendered = error.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let what = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("{program}: error: {what} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
