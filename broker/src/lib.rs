@@ -1,1 +1,109 @@
-//! placeholder
+//! The rumor broker: an actix-web HTTP server over a SQLite event log.
+//!
+//! `run` serves the API of `API.md` on an already-bound listener until the
+//! `shutdown` future completes. Module map: `http` (routes and handlers),
+//! `delivery` (pulls, long polling, acks), `store` (SQLite: the only module
+//! that knows SQL), `event` and `clock` (the event model and Lamport clock),
+//! `wakeups` (long-poll notifications), `retention`, `metrics`, `cursor`,
+//! `names`, `error` (the one request error type), `config`.
+
+pub mod clock;
+pub mod config;
+pub mod cursor;
+mod delivery;
+pub mod error;
+pub mod event;
+mod http;
+mod metrics;
+pub mod names;
+mod retention;
+mod store;
+mod wakeups;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
+
+pub use config::{Cli, Config};
+
+use metrics::Metrics;
+use store::Store;
+use wakeups::Wakeups;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every request handler shares.
+pub(crate) struct AppState {
+    config: Config,
+    store: Store,
+    wakeups: Arc<Wakeups>,
+    metrics: Metrics,
+    /// Becomes `true` when the broker starts shutting down; long polls answer at once.
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the broker on `listener` until `shutdown` completes, then finishes
+/// in-flight requests, commits what is queued and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let wakeups = Arc::new(Wakeups::default());
+    let store = Store::open(&config, wakeups.clone()).map_err(std::io::Error::other)?;
+    let (stopping, shutdown_rx) = watch::channel(false);
+    let max_body_bytes = config.max_body_bytes();
+    tracing::info!(
+        "broker {} listening on {} (data in {}, {} peers)",
+        config.id,
+        listener.local_addr()?,
+        config.data_dir.display(),
+        config.peers.len()
+    );
+    let app = web::Data::new(AppState {
+        config,
+        store,
+        wakeups,
+        metrics: Metrics::default(),
+        shutdown: shutdown_rx,
+    });
+    let retention = tokio::spawn(retention::run(app.clone()));
+    let server_app = app.clone();
+    let server = HttpServer::new(move || {
+        let counted = server_app.clone();
+        App::new()
+            .app_data(server_app.clone())
+            .wrap_fn(move |request, service| {
+                counted.metrics.count_request();
+                actix_web::dev::Service::call(service, request)
+            })
+            .configure(http::configure(max_body_bytes))
+            .default_service(web::to(http::not_found))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .run();
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stopping.send(true);
+        handle.stop(true).await;
+    });
+    let served = server.await;
+    stopper.abort();
+    retention.abort();
+    let _ = retention.await;
+    let store_app = app.clone();
+    tokio::task::spawn_blocking(move || store_app.store.close())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("stopped");
+    served
+}

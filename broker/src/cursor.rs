@@ -1,0 +1,117 @@
+//! Pull cursors: opaque tokens naming how far a pull read, per topic and origin.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::error::ApiError;
+
+/// How far a subscriber has read one topic's messages from one origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub topic: String,
+    pub origin: String,
+    pub seq: u64,
+}
+
+/// The positions reached by one pull, bound to the subscriber that pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub subscriber: String,
+    pub positions: Vec<Position>,
+}
+
+type Encoded = (String, Vec<(String, String, u64)>);
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let encoded: Encoded = (
+            self.subscriber.clone(),
+            self.positions
+                .iter()
+                .map(|p| (p.topic.clone(), p.origin.clone(), p.seq))
+                .collect(),
+        );
+        let json = serde_json::to_vec(&encoded).expect("tuples of strings and numbers serialize");
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Decodes a cursor given back by `subscriber`; any other token is a bad request.
+    pub fn decode(token: &str, subscriber: &str) -> Result<Cursor, ApiError> {
+        let invalid = || ApiError::BadRequest("cursor is not one this broker gave out".to_string());
+        let json = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let (owner, positions): Encoded = serde_json::from_slice(&json).map_err(|_| invalid())?;
+        if owner != subscriber {
+            return Err(ApiError::BadRequest(format!(
+                "cursor belongs to subscriber {owner:?}, not {subscriber:?}"
+            )));
+        }
+        let positions = positions
+            .into_iter()
+            .map(|(topic, origin, seq)| Position { topic, origin, seq })
+            .collect();
+        Ok(Cursor {
+            subscriber: owner,
+            positions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor() -> Cursor {
+        Cursor {
+            subscriber: "S1".into(),
+            positions: vec![
+                Position {
+                    topic: "news".into(),
+                    origin: "localhost:3000".into(),
+                    seq: 42,
+                },
+                Position {
+                    topic: "news".into(),
+                    origin: "localhost:3001".into(),
+                    seq: 7,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let token = cursor().encode();
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(Cursor::decode(&token, "S1").unwrap(), cursor());
+    }
+
+    #[test]
+    fn empty_cursor_round_trips() {
+        let empty = Cursor {
+            subscriber: "S1".into(),
+            positions: vec![],
+        };
+        assert_eq!(Cursor::decode(&empty.encode(), "S1").unwrap(), empty);
+    }
+
+    #[test]
+    fn is_bound_to_its_subscriber() {
+        let token = cursor().encode();
+        assert!(matches!(
+            Cursor::decode(&token, "S2"),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request() {
+        for token in ["", "!!!", "bm90IGpzb24", "WzFd"] {
+            assert!(
+                matches!(Cursor::decode(token, "S1"), Err(ApiError::BadRequest(_))),
+                "{token}"
+            );
+        }
+    }
+}

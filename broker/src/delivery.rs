@@ -1,0 +1,124 @@
+//! Pulls: reading a subscriber's pending messages, waiting for them (long
+//! polling), cursors and acknowledgements.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use client::wire::{Message, Pulled};
+use futures_util::future::select_all;
+use tokio::time::Instant;
+
+use crate::cursor::{Cursor, Position};
+use crate::error::ApiError;
+use crate::store::queries;
+use crate::AppState;
+
+/// A checked pull request.
+pub struct Pull {
+    pub subscriber: String,
+    pub topic: Option<String>,
+    pub max: u32,
+    pub wait: Duration,
+    pub auto_ack: bool,
+}
+
+/// Answers a pull: the pending messages at once, or the first to arrive
+/// before the deadline, or none at the deadline (or at shutdown).
+pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
+    let deadline = Instant::now() + pull.wait;
+    let mut shutdown = app.shutdown.clone();
+    let mut waiting = None;
+    let messages = loop {
+        let topics = match &pull.topic {
+            Some(topic) => vec![topic.clone()],
+            None => subscribed_topics(app, &pull.subscriber).await?,
+        };
+        let notifiers: Vec<_> = topics.iter().map(|t| app.wakeups.topic(t)).collect();
+        // Enabled before reading, so a publish committed after the read wakes us.
+        let mut wakes: Vec<_> = notifiers.iter().map(|n| Box::pin(n.notified())).collect();
+        for wake in &mut wakes {
+            wake.as_mut().enable();
+        }
+        let messages = read_pending(app, &pull).await?;
+        if !messages.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
+            break messages;
+        }
+        waiting.get_or_insert_with(|| app.metrics.waiting_pull());
+        let any_wake = async {
+            if wakes.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            select_all(wakes).await;
+        };
+        tokio::select! {
+            _ = any_wake => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    };
+    drop(waiting);
+    let cursor = cursor_after(&pull.subscriber, &messages);
+    if pull.auto_ack && !messages.is_empty() {
+        acknowledge(app, cursor.clone()).await?;
+    }
+    app.metrics.count_delivered(messages.len());
+    Ok(Pulled {
+        messages,
+        cursor: cursor.encode(),
+    })
+}
+
+/// Acknowledges every message up to the cursor's positions.
+pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError> {
+    app.store
+        .write(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
+        .await
+}
+
+async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<String>, ApiError> {
+    let subscriber = subscriber.to_string();
+    app.store
+        .read(move |conn| {
+            queries::require_subscriber(conn, &subscriber)?;
+            Ok(queries::subscribed_topics(conn, &subscriber)?)
+        })
+        .await
+}
+
+async fn read_pending(app: &AppState, pull: &Pull) -> Result<Vec<Message>, ApiError> {
+    let subscriber = pull.subscriber.clone();
+    let topic = pull.topic.clone();
+    let max = pull.max;
+    app.store
+        .read(move |conn| {
+            queries::require_subscriber(conn, &subscriber)?;
+            if let Some(topic) = &topic {
+                queries::require_topic(conn, topic)?;
+                queries::require_subscription(conn, &subscriber, topic)?;
+            }
+            Ok(queries::pending(conn, &subscriber, topic.as_deref(), max)?)
+        })
+        .await
+}
+
+/// The cursor acknowledging `messages`: the highest seq per topic and origin.
+fn cursor_after(subscriber: &str, messages: &[Message]) -> Cursor {
+    let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for message in messages {
+        let seq = highest
+            .entry((&message.topic, &message.origin))
+            .or_default();
+        *seq = (*seq).max(message.seq);
+    }
+    Cursor {
+        subscriber: subscriber.to_string(),
+        positions: highest
+            .into_iter()
+            .map(|((topic, origin), seq)| Position {
+                topic: topic.to_string(),
+                origin: origin.to_string(),
+                seq,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,44 @@
+//! `POST /publishers`, `POST /subscribers`.
+
+use actix_web::{web, HttpResponse};
+use client::wire::Registration;
+
+use super::created_response;
+use crate::error::ApiError;
+use crate::names::check_name;
+use crate::store::{Created, WriteTx};
+use crate::AppState;
+
+type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, ApiError>;
+
+pub async fn publisher(
+    app: web::Data<AppState>,
+    body: web::Json<Registration>,
+) -> Result<HttpResponse, ApiError> {
+    register(&app, body.into_inner(), "publisher", |tx, id| {
+        tx.register_publisher(id)
+    })
+    .await
+}
+
+pub async fn subscriber(
+    app: web::Data<AppState>,
+    body: web::Json<Registration>,
+) -> Result<HttpResponse, ApiError> {
+    register(&app, body.into_inner(), "subscriber", |tx, id| {
+        tx.register_subscriber(id)
+    })
+    .await
+}
+
+async fn register(
+    app: &AppState,
+    body: Registration,
+    what: &str,
+    register: Register,
+) -> Result<HttpResponse, ApiError> {
+    check_name(what, &body.id)?;
+    let id = body.id.clone();
+    let created = app.store.write(move |tx| register(tx, &id)).await?;
+    Ok(created_response(created, body))
+}

@@ -1,0 +1,119 @@
+//! `/topics`: create, list, get, delete, publish.
+
+use actix_web::{web, HttpResponse};
+use client::wire::{CreateTopic, PublishRequest, PublishedBatch, TopicCreated};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::event::now_ms;
+use crate::names::check_name;
+use crate::store::queries;
+use crate::AppState;
+
+pub async fn create(
+    app: web::Data<AppState>,
+    body: web::Json<CreateTopic>,
+) -> Result<HttpResponse, ApiError> {
+    let CreateTopic { name, publisher } = body.into_inner();
+    check_name("topic", &name)?;
+    check_name("publisher", &publisher)?;
+    let (topic, by) = (name.clone(), publisher.clone());
+    app.store.write(move |tx| tx.create_topic(&topic, &by)).await?;
+    Ok(HttpResponse::Created().json(TopicCreated {
+        name,
+        created_by: publisher,
+    }))
+}
+
+pub async fn list(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let topics = app.store.read(|conn| Ok(queries::topics(conn)?)).await?;
+    Ok(HttpResponse::Ok().json(topics))
+}
+
+pub async fn get(
+    app: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name("topic", &name)?;
+    let topic = app
+        .store
+        .read(move |conn| queries::topic(conn, &name)?.ok_or(ApiError::TopicNotFound(name)))
+        .await?;
+    Ok(HttpResponse::Ok().json(topic))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    publisher: Option<String>,
+}
+
+pub async fn delete(
+    app: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    check_name("topic", &name)?;
+    let publisher = query.into_inner().publisher.ok_or_else(|| {
+        ApiError::BadRequest("query parameter publisher is required".to_string())
+    })?;
+    check_name("publisher", &publisher)?;
+    app.store
+        .write(move |tx| tx.delete_topic(&name, &publisher))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn publish(
+    app: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<PublishRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = name.into_inner();
+    check_name("topic", &topic)?;
+    let PublishRequest {
+        publisher,
+        payload,
+        payloads,
+    } = body.into_inner();
+    check_name("publisher", &publisher)?;
+    let (payloads, batch) = match (payload, payloads) {
+        (Some(one), None) => (vec![one], false),
+        (None, Some(many)) if !many.is_empty() => (many, true),
+        (None, Some(_)) => return Err(bad_request("payloads must not be empty")),
+        _ => return Err(bad_request("give exactly one of payload or payloads")),
+    };
+    check_payload_sizes(&payloads, app.config.max_payload_bytes)?;
+    let count = payloads.len();
+    let published_at_ms = now_ms();
+    let published = app
+        .store
+        .write(move |tx| tx.publish(&topic, &publisher, payloads, published_at_ms))
+        .await?;
+    app.metrics.count_published(count);
+    if batch {
+        return Ok(HttpResponse::Created().json(PublishedBatch {
+            messages: published,
+        }));
+    }
+    let one = published
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("a publish stored no message".to_string()))?;
+    Ok(HttpResponse::Created().json(one))
+}
+
+fn check_payload_sizes(payloads: &[String], max_bytes: usize) -> Result<(), ApiError> {
+    match payloads.iter().position(|p| p.len() > max_bytes) {
+        None => Ok(()),
+        Some(index) => Err(ApiError::PayloadTooLarge(format!(
+            "payload {index} is {} bytes, over the limit of {max_bytes}",
+            payloads[index].len()
+        ))),
+    }
+}
+
+fn bad_request(message: &str) -> ApiError {
+    ApiError::BadRequest(message.to_string())
+}

@@ -1,0 +1,251 @@
+//! Event merges. Each event is stored and merged into the state tables so
+//! that the result depends only on the set of events, not on their order:
+//!
+//! - registrations: grow-only sets;
+//! - a topic: the latest deletion (max register) ends every incarnation
+//!   before it, and the live incarnation is the earliest creation after it;
+//!   messages and subscriptions stamped before the latest deletion are gone;
+//! - a subscription: last writer wins by stamp between subscribe and
+//!   unsubscribe;
+//! - an acknowledged position: the max seq per (subscriber, topic, origin);
+//! - messages: a grow-only set keyed by `(origin, seq)`.
+//!
+//! Callers apply each event once (duplicates are recognised before, by seq).
+
+use client::wire::StartFrom;
+use rusqlite::{params, Connection};
+
+use crate::event::{Change, Event, Stamp};
+
+pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
+    let stamp = event.stamp();
+    match &event.change {
+        Change::RegisterPublisher { publisher } => {
+            store_event(conn, event, EventRow::new("register_publisher", publisher))?;
+            conn.execute(
+                "INSERT OR IGNORE INTO publishers (id) VALUES (?1)",
+                [publisher],
+            )?;
+        }
+        Change::RegisterSubscriber { subscriber } => {
+            store_event(conn, event, EventRow::new("register_subscriber", subscriber))?;
+            conn.execute(
+                "INSERT OR IGNORE INTO subscribers (id) VALUES (?1)",
+                [subscriber],
+            )?;
+        }
+        Change::CreateTopic { topic, publisher } => {
+            store_event(conn, event, EventRow::new("create_topic", publisher).on(topic))?;
+            merge_creation(conn, topic, publisher, &stamp)?;
+        }
+        Change::DeleteTopic { topic, publisher } => {
+            store_event(conn, event, EventRow::new("delete_topic", publisher).on(topic))?;
+            merge_deletion(conn, topic, &stamp)?;
+        }
+        Change::Subscribe {
+            subscriber,
+            topic,
+            from,
+        } => {
+            let row = EventRow {
+                start: Some(start_name(*from)),
+                ..EventRow::new("subscribe", subscriber).on(topic)
+            };
+            store_event(conn, event, row)?;
+            let start = match from {
+                StartFrom::Earliest => Stamp::zero(),
+                StartFrom::Latest => stamp.clone(),
+            };
+            merge_subscription(conn, subscriber, topic, &stamp, true, &start)?;
+        }
+        Change::Unsubscribe { subscriber, topic } => {
+            store_event(conn, event, EventRow::new("unsubscribe", subscriber).on(topic))?;
+            merge_subscription(conn, subscriber, topic, &stamp, false, &Stamp::zero())?;
+        }
+        Change::Ack {
+            subscriber,
+            topic,
+            acked_origin,
+            acked_seq,
+        } => {
+            let row = EventRow {
+                ack: Some((acked_origin, *acked_seq)),
+                ..EventRow::new("ack", subscriber).on(topic)
+            };
+            store_event(conn, event, row)?;
+            conn.prepare_cached(
+                "INSERT INTO positions (subscriber, topic, origin, seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (subscriber, topic, origin) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?
+            .execute(params![subscriber, topic, acked_origin, acked_seq])?;
+        }
+        Change::Publish {
+            topic,
+            publisher,
+            payload,
+            published_at_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO messages (origin, seq, lamport, topic, publisher, payload, published_at_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE NOT EXISTS (SELECT 1 FROM topics WHERE name = ?4
+                                   AND (deleted_lamport, deleted_origin) > (?3, ?1))",
+            )?
+            .execute(params![
+                event.origin,
+                event.seq,
+                event.lamport,
+                topic,
+                publisher,
+                payload,
+                published_at_ms
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The columns of a non-message event in the `events` table.
+struct EventRow<'a> {
+    kind: &'static str,
+    actor: &'a str,
+    topic: Option<&'a str>,
+    start: Option<&'static str>,
+    ack: Option<(&'a str, u64)>,
+}
+
+impl<'a> EventRow<'a> {
+    fn new(kind: &'static str, actor: &'a str) -> Self {
+        EventRow {
+            kind,
+            actor,
+            topic: None,
+            start: None,
+            ack: None,
+        }
+    }
+
+    fn on(self, topic: &'a str) -> Self {
+        EventRow {
+            topic: Some(topic),
+            ..self
+        }
+    }
+}
+
+fn start_name(from: StartFrom) -> &'static str {
+    match from {
+        StartFrom::Earliest => "earliest",
+        StartFrom::Latest => "latest",
+    }
+}
+
+fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite::Result<()> {
+    let (ack_origin, ack_seq) = row.ack.unzip();
+    conn.prepare_cached(
+        "INSERT INTO events (origin, seq, lamport, kind, actor, topic, start, ack_origin, ack_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        event.origin,
+        event.seq,
+        event.lamport,
+        row.kind,
+        row.actor,
+        row.topic,
+        row.start,
+        ack_origin,
+        ack_seq
+    ])?;
+    Ok(())
+}
+
+/// A creation after the latest deletion starts the live incarnation unless
+/// an earlier creation after that deletion already did.
+fn merge_creation(
+    conn: &Connection,
+    topic: &str,
+    publisher: &str,
+    stamp: &Stamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO topics (name, created_by, created_lamport, created_origin) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET
+             created_by = excluded.created_by,
+             created_lamport = excluded.created_lamport,
+             created_origin = excluded.created_origin
+         WHERE (excluded.created_lamport, excluded.created_origin) > (deleted_lamport, deleted_origin)
+           AND (created_by IS NULL
+                OR (excluded.created_lamport, excluded.created_origin) < (created_lamport, created_origin))",
+        params![topic, publisher, stamp.lamport, stamp.origin],
+    )?;
+    Ok(())
+}
+
+/// A deletion later than any before it ends everything stamped before it;
+/// the live incarnation becomes the earliest creation after it, if any.
+fn merge_deletion(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Result<()> {
+    let advanced = conn.execute(
+        "INSERT INTO topics (name, deleted_lamport, deleted_origin) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET
+             deleted_lamport = excluded.deleted_lamport,
+             deleted_origin = excluded.deleted_origin
+         WHERE (excluded.deleted_lamport, excluded.deleted_origin) > (deleted_lamport, deleted_origin)",
+        params![topic, stamp.lamport, stamp.origin],
+    )?;
+    if advanced == 0 {
+        return Ok(());
+    }
+    conn.execute(
+        "UPDATE topics SET (created_by, created_lamport, created_origin) = (
+             SELECT actor, lamport, origin FROM events
+             WHERE kind = 'create_topic' AND topic = ?1 AND (lamport, origin) > (?2, ?3)
+             ORDER BY lamport, origin LIMIT 1)
+         WHERE name = ?1",
+        params![topic, stamp.lamport, stamp.origin],
+    )?;
+    conn.execute(
+        "DELETE FROM messages WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",
+        params![topic, stamp.lamport, stamp.origin],
+    )?;
+    conn.execute(
+        "DELETE FROM subscriptions WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",
+        params![topic, stamp.lamport, stamp.origin],
+    )?;
+    Ok(())
+}
+
+/// Subscribe (`live`) or unsubscribe; the later stamp wins,
+/// and nothing stamped before the topic's latest deletion survives.
+fn merge_subscription(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
+    stamp: &Stamp,
+    live: bool,
+    start: &Stamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO subscriptions (subscriber, topic, live, lamport, origin, start_lamport, start_origin)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM topics WHERE name = ?2
+                           AND (deleted_lamport, deleted_origin) > (?4, ?5))
+         ON CONFLICT (subscriber, topic) DO UPDATE SET
+             live = excluded.live,
+             lamport = excluded.lamport,
+             origin = excluded.origin,
+             start_lamport = excluded.start_lamport,
+             start_origin = excluded.start_origin
+         WHERE (excluded.lamport, excluded.origin) > (lamport, origin)",
+        params![
+            subscriber,
+            topic,
+            live,
+            stamp.lamport,
+            stamp.origin,
+            start.lamport,
+            start.origin
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Reads, shared by the HTTP handlers (on pooled connections) and the
+//! writer's checks (inside its transaction).
+
+use client::wire::{message_id, Message, TopicInfo};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::ApiError;
+
+pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), ApiError> {
+    if publisher_exists(conn, publisher)? {
+        Ok(())
+    } else {
+        Err(ApiError::PublisherNotFound(publisher.to_string()))
+    }
+}
+
+pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), ApiError> {
+    if subscriber_exists(conn, subscriber)? {
+        Ok(())
+    } else {
+        Err(ApiError::SubscriberNotFound(subscriber.to_string()))
+    }
+}
+
+/// The creator of the existing `topic`, or `topic_not_found`.
+pub fn require_topic(conn: &Connection, topic: &str) -> Result<String, ApiError> {
+    topic_owner(conn, topic)?.ok_or_else(|| ApiError::TopicNotFound(topic.to_string()))
+}
+
+pub fn require_subscription(conn: &Connection, subscriber: &str, topic: &str) -> Result<(), ApiError> {
+    if is_subscribed(conn, subscriber, topic)? {
+        Ok(())
+    } else {
+        Err(ApiError::NotSubscribed {
+            subscriber: subscriber.to_string(),
+            topic: topic.to_string(),
+        })
+    }
+}
+
+pub fn publisher_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    exists(conn, "SELECT 1 FROM publishers WHERE id = ?1", id)
+}
+
+pub fn subscriber_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    exists(conn, "SELECT 1 FROM subscribers WHERE id = ?1", id)
+}
+
+fn exists(conn: &Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(sql)?.exists([key])
+}
+
+/// The publisher that created the live incarnation of `topic`, if it exists.
+pub fn topic_owner(conn: &Connection, topic: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT created_by FROM topics WHERE name = ?1 AND created_by IS NOT NULL")?
+        .query_row([topic], |row| row.get(0))
+        .optional()
+}
+
+pub fn is_subscribed(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM subscriptions WHERE subscriber = ?1 AND topic = ?2 AND live = 1",
+    )?
+    .exists([subscriber, topic])
+}
+
+/// The topics `subscriber` reads, live subscriptions to existing topics only.
+pub fn subscribed_topics(conn: &Connection, subscriber: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT s.topic FROM subscriptions s JOIN topics t ON t.name = s.topic
+         WHERE s.subscriber = ?1 AND s.live = 1 AND t.created_by IS NOT NULL
+         ORDER BY s.topic",
+    )?
+    .query_map([subscriber], |row| row.get(0))?
+    .collect()
+}
+
+/// The acknowledged seq of `origin`'s messages on `topic` for `subscriber`.
+pub fn position(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
+    origin: &str,
+) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT seq FROM positions WHERE subscriber = ?1 AND topic = ?2 AND origin = ?3",
+        )?
+        .query_row([subscriber, topic, origin], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Counts per topic, for the topics listing.
+const TOPIC_INFO: &str = "
+    SELECT t.name, t.created_by,
+        (SELECT count(*) FROM messages m WHERE m.topic = t.name
+            AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)),
+        (SELECT count(*) FROM subscriptions s WHERE s.topic = t.name AND s.live = 1)
+    FROM topics t WHERE t.created_by IS NOT NULL";
+
+pub fn topics(conn: &Connection) -> rusqlite::Result<Vec<TopicInfo>> {
+    conn.prepare_cached(&format!("{TOPIC_INFO} ORDER BY t.name"))?
+        .query_map([], topic_info_row)?
+        .collect()
+}
+
+pub fn topic(conn: &Connection, name: &str) -> rusqlite::Result<Option<TopicInfo>> {
+    conn.prepare_cached(&format!("{TOPIC_INFO} AND t.name = ?1"))?
+        .query_row([name], topic_info_row)
+        .optional()
+}
+
+fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
+    Ok(TopicInfo {
+        name: row.get(0)?,
+        created_by: row.get(1)?,
+        messages: row.get(2)?,
+        subscribers: row.get(3)?,
+    })
+}
+
+/// Messages `subscriber` has not acknowledged, on `topic` or on all its
+/// topics, oldest first by `(lamport, origin)`, at most `max`.
+///
+/// A message is pending when it belongs to the topic's live incarnation, is
+/// stamped after the subscription's start, is above the acknowledged seq of
+/// its origin, and lies within the contiguous prefix of its origin (`have`),
+/// so that no message still in flight is skipped. Per origin, stamps grow
+/// with seq, so the result holds a prefix of each origin's pending messages.
+pub fn pending(
+    conn: &Connection,
+    subscriber: &str,
+    topic: Option<&str>,
+    max: u32,
+) -> rusqlite::Result<Vec<Message>> {
+    conn.prepare_cached(
+        "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms
+         FROM subscriptions s
+         JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
+         JOIN messages m ON m.topic = s.topic
+             AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)
+             AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+         JOIN origins o ON o.origin = m.origin AND m.seq <= o.have
+         LEFT JOIN positions p
+             ON p.subscriber = s.subscriber AND p.topic = s.topic AND p.origin = m.origin
+         WHERE s.subscriber = ?1 AND s.live = 1 AND (?2 IS NULL OR s.topic = ?2)
+           AND m.seq > coalesce(p.seq, 0)
+         ORDER BY m.lamport, m.origin
+         LIMIT ?3",
+    )?
+    .query_map(params![subscriber, topic, max], |row| {
+        let origin: String = row.get(0)?;
+        let seq: u64 = row.get(1)?;
+        Ok(Message {
+            id: message_id(&origin, seq),
+            origin,
+            seq,
+            lamport: row.get(2)?,
+            topic: row.get(3)?,
+            publisher: row.get(4)?,
+            payload: row.get(5)?,
+            published_at_ms: row.get(6)?,
+        })
+    })?
+    .collect()
+}

@@ -1,0 +1,49 @@
+//! Connection settings and the migrations in `migrations/`, embedded at build time.
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+use crate::config::Durability;
+
+/// The numbered files of `migrations/`, in order. Append; never edit a
+/// migration that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_event_log.sql")];
+
+/// How long a connection waits for a lock before failing.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    migrations()
+        .to_latest(conn)
+        .map_err(|e| format!("migrating the database failed: {e}"))
+}
+
+/// WAL (readable by `sqlite3` while the broker runs) and the durability asked for.
+pub fn configure_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    let synchronous = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
+    Ok(())
+}
+
+pub fn configure_reader(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+}

@@ -1,0 +1,253 @@
+//! The writer thread: group commit of everything queued.
+//!
+//! Requests arrive as closures over a [`WriteTx`]. The thread takes every
+//! request waiting in the queue, runs each in its own savepoint (a refused
+//! request leaves no trace), commits them all in one transaction, and only
+//! then answers them and wakes the long polls of the topics that got
+//! messages. Sequence numbers and the Lamport clock live here, so events are
+//! numbered in commit order.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::clock::LamportClock;
+use crate::error::ApiError;
+use crate::event::{Change, Event};
+use crate::wakeups::Wakeups;
+
+/// Most requests committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Answers a request once its transaction has committed (`Ok`) or failed.
+type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+/// A queued request: runs in the transaction, says whether it succeeded.
+type Job = Box<dyn for<'c> FnOnce(&mut WriteTx<'c>) -> (bool, Reply) + Send>;
+
+/// What the writer remembers between transactions.
+#[derive(Debug, Clone)]
+pub struct WriterState {
+    me: String,
+    last_seq: u64,
+    clock: LamportClock,
+}
+
+impl WriterState {
+    /// Restores this broker's counters from the database.
+    pub fn load(conn: &Connection, me: &str) -> rusqlite::Result<WriterState> {
+        let last_seq: Option<u64> = conn
+            .query_row(
+                "SELECT have FROM origins WHERE origin = ?1",
+                [me],
+                |row| row.get(0),
+            )
+            .or_else(ignore_no_rows)?;
+        let lamport: u64 = conn.query_row("SELECT lamport FROM clock WHERE id = 0", [], |row| {
+            row.get(0)
+        })?;
+        Ok(WriterState {
+            me: me.to_string(),
+            last_seq: last_seq.unwrap_or(0),
+            clock: LamportClock::starting_at(lamport),
+        })
+    }
+
+    pub fn lamport(&self) -> u64 {
+        self.clock.now()
+    }
+}
+
+fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
+    match error {
+        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+        other => Err(other),
+    }
+}
+
+/// One request's view of the open transaction.
+pub struct WriteTx<'c> {
+    pub(super) conn: &'c Connection,
+    state: &'c mut WriterState,
+    woken_topics: &'c mut BTreeSet<String>,
+}
+
+impl WriteTx<'_> {
+    /// Numbers and stamps a local change, stores it and merges it into the state.
+    pub(super) fn record(&mut self, change: Change) -> Result<Event, ApiError> {
+        self.state.last_seq += 1;
+        let event = Event {
+            origin: self.state.me.clone(),
+            seq: self.state.last_seq,
+            lamport: self.state.clock.tick(),
+            change,
+        };
+        super::apply::apply(self.conn, &event)?;
+        if let Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } = &event.change {
+            self.woken_topics.insert(topic.clone());
+        }
+        Ok(event)
+    }
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(
+        conn: Connection,
+        state: WriterState,
+        wakeups: Arc<Wakeups>,
+        lamport: Arc<AtomicU64>,
+    ) -> Writer {
+        let (queue, jobs) = mpsc::channel();
+        let mut thread = WriterThread {
+            conn,
+            state,
+            wakeups,
+            lamport,
+        };
+        let handle = std::thread::Builder::new()
+            .name("store-writer".to_string())
+            .spawn(move || thread.run(jobs))
+            .expect("spawning the writer thread");
+        Writer {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(handle)),
+        }
+    }
+
+    pub async fn submit<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |tx: &mut WriteTx<'_>| {
+            let result = change(tx);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = answer.send(committed.and(result));
+            });
+            (ok, reply)
+        });
+        let queued = match &*self.queue.lock().expect("writer queue lock") {
+            Some(queue) => queue.send(job).is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Err(ApiError::ShuttingDown);
+        }
+        answered.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Closes the queue, lets the thread commit what is in it, and joins it.
+    pub fn stop(&self) {
+        drop(self.queue.lock().expect("writer queue lock").take());
+        if let Some(handle) = self.thread.lock().expect("writer thread lock").take() {
+            if handle.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+struct WriterThread {
+    conn: Connection,
+    state: WriterState,
+    wakeups: Arc<Wakeups>,
+    lamport: Arc<AtomicU64>,
+}
+
+impl WriterThread {
+    fn run(&mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    /// Runs a batch in one transaction and answers every request in it.
+    fn commit(&mut self, batch: Vec<Job>) {
+        let before = self.state.clone();
+        let mut woken_topics = BTreeSet::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let outcome = self.run_batch(batch, &mut woken_topics, &mut replies);
+        let committed = match outcome {
+            Ok(()) => {
+                self.lamport.store(self.state.lamport(), Ordering::Release);
+                for topic in &woken_topics {
+                    self.wakeups.wake(topic);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!("commit failed: {error}");
+                self.state = before;
+                Err(error)
+            }
+        };
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()).map_err(clone_failure));
+        }
+    }
+
+    fn run_batch(
+        &mut self,
+        batch: Vec<Job>,
+        woken_topics: &mut BTreeSet<String>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), ApiError> {
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let start = self.state.clone();
+        for job in batch {
+            let snapshot = self.state.clone();
+            let savepoint = tx.savepoint()?;
+            let mut topics = BTreeSet::new();
+            let (ok, reply) = job(&mut WriteTx {
+                conn: &savepoint,
+                state: &mut self.state,
+                woken_topics: &mut topics,
+            });
+            replies.push(reply);
+            if ok {
+                savepoint.commit()?;
+                woken_topics.append(&mut topics);
+            } else {
+                drop(savepoint); // rolls back
+                self.state = snapshot;
+            }
+        }
+        if self.state.last_seq != start.last_seq {
+            tx.execute(
+                "INSERT INTO origins (origin, have) VALUES (?1, ?2)
+                 ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
+                params![self.state.me, self.state.last_seq],
+            )?;
+            tx.execute(
+                "UPDATE clock SET lamport = ?1 WHERE id = 0",
+                [self.state.lamport()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn clone_failure(error: &ApiError) -> ApiError {
+    ApiError::Internal(error.to_string())
+}
