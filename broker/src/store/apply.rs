@@ -249,3 +249,165 @@ fn merge_subscription(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema;
+
+    fn event(origin: &str, seq: u64, lamport: u64, change: Change) -> Event {
+        Event {
+            origin: origin.to_string(),
+            seq,
+            lamport,
+            change,
+        }
+    }
+
+    fn create(origin: &str, seq: u64, lamport: u64, publisher: &str) -> Event {
+        let change = Change::CreateTopic {
+            topic: "news".into(),
+            publisher: publisher.into(),
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    fn delete(origin: &str, seq: u64, lamport: u64) -> Event {
+        let change = Change::DeleteTopic {
+            topic: "news".into(),
+            publisher: "P1".into(),
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    fn publish(origin: &str, seq: u64, lamport: u64, payload: &str) -> Event {
+        let change = Change::Publish {
+            topic: "news".into(),
+            publisher: "P1".into(),
+            payload: payload.into(),
+            published_at_ms: 0,
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    fn subscription(origin: &str, seq: u64, lamport: u64, live: bool) -> Event {
+        let (subscriber, topic) = ("S1".to_string(), "news".to_string());
+        let change = if live {
+            Change::Subscribe {
+                subscriber,
+                topic,
+                from: StartFrom::Earliest,
+            }
+        } else {
+            Change::Unsubscribe { subscriber, topic }
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    fn ack(origin: &str, seq: u64, lamport: u64, acked_seq: u64) -> Event {
+        let change = Change::Ack {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            acked_origin: "A".into(),
+            acked_seq,
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    /// The merged state after applying `events` in the given order.
+    fn state_after(events: &[&Event]) -> Vec<String> {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn).unwrap();
+        for event in events {
+            apply(&conn, event).unwrap();
+        }
+        let dumps = [
+            "SELECT name || ' ' || coalesce(created_by, '-') || ' ' || deleted_lamport FROM topics",
+            "SELECT topic || ' ' || payload FROM messages ORDER BY origin, seq",
+            "SELECT subscriber || ' ' || topic || ' ' || live FROM subscriptions",
+            "SELECT subscriber || ' ' || origin || ' ' || seq FROM positions",
+            "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
+        ];
+        dumps
+            .iter()
+            .flat_map(|sql| {
+                let mut statement = conn.prepare(sql).unwrap();
+                let rows: Vec<String> = statement
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                rows
+            })
+            .collect()
+    }
+
+    /// Every order of `events` (Heap's algorithm) gives the same state; returns it.
+    fn same_state_in_every_order(events: &[Event]) -> Vec<String> {
+        let mut order: Vec<&Event> = events.iter().collect();
+        let expected = state_after(&order);
+        let mut counters = vec![0; order.len()];
+        let mut i = 0;
+        while i < order.len() {
+            if counters[i] < i {
+                order.swap(if i % 2 == 0 { 0 } else { counters[i] }, i);
+                assert_eq!(state_after(&order), expected, "order {order:?}");
+                counters[i] += 1;
+                i = 0;
+            } else {
+                counters[i] = 0;
+                i += 1;
+            }
+        }
+        expected
+    }
+
+    #[test]
+    fn delete_and_recreate_converge_in_any_order() {
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            publish("A", 2, 3, "old"),
+            delete("A", 3, 5),
+            create("B", 1, 10, "P2"),
+            publish("B", 2, 12, "new"),
+        ]);
+        assert_eq!(state, ["news P2 5", "news new"]);
+    }
+
+    #[test]
+    fn concurrent_creations_keep_the_earliest_creator() {
+        let state = same_state_in_every_order(&[
+            create("B", 1, 2, "P2"),
+            create("A", 1, 2, "P1"),
+            publish("A", 2, 3, "kept"),
+        ]);
+        assert_eq!(state, ["news P1 0", "news kept"]);
+    }
+
+    #[test]
+    fn latest_subscription_change_wins_and_deletion_ends_older_ones() {
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            subscription("A", 2, 2, true),
+            subscription("B", 1, 4, false),
+            subscription("A", 3, 6, true),
+        ]);
+        assert_eq!(state, ["news P1 0", "S1 news 1"]);
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            subscription("A", 2, 2, true),
+            delete("B", 1, 3),
+        ]);
+        assert_eq!(state, ["news - 3"]);
+    }
+
+    #[test]
+    fn positions_take_the_maximum() {
+        let state = same_state_in_every_order(&[
+            ack("A", 1, 1, 7),
+            ack("B", 1, 2, 3),
+            ack("A", 2, 3, 5),
+        ]);
+        assert_eq!(state, ["S1 A 7"]);
+    }
+}
