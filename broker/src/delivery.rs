@@ -75,6 +75,24 @@ pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError>
         .await
 }
 
+/// Acknowledges a cursor given back by `subscriber`. An unknown subscriber
+/// is reported as such even when the token is not a valid cursor.
+pub async fn acknowledge_token(
+    app: &AppState,
+    subscriber: String,
+    token: &str,
+) -> Result<(), ApiError> {
+    match Cursor::decode(token, &subscriber) {
+        Ok(cursor) => acknowledge(app, cursor).await,
+        Err(invalid) => {
+            app.store
+                .read(move |conn| queries::require_subscriber(conn, &subscriber))
+                .await?;
+            Err(invalid)
+        }
+    }
+}
+
 async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<String>, ApiError> {
     let subscriber = subscriber.to_string();
     app.store

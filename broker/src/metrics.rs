@@ -35,7 +35,10 @@ impl Metrics {
     pub fn render(&self, lamport: u64) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: i128| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         let load = |counter: &AtomicU64| i128::from(counter.load(Ordering::Relaxed));
         metric(

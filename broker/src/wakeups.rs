@@ -56,11 +56,9 @@ mod tests {
         let mut waiting = std::pin::pin!(notify.notified());
         waiting.as_mut().enable();
         wakeups.wake("sports");
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), waiting)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), waiting)
+            .await
+            .is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The HTTP API of `API.md` §3: routes, request parsing rules, and the
 //! handlers (a few lines each; the work happens in `store` and `delivery`).
 
+mod body;
 mod registrations;
 mod status;
 mod subscriptions;
 mod topics;
 
 use actix_web::dev::HttpServiceFactory;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 use serde::Serialize;
@@ -18,53 +19,48 @@ use crate::store::Created;
 /// Registers every endpoint and the JSON, query and path error rules.
 pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(max_body_bytes)
-                .content_type_required(false)
-                .error_handler(json_error),
-        )
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .app_data(web::PathConfig::default().error_handler(path_error))
-        .service(resource("/health", [web::get().to(status::health)]))
-        .service(resource("/cluster", [web::get().to(status::cluster)]))
-        .service(resource("/metrics", [web::get().to(status::metrics)]))
-        .service(resource(
-            "/publishers",
-            [web::post().to(registrations::publisher)],
-        ))
-        .service(resource(
-            "/subscribers",
-            [web::post().to(registrations::subscriber)],
-        ))
-        .service(resource(
-            "/topics",
-            [web::get().to(topics::list), web::post().to(topics::create)],
-        ))
-        .service(resource(
-            "/topics/{name}",
-            [web::get().to(topics::get), web::delete().to(topics::delete)],
-        ))
-        .service(resource(
-            "/topics/{name}/messages",
-            [web::post().to(topics::publish)],
-        ))
-        .service(resource(
-            "/subscribers/{sid}/subscriptions",
-            [web::post().to(subscriptions::subscribe)],
-        ))
-        .service(resource(
-            "/subscribers/{sid}/subscriptions/{topic}",
-            [web::delete().to(subscriptions::unsubscribe)],
-        ))
-        .service(resource(
-            "/subscribers/{sid}/messages",
-            [web::get().to(subscriptions::pull)],
-        ))
-        .service(resource(
-            "/subscribers/{sid}/ack",
-            [web::post().to(subscriptions::ack)],
-        ));
+        cfg.app_data(web::PayloadConfig::new(max_body_bytes))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .service(resource("/health", [web::get().to(status::health)]))
+            .service(resource("/cluster", [web::get().to(status::cluster)]))
+            .service(resource("/metrics", [web::get().to(status::metrics)]))
+            .service(resource(
+                "/publishers",
+                [web::post().to(registrations::publisher)],
+            ))
+            .service(resource(
+                "/subscribers",
+                [web::post().to(registrations::subscriber)],
+            ))
+            .service(resource(
+                "/topics",
+                [web::get().to(topics::list), web::post().to(topics::create)],
+            ))
+            .service(resource(
+                "/topics/{name}",
+                [web::get().to(topics::get), web::delete().to(topics::delete)],
+            ))
+            .service(resource(
+                "/topics/{name}/messages",
+                [web::post().to(topics::publish)],
+            ))
+            .service(resource(
+                "/subscribers/{sid}/subscriptions",
+                [web::post().to(subscriptions::subscribe)],
+            ))
+            .service(resource(
+                "/subscribers/{sid}/subscriptions/{topic}",
+                [web::delete().to(subscriptions::unsubscribe)],
+            ))
+            .service(resource(
+                "/subscribers/{sid}/messages",
+                [web::get().to(subscriptions::pull)],
+            ))
+            .service(resource(
+                "/subscribers/{sid}/ack",
+                [web::post().to(subscriptions::ack)],
+            ));
     }
 }
 
@@ -87,16 +83,6 @@ async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiErr
 
 fn describe(request: &HttpRequest) -> String {
     format!("{} {}", request.method(), request.path())
-}
-
-fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    match error {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::PayloadTooLarge(format!("request body is over the limit of {limit} bytes"))
-        }
-        other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
-    }
-    .into()
 }
 
 fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {

@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 use client::wire::Registration;
 
+use super::body::Body;
 use super::created_response;
 use crate::error::ApiError;
 use crate::names::check_name;
@@ -13,7 +14,7 @@ type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, ApiError>;
 
 pub async fn publisher(
     app: web::Data<AppState>,
-    body: web::Json<Registration>,
+    body: Body<Registration>,
 ) -> Result<HttpResponse, ApiError> {
     register(&app, body.into_inner(), "publisher", |tx, id| {
         tx.register_publisher(id)
@@ -23,7 +24,7 @@ pub async fn publisher(
 
 pub async fn subscriber(
     app: web::Data<AppState>,
-    body: web::Json<Registration>,
+    body: Body<Registration>,
 ) -> Result<HttpResponse, ApiError> {
     register(&app, body.into_inner(), "subscriber", |tx, id| {
         tx.register_subscriber(id)

@@ -5,8 +5,8 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use client::wire::{Ack, PullQuery, Subscribe, Subscription};
 
+use super::body::Body;
 use super::created_response;
-use crate::cursor::Cursor;
 use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::names::check_name;
@@ -20,7 +20,7 @@ const MAX_WAIT_MS: u64 = 60_000;
 pub async fn subscribe(
     app: web::Data<AppState>,
     sid: web::Path<String>,
-    body: web::Json<Subscribe>,
+    body: Body<Subscribe>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = sid.into_inner();
     let Subscribe { topic, from } = body.into_inner();
@@ -31,7 +31,10 @@ pub async fn subscribe(
         .store
         .write(move |tx| tx.subscribe(&who, &what, from))
         .await?;
-    Ok(created_response(created, Subscription { subscriber, topic }))
+    Ok(created_response(
+        created,
+        Subscription { subscriber, topic },
+    ))
 }
 
 pub async fn unsubscribe(
@@ -81,11 +84,11 @@ pub async fn pull(
 pub async fn ack(
     app: web::Data<AppState>,
     sid: web::Path<String>,
-    body: web::Json<Ack>,
+    body: Body<Ack>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = sid.into_inner();
     check_name("subscriber", &subscriber)?;
-    let cursor = Cursor::decode(&body.cursor, &subscriber)?;
-    delivery::acknowledge(&app, cursor).await?;
+    let Ack { cursor } = body.into_inner();
+    delivery::acknowledge_token(&app, subscriber, &cursor).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use client::wire::{CreateTopic, PublishRequest, PublishedBatch, TopicCreated};
 use serde::Deserialize;
 
+use super::body::Body;
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::names::check_name;
@@ -12,13 +13,15 @@ use crate::AppState;
 
 pub async fn create(
     app: web::Data<AppState>,
-    body: web::Json<CreateTopic>,
+    body: Body<CreateTopic>,
 ) -> Result<HttpResponse, ApiError> {
     let CreateTopic { name, publisher } = body.into_inner();
     check_name("topic", &name)?;
     check_name("publisher", &publisher)?;
     let (topic, by) = (name.clone(), publisher.clone());
-    app.store.write(move |tx| tx.create_topic(&topic, &by)).await?;
+    app.store
+        .write(move |tx| tx.create_topic(&topic, &by))
+        .await?;
     Ok(HttpResponse::Created().json(TopicCreated {
         name,
         created_by: publisher,
@@ -55,9 +58,10 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name("topic", &name)?;
-    let publisher = query.into_inner().publisher.ok_or_else(|| {
-        ApiError::BadRequest("query parameter publisher is required".to_string())
-    })?;
+    let publisher = query
+        .into_inner()
+        .publisher
+        .ok_or_else(|| ApiError::BadRequest("query parameter publisher is required".to_string()))?;
     check_name("publisher", &publisher)?;
     app.store
         .write(move |tx| tx.delete_topic(&name, &publisher))
@@ -68,7 +72,7 @@ pub async fn delete(
 pub async fn publish(
     app: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<PublishRequest>,
+    body: Body<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = name.into_inner();
     check_name("topic", &topic)?;

@@ -28,18 +28,30 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             )?;
         }
         Change::RegisterSubscriber { subscriber } => {
-            store_event(conn, event, EventRow::new("register_subscriber", subscriber))?;
+            store_event(
+                conn,
+                event,
+                EventRow::new("register_subscriber", subscriber),
+            )?;
             conn.execute(
                 "INSERT OR IGNORE INTO subscribers (id) VALUES (?1)",
                 [subscriber],
             )?;
         }
         Change::CreateTopic { topic, publisher } => {
-            store_event(conn, event, EventRow::new("create_topic", publisher).on(topic))?;
+            store_event(
+                conn,
+                event,
+                EventRow::new("create_topic", publisher).on(topic),
+            )?;
             merge_creation(conn, topic, publisher, &stamp)?;
         }
         Change::DeleteTopic { topic, publisher } => {
-            store_event(conn, event, EventRow::new("delete_topic", publisher).on(topic))?;
+            store_event(
+                conn,
+                event,
+                EventRow::new("delete_topic", publisher).on(topic),
+            )?;
             merge_deletion(conn, topic, &stamp)?;
         }
         Change::Subscribe {
@@ -59,7 +71,11 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             merge_subscription(conn, subscriber, topic, &stamp, true, &start)?;
         }
         Change::Unsubscribe { subscriber, topic } => {
-            store_event(conn, event, EventRow::new("unsubscribe", subscriber).on(topic))?;
+            store_event(
+                conn,
+                event,
+                EventRow::new("unsubscribe", subscriber).on(topic),
+            )?;
             merge_subscription(conn, subscriber, topic, &stamp, false, &Stamp::zero())?;
         }
         Change::Ack {
@@ -403,11 +419,8 @@ mod tests {
 
     #[test]
     fn positions_take_the_maximum() {
-        let state = same_state_in_every_order(&[
-            ack("A", 1, 1, 7),
-            ack("B", 1, 2, 3),
-            ack("A", 2, 3, 5),
-        ]);
+        let state =
+            same_state_in_every_order(&[ack("A", 1, 1, 7), ack("B", 1, 2, 3), ack("A", 2, 3, 5)]);
         assert_eq!(state, ["S1 A 7"]);
     }
 }

@@ -27,7 +27,11 @@ pub fn require_topic(conn: &Connection, topic: &str) -> Result<String, ApiError>
     topic_owner(conn, topic)?.ok_or_else(|| ApiError::TopicNotFound(topic.to_string()))
 }
 
-pub fn require_subscription(conn: &Connection, subscriber: &str, topic: &str) -> Result<(), ApiError> {
+pub fn require_subscription(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
+) -> Result<(), ApiError> {
     if is_subscribed(conn, subscriber, topic)? {
         Ok(())
     } else {

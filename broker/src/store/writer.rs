@@ -40,11 +40,9 @@ impl WriterState {
     /// Restores this broker's counters from the database.
     pub fn load(conn: &Connection, me: &str) -> rusqlite::Result<WriterState> {
         let last_seq: Option<u64> = conn
-            .query_row(
-                "SELECT have FROM origins WHERE origin = ?1",
-                [me],
-                |row| row.get(0),
-            )
+            .query_row("SELECT have FROM origins WHERE origin = ?1", [me], |row| {
+                row.get(0)
+            })
             .or_else(ignore_no_rows)?;
         let lamport: u64 = conn.query_row("SELECT lamport FROM clock WHERE id = 0", [], |row| {
             row.get(0)

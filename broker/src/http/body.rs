@@ -1,0 +1,89 @@
+//! `Body<T>`: a JSON object request body.
+//!
+//! Unlike `web::Json`, it refuses a JSON array where an object is expected
+//! (serde would otherwise read a struct from an array of its fields), and it
+//! reports every failure as `ApiError`: 413 over the body limit, 400 otherwise.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub struct Body<T>(T);
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(request, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|error| {
+                if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!("request body is too large: {error}"))
+                } else {
+                    ApiError::BadRequest(format!("cannot read the request body: {error}"))
+                }
+            })?;
+            parse_object(&bytes).map(Body)
+        })
+    }
+}
+
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let starts_as_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if !starts_as_object {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".to_string(),
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use client::wire::Registration;
+
+    #[test]
+    fn reads_an_object() {
+        let parsed: Registration = parse_object(b" {\"id\": \"P1\"}").unwrap();
+        assert_eq!(parsed.id, "P1");
+    }
+
+    #[test]
+    fn refuses_arrays_scalars_and_garbage() {
+        for body in [
+            &b"[\"P1\"]"[..],
+            b"\"P1\"",
+            b"",
+            b"{",
+            b"{\"id\": 5}",
+            b"{}",
+        ] {
+            assert!(
+                matches!(
+                    parse_object::<Registration>(body),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

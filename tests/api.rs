@@ -1,0 +1,1389 @@
+//! The broker's HTTP API (API.md §2–§3) against one real broker process:
+//! exact statuses, bodies and error codes, and that refused requests change
+//! nothing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use client::http::Created;
+use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use client::Client;
+use serde_json::{json, Value};
+use support::{eventually, Broker};
+
+const P1: &str = "pub-1";
+const P2: &str = "pub-2";
+const S1: &str = "sub-1";
+const S2: &str = "sub-2";
+const T: &str = "news";
+
+/// Registers `P1` and creates topic `topic` as `P1`.
+async fn topic_of_p1(client: &Client, topic: &str) {
+    client.register_publisher(P1).await.expect("register P1");
+    client.create_topic(topic, P1).await.expect("create topic");
+}
+
+/// Registers `sid` and subscribes it to `topic` from `from`.
+async fn subscribed(client: &Client, sid: &str, topic: &str, from: StartFrom) {
+    client.register_subscriber(sid).await.expect("register");
+    client.subscribe(sid, topic, from).await.expect("subscribe");
+}
+
+/// A pull that does not wait.
+fn at_once(topic: Option<&str>) -> PullQuery {
+    PullQuery {
+        topic: topic.map(str::to_string),
+        max: None,
+        wait_ms: Some(0),
+        auto_ack: None,
+    }
+}
+
+async fn pull_now(client: &Client, sid: &str, topic: &str) -> Pulled {
+    client
+        .pull(sid, &at_once(Some(topic)))
+        .await
+        .expect("pull without waiting")
+}
+
+fn payloads(pulled: &Pulled) -> Vec<&str> {
+    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
+}
+
+async fn message_count(client: &Client, topic: &str) -> u64 {
+    client.topic(topic).await.expect("GET topic").messages
+}
+
+/// The sum of every sample of metric `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value_part = if rest.starts_with('{') {
+            match rest.rfind('}') {
+                Some(end) => &rest[end + 1..],
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            continue; // a longer name with this prefix
+        };
+        if let Some(value) = value_part
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+async fn metric_now(client: &Client, name: &str) -> f64 {
+    let text = client.metrics().await.expect("GET /metrics");
+    metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// A request body: (content type, bytes).
+type Body = Option<(&'static str, Vec<u8>)>;
+
+fn malformed(bytes: &str) -> Body {
+    Some(("application/json", bytes.as_bytes().to_vec()))
+}
+
+#[tokio::test]
+async fn health_names_the_broker() {
+    let broker = Broker::start().await;
+    let answer = broker.http_get("/health").await;
+    answer.assert_status(200);
+    assert!(
+        answer.content_type.starts_with("application/json"),
+        "content type {:?}",
+        answer.content_type
+    );
+    let body = answer.json();
+    assert_eq!(body["broker"], json!(broker.id()), "{body}");
+    assert_eq!(body["status"], json!("ok"), "{body}");
+}
+
+#[tokio::test]
+async fn cluster_of_one_names_itself_leader() {
+    let broker = Broker::start().await;
+    let answer = broker.http_get("/cluster").await;
+    answer.assert_status(200);
+    let body = answer.json();
+    assert_eq!(body["self"], json!(broker.id()), "{body}");
+    assert_eq!(body["leader"], json!(broker.id()), "{body}");
+    assert!(body["term"].as_u64().is_some_and(|t| t >= 1), "{body}");
+    assert_eq!(body["mode"], json!("gossip"), "{body}");
+    assert!(body["lamport"].is_u64(), "{body}");
+    let members = body["members"].as_array().expect("members array");
+    assert!(
+        members
+            .iter()
+            .any(|m| m["id"] == json!(broker.id()) && m["alive"] == json!(true)),
+        "self is not an alive member: {body}"
+    );
+
+    // The Lamport clock grows with events.
+    let client = broker.client();
+    let before = client.cluster().await.expect("cluster").lamport;
+    topic_of_p1(&client, T).await;
+    let published = client.publish(T, P1, "tick").await.expect("publish");
+    let after = client.cluster().await.expect("cluster").lamport;
+    assert!(after > before, "lamport {before} -> {after}");
+    assert!(after >= published.lamport, "clock {after} < {published:?}");
+}
+
+#[tokio::test]
+async fn registration_is_idempotent_and_checks_names() {
+    let broker = Broker::start().await;
+    for kind in ["publishers", "subscribers"] {
+        let path = format!("/{kind}");
+        let first = broker.http_post(&path, json!({"id": "alice"})).await;
+        first.assert_status(201);
+        assert_eq!(first.json()["id"], json!("alice"), "{kind}: {}", first.text);
+        let again = broker.http_post(&path, json!({"id": "alice"})).await;
+        again.assert_status(200);
+        assert_eq!(again.json()["id"], json!("alice"), "{kind}: {}", again.text);
+
+        for good in ["x".repeat(128), "A-z_0.9".to_string(), "7".to_string()] {
+            let answer = broker.http_post(&path, json!({ "id": good })).await;
+            assert_eq!(answer.status, 201, "{kind} {good:?}: {}", answer.text);
+        }
+
+        let too_long = "x".repeat(129);
+        for bad in [
+            "",
+            too_long.as_str(),
+            "a b",
+            "a/b",
+            "é",
+            "a:b",
+            "tab\t",
+            "a\u{0}b",
+            "semi;colon",
+        ] {
+            let answer = broker.http_post(&path, json!({ "id": bad })).await;
+            answer.assert_error(400, "invalid_name");
+        }
+
+        for body in [
+            json!({}),
+            json!({"id": 5}),
+            json!({"id": null}),
+            json!({"id": ["alice"]}),
+            json!("alice"),
+        ] {
+            let answer = broker.http_post(&path, body.clone()).await;
+            assert_eq!(
+                (answer.status, answer.error_code().as_deref()),
+                (400, Some("bad_request")),
+                "{kind} {body}: {}",
+                answer.text
+            );
+        }
+        for raw in ["{\"id\": ", "", "id=alice", "{\"id\": \"bob\",}"] {
+            let answer = broker.http_send("POST", &path, malformed(raw)).await;
+            answer.assert_error(400, "bad_request");
+        }
+    }
+
+    // The refused names were not registered: a topic cannot be created by them.
+    let answer = broker
+        .http_post("/topics", json!({"name": "t", "publisher": "bob"}))
+        .await;
+    answer.assert_error(404, "publisher_not_found");
+}
+
+#[tokio::test]
+async fn topics_are_created_listed_and_fetched() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register P1");
+    client.register_publisher(P2).await.expect("register P2");
+    let name = "news.v1_a-B";
+
+    let created = broker
+        .http_post("/topics", json!({"name": name, "publisher": P1}))
+        .await;
+    created.assert_status(201);
+    let body = created.json();
+    assert_eq!(body["name"], json!(name), "{body}");
+    assert_eq!(body["created_by"], json!(P1), "{body}");
+
+    for publisher in [P1, P2] {
+        broker
+            .http_post("/topics", json!({"name": name, "publisher": publisher}))
+            .await
+            .assert_error(409, "topic_exists");
+    }
+    broker
+        .http_post("/topics", json!({"name": "other", "publisher": "ghost"}))
+        .await
+        .assert_error(404, "publisher_not_found");
+    let too_long = "t".repeat(129);
+    for bad in ["", "a b", too_long.as_str(), "a/b", "ü", "a?b"] {
+        broker
+            .http_post("/topics", json!({"name": bad, "publisher": P1}))
+            .await
+            .assert_error(400, "invalid_name");
+    }
+    for body in [
+        json!({}),
+        json!({"name": "x"}),
+        json!({"publisher": P1}),
+        json!({"name": 5, "publisher": P1}),
+        json!({"name": "x", "publisher": false}),
+    ] {
+        let answer = broker.http_post("/topics", body.clone()).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{body}: {}",
+            answer.text
+        );
+    }
+    broker
+        .http_send("POST", "/topics", malformed("{\"name\": \"x\""))
+        .await
+        .assert_error(400, "bad_request");
+
+    // Only the one topic exists, empty.
+    let list = broker.http_get("/topics").await;
+    list.assert_status(200);
+    let expected = json!({"name": name, "created_by": P1, "messages": 0, "subscribers": 0});
+    let list = list.json();
+    let entries = list.as_array().expect("GET /topics is an array");
+    assert_eq!(entries.len(), 1, "{list}");
+    for key in ["name", "created_by", "messages", "subscribers"] {
+        assert_eq!(entries[0][key], expected[key], "{key} in {list}");
+    }
+    let one = broker.http_get(&format!("/topics/{name}")).await;
+    one.assert_status(200);
+    let one = one.json();
+    for key in ["name", "created_by", "messages", "subscribers"] {
+        assert_eq!(one[key], expected[key], "{key} in {one}");
+    }
+    broker
+        .http_get("/topics/nope")
+        .await
+        .assert_error(404, "topic_not_found");
+
+    // Counts follow publishes and subscriptions.
+    client.publish(name, P1, "one").await.expect("publish");
+    client
+        .publish_batch(name, P1, vec!["two".into(), "three".into()])
+        .await
+        .expect("publish batch");
+    subscribed(&client, S1, name, StartFrom::Latest).await;
+    client
+        .create_topic("second", P2)
+        .await
+        .expect("second topic");
+    let info = client.topic(name).await.expect("GET topic");
+    assert_eq!((info.messages, info.subscribers), (3, 1), "{info:?}");
+
+    // The longest name works everywhere a name goes, paths included.
+    let longest = "L".repeat(128);
+    client.create_topic(&longest, P2).await.expect("128 chars");
+    client.publish(&longest, P2, "long").await.expect("publish");
+    client
+        .subscribe(S1, &longest, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    assert_eq!(payloads(&pull_now(&client, S1, &longest).await), ["long"]);
+    client.delete_topic(&longest, P2).await.expect("delete");
+
+    let all = client.topics().await.expect("GET /topics");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let second = all.iter().find(|t| t.name == "second").expect("second");
+    assert_eq!(
+        (
+            second.created_by.as_str(),
+            second.messages,
+            second.subscribers
+        ),
+        (P2, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_topic_removes_its_messages_and_subscriptions() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    client.register_publisher(P2).await.expect("register P2");
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    client
+        .publish_batch(T, P1, vec!["old-1".into(), "old-2".into()])
+        .await
+        .expect("publish");
+
+    broker
+        .http_delete(&format!("/topics/{T}"))
+        .await
+        .assert_error(400, "bad_request");
+    broker
+        .http_delete(&format!("/topics/{T}?publisher={P2}"))
+        .await
+        .assert_error(403, "not_topic_owner");
+    broker
+        .http_delete(&format!("/topics/nope?publisher={P1}"))
+        .await
+        .assert_error(404, "topic_not_found");
+    // Nothing changed so far.
+    let info = client.topic(T).await.expect("GET topic");
+    assert_eq!((info.messages, info.subscribers), (2, 1), "{info:?}");
+
+    let deleted = broker
+        .http_delete(&format!("/topics/{T}?publisher={P1}"))
+        .await;
+    deleted.assert_status(204);
+    assert!(
+        deleted.text.is_empty(),
+        "204 with a body: {:?}",
+        deleted.text
+    );
+
+    broker
+        .http_get(&format!("/topics/{T}"))
+        .await
+        .assert_error(404, "topic_not_found");
+    assert!(client.topics().await.expect("topics").is_empty());
+    broker
+        .http_get(&format!("/subscribers/{S1}/messages?topic={T}&wait_ms=0"))
+        .await
+        .assert_error(404, "topic_not_found");
+    broker
+        .http_post(
+            &format!("/topics/{T}/messages"),
+            json!({"publisher": P1, "payload": "late"}),
+        )
+        .await
+        .assert_error(404, "topic_not_found");
+    broker
+        .http_delete(&format!("/topics/{T}?publisher={P1}"))
+        .await
+        .assert_error(404, "topic_not_found");
+    // Without a topic, the subscriber has nothing left to read.
+    let everything = client.pull(S1, &at_once(None)).await.expect("pull all");
+    assert!(everything.messages.is_empty(), "{everything:?}");
+
+    // The same name again is a new, empty topic without subscribers.
+    client.create_topic(T, P2).await.expect("re-create");
+    let info = client.topic(T).await.expect("GET topic");
+    assert_eq!(
+        (info.created_by.as_str(), info.messages, info.subscribers),
+        (P2, 0, 0),
+        "{info:?}"
+    );
+    broker
+        .http_get(&format!("/subscribers/{S1}/messages?topic={T}&wait_ms=0"))
+        .await
+        .assert_error(404, "not_subscribed");
+    client.publish(T, P2, "new").await.expect("publish");
+    client
+        .subscribe(S1, T, StartFrom::Earliest)
+        .await
+        .expect("subscribe again");
+    let pulled = pull_now(&client, S1, T).await;
+    assert_eq!(payloads(&pulled), ["new"], "{pulled:?}");
+}
+
+#[tokio::test]
+async fn publish_returns_ids_seqs_and_lamports() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let path = format!("/topics/{T}/messages");
+
+    let single = broker
+        .http_post(&path, json!({"publisher": P1, "payload": "hello"}))
+        .await;
+    single.assert_status(201);
+    let single = single.json();
+    assert_eq!(single["origin"], json!(broker.id()), "{single}");
+    let seq = single["seq"].as_u64().expect("seq is a number");
+    let lamport = single["lamport"].as_u64().expect("lamport is a number");
+    assert!(seq >= 1 && lamport >= 1, "{single}");
+    assert_eq!(
+        single["id"],
+        json!(format!("{}/{seq}", broker.id())),
+        "{single}"
+    );
+
+    let batch = broker
+        .http_post(&path, json!({"publisher": P1, "payloads": ["a", "b", "c"]}))
+        .await;
+    batch.assert_status(201);
+    let batch = batch.json();
+    let items = batch["messages"].as_array().expect("messages array");
+    assert_eq!(items.len(), 3, "{batch}");
+    let (mut last_seq, mut last_lamport) = (seq, lamport);
+    for item in items {
+        let s = item["seq"].as_u64().expect("seq");
+        let l = item["lamport"].as_u64().expect("lamport");
+        assert!(s > last_seq, "seq not increasing: {batch}");
+        assert!(l > last_lamport, "lamport not increasing: {batch}");
+        assert_eq!(item["origin"], json!(broker.id()), "{item}");
+        assert_eq!(item["id"], json!(format!("{}/{s}", broker.id())), "{item}");
+        (last_seq, last_lamport) = (s, l);
+    }
+
+    // seq counts every event of the broker: a registration takes a number.
+    client.register_subscriber(S2).await.expect("register S2");
+    let after = client.publish(T, P1, "after").await.expect("publish");
+    assert!(
+        after.seq > last_seq + 1,
+        "a registration between two publishes left no gap: {last_seq} then {after:?}"
+    );
+    assert!(after.lamport > last_lamport, "{after:?}");
+
+    // Pulled messages are the full objects of §3, oldest first.
+    let unicode = "héllo ✓ \"quoted\" \\ back\nslash";
+    let last = client.publish(T, P1, unicode).await.expect("publish");
+    let answer = broker
+        .http_get(&format!("/subscribers/{S1}/messages?topic={T}&wait_ms=0"))
+        .await;
+    answer.assert_status(200);
+    let body = answer.json();
+    assert!(body["cursor"].is_string(), "{body}");
+    let messages = body["messages"].as_array().expect("messages array");
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["payload"].as_str().expect("payload"))
+        .collect();
+    assert_eq!(texts, ["hello", "a", "b", "c", "after", unicode]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    for m in messages {
+        let m: Message = serde_json::from_value(m.clone()).expect("a full message object");
+        assert_eq!(m.id, format!("{}/{}", m.origin, m.seq), "{m:?}");
+        assert_eq!((m.topic.as_str(), m.publisher.as_str()), (T, P1));
+        assert!(
+            (now_ms - m.published_at_ms).abs() < 600_000,
+            "published_at_ms {} is not near now {now_ms}",
+            m.published_at_ms
+        );
+    }
+    let final_message = &messages[messages.len() - 1];
+    assert_eq!(final_message["id"], json!(last.id));
+    assert_eq!(final_message["seq"], json!(last.seq));
+    assert_eq!(final_message["lamport"], json!(last.lamport));
+}
+
+#[tokio::test]
+async fn refused_publishes_change_nothing() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    let path = format!("/topics/{T}/messages");
+
+    for body in [
+        json!({"publisher": P1, "payload": "a", "payloads": ["b"]}),
+        json!({"publisher": P1}),
+        json!({"publisher": P1, "payloads": []}),
+        json!({"publisher": P1, "payload": 5}),
+        json!({"publisher": P1, "payload": {"text": "a"}}),
+        json!({"publisher": P1, "payload": ["a"]}),
+        json!({"publisher": P1, "payloads": "a"}),
+        json!({"publisher": P1, "payloads": ["a", 5]}),
+        json!({"payload": "a"}),
+        json!({"publisher": 5, "payload": "a"}),
+        json!({"publisher": null, "payload": "a"}),
+        json!("a"),
+    ] {
+        let answer = broker.http_post(&path, body.clone()).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{body}: {}",
+            answer.text
+        );
+        answer.assert_error(400, "bad_request");
+    }
+    for raw in [
+        "",
+        "{",
+        "not json",
+        "{\"publisher\": \"pub-1\", \"payload\": \"a\"",
+        "{\"publisher\": \"pub-1\", \"payload\": \"a\"} trailing",
+    ] {
+        broker
+            .http_send("POST", &path, malformed(raw))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    broker
+        .http_post(
+            "/topics/nope/messages",
+            json!({"publisher": P1, "payload": "a"}),
+        )
+        .await
+        .assert_error(404, "topic_not_found");
+    broker
+        .http_post(&path, json!({"publisher": "ghost", "payload": "a"}))
+        .await
+        .assert_error(404, "publisher_not_found");
+    broker
+        .http_post(&path, json!({"publisher": "ghost", "payloads": ["a", "b"]}))
+        .await
+        .assert_error(404, "publisher_not_found");
+
+    assert_eq!(message_count(&client, T).await, 0);
+    assert!(broker.stored_payloads(T).is_empty());
+    let ok = client.publish(T, P1, "still works").await.expect("publish");
+    assert_eq!(message_count(&client, T).await, 1, "{ok:?}");
+}
+
+#[tokio::test]
+async fn payload_limit_counts_utf8_bytes() {
+    let broker = Broker::start_with(&["--max-payload-bytes", "1000"]).await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    let path = format!("/topics/{T}/messages");
+
+    let exact = "x".repeat(1000);
+    broker
+        .http_post(&path, json!({"publisher": P1, "payload": exact}))
+        .await
+        .assert_status(201);
+    broker
+        .http_post(&path, json!({"publisher": P1, "payload": "x".repeat(1001)}))
+        .await
+        .assert_error(413, "payload_too_large");
+    // 500 two-byte characters are 1000 bytes; 501 are 1002 bytes.
+    broker
+        .http_post(&path, json!({"publisher": P1, "payload": "é".repeat(500)}))
+        .await
+        .assert_status(201);
+    broker
+        .http_post(&path, json!({"publisher": P1, "payload": "é".repeat(501)}))
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(&client, T).await, 2);
+
+    // One oversized item refuses the whole batch.
+    broker
+        .http_post(
+            &path,
+            json!({"publisher": P1, "payloads": ["ok-1", "x".repeat(1001), "ok-2"]}),
+        )
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(&client, T).await, 2);
+    let stored = broker.stored_payloads(T);
+    assert!(
+        !stored.iter().any(|p| p.starts_with("ok-")),
+        "part of a refused batch was stored"
+    );
+}
+
+#[tokio::test]
+async fn default_payload_limit_is_one_mebibyte() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    let path = format!("/topics/{T}/messages");
+    broker
+        .http_post(
+            &path,
+            json!({"publisher": P1, "payload": "y".repeat(1 << 20)}),
+        )
+        .await
+        .assert_status(201);
+    broker
+        .http_post(
+            &path,
+            json!({"publisher": P1, "payload": "y".repeat((1 << 20) + 1)}),
+        )
+        .await
+        .assert_error(413, "payload_too_large");
+    // 17 payloads of 1 MiB each are allowed one by one but the body is over 16 MiB.
+    let many: Vec<String> = (0..17).map(|i| format!("{i:02}").repeat(1 << 19)).collect();
+    broker
+        .http_post(&path, json!({"publisher": P1, "payloads": many}))
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(&client, T).await, 1);
+}
+
+#[tokio::test]
+async fn body_limit_is_16_mib_or_8_payloads() {
+    // max-payload-bytes 1000: the body limit is 16 MiB.
+    let broker = Broker::start_with(&["--max-payload-bytes", "1000"]).await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    let path = format!("/topics/{T}/messages");
+    let item = "z".repeat(1000);
+    let under: Vec<&str> = vec![item.as_str(); 16_000]; // about 16.05 MB < 16 MiB
+    let answer = broker
+        .http_post(&path, json!({"publisher": P1, "payloads": under}))
+        .await;
+    answer.assert_status(201);
+    assert_eq!(
+        answer.json()["messages"].as_array().map(Vec::len),
+        Some(16_000)
+    );
+    let over: Vec<&str> = vec![item.as_str(); 17_000]; // about 17.05 MB > 16 MiB
+    broker
+        .http_post(&path, json!({"publisher": P1, "payloads": over}))
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(&client, T).await, 16_000);
+    drop(broker);
+
+    // max-payload-bytes 3 MiB: the body limit is 8 × 3 MiB = 24 MiB.
+    let broker = Broker::start_with(&["--max-payload-bytes", "3145728"]).await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    let big = "b".repeat(3 << 20);
+    let six: Vec<&str> = vec![big.as_str(); 6]; // 18 MiB
+    broker
+        .http_post(&path, json!({"publisher": P1, "payloads": six}))
+        .await
+        .assert_status(201);
+    let nine: Vec<&str> = vec![big.as_str(); 9]; // 27 MiB
+    broker
+        .http_post(&path, json!({"publisher": P1, "payloads": nine}))
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(&client, T).await, 6);
+}
+
+#[tokio::test]
+async fn subscribe_and_unsubscribe() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    client.register_subscriber(S1).await.expect("register S1");
+    let path = format!("/subscribers/{S1}/subscriptions");
+
+    let first = broker.http_post(&path, json!({"topic": T})).await;
+    first.assert_status(201);
+    let body = first.json();
+    assert_eq!(
+        (&body["subscriber"], &body["topic"]),
+        (&json!(S1), &json!(T)),
+        "{body}"
+    );
+    let again = broker
+        .http_post(&path, json!({"topic": T, "from": "earliest"}))
+        .await;
+    again.assert_status(200);
+    let body = again.json();
+    assert_eq!(
+        (&body["subscriber"], &body["topic"]),
+        (&json!(S1), &json!(T)),
+        "{body}"
+    );
+    assert_eq!(client.topic(T).await.expect("topic").subscribers, 1);
+
+    broker
+        .http_post(
+            "/subscribers/ghost/subscriptions",
+            json!({"topic": T, "from": "latest"}),
+        )
+        .await
+        .assert_error(404, "subscriber_not_found");
+    broker
+        .http_post(&path, json!({"topic": "nope", "from": "latest"}))
+        .await
+        .assert_error(404, "topic_not_found");
+    for body in [
+        json!({"topic": T, "from": "middle"}),
+        json!({"topic": T, "from": 5}),
+        json!({"topic": T, "from": "EARLIEST"}),
+        json!({"from": "latest"}),
+        json!({"topic": 5}),
+    ] {
+        let answer = broker.http_post(&path, body.clone()).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{body}: {}",
+            answer.text
+        );
+    }
+    broker
+        .http_send("POST", &path, malformed("{\"topic\":"))
+        .await
+        .assert_error(400, "bad_request");
+
+    let unsubscribe = format!("/subscribers/{S1}/subscriptions/{T}");
+    let gone = broker.http_delete(&unsubscribe).await;
+    gone.assert_status(204);
+    assert!(gone.text.is_empty(), "204 with a body: {:?}", gone.text);
+    assert_eq!(client.topic(T).await.expect("topic").subscribers, 0);
+    broker
+        .http_delete(&unsubscribe)
+        .await
+        .assert_error(404, "not_subscribed");
+    broker
+        .http_delete(&format!("/subscribers/ghost/subscriptions/{T}"))
+        .await
+        .assert_error(404, "subscriber_not_found");
+    broker
+        .http_delete(&format!("/subscribers/{S1}/subscriptions/nope"))
+        .await
+        .assert_error(404, "topic_not_found");
+    broker
+        .http_get(&format!("/subscribers/{S1}/messages?topic={T}&wait_ms=0"))
+        .await
+        .assert_error(404, "not_subscribed");
+
+    // Subscribing again is new (201) and starts from "latest".
+    client.publish(T, P1, "while away").await.expect("publish");
+    assert_eq!(
+        client
+            .subscribe(S1, T, StartFrom::Latest)
+            .await
+            .expect("subscribe"),
+        Created::New
+    );
+    client.publish(T, P1, "back").await.expect("publish");
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["back"]);
+}
+
+#[tokio::test]
+async fn from_latest_skips_and_from_earliest_replays() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    client
+        .publish_batch(T, P1, vec!["m1".into(), "m2".into()])
+        .await
+        .expect("publish");
+
+    client.register_subscriber(S1).await.expect("register");
+    client.register_subscriber(S2).await.expect("register");
+    client.register_subscriber("sub-3").await.expect("register");
+    // No "from" at all means latest.
+    broker
+        .http_post(
+            &format!("/subscribers/{S1}/subscriptions"),
+            json!({"topic": T}),
+        )
+        .await
+        .assert_status(201);
+    broker
+        .http_post(
+            &format!("/subscribers/{S2}/subscriptions"),
+            json!({"topic": T, "from": "earliest"}),
+        )
+        .await
+        .assert_status(201);
+    broker
+        .http_post(
+            "/subscribers/sub-3/subscriptions",
+            json!({"topic": T, "from": "latest"}),
+        )
+        .await
+        .assert_status(201);
+
+    assert!(pull_now(&client, S1, T).await.messages.is_empty());
+    assert!(pull_now(&client, "sub-3", T).await.messages.is_empty());
+    assert_eq!(payloads(&pull_now(&client, S2, T).await), ["m1", "m2"]);
+
+    client.publish(T, P1, "m3").await.expect("publish");
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m3"]);
+    assert_eq!(payloads(&pull_now(&client, "sub-3", T).await), ["m3"]);
+    assert_eq!(
+        payloads(&pull_now(&client, S2, T).await),
+        ["m1", "m2", "m3"]
+    );
+
+    // Subscribing again does not reset the position.
+    let pulled = pull_now(&client, S2, T).await;
+    client.ack(S2, &pulled.cursor).await.expect("ack");
+    client
+        .subscribe(S2, T, StartFrom::Earliest)
+        .await
+        .expect("subscribe again");
+    assert!(pull_now(&client, S2, T).await.messages.is_empty());
+}
+
+#[tokio::test]
+async fn messages_repeat_until_acked() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let batch = client
+        .publish_batch(T, P1, vec!["m1".into(), "m2".into(), "m3".into()])
+        .await
+        .expect("publish");
+
+    let first = pull_now(&client, S1, T).await;
+    assert_eq!(payloads(&first), ["m1", "m2", "m3"]);
+    let ids: Vec<&str> = first.messages.iter().map(|m| m.id.as_str()).collect();
+    let sent: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, sent);
+    let again = pull_now(&client, S1, T).await;
+    assert_eq!(
+        payloads(&again),
+        ["m1", "m2", "m3"],
+        "not acked: delivered again"
+    );
+
+    let acked = broker
+        .http_post(
+            &format!("/subscribers/{S1}/ack"),
+            json!({"cursor": again.cursor}),
+        )
+        .await;
+    acked.assert_status(204);
+    assert!(pull_now(&client, S1, T).await.messages.is_empty());
+    // Idempotent.
+    client.ack(S1, &again.cursor).await.expect("ack twice");
+    client
+        .ack(S1, &first.cursor)
+        .await
+        .expect("ack the first cursor");
+    assert!(pull_now(&client, S1, T).await.messages.is_empty());
+
+    // max limits the batch; acking moves on by exactly what was returned.
+    client
+        .publish_batch(T, P1, vec!["m4".into(), "m5".into()])
+        .await
+        .expect("publish");
+    let one = client
+        .pull(
+            S1,
+            &PullQuery {
+                max: Some(1),
+                ..at_once(Some(T))
+            },
+        )
+        .await
+        .expect("pull max 1");
+    assert_eq!(payloads(&one), ["m4"]);
+    let both = pull_now(&client, S1, T).await;
+    assert_eq!(payloads(&both), ["m4", "m5"]);
+    // Ack the newer cursor, then the older one: no step back.
+    client.ack(S1, &both.cursor).await.expect("ack newer");
+    client.ack(S1, &one.cursor).await.expect("ack older");
+    assert!(
+        pull_now(&client, S1, T).await.messages.is_empty(),
+        "an older cursor moved the position back"
+    );
+    client.publish(T, P1, "m6").await.expect("publish");
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m6"]);
+}
+
+#[tokio::test]
+async fn partial_ack_keeps_the_rest() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    client
+        .publish_batch(T, P1, (1..=5).map(|i| format!("m{i}")).collect())
+        .await
+        .expect("publish");
+    let two = client
+        .pull(
+            S1,
+            &PullQuery {
+                max: Some(2),
+                ..at_once(Some(T))
+            },
+        )
+        .await
+        .expect("pull");
+    assert_eq!(payloads(&two), ["m1", "m2"]);
+    client.ack(S1, &two.cursor).await.expect("ack");
+    assert_eq!(
+        payloads(&pull_now(&client, S1, T).await),
+        ["m3", "m4", "m5"]
+    );
+}
+
+#[tokio::test]
+async fn auto_ack_acknowledges_on_delivery() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    client
+        .publish_batch(T, P1, vec!["a".into(), "b".into()])
+        .await
+        .expect("publish");
+    let answer = broker
+        .http_get(&format!(
+            "/subscribers/{S1}/messages?topic={T}&wait_ms=0&auto_ack=true"
+        ))
+        .await;
+    answer.assert_status(200);
+    let texts: Vec<Value> = answer.json()["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["payload"].clone())
+        .collect();
+    assert_eq!(texts, [json!("a"), json!("b")]);
+    assert!(pull_now(&client, S1, T).await.messages.is_empty());
+    // auto_ack=false (explicit) keeps them.
+    client.publish(T, P1, "c").await.expect("publish");
+    let kept = client
+        .pull(
+            S1,
+            &PullQuery {
+                auto_ack: Some(false),
+                ..at_once(Some(T))
+            },
+        )
+        .await
+        .expect("pull");
+    assert_eq!(payloads(&kept), ["c"]);
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["c"]);
+}
+
+#[tokio::test]
+async fn pull_checks_its_query_and_names() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    client.create_topic("other", P1).await.expect("topic");
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let base = format!("/subscribers/{S1}/messages");
+
+    for query in [
+        "max=0",
+        "max=abc",
+        "max=-1",
+        "max=",
+        "wait_ms=abc",
+        "wait_ms=-5",
+        "auto_ack=maybe",
+    ] {
+        broker
+            .http_get(&format!("{base}?topic={T}&{query}"))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    broker
+        .http_get("/subscribers/ghost/messages?wait_ms=0")
+        .await
+        .assert_error(404, "subscriber_not_found");
+    broker
+        .http_get(&format!("{base}?topic=nope&wait_ms=0"))
+        .await
+        .assert_error(404, "topic_not_found");
+    broker
+        .http_get(&format!("{base}?topic=other&wait_ms=0"))
+        .await
+        .assert_error(404, "not_subscribed");
+
+    // max above 1000 is capped, not refused.
+    let many: Vec<String> = (0..1005).map(|i| format!("m{i}")).collect();
+    client.publish_batch(T, P1, many).await.expect("publish");
+    let capped = broker
+        .http_get(&format!("{base}?topic={T}&max=5000&wait_ms=0"))
+        .await;
+    capped.assert_status(200);
+    let capped = capped.json();
+    let got = capped["messages"].as_array().expect("messages");
+    assert_eq!(got.len(), 1000, "max=5000 must be capped at 1000");
+    assert_eq!(got[0]["payload"], json!("m0"));
+    assert_eq!(got[999]["payload"], json!("m999"));
+    // The default max is 100.
+    let default = broker
+        .http_get(&format!("{base}?topic={T}&wait_ms=0"))
+        .await;
+    default.assert_status(200);
+    assert_eq!(
+        default.json()["messages"].as_array().map(Vec::len),
+        Some(100)
+    );
+    // wait_ms above 60000 is capped, not refused (messages are there, so no wait).
+    let started = Instant::now();
+    let long = broker
+        .http_get(&format!("{base}?topic={T}&max=1&wait_ms=999999"))
+        .await;
+    long.assert_status(200);
+    assert_eq!(long.json()["messages"].as_array().map(Vec::len), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn pull_without_topic_reads_every_subscription() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, "t1").await;
+    client.create_topic("t2", P1).await.expect("t2");
+    client.create_topic("t3", P1).await.expect("t3");
+    subscribed(&client, S1, "t1", StartFrom::Earliest).await;
+    client
+        .subscribe(S1, "t2", StartFrom::Earliest)
+        .await
+        .expect("subscribe t2");
+    client.publish("t1", P1, "a").await.expect("publish");
+    client.publish("t3", P1, "not mine").await.expect("publish");
+    client.publish("t2", P1, "b").await.expect("publish");
+    client.publish("t1", P1, "c").await.expect("publish");
+
+    let all = client.pull(S1, &at_once(None)).await.expect("pull all");
+    assert_eq!(payloads(&all), ["a", "b", "c"]);
+    let topics: Vec<&str> = all.messages.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["t1", "t2", "t1"]);
+    client.ack(S1, &all.cursor).await.expect("ack");
+    assert!(pull_now(&client, S1, "t1").await.messages.is_empty());
+    assert!(pull_now(&client, S1, "t2").await.messages.is_empty());
+    assert!(client
+        .pull(S1, &at_once(None))
+        .await
+        .expect("pull all")
+        .messages
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bad_acks_are_refused() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    subscribed(&client, S2, T, StartFrom::Earliest).await;
+    client.publish(T, P1, "m1").await.expect("publish");
+    let path = format!("/subscribers/{S1}/ack");
+
+    for cursor in ["", "garbage", "%%%", "eyJ4IjoxfQ", "AAAAAAAAAAAAAAAA"] {
+        broker
+            .http_post(&path, json!({ "cursor": cursor }))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    for body in [json!({}), json!({"cursor": 5}), json!("c")] {
+        let answer = broker.http_post(&path, body.clone()).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{body}: {}",
+            answer.text
+        );
+    }
+    broker
+        .http_send("POST", &path, malformed("{\"cursor\""))
+        .await
+        .assert_error(400, "bad_request");
+
+    // Another subscriber's cursor is not S1's to use.
+    let theirs = pull_now(&client, S2, T).await;
+    broker
+        .http_post(&path, json!({"cursor": theirs.cursor}))
+        .await
+        .assert_error(400, "bad_request");
+
+    // Nothing moved.
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m1"]);
+    assert_eq!(payloads(&pull_now(&client, S2, T).await), ["m1"]);
+
+    // An unknown subscriber has no cursor of its own: whatever it sends, the
+    // answer is that it does not exist.
+    for cursor in ["garbage", theirs.cursor.as_str()] {
+        broker
+            .http_post("/subscribers/ghost/ack", json!({ "cursor": cursor }))
+            .await
+            .assert_error(404, "subscriber_not_found");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_json_errors() {
+    let broker = Broker::start().await;
+    topic_of_p1(&broker.client(), T).await;
+    for path in ["/nope", "/topics/a/b/c/d", "/health/extra", "/"] {
+        broker.http_get(path).await.assert_error(404, "not_found");
+    }
+    for (method, path) in [
+        ("POST", "/health"),
+        ("PUT", "/topics"),
+        ("DELETE", "/publishers"),
+        ("PATCH", "/topics/news"),
+        ("GET", "/topics/news/messages"),
+        ("GET", "/subscribers/s/ack"),
+        ("POST", "/metrics"),
+        ("POST", "/cluster"),
+        ("GET", "/subscribers"),
+    ] {
+        broker
+            .http_send(method, path, None)
+            .await
+            .assert_error(405, "method_not_allowed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_publishes_deliveries_and_waiting_pulls() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    let answer = broker.http_get("/metrics").await;
+    answer.assert_status(200);
+    assert!(
+        answer.content_type.starts_with("text/plain"),
+        "content type {:?}",
+        answer.content_type
+    );
+    for name in [
+        "rumor_http_requests_total",
+        "rumor_messages_published_total",
+        "rumor_messages_delivered_total",
+        "rumor_waiting_pulls",
+    ] {
+        assert!(answer.text.contains(name), "no {name} in:\n{}", answer.text);
+    }
+
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let requests = metric_now(&client, "rumor_http_requests_total").await;
+    let published = metric_now(&client, "rumor_messages_published_total").await;
+    let delivered = metric_now(&client, "rumor_messages_delivered_total").await;
+    assert_eq!(metric_now(&client, "rumor_waiting_pulls").await, 0.0);
+
+    client.publish(T, P1, "one").await.expect("publish");
+    client
+        .publish_batch(T, P1, vec!["two".into(), "three".into()])
+        .await
+        .expect("publish");
+    let pulled = pull_now(&client, S1, T).await;
+    assert_eq!(pulled.messages.len(), 3);
+    client.ack(S1, &pulled.cursor).await.expect("ack");
+
+    let now = metric_now(&client, "rumor_messages_published_total").await;
+    assert!(now >= published + 3.0, "published {published} -> {now}");
+    let now = metric_now(&client, "rumor_messages_delivered_total").await;
+    assert!(now >= delivered + 3.0, "delivered {delivered} -> {now}");
+    let now = metric_now(&client, "rumor_http_requests_total").await;
+    assert!(now >= requests + 4.0, "requests {requests} -> {now}");
+
+    // A waiting pull shows while it waits.
+    let poller = client.clone();
+    let waiting = tokio::spawn(async move {
+        poller
+            .pull(
+                S1,
+                &PullQuery {
+                    topic: Some(T.into()),
+                    wait_ms: Some(8000),
+                    ..PullQuery::default()
+                },
+            )
+            .await
+    });
+    let c = client.clone();
+    eventually(Duration::from_secs(5), "rumor_waiting_pulls is 1", || {
+        let c = c.clone();
+        async move { metric_now(&c, "rumor_waiting_pulls").await == 1.0 }
+    })
+    .await;
+    client.publish(T, P1, "wake").await.expect("publish");
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting pull was not woken")
+        .expect("task")
+        .expect("pull");
+    assert_eq!(payloads(&woken), ["wake"]);
+    eventually(
+        Duration::from_secs(5),
+        "rumor_waiting_pulls back to 0",
+        || {
+            let c = c.clone();
+            async move { metric_now(&c, "rumor_waiting_pulls").await == 0.0 }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn garbage_requests_neither_crash_nor_change_anything() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    client.publish(T, P1, "keep").await.expect("publish");
+    let before = client.topics().await.expect("topics");
+
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<(&str, &str, Body)> = vec![
+        (
+            "POST",
+            "/topics",
+            Some(("application/json", vec![0xff, 0xfe, 0x00])),
+        ),
+        (
+            "POST",
+            "/publishers",
+            Some(("application/json", deep.clone().into_bytes())),
+        ),
+        (
+            "POST",
+            "/topics/news/messages",
+            Some(("application/json", deep.into_bytes())),
+        ),
+        (
+            "POST",
+            "/publishers",
+            Some(("application/json", b"{\"id\": 1e999999}".to_vec())),
+        ),
+        (
+            "POST",
+            "/topics/news/messages",
+            Some((
+                "text/plain",
+                b"{\"publisher\": \"pub-1\", \"payload\": 7}".to_vec(),
+            )),
+        ),
+        (
+            "POST",
+            "/topics/news/messages",
+            Some((
+                "application/json",
+                b"{\"publisher\": \"pub-1\", \"payload\": \"\\ud800\"}".to_vec(),
+            )),
+        ),
+        (
+            "POST",
+            "/subscribers/sub-1/ack",
+            Some(("application/json", b"{\"cursor\": \"\\u0000\"}".to_vec())),
+        ),
+        (
+            "GET",
+            "/subscribers/sub-1/messages?max=99999999999999999999999&wait_ms=0",
+            None,
+        ),
+        (
+            "GET",
+            "/subscribers/sub-1/messages?wait_ms=99999999999999999999999&max=1",
+            None,
+        ),
+        (
+            "GET",
+            "/subscribers/sub-1/messages?topic=%FF%FE&wait_ms=0",
+            None,
+        ),
+        ("GET", "/subscribers/%FF/messages?wait_ms=0", None),
+        ("GET", "/topics/%00", None),
+        ("DELETE", "/topics/news?publisher=%FF", None),
+        ("DELETE", "/subscribers/sub-1/subscriptions/%2F%2E%2E", None),
+    ];
+    for (method, path, body) in bodies {
+        let answer = broker.http_send(method, path, body).await;
+        assert!(
+            answer.status < 500,
+            "{method} {path}: status {} body {:?}",
+            answer.status,
+            answer.text
+        );
+        assert!(
+            answer.status == 200 || answer.status >= 400,
+            "{method} {path} changed something: status {} body {:?}",
+            answer.status,
+            answer.text
+        );
+    }
+    client.health().await.expect("still healthy");
+    assert_eq!(client.topics().await.expect("topics"), before);
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["keep"]);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_are_refused() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    client.publish(T, P1, "m1").await.expect("publish");
+    let cursor = pull_now(&client, S1, T).await.cursor;
+    let before = client.topics().await.expect("topics");
+
+    // Each body carries the right values, but as an array instead of the
+    // object the API defines.
+    let mut accepted = Vec::new();
+    for (path, body) in [
+        ("/publishers".to_string(), json!(["alice"])),
+        ("/subscribers".to_string(), json!(["bob"])),
+        ("/topics".to_string(), json!(["other", P1])),
+        (format!("/topics/{T}/messages"), json!([P1, "sneaked in"])),
+        (
+            format!("/topics/{T}/messages"),
+            json!([P1, null, ["sneaked", "in"]]),
+        ),
+        (
+            format!("/subscribers/{S1}/subscriptions"),
+            json!(["other", "earliest"]),
+        ),
+        (format!("/subscribers/{S1}/ack"), json!([cursor])),
+    ] {
+        let answer = broker.http_post(&path, body.clone()).await;
+        if (answer.status, answer.error_code().as_deref()) != (400, Some("bad_request")) {
+            accepted.push(format!(
+                "POST {path} {body} -> {} {}",
+                answer.status, answer.text
+            ));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "expected 400 bad_request for each, got:\n{}",
+        accepted.join("\n")
+    );
+    assert_eq!(client.topics().await.expect("topics"), before);
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m1"]);
+    assert_eq!(
+        client.register_publisher("alice").await.expect("register"),
+        Created::New,
+        "an array body registered a publisher"
+    );
+}
+
+#[tokio::test]
+async fn acking_one_topic_leaves_the_others() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_of_p1(&client, "t1").await;
+    client.create_topic("t2", P1).await.expect("t2");
+    subscribed(&client, S1, "t1", StartFrom::Earliest).await;
+    client
+        .subscribe(S1, "t2", StartFrom::Earliest)
+        .await
+        .expect("subscribe t2");
+    client.publish("t1", P1, "a").await.expect("publish");
+    client.publish("t2", P1, "b").await.expect("publish");
+    client.publish("t1", P1, "c").await.expect("publish");
+    client.publish("t2", P1, "d").await.expect("publish");
+
+    // A pull over every topic, limited to two, acknowledges only those two.
+    let two = client
+        .pull(
+            S1,
+            &PullQuery {
+                max: Some(2),
+                ..at_once(None)
+            },
+        )
+        .await
+        .expect("pull");
+    assert_eq!(payloads(&two), ["a", "b"]);
+    client.ack(S1, &two.cursor).await.expect("ack");
+    let rest = client.pull(S1, &at_once(None)).await.expect("pull");
+    assert_eq!(payloads(&rest), ["c", "d"]);
+
+    // A pull on one topic acknowledges nothing of the other.
+    let t1 = pull_now(&client, S1, "t1").await;
+    assert_eq!(payloads(&t1), ["c"]);
+    client.ack(S1, &t1.cursor).await.expect("ack");
+    assert_eq!(payloads(&pull_now(&client, S1, "t2").await), ["d"]);
+    assert!(pull_now(&client, S1, "t1").await.messages.is_empty());
+}

@@ -1,0 +1,470 @@
+//! What survives a restart: SIGTERM keeps everything, SIGKILL keeps every
+//! acknowledged publish; and `broker.db` is readable while the broker runs.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::http::Created;
+use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use client::{Client, ClientError};
+use support::{eventually, Broker};
+use tokio::task::JoinSet;
+
+const P1: &str = "pub-1";
+const P2: &str = "pub-2";
+const T1: &str = "t1";
+const T2: &str = "t2";
+
+fn at_once(topic: &str) -> PullQuery {
+    PullQuery {
+        topic: Some(topic.to_string()),
+        max: Some(1000),
+        wait_ms: Some(0),
+        auto_ack: None,
+    }
+}
+
+async fn pull_now(client: &Client, sid: &str, topic: &str) -> Pulled {
+    client.pull(sid, &at_once(topic)).await.expect("pull")
+}
+
+fn payloads(pulled: &Pulled) -> Vec<&str> {
+    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
+}
+
+/// Reads every message of `topic` as a new subscriber from earliest,
+/// acknowledging as it goes (bounded).
+async fn read_everything(client: &Client, sid: &str, topic: &str) -> Vec<Message> {
+    client.register_subscriber(sid).await.expect("register");
+    client
+        .subscribe(sid, topic, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let pulled = pull_now(client, sid, topic).await;
+        if pulled.messages.is_empty() {
+            return all;
+        }
+        client.ack(sid, &pulled.cursor).await.expect("ack");
+        all.extend(pulled.messages);
+    }
+    panic!("still reading after 1000 pulls");
+}
+
+#[tokio::test]
+async fn everything_survives_sigterm_and_restart() {
+    let mut broker = Broker::start().await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register");
+    client.register_publisher(P2).await.expect("register");
+    for sid in ["s1", "s2", "s3"] {
+        client.register_subscriber(sid).await.expect("register");
+    }
+    client.create_topic(T1, P1).await.expect("t1");
+    client.create_topic(T2, P2).await.expect("t2");
+    client.create_topic("gone", P1).await.expect("gone");
+    client
+        .subscribe("s1", T1, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    client
+        .subscribe("s2", T1, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    client
+        .subscribe("s2", T2, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    client
+        .subscribe("s3", T2, StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    client.unsubscribe("s3", T2).await.expect("unsubscribe");
+    client.delete_topic("gone", P1).await.expect("delete");
+
+    let mut sent = Vec::new();
+    let batch = client
+        .publish_batch(T1, P1, (1..=5).map(|i| format!("m{i}")).collect())
+        .await
+        .expect("publish");
+    sent.extend(batch.messages);
+    sent.push(client.publish(T2, P2, "n1").await.expect("publish"));
+    sent.push(client.publish(T2, P2, "n2").await.expect("publish"));
+    // s1 acknowledges m1..m3.
+    let three = client
+        .pull(
+            "s1",
+            &PullQuery {
+                max: Some(3),
+                ..at_once(T1)
+            },
+        )
+        .await
+        .expect("pull");
+    assert_eq!(payloads(&three), ["m1", "m2", "m3"]);
+    client.ack("s1", &three.cursor).await.expect("ack");
+
+    let topics_before = client.topics().await.expect("topics");
+    let lamport_before = client.cluster().await.expect("cluster").lamport;
+    let max_seq = sent.iter().map(|m| m.seq).max().expect("sent");
+
+    let status = broker.terminate();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    broker.restart().await;
+
+    let mut topics_after = client.topics().await.expect("topics");
+    let mut expected = topics_before.clone();
+    topics_after.sort_by(|a, b| a.name.cmp(&b.name));
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(topics_after, expected, "topics changed across the restart");
+    assert!(
+        !topics_after.iter().any(|t| t.name == "gone"),
+        "a deleted topic came back"
+    );
+    assert!(client.cluster().await.expect("cluster").lamport >= lamport_before);
+
+    // Registrations and topics are still there.
+    for publisher in [P1, P2] {
+        assert_eq!(
+            client
+                .register_publisher(publisher)
+                .await
+                .expect("register"),
+            Created::Existing,
+            "{publisher} was forgotten"
+        );
+    }
+    for sid in ["s1", "s2", "s3"] {
+        assert_eq!(
+            client.register_subscriber(sid).await.expect("register"),
+            Created::Existing,
+            "{sid} was forgotten"
+        );
+    }
+    let exists = client.create_topic(T1, P1).await.expect_err("t1 exists");
+    assert_eq!(exists.code(), Some("topic_exists"));
+
+    // Acknowledged positions and unacknowledged messages are kept.
+    assert_eq!(payloads(&pull_now(&client, "s1", T1).await), ["m4", "m5"]);
+    let s2 = pull_now(&client, "s2", T1).await;
+    assert_eq!(payloads(&s2), ["m1", "m2", "m3", "m4", "m5"]);
+    let ids: Vec<&str> = s2.messages.iter().map(|m| m.id.as_str()).collect();
+    let sent_ids: Vec<&str> = sent[..5].iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, sent_ids, "message ids changed across the restart");
+    assert_eq!(payloads(&pull_now(&client, "s2", T2).await), ["n1", "n2"]);
+    // Subscriptions are kept; the unsubscribe too.
+    assert_eq!(
+        client
+            .subscribe("s1", T1, StartFrom::Earliest)
+            .await
+            .expect("subscribe"),
+        Created::Existing
+    );
+    let not = client
+        .pull("s3", &at_once(T2))
+        .await
+        .expect_err("s3 unsubscribed");
+    assert_eq!(not.code(), Some("not_subscribed"));
+
+    // The event counter goes on; no id is reused.
+    let next = client.publish(T1, P1, "m6").await.expect("publish");
+    assert!(
+        next.seq > max_seq,
+        "seq {} after restart, before: up to {max_seq}",
+        next.seq
+    );
+    assert!(
+        next.lamport > lamport_before,
+        "{next:?} vs {lamport_before}"
+    );
+    assert!(!sent.iter().any(|m| m.id == next.id), "id reused: {next:?}");
+    assert_eq!(
+        payloads(&pull_now(&client, "s1", T1).await),
+        ["m4", "m5", "m6"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_publishes_survive_kill_9() {
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 5000;
+    const KILL_AFTER: usize = 1000;
+    const TOPIC: &str = "stream";
+
+    let mut broker = Broker::start_with(&["--durability", "fsync"]).await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register");
+    client.create_topic(TOPIC, P1).await.expect("topic");
+
+    let sent = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let acked = Arc::new(Mutex::new(HashMap::<String, String>::new())); // payload -> id
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        let (client, sent, acked, count) =
+            (client.clone(), sent.clone(), acked.clone(), count.clone());
+        writers.spawn(async move {
+            for i in 0..PER_WRITER {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let payload = format!("w{w}-m{i}");
+                sent.lock().unwrap().insert(payload.clone());
+                match client.publish(TOPIC, P1, &payload).await {
+                    Ok(published) => {
+                        acked.lock().unwrap().insert(payload, published.id);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(ClientError::Api { status, code, .. }) => {
+                        return Err(format!("{payload}: {status} {code}"));
+                    }
+                    // Killed: the connection fails.
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        });
+    }
+    let counter = count.clone();
+    eventually(
+        Duration::from_secs(10),
+        "publishes acknowledged before the kill",
+        || {
+            let n = counter.load(Ordering::SeqCst);
+            async move { n >= KILL_AFTER }
+        },
+    )
+    .await;
+    broker.kill();
+    let killed_at = count.load(Ordering::SeqCst);
+    let drain = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(done) = writers.join_next().await {
+            done.expect("writer task")
+                .expect("no API error while publishing");
+        }
+    });
+    drain.await.expect("writers stopped after the kill");
+    assert!(
+        sent.lock().unwrap().len() < WRITERS * PER_WRITER,
+        "the writers finished before the kill"
+    );
+
+    broker.restart().await;
+    let sent = sent.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= killed_at);
+
+    // broker.db: every acknowledged payload exactly once, nothing unsent.
+    let stored = broker.stored_payloads(TOPIC);
+    let mut occurrences = HashMap::<&str, usize>::new();
+    for payload in &stored {
+        *occurrences.entry(payload.as_str()).or_default() += 1;
+        assert!(sent.contains(payload), "stored but never sent: {payload:?}");
+    }
+    for payload in acked.keys() {
+        assert_eq!(
+            occurrences.get(payload.as_str()).copied(),
+            Some(1),
+            "acknowledged {payload:?} is not stored exactly once"
+        );
+    }
+    assert!(
+        occurrences.values().all(|&n| n == 1),
+        "a payload is stored twice"
+    );
+
+    // Through the API: the same, with the acknowledged ids.
+    let read = read_everything(&client, "reader", TOPIC).await;
+    let mut seen = HashMap::<&str, &Message>::new();
+    for m in &read {
+        assert!(sent.contains(&m.payload), "never sent: {m:?}");
+        assert!(
+            seen.insert(m.payload.as_str(), m).is_none(),
+            "delivered twice: {m:?}"
+        );
+    }
+    for (payload, id) in &acked {
+        let m = seen
+            .get(payload.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {payload} ({id}) is lost"));
+        assert_eq!(&m.id, id, "{payload} changed its id");
+    }
+    assert_eq!(read.len(), stored.len());
+    eprintln!(
+        "kill -9 after {killed_at} acks: {} sent, {} acknowledged, {} stored",
+        sent.len(),
+        acked.len(),
+        stored.len()
+    );
+
+    // Seqs go on after the kill: no id is reused.
+    let max_seq = read.iter().map(|m| m.seq).max().expect("messages");
+    let next = client.publish(TOPIC, P1, "after").await.expect("publish");
+    assert!(
+        next.seq > max_seq,
+        "seq {} after restart, stored up to {max_seq}",
+        next.seq
+    );
+}
+
+#[tokio::test]
+async fn storage_is_readable_while_the_broker_runs() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register");
+    client.create_topic(T1, P1).await.expect("topic");
+    client.create_topic(T2, P1).await.expect("topic");
+    let texts = [
+        "plain",
+        "héllo ✓ ünïcødé",
+        "with \"quotes\" and 'apostrophes'",
+        "two\nlines",
+    ];
+    for text in texts {
+        client.publish(T1, P1, text).await.expect("publish");
+    }
+    client.publish(T2, P1, "elsewhere").await.expect("publish");
+
+    let db = broker.open_db_read_only();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    for table in ["topics", "messages"] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "no table {table}: {tables:?}"
+        );
+    }
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode.to_lowercase(), "wal");
+    let types: Vec<String> = db
+        .prepare("SELECT DISTINCT typeof(payload) FROM messages")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(types, ["text"], "payload column types");
+
+    let mut stored = broker.stored_messages();
+    stored.sort();
+    let mut expected: Vec<(String, String)> = texts
+        .iter()
+        .map(|t| (T1.to_string(), t.to_string()))
+        .chain([(T2.to_string(), "elsewhere".to_string())])
+        .collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+
+    // The open reader does not block the broker, and an acknowledged publish
+    // is in the file at once.
+    client.publish(T2, P1, "while open").await.expect("publish");
+    let found: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE topic = ?1 AND payload = ?2",
+            [T2, "while open"],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(found, 1);
+    drop(db);
+    assert_eq!(client.topic(T2).await.expect("topic").messages, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_publish() {
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 5000;
+    const STOP_AFTER: usize = 300;
+    const TOPIC: &str = "stream";
+
+    let mut broker = Broker::start().await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register");
+    client.create_topic(TOPIC, P1).await.expect("topic");
+
+    let acked = Arc::new(Mutex::new(HashMap::<String, String>::new())); // payload -> id
+    let count = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        let (client, acked, count) = (client.clone(), acked.clone(), count.clone());
+        writers.spawn(async move {
+            for i in 0..PER_WRITER {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let payload = format!("w{w}-m{i}");
+                match client.publish(TOPIC, P1, &payload).await {
+                    Ok(published) => {
+                        acked.lock().unwrap().insert(payload, published.id);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(ClientError::Api { status, code, .. }) => {
+                        return Err(format!("{payload}: {status} {code}"));
+                    }
+                    // Stopped: the connection fails or is refused.
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        });
+    }
+    let counter = count.clone();
+    eventually(
+        Duration::from_secs(10),
+        "publishes acknowledged before SIGTERM",
+        || {
+            let n = counter.load(Ordering::SeqCst);
+            async move { n >= STOP_AFTER }
+        },
+    )
+    .await;
+    let stopping = Instant::now();
+    let status = tokio::task::block_in_place(|| broker.terminate());
+    assert!(
+        status.success(),
+        "exit status after SIGTERM under load: {status}"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(done) = writers.join_next().await {
+            done.expect("writer task")
+                .expect("no API error while publishing");
+        }
+    })
+    .await
+    .expect("writers stopped after SIGTERM");
+
+    broker.restart().await;
+    let acked = acked.lock().unwrap().clone();
+    let read = read_everything(&client, "reader", TOPIC).await;
+    let by_payload: HashMap<&str, &str> = read
+        .iter()
+        .map(|m| (m.payload.as_str(), m.id.as_str()))
+        .collect();
+    assert_eq!(by_payload.len(), read.len(), "a payload is stored twice");
+    for (payload, id) in &acked {
+        assert_eq!(
+            by_payload.get(payload.as_str()),
+            Some(&id.as_str()),
+            "acknowledged {payload} ({id}) is lost or changed"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Long polling (API.md §3, pull semantics) and shutdown while polls wait.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use client::wire::{PullQuery, StartFrom};
+use client::Client;
+use serde_json::json;
+use support::Broker;
+use tokio::task::JoinSet;
+
+const P: &str = "pub-1";
+const S: &str = "sub-1";
+const T: &str = "news";
+
+/// Time a waiting pull gets to reach the broker before the test publishes.
+const SETTLE: Duration = Duration::from_millis(300);
+
+async fn topic_with_subscriber(client: &Client) {
+    client
+        .register_publisher(P)
+        .await
+        .expect("register publisher");
+    client.create_topic(T, P).await.expect("create topic");
+    client
+        .register_subscriber(S)
+        .await
+        .expect("register subscriber");
+    client
+        .subscribe(S, T, StartFrom::Latest)
+        .await
+        .expect("subscribe");
+}
+
+fn waiting(topic: Option<&str>, wait_ms: u64) -> PullQuery {
+    PullQuery {
+        topic: topic.map(str::to_string),
+        wait_ms: Some(wait_ms),
+        ..PullQuery::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pull_returns_as_soon_as_a_message_arrives() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+
+    let poller = client.clone();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        let pulled = poller.pull(S, &waiting(Some(T), 10_000)).await;
+        (pulled, Instant::now())
+    });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!poll.is_finished(), "the pull returned before any message");
+
+    let published_at = Instant::now();
+    let published = client.publish(T, P, "now").await.expect("publish");
+    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task");
+    let pulled = pulled.expect("pull");
+    assert_eq!(pulled.messages.len(), 1, "{pulled:?}");
+    assert_eq!(pulled.messages[0].id, published.id);
+    assert_eq!(pulled.messages[0].payload, "now");
+    let latency = answered_at.saturating_duration_since(published_at);
+    assert!(
+        latency < Duration::from_secs(1),
+        "the pull answered {latency:?} after the publish"
+    );
+    assert!(
+        answered_at - started < Duration::from_secs(5),
+        "the pull ran {:?} of its 10 s",
+        answered_at - started
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pull_without_topic_wakes_on_any_subscription() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+    client.create_topic("second", P).await.expect("topic");
+    client
+        .subscribe(S, "second", StartFrom::Latest)
+        .await
+        .expect("subscribe");
+
+    let poller = client.clone();
+    let poll = tokio::spawn(async move {
+        let pulled = poller.pull(S, &waiting(None, 10_000)).await;
+        (pulled, Instant::now())
+    });
+    tokio::time::sleep(SETTLE).await;
+    let published_at = Instant::now();
+    client.publish("second", P, "b").await.expect("publish");
+    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task");
+    let pulled = pulled.expect("pull");
+    assert_eq!(pulled.messages.len(), 1, "{pulled:?}");
+    assert_eq!(pulled.messages[0].topic, "second");
+    let latency = answered_at.saturating_duration_since(published_at);
+    assert!(
+        latency < Duration::from_secs(1),
+        "answered after {latency:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_pull_returns_empty_at_its_deadline() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+
+    let started = Instant::now();
+    let answer = broker
+        .http_get(&format!("/subscribers/{S}/messages?topic={T}&wait_ms=300"))
+        .await;
+    let took = started.elapsed();
+    answer.assert_status(200);
+    assert_eq!(answer.json()["messages"], json!([]), "{}", answer.text);
+    assert!(
+        took >= Duration::from_millis(290),
+        "returned after {took:?}, before wait_ms=300"
+    );
+    assert!(took < Duration::from_secs(3), "returned after {took:?}");
+
+    // wait_ms=0 answers at once.
+    let started = Instant::now();
+    let answer = broker
+        .http_get(&format!("/subscribers/{S}/messages?topic={T}&wait_ms=0"))
+        .await;
+    answer.assert_status(200);
+    assert_eq!(answer.json()["messages"], json!([]));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pull_ignores_other_topics() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+    client.create_topic("elsewhere", P).await.expect("topic");
+
+    let poller = client.clone();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 1000)).await });
+    tokio::time::sleep(SETTLE).await;
+    client.publish("elsewhere", P, "x").await.expect("publish");
+    let pulled = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task")
+        .expect("pull");
+    let took = started.elapsed();
+    assert!(pulled.messages.is_empty(), "{pulled:?}");
+    assert!(
+        took >= Duration::from_millis(990),
+        "a publish on another topic ended the wait after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_publish_wakes_many_waiting_pulls() {
+    const PULLS: usize = 200;
+    let broker = Broker::start().await;
+    let client = broker.client();
+    client
+        .register_publisher(P)
+        .await
+        .expect("register publisher");
+    client.create_topic(T, P).await.expect("create topic");
+
+    let mut setup = JoinSet::new();
+    for i in 0..PULLS {
+        let client = client.clone();
+        setup.spawn(async move {
+            let sid = format!("sub-{i}");
+            client.register_subscriber(&sid).await.expect("register");
+            client
+                .subscribe(&sid, T, StartFrom::Latest)
+                .await
+                .expect("subscribe");
+        });
+    }
+    while let Some(done) = setup.join_next().await {
+        done.expect("setup task");
+    }
+    assert_eq!(
+        client.topic(T).await.expect("topic").subscribers,
+        PULLS as u64
+    );
+
+    let mut polls = JoinSet::new();
+    for i in 0..PULLS {
+        let client = client.clone();
+        polls.spawn(async move {
+            let pulled = client
+                .pull(&format!("sub-{i}"), &waiting(Some(T), 10_000))
+                .await;
+            (i, pulled, Instant::now())
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(polls.len(), PULLS);
+    let published_at = Instant::now();
+    let published = client.publish(T, P, "all of you").await.expect("publish");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut woken = 0;
+    while let Some(done) = tokio::time::timeout_at(deadline, polls.join_next())
+        .await
+        .unwrap_or_else(|_| panic!("only {woken} of {PULLS} pulls returned"))
+    {
+        let (i, pulled, answered_at) = done.expect("poll task");
+        let pulled = pulled.unwrap_or_else(|e| panic!("pull of sub-{i}: {e}"));
+        assert_eq!(pulled.messages.len(), 1, "sub-{i}: {pulled:?}");
+        assert_eq!(pulled.messages[0].id, published.id, "sub-{i}");
+        let latency = answered_at.saturating_duration_since(published_at);
+        assert!(
+            latency < Duration::from_secs(3),
+            "sub-{i} answered {latency:?} after the publish"
+        );
+        woken += 1;
+    }
+    assert_eq!(woken, PULLS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_promptly_while_a_pull_waits() {
+    let mut broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+
+    let poller = client.clone();
+    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 30_000)).await });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!poll.is_finished(), "the pull returned before any message");
+
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| broker.terminate());
+    let took = started.elapsed();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+
+    // The waiting pull got an answer or a closed connection, not a hang.
+    let outcome = tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .expect("the waiting pull still hangs after the broker exited")
+        .expect("task");
+    if let Ok(pulled) = outcome {
+        assert!(pulled.messages.is_empty(), "{pulled:?}");
+    }
+}
+
+#[tokio::test]
+async fn sigint_exits_zero() {
+    let mut broker = Broker::start().await;
+    topic_with_subscriber(&broker.client()).await;
+    let started = Instant::now();
+    let status = broker.stop_with(libc::SIGINT);
+    assert!(status.success(), "exit status after SIGINT: {status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakeups_do_not_wait_for_a_poll_tick() {
+    const ROUNDS: usize = 5;
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
+        let poller = client.clone();
+        let poll = tokio::spawn(async move {
+            let pulled = poller
+                .pull(
+                    S,
+                    &PullQuery {
+                        auto_ack: Some(true),
+                        ..waiting(Some(T), 10_000)
+                    },
+                )
+                .await;
+            (pulled, Instant::now())
+        });
+        tokio::time::sleep(SETTLE).await;
+        let published_at = Instant::now();
+        client
+            .publish(T, P, &format!("round {round}"))
+            .await
+            .expect("publish");
+        let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .expect("the pull did not return")
+            .expect("task");
+        let pulled = pulled.expect("pull");
+        assert_eq!(pulled.messages.len(), 1, "round {round}: {pulled:?}");
+        assert_eq!(pulled.messages[0].payload, format!("round {round}"));
+        latencies.push(answered_at.saturating_duration_since(published_at));
+    }
+    latencies.sort();
+    let median = latencies[ROUNDS / 2];
+    assert!(
+        latencies[ROUNDS - 1] < Duration::from_secs(1),
+        "latencies from publish to answer: {latencies:?}"
+    );
+    assert!(
+        median < Duration::from_millis(250),
+        "median latency {median:?} (all: {latencies:?}) looks like a poll tick"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pull_gets_a_whole_batch() {
+    let broker = Broker::start().await;
+    let client = broker.client();
+    topic_with_subscriber(&client).await;
+
+    let poller = client.clone();
+    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 10_000)).await });
+    tokio::time::sleep(SETTLE).await;
+    let batch = client
+        .publish_batch(T, P, vec!["b1".into(), "b2".into(), "b3".into()])
+        .await
+        .expect("publish batch");
+    let pulled = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task")
+        .expect("pull");
+    let ids: Vec<&str> = pulled.messages.iter().map(|m| m.id.as_str()).collect();
+    let sent: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, sent, "one transaction, seen at once and in order");
+}
