@@ -114,7 +114,10 @@ impl Broker {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("broker exited with {status} before answering:\n{}", self.log());
+                panic!(
+                    "broker exited with {status} before answering:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -191,7 +194,10 @@ where
 {
     let deadline = Instant::now() + limit;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -241,5 +247,200 @@ pub fn run_bin(path: &str, args: &[&str], stdin: &str, limit: Duration) -> Outpu
         status,
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP, signals and storage: what the typed client cannot show (exact
+// statuses, error bodies, malformed requests) and what lies beside the API.
+
+/// How long a raw request may take.
+const RAW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTP answer as it came over the wire.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON; fails the test when it is not JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): status {} body {:?}",
+                self.status, self.text
+            )
+        })
+    }
+
+    /// Asserts the status code.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "expected status {status}, got {} with body {:?}",
+            self.status, self.text
+        );
+        self
+    }
+
+    /// Asserts the status and a JSON error body
+    /// `{"error": {"code": code, "message": "<text>"}}`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.error_code().as_deref()),
+            (status, Some(code)),
+            "expected {status} {code}, got status {} with body {:?}",
+            self.status,
+            self.text
+        );
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "error body has content type {:?}",
+            self.content_type
+        );
+        assert!(
+            self.json()["error"]["message"].is_string(),
+            "error body without a message: {:?}",
+            self.text
+        );
+    }
+
+    /// The `error.code` of a JSON error body, if there is one.
+    pub fn error_code(&self) -> Option<String> {
+        let body: serde_json::Value = serde_json::from_str(&self.text).ok()?;
+        body["error"]["code"].as_str().map(str::to_string)
+    }
+}
+
+/// Sends one request without the typed client; `body` is (content type, bytes).
+pub async fn http_request(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(RAW_TIMEOUT)
+        .build()
+        .expect("http client");
+    let mut request = http.request(method.clone(), url);
+    if let Some((content_type, bytes)) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url} failed: {e:?}"));
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body failed: {e:?}"));
+    Answer {
+        status,
+        content_type,
+        text,
+    }
+}
+
+impl Broker {
+    /// `GET <path>` (path includes any query), raw.
+    pub async fn http_get(&self, path: &str) -> Answer {
+        http_request(reqwest::Method::GET, &self.path_url(path), None).await
+    }
+
+    /// `DELETE <path>`, raw.
+    pub async fn http_delete(&self, path: &str) -> Answer {
+        http_request(reqwest::Method::DELETE, &self.path_url(path), None).await
+    }
+
+    /// `POST <path>` with a JSON body, raw.
+    pub async fn http_post(&self, path: &str, body: serde_json::Value) -> Answer {
+        let bytes = serde_json::to_vec(&body).expect("serialize body");
+        self.http_send("POST", path, Some(("application/json", bytes)))
+            .await
+    }
+
+    /// Any method and body, raw; `body` is (content type, bytes).
+    pub async fn http_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        http_request(method, &self.path_url(path), body).await
+    }
+
+    fn path_url(&self, path: &str) -> String {
+        format!("{}{path}", self.url())
+    }
+
+    /// Sends `sig` (e.g. SIGINT), then waits (bounded) for the exit status.
+    pub fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("broker is running");
+        signal(child.id(), sig);
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not exit within {STOP_DEADLINE:?} of signal {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `(topic, payload)` of every row of `messages` in `broker.db`, read
+    /// through a separate read-only SQLite connection (works while the
+    /// broker runs, in WAL mode).
+    pub fn stored_messages(&self) -> Vec<(String, String)> {
+        let db = self.open_db_read_only();
+        let mut statement = db
+            .prepare("SELECT topic, payload FROM messages")
+            .expect("prepare SELECT on messages");
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query messages");
+        rows.map(|row| row.expect("a messages row with text topic and payload"))
+            .collect()
+    }
+
+    /// The payloads stored for `topic` in `broker.db`.
+    pub fn stored_payloads(&self, topic: &str) -> Vec<String> {
+        self.stored_messages()
+            .into_iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, payload)| payload)
+            .collect()
+    }
+
+    /// A read-only connection to `broker.db`.
+    pub fn open_db_read_only(&self) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db_path().display()));
+        db.busy_timeout(Duration::from_secs(5))
+            .expect("set busy timeout");
+        db
     }
 }
