@@ -155,3 +155,8 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// A message id: `<origin>/<seq>`, unique in the cluster.
+pub fn message_id(origin: &str, seq: u64) -> String {
+    format!("{origin}/{seq}")
+}
