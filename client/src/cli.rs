@@ -107,3 +107,13 @@ pub fn parse_args<P: clap::Parser>() -> P {
         }
     }
 }
+
+/// A failed call as a command-line program reports it on its error line:
+/// an API error as `<message> (<code>)`, anything else as it displays
+/// (e.g. `cannot reach broker http://localhost:3000: Connection refused ...`).
+pub fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Api { code, message, .. } => format!("{message} ({code})"),
+        other => other.to_string(),
+    }
+}

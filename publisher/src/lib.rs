@@ -1,1 +1,212 @@
-//! placeholder
+//! The `publisher` program (API.md §1): registers a publisher, creates the
+//! topic when asked, publishes the MESSAGE arguments, the lines of stdin or
+//! `--count` generated messages, and prints the id of each acknowledged
+//! message on its own line as soon as the broker acknowledges it.
+//!
+//! Messages go out in batches (`publish_batch`, one transaction each, in
+//! order); a batch from stdin holds only lines that were already read, so a
+//! line typed interactively is published at once.
+
+use std::io::Write;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use client::cli::{describe, BrokerArgs, Failover};
+use client::wire::Published;
+use client::{Client, ClientError};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+/// Most messages sent in one request.
+const BATCH_MESSAGES: usize = 100;
+/// Most payload bytes sent in one request (a bigger message goes alone).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Publish messages to a rumor topic, printing the id of each acknowledged message.
+#[derive(Debug, clap::Parser)]
+#[command(name = "publisher", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Publisher id (registered when new)
+    #[arg(long, value_name = "PUBLISHER")]
+    pub id: String,
+    /// Topic to publish to
+    #[arg(long)]
+    pub topic: String,
+    /// Create the topic first (an existing topic is fine)
+    #[arg(long)]
+    pub create: bool,
+    /// Publish N generated messages, `message-1` .. `message-N`
+    #[arg(long, value_name = "N", conflicts_with = "messages")]
+    pub count: Option<u64>,
+    /// Messages to publish, in order [default: each line of stdin]
+    #[arg(value_name = "MESSAGE")]
+    pub messages: Vec<String>,
+}
+
+/// Runs the program; the error is the text of its one error line.
+pub async fn run(cli: Cli) -> Result<()> {
+    // The error's text already names its cause.
+    let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
+    ensure!(!brokers.is_empty(), "the peer list names no broker");
+    let mut session = Session::new(&cli, Failover::new(&brokers));
+    session.setup().await.map_err(failed)?;
+    match cli.count {
+        Some(count) => {
+            let generated = (1..=count).map(|n| format!("message-{n}"));
+            session.publish_all(generated).await
+        }
+        None if cli.messages.is_empty() => publish_stdin(&mut session).await,
+        None => session.publish_all(cli.messages.iter().cloned()).await,
+    }
+}
+
+/// Publishes each line of stdin, without its line ending.
+async fn publish_stdin(session: &mut Session<'_>) -> Result<()> {
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    while let Some(line) = next_line(&mut stdin).await? {
+        session.queue(line).await?;
+        if !stdin.buffer().contains(&b'\n') {
+            // No further line has arrived yet: send what is queued now.
+            session.flush().await?;
+        }
+    }
+    session.flush().await
+}
+
+/// The next line without its `\n` or `\r\n`, or `None` at end of input.
+async fn next_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<String>> {
+    let mut line = String::new();
+    if reader
+        .read_line(&mut line)
+        .await
+        .context("cannot read stdin")?
+        == 0
+    {
+        return Ok(None);
+    }
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
+    }
+    Ok(Some(line))
+}
+
+/// The broker connection, the publisher's identity and the batch being built.
+struct Session<'c> {
+    cli: &'c Cli,
+    failover: Failover,
+    /// Base URL of the broker the publisher was last set up on.
+    ready_on: Option<String>,
+    batch: Vec<String>,
+    batch_bytes: usize,
+}
+
+impl<'c> Session<'c> {
+    fn new(cli: &'c Cli, failover: Failover) -> Self {
+        Session {
+            cli,
+            failover,
+            ready_on: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Publishes every payload in order.
+    async fn publish_all(&mut self, payloads: impl Iterator<Item = String>) -> Result<()> {
+        for payload in payloads {
+            self.queue(payload).await?;
+        }
+        self.flush().await
+    }
+
+    /// Adds a payload to the batch, first sending the batch when it is full.
+    async fn queue(&mut self, payload: String) -> Result<()> {
+        let full =
+            self.batch.len() >= BATCH_MESSAGES || self.batch_bytes + payload.len() > BATCH_BYTES;
+        if full && !self.batch.is_empty() {
+            self.flush().await?;
+        }
+        self.batch_bytes += payload.len();
+        self.batch.push(payload);
+        Ok(())
+    }
+
+    /// Sends the batch, if any, and prints the ids of its messages.
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let payloads = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let published = self.publish(&payloads).await.map_err(failed)?;
+        print_ids(&published).context("cannot write to stdout")
+    }
+
+    /// Publishes one batch. When the call failed over to a broker that may
+    /// not have heard of the publisher or topic yet and was refused there,
+    /// sets up on that broker and tries once more.
+    async fn publish(&mut self, payloads: &[String]) -> Result<Vec<Published>, ClientError> {
+        match self.try_publish(payloads).await {
+            Err(ClientError::Api { .. }) if !self.ready_here() => self.try_publish(payloads).await,
+            result => result,
+        }
+    }
+
+    async fn try_publish(&mut self, payloads: &[String]) -> Result<Vec<Published>, ClientError> {
+        if !self.ready_here() {
+            self.setup().await?;
+        }
+        let (topic, id) = (self.cli.topic.as_str(), self.cli.id.as_str());
+        let batch = self
+            .failover
+            .call(|client| client.publish_batch(topic, id, payloads.to_vec()))
+            .await?;
+        Ok(batch.messages)
+    }
+
+    /// Registers the publisher, and creates the topic when asked, on the
+    /// first broker that answers.
+    async fn setup(&mut self) -> Result<(), ClientError> {
+        let cli = self.cli;
+        self.failover
+            .call(|client| prepare(client, &cli.id, &cli.topic, cli.create))
+            .await?;
+        self.ready_on = Some(self.failover.current().base_url().to_string());
+        Ok(())
+    }
+
+    /// Whether the broker calls go to is the one last set up on.
+    fn ready_here(&self) -> bool {
+        self.ready_on.as_deref() == Some(self.failover.current().base_url())
+    }
+}
+
+/// Registers `id` and, when `create`, creates `topic` (an existing one is fine).
+async fn prepare(client: &Client, id: &str, topic: &str, create: bool) -> Result<(), ClientError> {
+    client.register_publisher(id).await?;
+    if create {
+        match client.create_topic(topic, id).await {
+            Ok(_) => {}
+            Err(error) if error.code() == Some("topic_exists") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Prints one id per line and flushes, so a reader sees each acknowledgement at once.
+fn print_ids(published: &[Published]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for message in published {
+        writeln!(out, "{}", message.id)?;
+    }
+    out.flush()
+}
+
+/// A failed broker call as the program's error.
+fn failed(error: ClientError) -> anyhow::Error {
+    anyhow!(describe(&error))
+}

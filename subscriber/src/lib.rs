@@ -1,1 +1,245 @@
-//! placeholder
+//! The `subscriber` program (API.md §1): registers a subscriber, subscribes
+//! it to a topic, then long-polls forever, printing each message and
+//! acknowledging it only once it is printed and flushed.
+//!
+//! Failover: calls move to the next listed broker when one cannot be reached,
+//! and the program sets up again on the broker it lands on. The new broker
+//! delivers from the acknowledged position, so messages printed but not yet
+//! acknowledged come again; they are recognised by the highest `seq` printed
+//! per `origin` in this run (the API delivers each origin's messages in `seq`
+//! order) and acknowledged without being printed twice. Without any reachable
+//! broker the program retries with a growing pause and gives up after
+//! [`GIVE_UP`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use client::cli::{describe, BrokerArgs, Failover};
+use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use client::{Client, ClientError};
+
+/// How long one long poll waits for a message.
+const WAIT_MS: u64 = 30_000;
+/// Most messages asked for in one poll.
+const MAX_PULL: u64 = 100;
+/// First pause after no broker could be reached; it doubles up to `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// How long the program keeps trying without any reachable broker.
+pub const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// Print the messages of a rumor topic as they arrive, acknowledging each once printed.
+#[derive(Debug, clap::Parser)]
+#[command(name = "subscriber", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Subscriber id (registered when new)
+    #[arg(long, value_name = "SUBSCRIBER")]
+    pub id: String,
+    /// Topic to subscribe to
+    #[arg(long)]
+    pub topic: String,
+    /// Where a new subscription starts reading (an existing one keeps its position)
+    #[arg(long, value_enum, default_value_t = Start::Latest)]
+    pub from: Start,
+    /// Exit after printing N messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// `text`: the payload alone on a line; `json`: the message as one JSON object per line
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `--from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Start {
+    Earliest,
+    Latest,
+}
+
+impl From<Start> for StartFrom {
+    fn from(start: Start) -> Self {
+        match start {
+            Start::Earliest => StartFrom::Earliest,
+            Start::Latest => StartFrom::Latest,
+        }
+    }
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Runs the program; the error is the text of its one error line.
+pub async fn run(cli: Cli) -> Result<()> {
+    // The error's text already names its cause.
+    let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
+    ensure!(!brokers.is_empty(), "the peer list names no broker");
+    Subscriber::new(&cli, Failover::new(&brokers)).run().await
+}
+
+/// The broker connection and what this run has printed.
+struct Subscriber<'c> {
+    cli: &'c Cli,
+    failover: Failover,
+    /// Base URL of the broker the subscription was last set up on.
+    ready_on: Option<String>,
+    /// Per origin, the highest `seq` printed in this run.
+    printed: HashMap<String, u64>,
+    /// Messages still to print before exiting (`--count`).
+    remaining: Option<u64>,
+}
+
+impl<'c> Subscriber<'c> {
+    fn new(cli: &'c Cli, failover: Failover) -> Self {
+        Subscriber {
+            cli,
+            failover,
+            ready_on: None,
+            printed: HashMap::new(),
+            remaining: cli.count,
+        }
+    }
+
+    /// Sets up, then polls, prints and acknowledges until `--count`
+    /// messages are printed.
+    async fn run(&mut self) -> Result<()> {
+        persist(self, async |s| s.setup().await).await?;
+        while self.remaining != Some(0) {
+            let pulled = persist(self, async |s| s.pull().await).await?;
+            if self.print(&pulled.messages)? {
+                persist(self, async |s| s.ack(&pulled.cursor).await).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One long poll. When the call failed over to a broker that may not
+    /// have heard of this subscription yet and was refused there, sets up on
+    /// that broker and polls once more.
+    async fn pull(&mut self) -> Result<Pulled, ClientError> {
+        match self.try_pull().await {
+            Err(ClientError::Api { .. }) if !self.ready_here() => self.try_pull().await,
+            result => result,
+        }
+    }
+
+    async fn try_pull(&mut self) -> Result<Pulled, ClientError> {
+        if !self.ready_here() {
+            self.setup().await?;
+        }
+        let query = PullQuery {
+            topic: Some(self.cli.topic.clone()),
+            max: Some(self.pull_size()),
+            wait_ms: Some(WAIT_MS),
+            auto_ack: None,
+        };
+        let id = self.cli.id.as_str();
+        self.failover.call(|client| client.pull(id, &query)).await
+    }
+
+    /// At most `MAX_PULL`, and never more than `--count` still allows.
+    fn pull_size(&self) -> u32 {
+        let size = self.remaining.map_or(MAX_PULL, |left| left.min(MAX_PULL));
+        u32::try_from(size).unwrap_or(u32::MAX)
+    }
+
+    async fn ack(&mut self, cursor: &str) -> Result<(), ClientError> {
+        let id = self.cli.id.as_str();
+        self.failover.call(|client| client.ack(id, cursor)).await
+    }
+
+    /// Registers the subscriber and subscribes it on the first broker that answers.
+    async fn setup(&mut self) -> Result<(), ClientError> {
+        let cli = self.cli;
+        self.failover
+            .call(|client| prepare(client, &cli.id, &cli.topic, cli.from.into()))
+            .await?;
+        self.ready_on = Some(self.failover.current().base_url().to_string());
+        Ok(())
+    }
+
+    /// Whether the broker calls go to is the one last set up on.
+    fn ready_here(&self) -> bool {
+        self.ready_on.as_deref() == Some(self.failover.current().base_url())
+    }
+
+    /// Prints the messages not printed before (up to `--count`) and flushes.
+    /// True when every message was handled, so the batch may be acknowledged.
+    fn print(&mut self, messages: &[Message]) -> Result<bool> {
+        let mut out = std::io::stdout().lock();
+        for message in messages {
+            if self.seen(message) {
+                continue;
+            }
+            if self.remaining == Some(0) {
+                // More than asked for: leave the rest unacknowledged.
+                return Ok(false);
+            }
+            write_message(&mut out, message, self.cli.format).context("cannot write to stdout")?;
+            self.printed.insert(message.origin.clone(), message.seq);
+            self.remaining = self.remaining.map(|left| left - 1);
+        }
+        out.flush().context("cannot write to stdout")?;
+        Ok(true)
+    }
+
+    /// Whether this run already printed `message`.
+    fn seen(&self, message: &Message) -> bool {
+        self.printed
+            .get(&message.origin)
+            .is_some_and(|&seq| message.seq <= seq)
+    }
+}
+
+/// Runs `call` until it succeeds or fails for another reason than an
+/// unreachable broker, pausing between attempts; gives up after `GIVE_UP`
+/// without a reachable broker.
+async fn persist<'c, T>(
+    subscriber: &mut Subscriber<'c>,
+    mut call: impl AsyncFnMut(&mut Subscriber<'c>) -> Result<T, ClientError>,
+) -> Result<T> {
+    let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match call(subscriber).await {
+            Err(error) if error.is_unreachable() => {
+                if started.elapsed() >= GIVE_UP {
+                    bail!("{} (gave up after {GIVE_UP:?})", describe(&error));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            result => return result.map_err(|error| anyhow!(describe(&error))),
+        }
+    }
+}
+
+/// Registers `id` and subscribes it to `topic` (both idempotent).
+async fn prepare(
+    client: &Client,
+    id: &str,
+    topic: &str,
+    from: StartFrom,
+) -> Result<(), ClientError> {
+    client.register_subscriber(id).await?;
+    client.subscribe(id, topic, from).await?;
+    Ok(())
+}
+
+/// Writes one message as one line in `format`.
+fn write_message(out: &mut impl Write, message: &Message, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Text => writeln!(out, "{}", message.payload),
+        Format::Json => {
+            serde_json::to_writer(&mut *out, message)?;
+            writeln!(out)
+        }
+    }
+}
