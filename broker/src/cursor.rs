@@ -37,7 +37,9 @@ impl Cursor {
 
     /// Decodes a cursor given back by `subscriber`; any other token is a bad request.
     pub fn decode(token: &str, subscriber: &str) -> Result<Cursor, ApiError> {
-        let invalid = || ApiError::BadRequest("cursor is malformed: pass the cursor a pull returned".to_string());
+        let invalid = || {
+            ApiError::BadRequest("cursor is malformed: pass the cursor a pull returned".to_string())
+        };
         let json = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let (owner, positions): Encoded = serde_json::from_slice(&json).map_err(|_| invalid())?;
         if owner != subscriber {

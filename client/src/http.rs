@@ -192,7 +192,9 @@ impl Client {
 
     pub async fn unsubscribe(&self, subscriber: &str, topic: &str) -> Result<(), ClientError> {
         let path = format!("/subscribers/{subscriber}/subscriptions/{topic}");
-        self.send(self.request(Method::DELETE, &path)).await.map(drop)
+        self.send(self.request(Method::DELETE, &path))
+            .await
+            .map(drop)
     }
 
     /// Long-polls for messages; the request may take `wait_ms` plus a grace period.
