@@ -95,7 +95,7 @@ pub struct PublishedBatch {
 }
 
 /// Where a new subscription starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
     Earliest,

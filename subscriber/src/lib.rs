@@ -43,30 +43,14 @@ pub struct Cli {
     #[arg(long)]
     pub topic: String,
     /// Where a new subscription starts reading (an existing one keeps its position)
-    #[arg(long, value_enum, default_value_t = Start::Latest)]
-    pub from: Start,
+    #[arg(long, value_enum, default_value_t = StartFrom::Latest)]
+    pub from: StartFrom,
     /// Exit after printing N messages
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// `text`: the payload alone on a line; `json`: the message as one JSON object per line
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-}
-
-/// `--from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Start {
-    Earliest,
-    Latest,
-}
-
-impl From<Start> for StartFrom {
-    fn from(start: Start) -> Self {
-        match start {
-            Start::Earliest => StartFrom::Earliest,
-            Start::Latest => StartFrom::Latest,
-        }
-    }
 }
 
 /// `--format`.
@@ -159,7 +143,7 @@ impl<'c> Subscriber<'c> {
     async fn setup(&mut self) -> Result<(), ClientError> {
         let cli = self.cli;
         self.failover
-            .call(|client| prepare(client, &cli.id, &cli.topic, cli.from.into()))
+            .call(|client| prepare(client, &cli.id, &cli.topic, cli.from))
             .await?;
         self.ready_on = Some(self.failover.current().base_url().to_string());
         Ok(())
