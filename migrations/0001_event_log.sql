@@ -36,7 +36,11 @@ CREATE TABLE messages (
     PRIMARY KEY (origin, seq)
 );
 
+-- Delivery order within a topic.
 CREATE INDEX messages_by_topic ON messages (topic, lamport, origin);
+-- Retention: what every subscriber acknowledged, and what is old.
+CREATE INDEX messages_by_topic_origin ON messages (topic, origin, seq);
+CREATE INDEX messages_by_age ON messages (published_at_ms);
 
 -- Per origin, the highest seq below which this broker holds every event.
 CREATE TABLE origins (

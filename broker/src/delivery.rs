@@ -39,7 +39,7 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
         for wake in &mut wakes {
             wake.as_mut().enable();
         }
-        let messages = read_pending(app, &pull).await?;
+        let messages = read_pending(app, &pull, topics).await?;
         if !messages.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
             break messages;
         }
@@ -103,7 +103,12 @@ async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<Strin
         .await
 }
 
-async fn read_pending(app: &AppState, pull: &Pull) -> Result<Vec<Message>, ApiError> {
+/// The pending messages on `topics`; checks the pull's subscriber and topic first.
+async fn read_pending(
+    app: &AppState,
+    pull: &Pull,
+    topics: Vec<String>,
+) -> Result<Vec<Message>, ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
     let max = pull.max;
@@ -114,7 +119,7 @@ async fn read_pending(app: &AppState, pull: &Pull) -> Result<Vec<Message>, ApiEr
                 queries::require_topic(conn, topic)?;
                 queries::require_subscription(conn, &subscriber, topic)?;
             }
-            Ok(queries::pending(conn, &subscriber, topic.as_deref(), max)?)
+            Ok(queries::pending(conn, &subscriber, &topics, max)?)
         })
         .await
 }

@@ -142,24 +142,38 @@ impl WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
-    /// Retention: deletes the messages no live subscriber still needs (each
-    /// has acknowledged them or subscribed after them) when their topic has a
-    /// subscriber or they were published before `cutoff_ms`. Not an event:
-    /// every broker decides it from its own state.
+    /// Retention, as a local decision of each broker (not an event). Deletes
+    /// the messages every live subscriber of their topic has acknowledged,
+    /// and the messages published before `cutoff_ms` that no live subscriber
+    /// still needs (acknowledged, or stamped before its subscription started).
     pub fn sweep(&mut self, cutoff_ms: i64) -> Result<usize, ApiError> {
-        Ok(self.conn.execute(
+        let acknowledged = self.conn.execute(
+            "WITH live AS (
+                 SELECT topic, count(*) AS subscribers FROM subscriptions
+                 WHERE live = 1 GROUP BY topic),
+             floors AS (
+                 SELECT s.topic, p.origin, min(p.seq) AS seq, count(*) AS subscribers
+                 FROM subscriptions s JOIN positions p
+                     ON p.subscriber = s.subscriber AND p.topic = s.topic
+                 WHERE s.live = 1 GROUP BY s.topic, p.origin)
+             DELETE FROM messages WHERE rowid IN (
+                 SELECT m.rowid FROM floors f JOIN live l USING (topic)
+                 JOIN messages m ON m.topic = f.topic AND m.origin = f.origin AND m.seq <= f.seq
+                 WHERE f.subscribers = l.subscribers)",
+            [],
+        )?;
+        let expired = self.conn.execute(
             "DELETE FROM messages WHERE rowid IN (
                  SELECT m.rowid FROM messages m
-                 WHERE NOT EXISTS (
-                         SELECT 1 FROM subscriptions s
-                         LEFT JOIN positions p ON p.subscriber = s.subscriber
-                             AND p.topic = s.topic AND p.origin = m.origin
-                         WHERE s.topic = m.topic AND s.live = 1
-                           AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-                           AND m.seq > coalesce(p.seq, 0))
-                   AND (m.published_at_ms < ?1 OR EXISTS (
-                         SELECT 1 FROM subscriptions s WHERE s.topic = m.topic AND s.live = 1)))",
+                 WHERE m.published_at_ms < ?1 AND NOT EXISTS (
+                     SELECT 1 FROM subscriptions s
+                     LEFT JOIN positions p ON p.subscriber = s.subscriber
+                         AND p.topic = s.topic AND p.origin = m.origin
+                     WHERE s.topic = m.topic AND s.live = 1
+                       AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+                       AND m.seq > coalesce(p.seq, 0)))",
             [cutoff_ms],
-        )?)
+        )?;
+        Ok(acknowledged + expired)
     }
 }

@@ -124,31 +124,49 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
     })
 }
 
-/// Messages `subscriber` has not acknowledged, on `topic` or on all its
-/// topics, oldest first by `(lamport, origin)`, at most `max`.
+/// Messages `subscriber` has not acknowledged on `topics`, oldest first by
+/// `(lamport, origin)`, at most `max`.
 ///
-/// A message is pending when it belongs to the topic's live incarnation, is
-/// stamped after the subscription's start, is above the acknowledged seq of
-/// its origin, and lies within the contiguous prefix of its origin (`have`),
-/// so that no message still in flight is skipped. Per origin, stamps grow
-/// with seq, so the result holds a prefix of each origin's pending messages.
+/// Each topic is read on its own, in index order, so a pull costs
+/// `max` rows per topic however long the backlog is.
 pub fn pending(
     conn: &Connection,
     subscriber: &str,
-    topic: Option<&str>,
+    topics: &[String],
+    max: u32,
+) -> rusqlite::Result<Vec<Message>> {
+    let mut messages = Vec::new();
+    for topic in topics {
+        messages.extend(pending_on(conn, subscriber, topic, max)?);
+    }
+    messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin)));
+    messages.truncate(max as usize);
+    Ok(messages)
+}
+
+/// The pending messages of one topic. A message is pending when it belongs
+/// to the topic's live incarnation, is stamped after the subscription's
+/// start, is above the acknowledged seq of its origin, and lies within the
+/// contiguous prefix of its origin (`have`), so that no message still in
+/// flight is skipped. Per origin, stamps grow with seq, so the result holds
+/// a prefix of each origin's pending messages.
+fn pending_on(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     conn.prepare_cached(
         "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms
-         FROM subscriptions s
-         JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
-         JOIN messages m ON m.topic = s.topic
-             AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)
-             AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-         JOIN origins o ON o.origin = m.origin AND m.seq <= o.have
-         LEFT JOIN positions p
-             ON p.subscriber = s.subscriber AND p.topic = s.topic AND p.origin = m.origin
-         WHERE s.subscriber = ?1 AND s.live = 1 AND (?2 IS NULL OR s.topic = ?2)
+         FROM messages m
+         JOIN subscriptions s ON s.subscriber = ?1 AND s.topic = ?2 AND s.live = 1
+         JOIN topics t ON t.name = ?2 AND t.created_by IS NOT NULL
+         JOIN origins o ON o.origin = m.origin
+         LEFT JOIN positions p ON p.subscriber = ?1 AND p.topic = ?2 AND p.origin = m.origin
+         WHERE m.topic = ?2
+           AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)
+           AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+           AND m.seq <= o.have
            AND m.seq > coalesce(p.seq, 0)
          ORDER BY m.lamport, m.origin
          LIMIT ?3",
