@@ -10,7 +10,9 @@ use client::http::Created;
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use client::Client;
 use serde_json::{json, Value};
-use support::{eventually, Broker};
+use support::{
+    at_once, eventually, payloads, start_with_topic, subscribed, topic_of, Answer, Broker,
+};
 
 const P1: &str = "pub-1";
 const P2: &str = "pub-2";
@@ -18,39 +20,49 @@ const S1: &str = "sub-1";
 const S2: &str = "sub-2";
 const T: &str = "news";
 
-/// Registers `P1` and creates topic `topic` as `P1`.
-async fn topic_of_p1(client: &Client, topic: &str) {
-    client.register_publisher(P1).await.expect("register P1");
-    client.create_topic(topic, P1).await.expect("create topic");
+/// A broker where `P1` created topic `T` and `S1` subscribes to it from the
+/// earliest message; returns the broker and a client of it.
+async fn broker_with_subscriber() -> (Broker, Client) {
+    let (broker, client) = start_with_topic(&[], P1, T).await;
+    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    (broker, client)
 }
 
-/// Registers `sid` and subscribes it to `topic` from `from`.
-async fn subscribed(client: &Client, sid: &str, topic: &str, from: StartFrom) {
-    client.register_subscriber(sid).await.expect("register");
-    client.subscribe(sid, topic, from).await.expect("subscribe");
+/// A broker where `P1` created topics `t1` and `t2` and `S1` subscribes to
+/// both from the earliest message; returns the broker and a client of it.
+async fn subscriber_of_two_topics() -> (Broker, Client) {
+    let (broker, client) = start_with_topic(&[], P1, "t1").await;
+    client.create_topic("t2", P1).await.expect("t2");
+    subscribed(&client, S1, "t1", StartFrom::Earliest).await;
+    let second = client.subscribe(S1, "t2", StartFrom::Earliest).await;
+    second.expect("subscribe t2");
+    (broker, client)
 }
 
-/// A pull that does not wait.
-fn at_once(topic: Option<&str>) -> PullQuery {
-    PullQuery {
-        topic: topic.map(str::to_string),
-        max: None,
-        wait_ms: Some(0),
-        auto_ack: None,
+/// Publishes each `(topic, payload)` in turn as `P1`.
+async fn publish_each(client: &Client, messages: &[(&str, &str)]) {
+    for (topic, payload) in messages {
+        client.publish(topic, P1, payload).await.expect("publish");
     }
 }
 
+/// What `sid` is given now on `topic` (up to the default max), without waiting.
 async fn pull_now(client: &Client, sid: &str, topic: &str) -> Pulled {
+    let query = at_once(Some(topic), None);
     client
-        .pull(sid, &at_once(Some(topic)))
+        .pull(sid, &query)
         .await
         .expect("pull without waiting")
 }
 
-fn payloads(pulled: &Pulled) -> Vec<&str> {
-    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
+/// What `sid` is given now on `topic` (`None`: on every subscription), at
+/// most `max` messages, without waiting.
+async fn pull_up_to(client: &Client, sid: &str, topic: Option<&str>, max: u32) -> Pulled {
+    let query = at_once(topic, Some(max));
+    client.pull(sid, &query).await.expect("pull up to max")
 }
 
+/// The number of messages `topic` holds.
 async fn message_count(client: &Client, topic: &str) -> u64 {
     client.topic(topic).await.expect("GET topic").messages
 }
@@ -86,6 +98,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// The value of metric `name` that `/metrics` shows now.
 async fn metric_now(client: &Client, name: &str) -> f64 {
     let text = client.metrics().await.expect("GET /metrics");
     metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
@@ -94,20 +107,80 @@ async fn metric_now(client: &Client, name: &str) -> f64 {
 /// A request body: (content type, bytes).
 type Body = Option<(&'static str, Vec<u8>)>;
 
+/// `bytes` sent as if they were JSON.
 fn malformed(bytes: &str) -> Body {
     Some(("application/json", bytes.as_bytes().to_vec()))
+}
+
+/// POSTs each of `bodies`, then each of the unparsable texts `raw`, to
+/// `path`, expecting 400 `bad_request` for every one; a failure names the
+/// body after `label`.
+async fn refuse_bad_requests(
+    broker: &Broker,
+    path: &str,
+    label: &str,
+    bodies: &[Value],
+    raw: &[&str],
+) {
+    for body in bodies {
+        let answer = broker.http_post(path, body.clone()).await;
+        answer.assert_code(400, "bad_request", &format!("{label}{body}"));
+    }
+    for raw in raw {
+        let answer = broker.http_send("POST", path, malformed(raw)).await;
+        answer.assert_error(400, "bad_request");
+    }
+}
+
+/// Sends `method` to each listed path without a body and asserts the error
+/// status and code listed with it.
+async fn refuse_each(broker: &Broker, method: &str, cases: &[(&str, u16, &str)]) {
+    for &(path, status, code) in cases {
+        let answer = broker.http_send(method, path, None).await;
+        answer.assert_error(status, code);
+    }
+}
+
+/// POSTs `payload` as one message of `P1` to topic `T`, raw.
+async fn post_payload(broker: &Broker, payload: String) -> Answer {
+    let body = json!({"publisher": P1, "payload": payload});
+    broker
+        .http_post(&format!("/topics/{T}/messages"), body)
+        .await
+}
+
+/// POSTs `payloads` (a JSON array) as one batch of `P1` to topic `T`, raw.
+async fn post_batch(broker: &Broker, payloads: Value) -> Answer {
+    let body = json!({"publisher": P1, "payloads": payloads});
+    broker
+        .http_post(&format!("/topics/{T}/messages"), body)
+        .await
+}
+
+/// POSTs `payloads` as one batch, expecting 413 `payload_too_large`, and
+/// asserts that topic `T` still holds `count` messages.
+async fn refuse_batch(broker: &Broker, client: &Client, payloads: Value, count: u64) {
+    post_batch(broker, payloads)
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(message_count(client, T).await, count);
+}
+
+/// Publishes `fits` (expecting 201), then `over` (expecting 413
+/// `payload_too_large`), each as one message of `P1` to topic `T`.
+async fn publish_at_the_limit(broker: &Broker, fits: String, over: String) {
+    post_payload(broker, fits).await.assert_status(201);
+    let answer = post_payload(broker, over).await;
+    answer.assert_error(413, "payload_too_large");
 }
 
 #[tokio::test]
 async fn health_names_the_broker() {
     let broker = Broker::start().await;
     let answer = broker.http_get("/health").await;
-    answer.assert_status(200);
-    assert!(
-        answer.content_type.starts_with("application/json"),
-        "content type {:?}",
-        answer.content_type
-    );
+    answer
+        .assert_status(200)
+        .assert_content_type("application/json");
     let body = answer.json();
     assert_eq!(body["broker"], json!(broker.id()), "{body}");
     assert_eq!(body["status"], json!("ok"), "{body}");
@@ -135,7 +208,7 @@ async fn cluster_of_one_names_itself_leader() {
     // The Lamport clock grows with events.
     let client = broker.client();
     let before = client.cluster().await.expect("cluster").lamport;
-    topic_of_p1(&client, T).await;
+    topic_of(&client, P1, T).await;
     let published = client.publish(T, P1, "tick").await.expect("publish");
     let after = client.cluster().await.expect("cluster").lamport;
     assert!(after > before, "lamport {before} -> {after}");
@@ -175,25 +248,15 @@ async fn registration_is_idempotent_and_checks_names() {
             answer.assert_error(400, "invalid_name");
         }
 
-        for body in [
+        let bodies = [
             json!({}),
             json!({"id": 5}),
             json!({"id": null}),
             json!({"id": ["alice"]}),
             json!("alice"),
-        ] {
-            let answer = broker.http_post(&path, body.clone()).await;
-            assert_eq!(
-                (answer.status, answer.error_code().as_deref()),
-                (400, Some("bad_request")),
-                "{kind} {body}: {}",
-                answer.text
-            );
-        }
-        for raw in ["{\"id\": ", "", "id=alice", "{\"id\": \"bob\",}"] {
-            let answer = broker.http_send("POST", &path, malformed(raw)).await;
-            answer.assert_error(400, "bad_request");
-        }
+        ];
+        let raw = ["{\"id\": ", "", "id=alice", "{\"id\": \"bob\",}"];
+        refuse_bad_requests(&broker, &path, &format!("{kind} "), &bodies, &raw).await;
     }
 
     // The refused names were not registered: a topic cannot be created by them.
@@ -236,25 +299,14 @@ async fn topics_are_created_listed_and_fetched() {
             .await
             .assert_error(400, "invalid_name");
     }
-    for body in [
+    let bodies = [
         json!({}),
         json!({"name": "x"}),
         json!({"publisher": P1}),
         json!({"name": 5, "publisher": P1}),
         json!({"name": "x", "publisher": false}),
-    ] {
-        let answer = broker.http_post("/topics", body.clone()).await;
-        assert_eq!(
-            (answer.status, answer.error_code().as_deref()),
-            (400, Some("bad_request")),
-            "{body}: {}",
-            answer.text
-        );
-    }
-    broker
-        .http_send("POST", "/topics", malformed("{\"name\": \"x\""))
-        .await
-        .assert_error(400, "bad_request");
+    ];
+    refuse_bad_requests(&broker, "/topics", "", &bodies, &["{\"name\": \"x\""]).await;
 
     // Only the one topic exists, empty.
     let list = broker.http_get("/topics").await;
@@ -317,9 +369,7 @@ async fn topics_are_created_listed_and_fetched() {
 
 #[tokio::test]
 async fn deleting_a_topic_removes_its_messages_and_subscriptions() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&[], P1, T).await;
     client.register_publisher(P2).await.expect("register P2");
     subscribed(&client, S1, T, StartFrom::Earliest).await;
     client
@@ -327,18 +377,15 @@ async fn deleting_a_topic_removes_its_messages_and_subscriptions() {
         .await
         .expect("publish");
 
-    broker
-        .http_delete(&format!("/topics/{T}"))
-        .await
-        .assert_error(400, "bad_request");
-    broker
-        .http_delete(&format!("/topics/{T}?publisher={P2}"))
-        .await
-        .assert_error(403, "not_topic_owner");
-    broker
-        .http_delete(&format!("/topics/nope?publisher={P1}"))
-        .await
-        .assert_error(404, "topic_not_found");
+    let no_publisher = format!("/topics/{T}");
+    let not_owner = format!("/topics/{T}?publisher={P2}");
+    let missing = format!("/topics/nope?publisher={P1}");
+    let cases = [
+        (no_publisher.as_str(), 400, "bad_request"),
+        (&not_owner, 403, "not_topic_owner"),
+        (&missing, 404, "topic_not_found"),
+    ];
+    refuse_each(&broker, "DELETE", &cases).await;
     // Nothing changed so far.
     let info = client.topic(T).await.expect("GET topic");
     assert_eq!((info.messages, info.subscribers), (2, 1), "{info:?}");
@@ -374,7 +421,10 @@ async fn deleting_a_topic_removes_its_messages_and_subscriptions() {
         .await
         .assert_error(404, "topic_not_found");
     // Without a topic, the subscriber has nothing left to read.
-    let everything = client.pull(S1, &at_once(None)).await.expect("pull all");
+    let everything = client
+        .pull(S1, &at_once(None, None))
+        .await
+        .expect("pull all");
     assert!(everything.messages.is_empty(), "{everything:?}");
 
     // The same name again is a new, empty topic without subscribers.
@@ -400,10 +450,7 @@ async fn deleting_a_topic_removes_its_messages_and_subscriptions() {
 
 #[tokio::test]
 async fn publish_returns_ids_seqs_and_lamports() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     let path = format!("/topics/{T}/messages");
 
     let single = broker
@@ -485,9 +532,7 @@ async fn publish_returns_ids_seqs_and_lamports() {
 
 #[tokio::test]
 async fn refused_publishes_change_nothing() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&[], P1, T).await;
     let path = format!("/topics/{T}/messages");
 
     for body in [
@@ -505,41 +550,27 @@ async fn refused_publishes_change_nothing() {
         json!("a"),
     ] {
         let answer = broker.http_post(&path, body.clone()).await;
-        assert_eq!(
-            (answer.status, answer.error_code().as_deref()),
-            (400, Some("bad_request")),
-            "{body}: {}",
-            answer.text
-        );
+        answer.assert_code(400, "bad_request", &body.to_string());
         answer.assert_error(400, "bad_request");
     }
-    for raw in [
+    let raw = [
         "",
         "{",
         "not json",
         "{\"publisher\": \"pub-1\", \"payload\": \"a\"",
         "{\"publisher\": \"pub-1\", \"payload\": \"a\"} trailing",
+    ];
+    refuse_bad_requests(&broker, &path, "", &[], &raw).await;
+    let to_missing_topic = json!({"publisher": P1, "payload": "a"});
+    let by_ghost = json!({"publisher": "ghost", "payload": "a"});
+    let batch_by_ghost = json!({"publisher": "ghost", "payloads": ["a", "b"]});
+    for (path, body, code) in [
+        ("/topics/nope/messages", to_missing_topic, "topic_not_found"),
+        (&path, by_ghost, "publisher_not_found"),
+        (&path, batch_by_ghost, "publisher_not_found"),
     ] {
-        broker
-            .http_send("POST", &path, malformed(raw))
-            .await
-            .assert_error(400, "bad_request");
+        broker.http_post(path, body).await.assert_error(404, code);
     }
-    broker
-        .http_post(
-            "/topics/nope/messages",
-            json!({"publisher": P1, "payload": "a"}),
-        )
-        .await
-        .assert_error(404, "topic_not_found");
-    broker
-        .http_post(&path, json!({"publisher": "ghost", "payload": "a"}))
-        .await
-        .assert_error(404, "publisher_not_found");
-    broker
-        .http_post(&path, json!({"publisher": "ghost", "payloads": ["a", "b"]}))
-        .await
-        .assert_error(404, "publisher_not_found");
 
     assert_eq!(message_count(&client, T).await, 0);
     assert!(broker.stored_payloads(T).is_empty());
@@ -549,40 +580,16 @@ async fn refused_publishes_change_nothing() {
 
 #[tokio::test]
 async fn payload_limit_counts_utf8_bytes() {
-    let broker = Broker::start_with(&["--max-payload-bytes", "1000"]).await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    let path = format!("/topics/{T}/messages");
+    let (broker, client) = start_with_topic(&["--max-payload-bytes", "1000"], P1, T).await;
 
-    let exact = "x".repeat(1000);
-    broker
-        .http_post(&path, json!({"publisher": P1, "payload": exact}))
-        .await
-        .assert_status(201);
-    broker
-        .http_post(&path, json!({"publisher": P1, "payload": "x".repeat(1001)}))
-        .await
-        .assert_error(413, "payload_too_large");
+    publish_at_the_limit(&broker, "x".repeat(1000), "x".repeat(1001)).await;
     // 500 two-byte characters are 1000 bytes; 501 are 1002 bytes.
-    broker
-        .http_post(&path, json!({"publisher": P1, "payload": "é".repeat(500)}))
-        .await
-        .assert_status(201);
-    broker
-        .http_post(&path, json!({"publisher": P1, "payload": "é".repeat(501)}))
-        .await
-        .assert_error(413, "payload_too_large");
+    publish_at_the_limit(&broker, "é".repeat(500), "é".repeat(501)).await;
     assert_eq!(message_count(&client, T).await, 2);
 
     // One oversized item refuses the whole batch.
-    broker
-        .http_post(
-            &path,
-            json!({"publisher": P1, "payloads": ["ok-1", "x".repeat(1001), "ok-2"]}),
-        )
-        .await
-        .assert_error(413, "payload_too_large");
-    assert_eq!(message_count(&client, T).await, 2);
+    let batch = json!(["ok-1", "x".repeat(1001), "ok-2"]);
+    refuse_batch(&broker, &client, batch, 2).await;
     let stored = broker.stored_payloads(T);
     assert!(
         !stored.iter().any(|p| p.starts_with("ok-")),
@@ -592,102 +599,58 @@ async fn payload_limit_counts_utf8_bytes() {
 
 #[tokio::test]
 async fn default_payload_limit_is_one_mebibyte() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    let path = format!("/topics/{T}/messages");
-    broker
-        .http_post(
-            &path,
-            json!({"publisher": P1, "payload": "y".repeat(1 << 20)}),
-        )
-        .await
-        .assert_status(201);
-    broker
-        .http_post(
-            &path,
-            json!({"publisher": P1, "payload": "y".repeat((1 << 20) + 1)}),
-        )
-        .await
-        .assert_error(413, "payload_too_large");
+    let (broker, client) = start_with_topic(&[], P1, T).await;
+    publish_at_the_limit(&broker, "y".repeat(1 << 20), "y".repeat((1 << 20) + 1)).await;
     // 17 payloads of 1 MiB each are allowed one by one but the body is over 16 MiB.
     let many: Vec<String> = (0..17).map(|i| format!("{i:02}").repeat(1 << 19)).collect();
-    broker
-        .http_post(&path, json!({"publisher": P1, "payloads": many}))
-        .await
-        .assert_error(413, "payload_too_large");
-    assert_eq!(message_count(&client, T).await, 1);
+    refuse_batch(&broker, &client, json!(many), 1).await;
 }
 
 #[tokio::test]
 async fn body_limit_is_16_mib_or_8_payloads() {
     // max-payload-bytes 1000: the body limit is 16 MiB.
-    let broker = Broker::start_with(&["--max-payload-bytes", "1000"]).await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    let path = format!("/topics/{T}/messages");
+    let (broker, client) = start_with_topic(&["--max-payload-bytes", "1000"], P1, T).await;
     let item = "z".repeat(1000);
     let under: Vec<&str> = vec![item.as_str(); 16_000]; // about 16.05 MB < 16 MiB
-    let answer = broker
-        .http_post(&path, json!({"publisher": P1, "payloads": under}))
-        .await;
+    let answer = post_batch(&broker, json!(under)).await;
     answer.assert_status(201);
     assert_eq!(
         answer.json()["messages"].as_array().map(Vec::len),
         Some(16_000)
     );
     let over: Vec<&str> = vec![item.as_str(); 17_000]; // about 17.05 MB > 16 MiB
-    broker
-        .http_post(&path, json!({"publisher": P1, "payloads": over}))
-        .await
-        .assert_error(413, "payload_too_large");
-    assert_eq!(message_count(&client, T).await, 16_000);
+    refuse_batch(&broker, &client, json!(over), 16_000).await;
     drop(broker);
 
     // max-payload-bytes 3 MiB: the body limit is 8 × 3 MiB = 24 MiB.
-    let broker = Broker::start_with(&["--max-payload-bytes", "3145728"]).await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&["--max-payload-bytes", "3145728"], P1, T).await;
     let big = "b".repeat(3 << 20);
     let six: Vec<&str> = vec![big.as_str(); 6]; // 18 MiB
-    broker
-        .http_post(&path, json!({"publisher": P1, "payloads": six}))
-        .await
-        .assert_status(201);
+    post_batch(&broker, json!(six)).await.assert_status(201);
     let nine: Vec<&str> = vec![big.as_str(); 9]; // 27 MiB
-    broker
-        .http_post(&path, json!({"publisher": P1, "payloads": nine}))
-        .await
-        .assert_error(413, "payload_too_large");
-    assert_eq!(message_count(&client, T).await, 6);
+    refuse_batch(&broker, &client, json!(nine), 6).await;
 }
 
 #[tokio::test]
 async fn subscribe_and_unsubscribe() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&[], P1, T).await;
     client.register_subscriber(S1).await.expect("register S1");
     let path = format!("/subscribers/{S1}/subscriptions");
 
-    let first = broker.http_post(&path, json!({"topic": T})).await;
-    first.assert_status(201);
-    let body = first.json();
-    assert_eq!(
-        (&body["subscriber"], &body["topic"]),
-        (&json!(S1), &json!(T)),
-        "{body}"
-    );
-    let again = broker
-        .http_post(&path, json!({"topic": T, "from": "earliest"}))
-        .await;
-    again.assert_status(200);
-    let body = again.json();
-    assert_eq!(
-        (&body["subscriber"], &body["topic"]),
-        (&json!(S1), &json!(T)),
-        "{body}"
-    );
+    // First new (201), then already there (200).
+    for (body, status) in [
+        (json!({"topic": T}), 201),
+        (json!({"topic": T, "from": "earliest"}), 200),
+    ] {
+        let answer = broker.http_post(&path, body).await;
+        answer.assert_status(status);
+        let body = answer.json();
+        assert_eq!(
+            (&body["subscriber"], &body["topic"]),
+            (&json!(S1), &json!(T)),
+            "{body}"
+        );
+    }
     assert_eq!(client.topic(T).await.expect("topic").subscribers, 1);
 
     broker
@@ -701,43 +664,29 @@ async fn subscribe_and_unsubscribe() {
         .http_post(&path, json!({"topic": "nope", "from": "latest"}))
         .await
         .assert_error(404, "topic_not_found");
-    for body in [
+    let bodies = [
         json!({"topic": T, "from": "middle"}),
         json!({"topic": T, "from": 5}),
         json!({"topic": T, "from": "EARLIEST"}),
         json!({"from": "latest"}),
         json!({"topic": 5}),
-    ] {
-        let answer = broker.http_post(&path, body.clone()).await;
-        assert_eq!(
-            (answer.status, answer.error_code().as_deref()),
-            (400, Some("bad_request")),
-            "{body}: {}",
-            answer.text
-        );
-    }
-    broker
-        .http_send("POST", &path, malformed("{\"topic\":"))
-        .await
-        .assert_error(400, "bad_request");
+    ];
+    refuse_bad_requests(&broker, &path, "", &bodies, &["{\"topic\":"]).await;
 
     let unsubscribe = format!("/subscribers/{S1}/subscriptions/{T}");
     let gone = broker.http_delete(&unsubscribe).await;
     gone.assert_status(204);
     assert!(gone.text.is_empty(), "204 with a body: {:?}", gone.text);
     assert_eq!(client.topic(T).await.expect("topic").subscribers, 0);
-    broker
-        .http_delete(&unsubscribe)
-        .await
-        .assert_error(404, "not_subscribed");
-    broker
-        .http_delete(&format!("/subscribers/ghost/subscriptions/{T}"))
-        .await
-        .assert_error(404, "subscriber_not_found");
-    broker
-        .http_delete(&format!("/subscribers/{S1}/subscriptions/nope"))
-        .await
-        .assert_error(404, "topic_not_found");
+    let ghost = format!("/subscribers/ghost/subscriptions/{T}");
+    let missing = format!("/subscribers/{S1}/subscriptions/nope");
+    for (path, code) in [
+        (&unsubscribe, "not_subscribed"),
+        (&ghost, "subscriber_not_found"),
+        (&missing, "topic_not_found"),
+    ] {
+        broker.http_delete(path).await.assert_error(404, code);
+    }
     broker
         .http_get(&format!("/subscribers/{S1}/messages?topic={T}&wait_ms=0"))
         .await
@@ -758,9 +707,7 @@ async fn subscribe_and_unsubscribe() {
 
 #[tokio::test]
 async fn from_latest_skips_and_from_earliest_replays() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&[], P1, T).await;
     client
         .publish_batch(T, P1, vec!["m1".into(), "m2".into()])
         .await
@@ -816,10 +763,7 @@ async fn from_latest_skips_and_from_earliest_replays() {
 
 #[tokio::test]
 async fn messages_repeat_until_acked() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     let batch = client
         .publish_batch(T, P1, vec!["m1".into(), "m2".into(), "m3".into()])
         .await
@@ -858,16 +802,7 @@ async fn messages_repeat_until_acked() {
         .publish_batch(T, P1, vec!["m4".into(), "m5".into()])
         .await
         .expect("publish");
-    let one = client
-        .pull(
-            S1,
-            &PullQuery {
-                max: Some(1),
-                ..at_once(Some(T))
-            },
-        )
-        .await
-        .expect("pull max 1");
+    let one = pull_up_to(&client, S1, Some(T), 1).await;
     assert_eq!(payloads(&one), ["m4"]);
     let both = pull_now(&client, S1, T).await;
     assert_eq!(payloads(&both), ["m4", "m5"]);
@@ -884,24 +819,12 @@ async fn messages_repeat_until_acked() {
 
 #[tokio::test]
 async fn partial_ack_keeps_the_rest() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (_broker, client) = broker_with_subscriber().await;
     client
         .publish_batch(T, P1, (1..=5).map(|i| format!("m{i}")).collect())
         .await
         .expect("publish");
-    let two = client
-        .pull(
-            S1,
-            &PullQuery {
-                max: Some(2),
-                ..at_once(Some(T))
-            },
-        )
-        .await
-        .expect("pull");
+    let two = pull_up_to(&client, S1, Some(T), 2).await;
     assert_eq!(payloads(&two), ["m1", "m2"]);
     client.ack(S1, &two.cursor).await.expect("ack");
     assert_eq!(
@@ -912,10 +835,7 @@ async fn partial_ack_keeps_the_rest() {
 
 #[tokio::test]
 async fn auto_ack_acknowledges_on_delivery() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     client
         .publish_batch(T, P1, vec!["a".into(), "b".into()])
         .await
@@ -941,7 +861,7 @@ async fn auto_ack_acknowledges_on_delivery() {
             S1,
             &PullQuery {
                 auto_ack: Some(false),
-                ..at_once(Some(T))
+                ..at_once(Some(T), None)
             },
         )
         .await
@@ -952,9 +872,7 @@ async fn auto_ack_acknowledges_on_delivery() {
 
 #[tokio::test]
 async fn pull_checks_its_query_and_names() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
+    let (broker, client) = start_with_topic(&[], P1, T).await;
     client.create_topic("other", P1).await.expect("topic");
     subscribed(&client, S1, T, StartFrom::Earliest).await;
     let base = format!("/subscribers/{S1}/messages");
@@ -973,18 +891,15 @@ async fn pull_checks_its_query_and_names() {
             .await
             .assert_error(400, "bad_request");
     }
-    broker
-        .http_get("/subscribers/ghost/messages?wait_ms=0")
-        .await
-        .assert_error(404, "subscriber_not_found");
-    broker
-        .http_get(&format!("{base}?topic=nope&wait_ms=0"))
-        .await
-        .assert_error(404, "topic_not_found");
-    broker
-        .http_get(&format!("{base}?topic=other&wait_ms=0"))
-        .await
-        .assert_error(404, "not_subscribed");
+    let ghost = "/subscribers/ghost/messages?wait_ms=0";
+    let missing = format!("{base}?topic=nope&wait_ms=0");
+    let other = format!("{base}?topic=other&wait_ms=0");
+    let cases = [
+        (ghost, 404, "subscriber_not_found"),
+        (&missing, 404, "topic_not_found"),
+        (&other, 404, "not_subscribed"),
+    ];
+    refuse_each(&broker, "GET", &cases).await;
 
     // max above 1000 is capped, not refused.
     let many: Vec<String> = (0..1005).map(|i| format!("m{i}")).collect();
@@ -1019,22 +934,15 @@ async fn pull_checks_its_query_and_names() {
 
 #[tokio::test]
 async fn pull_without_topic_reads_every_subscription() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, "t1").await;
-    client.create_topic("t2", P1).await.expect("t2");
+    let (_broker, client) = subscriber_of_two_topics().await;
     client.create_topic("t3", P1).await.expect("t3");
-    subscribed(&client, S1, "t1", StartFrom::Earliest).await;
-    client
-        .subscribe(S1, "t2", StartFrom::Earliest)
-        .await
-        .expect("subscribe t2");
-    client.publish("t1", P1, "a").await.expect("publish");
-    client.publish("t3", P1, "not mine").await.expect("publish");
-    client.publish("t2", P1, "b").await.expect("publish");
-    client.publish("t1", P1, "c").await.expect("publish");
+    let messages = [("t1", "a"), ("t3", "not mine"), ("t2", "b"), ("t1", "c")];
+    publish_each(&client, &messages).await;
 
-    let all = client.pull(S1, &at_once(None)).await.expect("pull all");
+    let all = client
+        .pull(S1, &at_once(None, None))
+        .await
+        .expect("pull all");
     assert_eq!(payloads(&all), ["a", "b", "c"]);
     let topics: Vec<&str> = all.messages.iter().map(|m| m.topic.as_str()).collect();
     assert_eq!(topics, ["t1", "t2", "t1"]);
@@ -1042,7 +950,7 @@ async fn pull_without_topic_reads_every_subscription() {
     assert!(pull_now(&client, S1, "t1").await.messages.is_empty());
     assert!(pull_now(&client, S1, "t2").await.messages.is_empty());
     assert!(client
-        .pull(S1, &at_once(None))
+        .pull(S1, &at_once(None, None))
         .await
         .expect("pull all")
         .messages
@@ -1051,10 +959,7 @@ async fn pull_without_topic_reads_every_subscription() {
 
 #[tokio::test]
 async fn bad_acks_are_refused() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     subscribed(&client, S2, T, StartFrom::Earliest).await;
     client.publish(T, P1, "m1").await.expect("publish");
     let path = format!("/subscribers/{S1}/ack");
@@ -1103,7 +1008,7 @@ async fn bad_acks_are_refused() {
 #[tokio::test]
 async fn unknown_paths_and_methods_are_json_errors() {
     let broker = Broker::start().await;
-    topic_of_p1(&broker.client(), T).await;
+    topic_of(&broker.client(), P1, T).await;
     for path in ["/nope", "/topics/a/b/c/d", "/health/extra", "/"] {
         broker.http_get(path).await.assert_error(404, "not_found");
     }
@@ -1130,12 +1035,7 @@ async fn metrics_count_requests_publishes_deliveries_and_waiting_pulls() {
     let broker = Broker::start().await;
     let client = broker.client();
     let answer = broker.http_get("/metrics").await;
-    answer.assert_status(200);
-    assert!(
-        answer.content_type.starts_with("text/plain"),
-        "content type {:?}",
-        answer.content_type
-    );
+    answer.assert_status(200).assert_content_type("text/plain");
     for name in [
         "rumor_http_requests_total",
         "rumor_messages_published_total",
@@ -1145,7 +1045,7 @@ async fn metrics_count_requests_publishes_deliveries_and_waiting_pulls() {
         assert!(answer.text.contains(name), "no {name} in:\n{}", answer.text);
     }
 
-    topic_of_p1(&client, T).await;
+    topic_of(&client, P1, T).await;
     subscribed(&client, S1, T, StartFrom::Earliest).await;
     let requests = metric_now(&client, "rumor_http_requests_total").await;
     let published = metric_now(&client, "rumor_messages_published_total").await;
@@ -1208,10 +1108,7 @@ async fn metrics_count_requests_publishes_deliveries_and_waiting_pulls() {
 
 #[tokio::test]
 async fn garbage_requests_neither_crash_nor_change_anything() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     client.publish(T, P1, "keep").await.expect("publish");
     let before = client.topics().await.expect("topics");
 
@@ -1300,10 +1197,7 @@ async fn garbage_requests_neither_crash_nor_change_anything() {
 
 #[tokio::test]
 async fn bodies_that_are_not_json_objects_are_refused() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, T).await;
-    subscribed(&client, S1, T, StartFrom::Earliest).await;
+    let (broker, client) = broker_with_subscriber().await;
     client.publish(T, P1, "m1").await.expect("publish");
     let cursor = pull_now(&client, S1, T).await.cursor;
     let before = client.topics().await.expect("topics");
@@ -1350,34 +1244,15 @@ async fn bodies_that_are_not_json_objects_are_refused() {
 
 #[tokio::test]
 async fn acking_one_topic_leaves_the_others() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_of_p1(&client, "t1").await;
-    client.create_topic("t2", P1).await.expect("t2");
-    subscribed(&client, S1, "t1", StartFrom::Earliest).await;
-    client
-        .subscribe(S1, "t2", StartFrom::Earliest)
-        .await
-        .expect("subscribe t2");
-    client.publish("t1", P1, "a").await.expect("publish");
-    client.publish("t2", P1, "b").await.expect("publish");
-    client.publish("t1", P1, "c").await.expect("publish");
-    client.publish("t2", P1, "d").await.expect("publish");
+    let (_broker, client) = subscriber_of_two_topics().await;
+    let messages = [("t1", "a"), ("t2", "b"), ("t1", "c"), ("t2", "d")];
+    publish_each(&client, &messages).await;
 
     // A pull over every topic, limited to two, acknowledges only those two.
-    let two = client
-        .pull(
-            S1,
-            &PullQuery {
-                max: Some(2),
-                ..at_once(None)
-            },
-        )
-        .await
-        .expect("pull");
+    let two = pull_up_to(&client, S1, None, 2).await;
     assert_eq!(payloads(&two), ["a", "b"]);
     client.ack(S1, &two.cursor).await.expect("ack");
-    let rest = client.pull(S1, &at_once(None)).await.expect("pull");
+    let rest = client.pull(S1, &at_once(None, None)).await.expect("pull");
     assert_eq!(payloads(&rest), ["c", "d"]);
 
     // A pull on one topic acknowledges nothing of the other.

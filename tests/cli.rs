@@ -3,14 +3,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ExitStatus, Output};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use client::wire::{Message, PullQuery, StartFrom};
-use support::{eventually, free_port, run_bin, Broker, HOST};
+use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use support::{
+    eventually, free_port, payloads, read_all, run_bin, spawn_piped, subscribed, wait_bounded,
+    Broker, HOST,
+};
 
 const PUBLISHER: &str = env!("CARGO_BIN_EXE_publisher");
 const SUBSCRIBER: &str = env!("CARGO_BIN_EXE_subscriber");
@@ -48,7 +51,8 @@ async fn publisher_prints_one_id_per_argument_and_stores_the_messages() {
     }
     let stored = read_topic(&broker, "news").await;
     assert_eq!(payloads(&stored), ["one", "two words", "three"]);
-    assert_eq!(stored.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids);
+    let stored_ids: Vec<String> = stored.messages.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(stored_ids, ids);
 }
 
 #[tokio::test]
@@ -180,7 +184,7 @@ async fn subscriber_prints_count_messages_from_earliest_and_acknowledges_them() 
     let output = run_against(SUBSCRIBER, broker.port, &args, "");
     assert_success(&output);
     assert_eq!(lines(&output.stdout), ["d", "e"]);
-    let left = pull(&broker, "S1", "feed").await;
+    let left = pull(&broker, "S1", "feed").await.messages;
     assert!(left.is_empty(), "all acknowledged, yet pulled {left:?}");
 }
 
@@ -273,7 +277,7 @@ async fn subscriber_prints_nothing_twice_after_failing_over_to_a_lagging_broker(
     // like a replica that lags behind.
     let mut a = Broker::start().await;
     publish(&a, "lag", &["m1", "m2", "m3"]).await;
-    subscribe_earliest(&a, "S1", "lag").await;
+    subscribed(&a.client(), "S1", "lag", StartFrom::Earliest).await;
     let mut b = Broker::start().await;
     a.terminate();
     b.terminate();
@@ -290,14 +294,14 @@ async fn subscriber_prints_nothing_twice_after_failing_over_to_a_lagging_broker(
     assert_eq!(first, ["m1", "m2", "m3"]);
     // Once A has the acknowledgement, only B still has them to deliver.
     eventually(LINE_LIMIT, "the subscriber acknowledges on A", || async {
-        pull(&a, "S1", "lag").await.is_empty()
+        pull(&a, "S1", "lag").await.messages.is_empty()
     })
     .await;
     a.kill();
     publish(&b, "lag", &["m4"]).await;
     assert_eq!(subscriber.next_line(), "m4");
     assert!(subscriber.wait().success());
-    let left = pull(&b, "S1", "lag").await;
+    let left = pull(&b, "S1", "lag").await.messages;
     assert!(
         left.is_empty(),
         "all acknowledged on B, yet pulled {left:?}"
@@ -353,6 +357,7 @@ fn run_against(program: &str, port: u16, args: &[&str], stdin: &str) -> Output {
     run_bin(program, &all, stdin, LIMIT)
 }
 
+/// The lines of `bytes`, read as UTF-8.
 fn lines(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes)
         .lines()
@@ -360,10 +365,7 @@ fn lines(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn payloads(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(|m| m.payload.clone()).collect()
-}
-
+/// Asserts a zero exit; shows stderr otherwise.
 #[track_caller]
 fn assert_success(output: &Output) {
     assert!(
@@ -409,37 +411,25 @@ async fn publish(broker: &Broker, topic: &str, payloads: &[&str]) {
 }
 
 /// Every message of `topic`, oldest first, read by a fresh subscriber.
-async fn read_topic(broker: &Broker, topic: &str) -> Vec<Message> {
+async fn read_topic(broker: &Broker, topic: &str) -> Pulled {
     let reader = format!("reader-{topic}");
-    subscribe_earliest(broker, &reader, topic).await;
+    subscribed(&broker.client(), &reader, topic, StartFrom::Earliest).await;
     pull(broker, &reader, topic).await
 }
 
-/// Registers `subscriber` and subscribes it to `topic` from the earliest message.
-async fn subscribe_earliest(broker: &Broker, subscriber: &str, topic: &str) {
-    let client = broker.client();
-    let registered = client.register_subscriber(subscriber).await;
-    registered.expect("register subscriber");
-    let subscribed = client
-        .subscribe(subscriber, topic, StartFrom::Earliest)
-        .await;
-    subscribed.expect("subscribe");
-}
-
 /// What `subscriber` would be given now on `topic` (up to 1000 messages), without acknowledging.
-async fn pull(broker: &Broker, subscriber: &str, topic: &str) -> Vec<Message> {
+async fn pull(broker: &Broker, subscriber: &str, topic: &str) -> Pulled {
     let query = PullQuery {
         topic: Some(topic.to_string()),
         max: Some(1000),
         wait_ms: Some(500),
         auto_ack: Some(false),
     };
-    let pulled = broker
+    broker
         .client()
         .pull(subscriber, &query)
         .await
-        .expect("pull");
-    pulled.messages
+        .expect("pull")
 }
 
 /// Waits until `topic` has a subscriber.
@@ -460,18 +450,13 @@ struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
 impl Running {
+    /// Starts `program` with `args`, its stdout read line by line.
     fn spawn(program: &str, args: &[String]) -> Running {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn program");
+        let mut child = spawn_piped(program, args);
         let stdout = child.stdout.take().expect("stdout");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -479,12 +464,7 @@ impl Running {
                 let _ = sender.send(line);
             }
         });
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
+        let stderr = read_all(child.stderr.take().expect("stderr"));
         Running {
             stdin: child.stdin.take(),
             child,
@@ -493,12 +473,14 @@ impl Running {
         }
     }
 
+    /// Writes `line` and a newline to the program's stdin.
     fn write_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         writeln!(stdin, "{line}").expect("write to the program");
         stdin.flush().expect("flush to the program");
     }
 
+    /// Closes the program's stdin: it reads end of input.
     fn close_stdin(&mut self) {
         self.stdin = None;
     }
@@ -516,12 +498,9 @@ impl Running {
 
     /// Waits (bounded) for the program to exit by itself.
     fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait for program") {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let every = Duration::from_millis(10);
+        if let Some(status) = wait_bounded(&mut self.child, LIMIT, every) {
+            return status;
         }
         let stderr = self.stop();
         panic!("program still running after {LIMIT:?}; stderr: {stderr}");
@@ -531,10 +510,8 @@ impl Running {
     fn stop(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default()
+        let stderr = self.stderr.take().and_then(|reader| reader.join().ok());
+        String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned()
     }
 }
 

@@ -9,41 +9,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::http::Created;
-use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use client::wire::{Message, Pulled, StartFrom};
 use client::{Client, ClientError};
-use support::{eventually, Broker};
+use support::{at_once, eventually, payloads, start_with_topic, subscribed, Broker};
 use tokio::task::JoinSet;
 
 const P1: &str = "pub-1";
 const P2: &str = "pub-2";
 const T1: &str = "t1";
 const T2: &str = "t2";
+/// How many tasks publish at once under load.
+const WRITERS: usize = 4;
+/// How many messages each of them publishes at most.
+const PER_WRITER: usize = 5000;
 
-fn at_once(topic: &str) -> PullQuery {
-    PullQuery {
-        topic: Some(topic.to_string()),
-        max: Some(1000),
-        wait_ms: Some(0),
-        auto_ack: None,
-    }
-}
-
+/// What `sid` is given now on `topic` (up to 1000 messages), without waiting.
 async fn pull_now(client: &Client, sid: &str, topic: &str) -> Pulled {
-    client.pull(sid, &at_once(topic)).await.expect("pull")
-}
-
-fn payloads(pulled: &Pulled) -> Vec<&str> {
-    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
+    let query = at_once(Some(topic), Some(1000));
+    client.pull(sid, &query).await.expect("pull")
 }
 
 /// Reads every message of `topic` as a new subscriber from earliest,
 /// acknowledging as it goes (bounded).
 async fn read_everything(client: &Client, sid: &str, topic: &str) -> Vec<Message> {
-    client.register_subscriber(sid).await.expect("register");
-    client
-        .subscribe(sid, topic, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
+    subscribed(client, sid, topic, StartFrom::Earliest).await;
     let mut all = Vec::new();
     for _ in 0..1000 {
         let pulled = pull_now(client, sid, topic).await;
@@ -54,6 +43,92 @@ async fn read_everything(client: &Client, sid: &str, topic: &str) -> Vec<Message
         all.extend(pulled.messages);
     }
     panic!("still reading after 1000 pulls");
+}
+
+/// What the writers of a load did: the payloads they sent, the acknowledged
+/// ones (payload -> id), and how many acknowledgements came so far.
+#[derive(Default)]
+struct Tally {
+    sent: Mutex<HashSet<String>>,
+    acked: Mutex<HashMap<String, String>>,
+    count: AtomicUsize,
+}
+
+/// The tasks of a load; each fails with the first API error it got.
+type Writers = JoinSet<Result<(), String>>;
+
+/// Starts `WRITERS` tasks publishing to `topic` as `P1` until the broker
+/// stops answering; returns them and what they tally.
+fn start_load(client: &Client, topic: &'static str) -> (Writers, Arc<Tally>) {
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        writers.spawn(run_writer(client.clone(), topic, w, tally.clone(), started));
+    }
+    (writers, tally)
+}
+
+/// Writer `w`: publishes `w<w>-m<i>` for up to `PER_WRITER` messages and at
+/// most 20 s after `started`, stopping at the first failed connection and
+/// failing at the first API error.
+async fn run_writer(
+    client: Client,
+    topic: &str,
+    w: usize,
+    tally: Arc<Tally>,
+    started: Instant,
+) -> Result<(), String> {
+    for i in 0..PER_WRITER {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let payload = format!("w{w}-m{i}");
+        tally.sent.lock().unwrap().insert(payload.clone());
+        match client.publish(topic, P1, &payload).await {
+            Ok(published) => {
+                tally.acked.lock().unwrap().insert(payload, published.id);
+                tally.count.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(ClientError::Api { status, code, .. }) => {
+                return Err(format!("{payload}: {status} {code}"));
+            }
+            // Killed or stopped: the connection fails or is refused.
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to 10 s) until `tally` counts `n` acknowledgements.
+async fn wait_acked(tally: &Tally, n: usize, what: &str) {
+    eventually(Duration::from_secs(10), what, || {
+        let acked = tally.count.load(Ordering::SeqCst);
+        async move { acked >= n }
+    })
+    .await;
+}
+
+/// Waits (up to 40 s) for every writer to stop (`what` names that in the
+/// failure message); fails if one got an API error.
+async fn drain(writers: &mut Writers, what: &str) {
+    let drained = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(done) = writers.join_next().await {
+            done.expect("writer task")
+                .expect("no API error while publishing");
+        }
+    });
+    drained.await.expect(what);
+}
+
+/// The first column of every row that `sql` selects, as text.
+fn strings(db: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    db.prepare(sql)
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
 }
 
 #[tokio::test]
@@ -68,22 +143,10 @@ async fn everything_survives_sigterm_and_restart() {
     client.create_topic(T1, P1).await.expect("t1");
     client.create_topic(T2, P2).await.expect("t2");
     client.create_topic("gone", P1).await.expect("gone");
-    client
-        .subscribe("s1", T1, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
-    client
-        .subscribe("s2", T1, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
-    client
-        .subscribe("s2", T2, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
-    client
-        .subscribe("s3", T2, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
+    for (sid, topic) in [("s1", T1), ("s2", T1), ("s2", T2), ("s3", T2)] {
+        let subscribed = client.subscribe(sid, topic, StartFrom::Earliest).await;
+        subscribed.expect("subscribe");
+    }
     client.unsubscribe("s3", T2).await.expect("unsubscribe");
     client.delete_topic("gone", P1).await.expect("delete");
 
@@ -97,13 +160,7 @@ async fn everything_survives_sigterm_and_restart() {
     sent.push(client.publish(T2, P2, "n2").await.expect("publish"));
     // s1 acknowledges m1..m3.
     let three = client
-        .pull(
-            "s1",
-            &PullQuery {
-                max: Some(3),
-                ..at_once(T1)
-            },
-        )
+        .pull("s1", &at_once(Some(T1), Some(3)))
         .await
         .expect("pull");
     assert_eq!(payloads(&three), ["m1", "m2", "m3"]);
@@ -166,7 +223,7 @@ async fn everything_survives_sigterm_and_restart() {
         Created::Existing
     );
     let not = client
-        .pull("s3", &at_once(T2))
+        .pull("s3", &at_once(Some(T2), Some(1000)))
         .await
         .expect_err("s3 unsubscribed");
     assert_eq!(not.code(), Some("not_subscribed"));
@@ -191,73 +248,23 @@ async fn everything_survives_sigterm_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_publishes_survive_kill_9() {
-    const WRITERS: usize = 4;
-    const PER_WRITER: usize = 5000;
     const KILL_AFTER: usize = 1000;
     const TOPIC: &str = "stream";
 
-    let mut broker = Broker::start_with(&["--durability", "fsync"]).await;
-    let client = broker.client();
-    client.register_publisher(P1).await.expect("register");
-    client.create_topic(TOPIC, P1).await.expect("topic");
-
-    let sent = Arc::new(Mutex::new(HashSet::<String>::new()));
-    let acked = Arc::new(Mutex::new(HashMap::<String, String>::new())); // payload -> id
-    let count = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut writers = JoinSet::new();
-    for w in 0..WRITERS {
-        let (client, sent, acked, count) =
-            (client.clone(), sent.clone(), acked.clone(), count.clone());
-        writers.spawn(async move {
-            for i in 0..PER_WRITER {
-                if started.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-                let payload = format!("w{w}-m{i}");
-                sent.lock().unwrap().insert(payload.clone());
-                match client.publish(TOPIC, P1, &payload).await {
-                    Ok(published) => {
-                        acked.lock().unwrap().insert(payload, published.id);
-                        count.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(ClientError::Api { status, code, .. }) => {
-                        return Err(format!("{payload}: {status} {code}"));
-                    }
-                    // Killed: the connection fails.
-                    Err(_) => break,
-                }
-            }
-            Ok(())
-        });
-    }
-    let counter = count.clone();
-    eventually(
-        Duration::from_secs(10),
-        "publishes acknowledged before the kill",
-        || {
-            let n = counter.load(Ordering::SeqCst);
-            async move { n >= KILL_AFTER }
-        },
-    )
-    .await;
+    let (mut broker, client) = start_with_topic(&["--durability", "fsync"], P1, TOPIC).await;
+    let (mut writers, tally) = start_load(&client, TOPIC);
+    wait_acked(&tally, KILL_AFTER, "publishes acknowledged before the kill").await;
     broker.kill();
-    let killed_at = count.load(Ordering::SeqCst);
-    let drain = tokio::time::timeout(Duration::from_secs(40), async {
-        while let Some(done) = writers.join_next().await {
-            done.expect("writer task")
-                .expect("no API error while publishing");
-        }
-    });
-    drain.await.expect("writers stopped after the kill");
+    let killed_at = tally.count.load(Ordering::SeqCst);
+    drain(&mut writers, "writers stopped after the kill").await;
     assert!(
-        sent.lock().unwrap().len() < WRITERS * PER_WRITER,
+        tally.sent.lock().unwrap().len() < WRITERS * PER_WRITER,
         "the writers finished before the kill"
     );
 
     broker.restart().await;
-    let sent = sent.lock().unwrap().clone();
-    let acked = acked.lock().unwrap().clone();
+    let sent = tally.sent.lock().unwrap().clone();
+    let acked = tally.acked.lock().unwrap().clone();
     assert!(acked.len() >= killed_at);
 
     // broker.db: every acknowledged payload exactly once, nothing unsent.
@@ -315,10 +322,7 @@ async fn acknowledged_publishes_survive_kill_9() {
 
 #[tokio::test]
 async fn storage_is_readable_while_the_broker_runs() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    client.register_publisher(P1).await.expect("register");
-    client.create_topic(T1, P1).await.expect("topic");
+    let (broker, client) = start_with_topic(&[], P1, T1).await;
     client.create_topic(T2, P1).await.expect("topic");
     let texts = [
         "plain",
@@ -332,13 +336,7 @@ async fn storage_is_readable_while_the_broker_runs() {
     client.publish(T2, P1, "elsewhere").await.expect("publish");
 
     let db = broker.open_db_read_only();
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .expect("prepare")
-        .query_map([], |row| row.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
-        .collect();
+    let tables = strings(&db, "SELECT name FROM sqlite_master WHERE type = 'table'");
     for table in ["topics", "messages"] {
         assert!(
             tables.iter().any(|t| t == table),
@@ -349,13 +347,7 @@ async fn storage_is_readable_while_the_broker_runs() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal_mode");
     assert_eq!(mode.to_lowercase(), "wal");
-    let types: Vec<String> = db
-        .prepare("SELECT DISTINCT typeof(payload) FROM messages")
-        .expect("prepare")
-        .query_map([], |row| row.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
-        .collect();
+    let types = strings(&db, "SELECT DISTINCT typeof(payload) FROM messages");
     assert_eq!(types, ["text"], "payload column types");
 
     let mut stored = broker.stored_messages();
@@ -385,53 +377,12 @@ async fn storage_is_readable_while_the_broker_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_publish() {
-    const WRITERS: usize = 4;
-    const PER_WRITER: usize = 5000;
     const STOP_AFTER: usize = 300;
     const TOPIC: &str = "stream";
 
-    let mut broker = Broker::start().await;
-    let client = broker.client();
-    client.register_publisher(P1).await.expect("register");
-    client.create_topic(TOPIC, P1).await.expect("topic");
-
-    let acked = Arc::new(Mutex::new(HashMap::<String, String>::new())); // payload -> id
-    let count = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut writers = JoinSet::new();
-    for w in 0..WRITERS {
-        let (client, acked, count) = (client.clone(), acked.clone(), count.clone());
-        writers.spawn(async move {
-            for i in 0..PER_WRITER {
-                if started.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-                let payload = format!("w{w}-m{i}");
-                match client.publish(TOPIC, P1, &payload).await {
-                    Ok(published) => {
-                        acked.lock().unwrap().insert(payload, published.id);
-                        count.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(ClientError::Api { status, code, .. }) => {
-                        return Err(format!("{payload}: {status} {code}"));
-                    }
-                    // Stopped: the connection fails or is refused.
-                    Err(_) => break,
-                }
-            }
-            Ok(())
-        });
-    }
-    let counter = count.clone();
-    eventually(
-        Duration::from_secs(10),
-        "publishes acknowledged before SIGTERM",
-        || {
-            let n = counter.load(Ordering::SeqCst);
-            async move { n >= STOP_AFTER }
-        },
-    )
-    .await;
+    let (mut broker, client) = start_with_topic(&[], P1, TOPIC).await;
+    let (mut writers, tally) = start_load(&client, TOPIC);
+    wait_acked(&tally, STOP_AFTER, "publishes acknowledged before SIGTERM").await;
     let stopping = Instant::now();
     let status = tokio::task::block_in_place(|| broker.terminate());
     assert!(
@@ -443,17 +394,10 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_publish() {
         "exited {:?} after SIGTERM",
         stopping.elapsed()
     );
-    tokio::time::timeout(Duration::from_secs(40), async {
-        while let Some(done) = writers.join_next().await {
-            done.expect("writer task")
-                .expect("no API error while publishing");
-        }
-    })
-    .await
-    .expect("writers stopped after SIGTERM");
+    drain(&mut writers, "writers stopped after SIGTERM").await;
 
     broker.restart().await;
-    let acked = acked.lock().unwrap().clone();
+    let acked = tally.acked.lock().unwrap().clone();
     let read = read_everything(&client, "reader", TOPIC).await;
     let by_payload: HashMap<&str, &str> = read
         .iter()

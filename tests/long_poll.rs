@@ -4,11 +4,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use client::wire::{PullQuery, StartFrom};
-use client::Client;
+use client::wire::{PullQuery, Pulled, StartFrom};
+use client::{Client, ClientError};
 use serde_json::json;
-use support::Broker;
-use tokio::task::JoinSet;
+use support::{start_with_topic, subscribed, Broker};
+use tokio::task::{JoinHandle, JoinSet};
 
 const P: &str = "pub-1";
 const S: &str = "sub-1";
@@ -17,22 +17,18 @@ const T: &str = "news";
 /// Time a waiting pull gets to reach the broker before the test publishes.
 const SETTLE: Duration = Duration::from_millis(300);
 
-async fn topic_with_subscriber(client: &Client) {
-    client
-        .register_publisher(P)
-        .await
-        .expect("register publisher");
-    client.create_topic(T, P).await.expect("create topic");
-    client
-        .register_subscriber(S)
-        .await
-        .expect("register subscriber");
-    client
-        .subscribe(S, T, StartFrom::Latest)
-        .await
-        .expect("subscribe");
+/// A pull running in the background: its result, and when it came.
+type Poll = JoinHandle<(Result<Pulled, ClientError>, Instant)>;
+
+/// Starts a broker where `P` created topic `T` and `S` subscribes to it from
+/// the latest message; returns the broker and a client of it.
+async fn broker_with_subscriber() -> (Broker, Client) {
+    let (broker, client) = start_with_topic(&[], P, T).await;
+    subscribed(&client, S, T, StartFrom::Latest).await;
+    (broker, client)
 }
 
+/// A pull of `topic` (`None`: every subscription) that waits up to `wait_ms`.
 fn waiting(topic: Option<&str>, wait_ms: u64) -> PullQuery {
     PullQuery {
         topic: topic.map(str::to_string),
@@ -41,28 +37,37 @@ fn waiting(topic: Option<&str>, wait_ms: u64) -> PullQuery {
     }
 }
 
+/// Starts a pull of `S` with `query` in the background.
+fn spawn_pull(client: &Client, query: PullQuery) -> Poll {
+    let poller = client.clone();
+    tokio::spawn(async move {
+        let pulled = poller.pull(S, &query).await;
+        (pulled, Instant::now())
+    })
+}
+
+/// Waits (up to 10 s) for the answer of `poll`; returns what it pulled and
+/// when it came.
+async fn answer(poll: Poll) -> (Pulled, Instant) {
+    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task");
+    (pulled.expect("pull"), answered_at)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_pull_returns_as_soon_as_a_message_arrives() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (_broker, client) = broker_with_subscriber().await;
 
-    let poller = client.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        let pulled = poller.pull(S, &waiting(Some(T), 10_000)).await;
-        (pulled, Instant::now())
-    });
+    let poll = spawn_pull(&client, waiting(Some(T), 10_000));
     tokio::time::sleep(SETTLE).await;
     assert!(!poll.is_finished(), "the pull returned before any message");
 
     let published_at = Instant::now();
     let published = client.publish(T, P, "now").await.expect("publish");
-    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
-        .await
-        .expect("the pull did not return")
-        .expect("task");
-    let pulled = pulled.expect("pull");
+    let (pulled, answered_at) = answer(poll).await;
     assert_eq!(pulled.messages.len(), 1, "{pulled:?}");
     assert_eq!(pulled.messages[0].id, published.id);
     assert_eq!(pulled.messages[0].payload, "now");
@@ -80,28 +85,18 @@ async fn waiting_pull_returns_as_soon_as_a_message_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_pull_without_topic_wakes_on_any_subscription() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (_broker, client) = broker_with_subscriber().await;
     client.create_topic("second", P).await.expect("topic");
     client
         .subscribe(S, "second", StartFrom::Latest)
         .await
         .expect("subscribe");
 
-    let poller = client.clone();
-    let poll = tokio::spawn(async move {
-        let pulled = poller.pull(S, &waiting(None, 10_000)).await;
-        (pulled, Instant::now())
-    });
+    let poll = spawn_pull(&client, waiting(None, 10_000));
     tokio::time::sleep(SETTLE).await;
     let published_at = Instant::now();
     client.publish("second", P, "b").await.expect("publish");
-    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
-        .await
-        .expect("the pull did not return")
-        .expect("task");
-    let pulled = pulled.expect("pull");
+    let (pulled, answered_at) = answer(poll).await;
     assert_eq!(pulled.messages.len(), 1, "{pulled:?}");
     assert_eq!(pulled.messages[0].topic, "second");
     let latency = answered_at.saturating_duration_since(published_at);
@@ -113,9 +108,7 @@ async fn waiting_pull_without_topic_wakes_on_any_subscription() {
 
 #[tokio::test]
 async fn idle_pull_returns_empty_at_its_deadline() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (broker, _client) = broker_with_subscriber().await;
 
     let started = Instant::now();
     let answer = broker
@@ -142,21 +135,14 @@ async fn idle_pull_returns_empty_at_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_pull_ignores_other_topics() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (_broker, client) = broker_with_subscriber().await;
     client.create_topic("elsewhere", P).await.expect("topic");
 
-    let poller = client.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 1000)).await });
+    let poll = spawn_pull(&client, waiting(Some(T), 1000));
     tokio::time::sleep(SETTLE).await;
     client.publish("elsewhere", P, "x").await.expect("publish");
-    let pulled = tokio::time::timeout(Duration::from_secs(10), poll)
-        .await
-        .expect("the pull did not return")
-        .expect("task")
-        .expect("pull");
+    let (pulled, _) = answer(poll).await;
     let took = started.elapsed();
     assert!(pulled.messages.is_empty(), "{pulled:?}");
     assert!(
@@ -168,13 +154,7 @@ async fn waiting_pull_ignores_other_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_publish_wakes_many_waiting_pulls() {
     const PULLS: usize = 200;
-    let broker = Broker::start().await;
-    let client = broker.client();
-    client
-        .register_publisher(P)
-        .await
-        .expect("register publisher");
-    client.create_topic(T, P).await.expect("create topic");
+    let (_broker, client) = start_with_topic(&[], P, T).await;
 
     let mut setup = JoinSet::new();
     for i in 0..PULLS {
@@ -233,12 +213,9 @@ async fn one_publish_wakes_many_waiting_pulls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero_promptly_while_a_pull_waits() {
-    let mut broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (mut broker, client) = broker_with_subscriber().await;
 
-    let poller = client.clone();
-    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 30_000)).await });
+    let poll = spawn_pull(&client, waiting(Some(T), 30_000));
     tokio::time::sleep(SETTLE).await;
     assert!(!poll.is_finished(), "the pull returned before any message");
 
@@ -252,7 +229,7 @@ async fn sigterm_exits_zero_promptly_while_a_pull_waits() {
     );
 
     // The waiting pull got an answer or a closed connection, not a hang.
-    let outcome = tokio::time::timeout(Duration::from_secs(3), poll)
+    let (outcome, _) = tokio::time::timeout(Duration::from_secs(3), poll)
         .await
         .expect("the waiting pull still hangs after the broker exited")
         .expect("task");
@@ -263,8 +240,7 @@ async fn sigterm_exits_zero_promptly_while_a_pull_waits() {
 
 #[tokio::test]
 async fn sigint_exits_zero() {
-    let mut broker = Broker::start().await;
-    topic_with_subscriber(&broker.client()).await;
+    let (mut broker, _client) = broker_with_subscriber().await;
     let started = Instant::now();
     let status = broker.stop_with(libc::SIGINT);
     assert!(status.success(), "exit status after SIGINT: {status}");
@@ -274,36 +250,22 @@ async fn sigint_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wakeups_do_not_wait_for_a_poll_tick() {
     const ROUNDS: usize = 5;
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (_broker, client) = broker_with_subscriber().await;
 
     let mut latencies = Vec::new();
     for round in 0..ROUNDS {
-        let poller = client.clone();
-        let poll = tokio::spawn(async move {
-            let pulled = poller
-                .pull(
-                    S,
-                    &PullQuery {
-                        auto_ack: Some(true),
-                        ..waiting(Some(T), 10_000)
-                    },
-                )
-                .await;
-            (pulled, Instant::now())
-        });
+        let query = PullQuery {
+            auto_ack: Some(true),
+            ..waiting(Some(T), 10_000)
+        };
+        let poll = spawn_pull(&client, query);
         tokio::time::sleep(SETTLE).await;
         let published_at = Instant::now();
         client
             .publish(T, P, &format!("round {round}"))
             .await
             .expect("publish");
-        let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
-            .await
-            .expect("the pull did not return")
-            .expect("task");
-        let pulled = pulled.expect("pull");
+        let (pulled, answered_at) = answer(poll).await;
         assert_eq!(pulled.messages.len(), 1, "round {round}: {pulled:?}");
         assert_eq!(pulled.messages[0].payload, format!("round {round}"));
         latencies.push(answered_at.saturating_duration_since(published_at));
@@ -322,22 +284,15 @@ async fn wakeups_do_not_wait_for_a_poll_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_pull_gets_a_whole_batch() {
-    let broker = Broker::start().await;
-    let client = broker.client();
-    topic_with_subscriber(&client).await;
+    let (_broker, client) = broker_with_subscriber().await;
 
-    let poller = client.clone();
-    let poll = tokio::spawn(async move { poller.pull(S, &waiting(Some(T), 10_000)).await });
+    let poll = spawn_pull(&client, waiting(Some(T), 10_000));
     tokio::time::sleep(SETTLE).await;
     let batch = client
         .publish_batch(T, P, vec!["b1".into(), "b2".into(), "b3".into()])
         .await
         .expect("publish batch");
-    let pulled = tokio::time::timeout(Duration::from_secs(10), poll)
-        .await
-        .expect("the pull did not return")
-        .expect("task")
-        .expect("pull");
+    let (pulled, _) = answer(poll).await;
     let ids: Vec<&str> = pulled.messages.iter().map(|m| m.id.as_str()).collect();
     let sent: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, sent, "one transaction, seen at once and in order");

@@ -5,45 +5,30 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use client::wire::{PullQuery, Pulled, StartFrom};
+use client::wire::{Pulled, StartFrom};
 use client::Client;
-use support::{eventually, Broker};
+use support::{at_once, eventually, payloads, start_with_topic, subscribed, Broker};
 
 const P: &str = "pub-1";
 const T: &str = "news";
 /// How long retention may take to act once it is due.
 const LIMIT: Duration = Duration::from_secs(10);
 
-async fn setup(client: &Client, subscribers: &[&str]) {
-    client
-        .register_publisher(P)
-        .await
-        .expect("register publisher");
-    client.create_topic(T, P).await.expect("create topic");
+/// Starts a broker with `--retention <retention>` where `P` created topic
+/// `T` and each of `subscribers` subscribes to it from the earliest message;
+/// returns the broker and a client of it.
+async fn start(retention: &str, subscribers: &[&str]) -> (Broker, Client) {
+    let (broker, client) = start_with_topic(&["--retention", retention], P, T).await;
     for sid in subscribers {
-        client.register_subscriber(sid).await.expect("register");
-        client
-            .subscribe(sid, T, StartFrom::Earliest)
-            .await
-            .expect("subscribe");
+        subscribed(&client, sid, T, StartFrom::Earliest).await;
     }
+    (broker, client)
 }
 
-fn at_once(topic: &str, max: u32) -> PullQuery {
-    PullQuery {
-        topic: Some(topic.to_string()),
-        max: Some(max),
-        wait_ms: Some(0),
-        auto_ack: None,
-    }
-}
-
+/// What `sid` is given now on `T` (up to `max` messages), without waiting.
 async fn pull_now(client: &Client, sid: &str, max: u32) -> Pulled {
-    client.pull(sid, &at_once(T, max)).await.expect("pull")
-}
-
-fn payloads(pulled: &Pulled) -> Vec<&str> {
-    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
+    let query = at_once(Some(T), Some(max));
+    client.pull(sid, &query).await.expect("pull")
 }
 
 /// Stored payloads of `topic`, sorted.
@@ -53,12 +38,20 @@ fn stored(broker: &Broker, topic: &str) -> Vec<String> {
     payloads
 }
 
+/// Waits (up to `LIMIT`) until the payloads stored for `topic`, sorted, are
+/// `expected`; `what` names that in the failure message.
+async fn until_stored(broker: &Broker, topic: &str, expected: &[&str], what: &str) {
+    eventually(LIMIT, what, || {
+        let left = stored(broker, topic);
+        async move { left == expected }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn message_acknowledged_by_every_subscriber_is_deleted() {
     // A long retention: only acknowledgements can delete here.
-    let broker = Broker::start_with(&["--retention", "1h"]).await;
-    let client = broker.client();
-    setup(&client, &["s1", "s2"]).await;
+    let (broker, client) = start("1h", &["s1", "s2"]).await;
     client
         .publish_batch(T, P, vec!["m1".into(), "m2".into()])
         .await
@@ -72,11 +65,7 @@ async fn message_acknowledged_by_every_subscriber_is_deleted() {
     client.ack("s2", &s2.cursor).await.expect("ack");
 
     // m1 is acknowledged by both, m2 by s1 only.
-    eventually(LIMIT, "m1 deleted from broker.db", || {
-        let left = stored(&broker, T);
-        async move { left == ["m2"] }
-    })
-    .await;
+    until_stored(&broker, T, &["m2"], "m1 deleted from broker.db").await;
     let c = client.clone();
     eventually(LIMIT, "the topic counts one message", || {
         let c = c.clone();
@@ -88,19 +77,13 @@ async fn message_acknowledged_by_every_subscriber_is_deleted() {
     assert!(pull_now(&client, "s1", 10).await.messages.is_empty());
 
     client.ack("s2", &rest.cursor).await.expect("ack");
-    eventually(LIMIT, "m2 deleted from broker.db", || {
-        let left = stored(&broker, T);
-        async move { left.is_empty() }
-    })
-    .await;
+    until_stored(&broker, T, &[], "m2 deleted from broker.db").await;
     assert_eq!(client.topic(T).await.expect("topic").messages, 0);
 }
 
 #[tokio::test]
 async fn unacknowledged_message_outlives_the_retention_age() {
-    let broker = Broker::start_with(&["--retention", "2s"]).await;
-    let client = broker.client();
-    setup(&client, &["s1", "s2"]).await;
+    let (broker, client) = start("2s", &["s1", "s2"]).await;
     client.create_topic("unread", P).await.expect("topic");
 
     client.publish(T, P, "kept").await.expect("publish");
@@ -113,11 +96,7 @@ async fn unacknowledged_message_outlives_the_retention_age() {
         .publish("unread", P, "witness")
         .await
         .expect("publish");
-    eventually(LIMIT, "the witness expired", || {
-        let left = stored(&broker, "unread");
-        async move { left.is_empty() }
-    })
-    .await;
+    until_stored(&broker, "unread", &[], "the witness expired").await;
 
     assert_eq!(
         stored(&broker, T),
@@ -129,18 +108,12 @@ async fn unacknowledged_message_outlives_the_retention_age() {
     assert_eq!(payloads(&s2), ["kept"], "s2 skipped a message");
 
     client.ack("s2", &s2.cursor).await.expect("ack");
-    eventually(LIMIT, "kept deleted once s2 acknowledged", || {
-        let left = stored(&broker, T);
-        async move { left.is_empty() }
-    })
-    .await;
+    until_stored(&broker, T, &[], "kept deleted once s2 acknowledged").await;
 }
 
 #[tokio::test]
 async fn message_without_subscribers_expires_after_the_retention_age() {
-    let broker = Broker::start_with(&["--retention", "2s"]).await;
-    let client = broker.client();
-    setup(&client, &[]).await;
+    let (broker, client) = start("2s", &[]).await;
 
     let published_at = Instant::now();
     client
@@ -148,11 +121,7 @@ async fn message_without_subscribers_expires_after_the_retention_age() {
         .await
         .expect("publish");
     assert_eq!(stored(&broker, T), ["a", "b"]);
-    eventually(LIMIT, "messages without subscribers expired", || {
-        let left = stored(&broker, T);
-        async move { left.is_empty() }
-    })
-    .await;
+    until_stored(&broker, T, &[], "messages without subscribers expired").await;
     let age = published_at.elapsed();
     assert!(
         age >= Duration::from_millis(1900),
@@ -161,11 +130,7 @@ async fn message_without_subscribers_expires_after_the_retention_age() {
     assert_eq!(client.topic(T).await.expect("topic").messages, 0);
 
     // A subscriber from earliest finds nothing left, and the topic lives on.
-    client.register_subscriber("late").await.expect("register");
-    client
-        .subscribe("late", T, StartFrom::Earliest)
-        .await
-        .expect("subscribe");
+    subscribed(&client, "late", T, StartFrom::Earliest).await;
     assert!(pull_now(&client, "late", 10).await.messages.is_empty());
     client.publish(T, P, "c").await.expect("publish");
     assert_eq!(payloads(&pull_now(&client, "late", 10).await), ["c"]);

@@ -2,13 +2,17 @@
 //! temporary data directories, stopped by pid when the test ends.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use client::wire::{PullQuery, Pulled, StartFrom};
 use client::Client;
 use tempfile::TempDir;
 
@@ -138,20 +142,22 @@ impl Broker {
 
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop(libc::SIGTERM, "SIGTERM")
+    }
+
+    /// Sends `sig` (e.g. SIGINT), then waits (bounded) for the exit status.
+    pub fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
+        self.stop(sig, &format!("signal {sig}"))
+    }
+
+    /// Sends `sig` (called `name` if the broker does not exit), then waits
+    /// up to `STOP_DEADLINE` for the exit status; kills the broker and fails
+    /// the test if it is still running.
+    fn stop(&mut self, sig: libc::c_int, name: &str) -> ExitStatus {
         let mut child = self.child.take().expect("broker is running");
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for broker") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("broker did not exit within {STOP_DEADLINE:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal(child.id(), sig);
+        wait_bounded(&mut child, STOP_DEADLINE, Duration::from_millis(20))
+            .unwrap_or_else(|| panic!("broker did not exit within {STOP_DEADLINE:?} of {name}"))
     }
 
     /// Starts the broker again on the same port and data directory.
@@ -205,49 +211,104 @@ where
 /// Runs a program to completion, feeding it `stdin`; kills it and fails the
 /// test if it is still running after `limit`.
 pub fn run_bin(path: &str, args: &[&str], stdin: &str, limit: Duration) -> Output {
-    use std::io::{Read, Write};
-    let mut child = Command::new(path)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn program");
+    use std::io::Write;
+    let mut child = spawn_piped(path, args);
     let mut input = child.stdin.take().expect("stdin");
     let stdin = stdin.to_string();
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(stdin.as_bytes());
     });
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for program") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{path} {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let stdout = read_all(child.stdout.take().expect("stdout"));
+    let stderr = read_all(child.stderr.take().expect("stderr"));
+    let status = wait_bounded(&mut child, limit, Duration::from_millis(10))
+        .unwrap_or_else(|| panic!("{path} {args:?} still running after {limit:?}"));
     let _ = writer.join();
     Output {
         status,
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
     }
+}
+
+/// Spawns `program` with `args` and piped stdin, stdout and stderr.
+pub fn spawn_piped<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn program")
+}
+
+/// Reads `pipe` to its end on a thread of its own; the thread yields the bytes.
+pub fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Waits up to `limit` for `child` to exit, checking every `every`; kills it
+/// and returns `None` if it is still running then.
+pub fn wait_bounded(child: &mut Child, limit: Duration, every: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Typed-client set-ups shared by the test files.
+
+/// Starts a broker with extra flags `args`, registers `publisher` and
+/// creates `topic` as it; returns the broker and a client of it.
+pub async fn start_with_topic(args: &[&str], publisher: &str, topic: &str) -> (Broker, Client) {
+    let broker = Broker::start_with(args).await;
+    let client = broker.client();
+    topic_of(&client, publisher, topic).await;
+    (broker, client)
+}
+
+/// Registers `publisher` and creates `topic` as it.
+pub async fn topic_of(client: &Client, publisher: &str, topic: &str) {
+    let registered = client.register_publisher(publisher).await;
+    registered.unwrap_or_else(|e| panic!("register publisher {publisher}: {e}"));
+    let created = client.create_topic(topic, publisher).await;
+    created.unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+}
+
+/// Registers subscriber `sid` and subscribes it to `topic` from `from`.
+pub async fn subscribed(client: &Client, sid: &str, topic: &str, from: StartFrom) {
+    let registered = client.register_subscriber(sid).await;
+    registered.unwrap_or_else(|e| panic!("register subscriber {sid}: {e}"));
+    let subscribed = client.subscribe(sid, topic, from).await;
+    subscribed.unwrap_or_else(|e| panic!("subscribe {sid} to {topic}: {e}"));
+}
+
+/// A pull of `topic` (`None`: every subscription) that does not wait, for up
+/// to `max` messages (`None`: the broker's default), acknowledging nothing.
+pub fn at_once(topic: Option<&str>, max: Option<u32>) -> PullQuery {
+    PullQuery {
+        topic: topic.map(str::to_string),
+        max,
+        wait_ms: Some(0),
+        auto_ack: None,
+    }
+}
+
+/// The payloads of the pulled messages, in order.
+pub fn payloads(pulled: &Pulled) -> Vec<&str> {
+    pulled.messages.iter().map(|m| m.payload.as_str()).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -286,6 +347,29 @@ impl Answer {
             self.status, self.text
         );
         self
+    }
+
+    /// Asserts that the content type starts with `prefix`.
+    #[track_caller]
+    pub fn assert_content_type(&self, prefix: &str) -> &Self {
+        assert!(
+            self.content_type.starts_with(prefix),
+            "content type {:?}",
+            self.content_type
+        );
+        self
+    }
+
+    /// Asserts the status and the `error.code` of the body (not the rest of
+    /// it); `what` names the request in the failure message.
+    #[track_caller]
+    pub fn assert_code(&self, status: u16, code: &str, what: &str) {
+        assert_eq!(
+            (self.status, self.error_code().as_deref()),
+            (status, Some(code)),
+            "{what}: {}",
+            self.text
+        );
     }
 
     /// Asserts the status and a JSON error body
@@ -388,24 +472,6 @@ impl Broker {
 
     fn path_url(&self, path: &str) -> String {
         format!("{}{path}", self.url())
-    }
-
-    /// Sends `sig` (e.g. SIGINT), then waits (bounded) for the exit status.
-    pub fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
-        let mut child = self.child.take().expect("broker is running");
-        signal(child.id(), sig);
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for broker") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("broker did not exit within {STOP_DEADLINE:?} of signal {sig}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// `(topic, payload)` of every row of `messages` in `broker.db`, read
