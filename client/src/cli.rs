@@ -1,6 +1,5 @@
 //! What the command-line programs share: choosing brokers and failing over.
 
-use std::future::Future;
 use std::path::PathBuf;
 
 use crate::http::{Client, ClientError};
@@ -42,10 +41,16 @@ impl BrokerArgs {
 
 /// Clients for a list of brokers; calls go to the current one and move on to
 /// the next when it cannot be reached.
+///
+/// A program that must first set itself up on a broker (register, create a
+/// topic, subscribe) uses [`Failover::call_prepared`], which repeats that
+/// set-up on every broker it fails over to.
 #[derive(Debug)]
 pub struct Failover {
     clients: Vec<Client>,
     current: usize,
+    /// The broker the set-up last ran on.
+    prepared: Option<usize>,
 }
 
 impl Failover {
@@ -53,21 +58,16 @@ impl Failover {
         Failover {
             clients: brokers.iter().map(|b| Client::new(b.base_url())).collect(),
             current: 0,
+            prepared: None,
         }
-    }
-
-    /// The broker calls currently go to.
-    pub fn current(&self) -> &Client {
-        &self.clients[self.current]
     }
 
     /// Runs `call` on the current broker, trying each other broker once when
     /// it is unreachable. Returns the last error when none answers.
-    pub async fn call<'a, T, F, Fut>(&'a mut self, call: F) -> Result<T, ClientError>
-    where
-        F: Fn(&'a Client) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>> + 'a,
-    {
+    pub async fn call<T>(
+        &mut self,
+        call: impl AsyncFn(&Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let count = self.clients.len();
         let mut last_error = None;
         for attempt in 0..count {
@@ -84,6 +84,49 @@ impl Failover {
             url: String::new(),
             reason: "no brokers given".to_string(),
         }))
+    }
+
+    /// Runs the set-up `prepare` on the first broker that answers.
+    pub async fn prepare(
+        &mut self,
+        prepare: impl AsyncFn(&Client) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        self.call(prepare).await?;
+        self.prepared = Some(self.current);
+        Ok(())
+    }
+
+    /// Runs `call` on a broker the set-up `prepare` ran on, running it first
+    /// on a broker reached by failing over. When the call itself failed over
+    /// to a broker that refused it (it had not seen the set-up yet), sets up
+    /// there and tries once more.
+    pub async fn call_prepared<T>(
+        &mut self,
+        prepare: impl AsyncFn(&Client) -> Result<(), ClientError>,
+        call: impl AsyncFn(&Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        match self.try_prepared(&prepare, &call).await {
+            Err(ClientError::Api { .. }) if !self.is_prepared() => {
+                self.try_prepared(&prepare, &call).await
+            }
+            result => result,
+        }
+    }
+
+    async fn try_prepared<T>(
+        &mut self,
+        prepare: &impl AsyncFn(&Client) -> Result<(), ClientError>,
+        call: &impl AsyncFn(&Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        if !self.is_prepared() {
+            self.prepare(prepare).await?;
+        }
+        self.call(call).await
+    }
+
+    /// Whether the set-up ran on the broker calls go to now.
+    fn is_prepared(&self) -> bool {
+        self.prepared == Some(self.current)
     }
 }
 

@@ -97,8 +97,6 @@ async fn next_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<St
 struct Session<'c> {
     cli: &'c Cli,
     failover: Failover,
-    /// Base URL of the broker the publisher was last set up on.
-    ready_on: Option<String>,
     batch: Vec<String>,
     batch_bytes: usize,
 }
@@ -108,7 +106,6 @@ impl<'c> Session<'c> {
         Session {
             cli,
             failover,
-            ready_on: None,
             batch: Vec::new(),
             batch_bytes: 0,
         }
@@ -145,24 +142,16 @@ impl<'c> Session<'c> {
         print_ids(&published).context("cannot write to stdout")
     }
 
-    /// Publishes one batch. When the call failed over to a broker that may
-    /// not have heard of the publisher or topic yet and was refused there,
-    /// sets up on that broker and tries once more.
+    /// Publishes one batch, setting up first on any broker failed over to.
     async fn publish(&mut self, payloads: &[String]) -> Result<Vec<Published>, ClientError> {
-        match self.try_publish(payloads).await {
-            Err(ClientError::Api { .. }) if !self.ready_here() => self.try_publish(payloads).await,
-            result => result,
-        }
-    }
-
-    async fn try_publish(&mut self, payloads: &[String]) -> Result<Vec<Published>, ClientError> {
-        if !self.ready_here() {
-            self.setup().await?;
-        }
-        let (topic, id) = (self.cli.topic.as_str(), self.cli.id.as_str());
+        let cli = self.cli;
+        let (topic, id) = (cli.topic.as_str(), cli.id.as_str());
         let batch = self
             .failover
-            .call(|client| client.publish_batch(topic, id, payloads.to_vec()))
+            .call_prepared(
+                async |client: &Client| prepare(client, id, topic, cli.create).await,
+                async |client: &Client| client.publish_batch(topic, id, payloads.to_vec()).await,
+            )
             .await?;
         Ok(batch.messages)
     }
@@ -172,15 +161,8 @@ impl<'c> Session<'c> {
     async fn setup(&mut self) -> Result<(), ClientError> {
         let cli = self.cli;
         self.failover
-            .call(|client| prepare(client, &cli.id, &cli.topic, cli.create))
-            .await?;
-        self.ready_on = Some(self.failover.current().base_url().to_string());
-        Ok(())
-    }
-
-    /// Whether the broker calls go to is the one last set up on.
-    fn ready_here(&self) -> bool {
-        self.ready_on.as_deref() == Some(self.failover.current().base_url())
+            .prepare(async |client: &Client| prepare(client, &cli.id, &cli.topic, cli.create).await)
+            .await
     }
 }
 

@@ -72,8 +72,6 @@ pub async fn run(cli: Cli) -> Result<()> {
 struct Subscriber<'c> {
     cli: &'c Cli,
     failover: Failover,
-    /// Base URL of the broker the subscription was last set up on.
-    ready_on: Option<String>,
     /// Per origin, the highest `seq` printed in this run.
     printed: HashMap<String, u64>,
     /// Messages still to print before exiting (`--count`).
@@ -85,7 +83,6 @@ impl<'c> Subscriber<'c> {
         Subscriber {
             cli,
             failover,
-            ready_on: None,
             printed: HashMap::new(),
             remaining: cli.count,
         }
@@ -104,28 +101,21 @@ impl<'c> Subscriber<'c> {
         Ok(())
     }
 
-    /// One long poll. When the call failed over to a broker that may not
-    /// have heard of this subscription yet and was refused there, sets up on
-    /// that broker and polls once more.
+    /// One long poll, setting up first on any broker failed over to.
     async fn pull(&mut self) -> Result<Pulled, ClientError> {
-        match self.try_pull().await {
-            Err(ClientError::Api { .. }) if !self.ready_here() => self.try_pull().await,
-            result => result,
-        }
-    }
-
-    async fn try_pull(&mut self) -> Result<Pulled, ClientError> {
-        if !self.ready_here() {
-            self.setup().await?;
-        }
         let query = PullQuery {
             topic: Some(self.cli.topic.clone()),
             max: Some(self.pull_size()),
             wait_ms: Some(WAIT_MS),
             auto_ack: None,
         };
-        let id = self.cli.id.as_str();
-        self.failover.call(|client| client.pull(id, &query)).await
+        let cli = self.cli;
+        self.failover
+            .call_prepared(
+                async |client: &Client| prepare(client, &cli.id, &cli.topic, cli.from).await,
+                async |client: &Client| client.pull(&cli.id, &query).await,
+            )
+            .await
     }
 
     /// At most `MAX_PULL`, and never more than `--count` still allows.
@@ -136,22 +126,17 @@ impl<'c> Subscriber<'c> {
 
     async fn ack(&mut self, cursor: &str) -> Result<(), ClientError> {
         let id = self.cli.id.as_str();
-        self.failover.call(|client| client.ack(id, cursor)).await
+        self.failover
+            .call(async |client: &Client| client.ack(id, cursor).await)
+            .await
     }
 
     /// Registers the subscriber and subscribes it on the first broker that answers.
     async fn setup(&mut self) -> Result<(), ClientError> {
         let cli = self.cli;
         self.failover
-            .call(|client| prepare(client, &cli.id, &cli.topic, cli.from))
-            .await?;
-        self.ready_on = Some(self.failover.current().base_url().to_string());
-        Ok(())
-    }
-
-    /// Whether the broker calls go to is the one last set up on.
-    fn ready_here(&self) -> bool {
-        self.ready_on.as_deref() == Some(self.failover.current().base_url())
+            .prepare(async |client: &Client| prepare(client, &cli.id, &cli.topic, cli.from).await)
+            .await
     }
 
     /// Prints the messages not printed before (up to `--count`) and flushes.
