@@ -608,18 +608,19 @@ async fn default_payload_limit_is_one_mebibyte() {
 
 #[tokio::test]
 async fn body_limit_is_16_mib_or_8_payloads() {
-    // max-payload-bytes 1000: the body limit is 16 MiB.
-    let (broker, client) = start_with_topic(&["--max-payload-bytes", "1000"], P1, T).await;
-    let item = "z".repeat(1000);
-    let under: Vec<&str> = vec![item.as_str(); 16_000]; // about 16.05 MB < 16 MiB
+    // max-payload-bytes 2000: the body limit is 16 MiB (batches stay under
+    // the 10,000-payload cap).
+    let (broker, client) = start_with_topic(&["--max-payload-bytes", "2000"], P1, T).await;
+    let item = "z".repeat(2000);
+    let under: Vec<&str> = vec![item.as_str(); 8_000]; // about 16.02 MB < 16 MiB
     let answer = post_batch(&broker, json!(under)).await;
     answer.assert_status(201);
     assert_eq!(
         answer.json()["messages"].as_array().map(Vec::len),
-        Some(16_000)
+        Some(8_000)
     );
-    let over: Vec<&str> = vec![item.as_str(); 17_000]; // about 17.05 MB > 16 MiB
-    refuse_batch(&broker, &client, json!(over), 16_000).await;
+    let over: Vec<&str> = vec![item.as_str(); 9_000]; // about 18.03 MB > 16 MiB
+    refuse_batch(&broker, &client, json!(over), 8_000).await;
     drop(broker);
 
     // max-payload-bytes 3 MiB: the body limit is 8 × 3 MiB = 24 MiB.
@@ -1003,6 +1004,78 @@ async fn bad_acks_are_refused() {
             .await
             .assert_error(404, "subscriber_not_found");
     }
+}
+
+/// A cursor token as the broker encodes one: base64url of
+/// `[subscriber, [[topic, origin, seq], ...]]`, written by hand.
+fn forged_cursor(subscriber: &str, positions: Value) -> String {
+    use base64::Engine;
+    let json = json!([subscriber, positions]).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+#[tokio::test]
+async fn forged_cursors_are_refused_and_move_nothing() {
+    let (broker, client) = broker_with_subscriber().await;
+    topic_of(&client, P1, "other").await;
+    client.publish(T, P1, "m1").await.expect("publish");
+    let path = format!("/subscribers/{S1}/ack");
+    let me = broker.id();
+
+    for positions in [
+        json!([[T, me, 1_000_000]]),
+        json!([[T, me, 9_223_372_036_854_775_808_u64]]),
+        json!([["a b", me, 1]]),
+        json!([[T, "not a broker", 1]]),
+        json!([[T, me, 1], [T, "", 1]]),
+    ] {
+        let cursor = forged_cursor(S1, positions.clone());
+        let answer = broker.http_post(&path, json!({ "cursor": cursor })).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_deref()),
+            (400, Some("bad_request")),
+            "{positions}: {}",
+            answer.text
+        );
+    }
+    let too_many: Vec<Value> = (0..1001).map(|_| json!([T, me, 1])).collect();
+    broker
+        .http_post(
+            &path,
+            json!({ "cursor": forged_cursor(S1, json!(too_many)) }),
+        )
+        .await
+        .assert_error(400, "bad_request");
+
+    // A topic S1 does not read is passed over, not recorded.
+    let o1 = client.publish("other", P1, "o1").await.expect("publish");
+    let other = forged_cursor(S1, json!([["other", me, o1.seq]]));
+    broker
+        .http_post(&path, json!({ "cursor": other }))
+        .await
+        .assert_status(204);
+
+    // Nothing moved: m1 and the next message are still delivered, and so is
+    // o1 once S1 subscribes to its topic.
+    client.publish(T, P1, "m2").await.expect("publish");
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m1", "m2"]);
+    subscribed(&client, S1, "other", StartFrom::Earliest).await;
+    assert_eq!(payloads(&pull_now(&client, S1, "other").await), ["o1"]);
+}
+
+#[tokio::test]
+async fn a_batch_holds_at_most_ten_thousand_payloads() {
+    let (broker, client) = start_with_topic(&[], P1, T).await;
+    let over: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    post_batch(&broker, json!(over))
+        .await
+        .assert_error(400, "bad_request");
+    assert_eq!(message_count(&client, T).await, 0);
+    let at_limit: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    post_batch(&broker, json!(at_limit))
+        .await
+        .assert_status(201);
+    assert_eq!(message_count(&client, T).await, 10_000);
 }
 
 #[tokio::test]

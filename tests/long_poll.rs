@@ -297,3 +297,52 @@ async fn waiting_pull_gets_a_whole_batch() {
     let sent: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, sent, "one transaction, seen at once and in order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pull_without_topic_picks_up_a_new_subscription() {
+    let (_broker, client) = broker_with_subscriber().await;
+    client.create_topic("later", P).await.expect("topic");
+
+    let started = Instant::now();
+    let poll = spawn_pull(&client, waiting(None, 10_000));
+    tokio::time::sleep(SETTLE).await;
+    client
+        .subscribe(S, "later", StartFrom::Earliest)
+        .await
+        .expect("subscribe while the pull waits");
+    let published_at = Instant::now();
+    client
+        .publish("later", P, "new topic")
+        .await
+        .expect("publish");
+    let (pulled, answered_at) = answer(poll).await;
+    assert_eq!(pulled.messages.len(), 1, "{pulled:?}");
+    assert_eq!(pulled.messages[0].payload, "new topic");
+    let latency = answered_at.saturating_duration_since(published_at);
+    assert!(
+        latency < Duration::from_secs(1),
+        "answered after {latency:?}"
+    );
+    assert!(answered_at - started < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_ends_a_waiting_pull_at_once() {
+    let (_broker, client) = broker_with_subscriber().await;
+
+    let poll = spawn_pull(&client, waiting(Some(T), 10_000));
+    tokio::time::sleep(SETTLE).await;
+    let unsubscribed_at = Instant::now();
+    client.unsubscribe(S, T).await.expect("unsubscribe");
+    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the pull did not return")
+        .expect("task");
+    let error = pulled.expect_err("the pull outlived its subscription");
+    assert_eq!(error.code(), Some("not_subscribed"), "{error}");
+    let latency = answered_at.saturating_duration_since(unsubscribed_at);
+    assert!(
+        latency < Duration::from_secs(1),
+        "answered after {latency:?}"
+    );
+}

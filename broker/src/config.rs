@@ -102,19 +102,6 @@ impl Config {
         })
     }
 
-    /// A configuration for a broker alone, for tests.
-    pub fn alone(id: &str, data_dir: PathBuf) -> Config {
-        Config {
-            id: id.to_string(),
-            peers: Vec::new(),
-            data_dir,
-            mode: Mode::Gossip,
-            durability: Durability::Fsync,
-            retention: Duration::from_secs(7 * 24 * 3600),
-            max_payload_bytes: 1024 * 1024,
-        }
-    }
-
     /// Largest accepted request body: room for a batch of large payloads.
     pub fn max_body_bytes(&self) -> usize {
         const FLOOR: usize = 16 * 1024 * 1024;

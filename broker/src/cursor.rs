@@ -1,4 +1,6 @@
-//! Pull cursors: opaque tokens naming how far a pull read, per topic and origin.
+//! Pull cursors: tokens naming how far a pull read, per topic and origin.
+//! Clients treat them as opaque; the broker checks every position in one
+//! before acknowledging it (see `WriteTx::ack`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -21,6 +23,11 @@ pub struct Cursor {
 }
 
 type Encoded = (String, Vec<(String, String, u64)>);
+
+/// A pull returns at most 1000 messages, so its cursor has at most 1000 positions.
+const MAX_POSITIONS: usize = client::wire::pull_limits::MAX_MAX as usize;
+/// SQLite stores integers as i64.
+const MAX_SEQ: u64 = i64::MAX as u64;
 
 impl Cursor {
     pub fn encode(&self) -> String {
@@ -46,6 +53,9 @@ impl Cursor {
             return Err(ApiError::BadRequest(format!(
                 "cursor belongs to subscriber {owner:?}, not {subscriber:?}"
             )));
+        }
+        if positions.len() > MAX_POSITIONS || positions.iter().any(|(_, _, seq)| *seq > MAX_SEQ) {
+            return Err(invalid());
         }
         let positions = positions
             .into_iter()
@@ -109,7 +119,8 @@ mod tests {
 
     #[test]
     fn garbage_is_a_bad_request() {
-        for token in ["", "!!!", "bm90IGpzb24", "WzFd"] {
+        let huge_seq = URL_SAFE_NO_PAD.encode(r#"["S1",[["news","a:1",9223372036854775808]]]"#);
+        for token in ["", "!!!", "bm90IGpzb24", "WzFd", &huge_seq] {
             assert!(
                 matches!(Cursor::decode(token, "S1"), Err(ApiError::BadRequest(_))),
                 "{token}"

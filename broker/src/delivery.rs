@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::cursor::{Cursor, Position};
 use crate::error::ApiError;
 use crate::store::queries;
+use crate::wakeups::Key;
 use crate::AppState;
 
 /// A checked pull request.
@@ -28,30 +29,31 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
     let deadline = Instant::now() + pull.wait;
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
+    let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
     let messages = loop {
-        let topics = match &pull.topic {
-            Some(topic) => vec![topic.clone()],
-            None => subscribed_topics(app, &pull.subscriber).await?,
-        };
-        let notifiers: Vec<_> = topics.iter().map(|t| app.wakeups.topic(t)).collect();
-        // Enabled before reading, so a publish committed after the read wakes us.
-        let mut wakes: Vec<_> = notifiers.iter().map(|n| Box::pin(n.notified())).collect();
-        for wake in &mut wakes {
+        // Every wake-up is enabled before the read it guards, so a commit
+        // after that read wakes this pull: the subscriber's before its
+        // topics are listed, the topics' before their messages are read.
+        let mut subscriptions_changed = Box::pin(subscriber.notified());
+        subscriptions_changed.as_mut().enable();
+        let topics = checked_topics(app, &pull).await?;
+        let watches: Vec<_> = topics
+            .iter()
+            .map(|topic| app.wakeups.watch(Key::Topic(topic.clone())))
+            .collect();
+        let mut wakes = vec![subscriptions_changed];
+        for watch in &watches {
+            let mut wake = Box::pin(watch.notified());
             wake.as_mut().enable();
+            wakes.push(wake);
         }
         let messages = read_pending(app, &pull, topics).await?;
         if !messages.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
             break messages;
         }
         waiting.get_or_insert_with(|| app.metrics.waiting_pull());
-        let any_wake = async {
-            if wakes.is_empty() {
-                std::future::pending::<()>().await;
-            }
-            select_all(wakes).await;
-        };
         tokio::select! {
-            _ = any_wake => {}
+            _ = select_all(wakes) => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
         }
@@ -93,34 +95,36 @@ pub async fn acknowledge_token(
     }
 }
 
-async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<String>, ApiError> {
-    let subscriber = subscriber.to_string();
+/// The topics a pull reads: its topic, or all the subscriber's topics.
+/// Checks that the subscriber, the topic and the subscription exist.
+async fn checked_topics(app: &AppState, pull: &Pull) -> Result<Vec<String>, ApiError> {
+    let subscriber = pull.subscriber.clone();
+    let topic = pull.topic.clone();
     app.store
         .read(move |conn| {
             queries::require_subscriber(conn, &subscriber)?;
-            Ok(queries::subscribed_topics(conn, &subscriber)?)
+            match topic {
+                Some(topic) => {
+                    queries::require_topic(conn, &topic)?;
+                    queries::require_subscription(conn, &subscriber, &topic)?;
+                    Ok(vec![topic])
+                }
+                None => Ok(queries::subscribed_topics(conn, &subscriber)?),
+            }
         })
         .await
 }
 
-/// The pending messages on `topics`; checks the pull's subscriber and topic first.
+/// The pending messages of the pull's subscriber on `topics`.
 async fn read_pending(
     app: &AppState,
     pull: &Pull,
     topics: Vec<String>,
 ) -> Result<Vec<Message>, ApiError> {
     let subscriber = pull.subscriber.clone();
-    let topic = pull.topic.clone();
     let max = pull.max;
     app.store
-        .read(move |conn| {
-            queries::require_subscriber(conn, &subscriber)?;
-            if let Some(topic) = &topic {
-                queries::require_topic(conn, topic)?;
-                queries::require_subscription(conn, &subscriber, topic)?;
-            }
-            Ok(queries::pending(conn, &subscriber, &topics, max)?)
-        })
+        .read(move |conn| Ok(queries::pending(conn, &subscriber, &topics, max)?))
         .await
 }
 

@@ -8,14 +8,14 @@
 //! `names`, `error` (the one request error type), `config`.
 
 pub mod clock;
-pub mod config;
-pub mod cursor;
+mod config;
+mod cursor;
 mod delivery;
-pub mod error;
-pub mod event;
+mod error;
+mod event;
 mod http;
 mod metrics;
-pub mod names;
+mod names;
 mod retention;
 mod store;
 mod wakeups;
@@ -45,6 +45,13 @@ pub(crate) struct AppState {
     metrics: Metrics,
     /// Becomes `true` when the broker starts shutting down; long polls answer at once.
     shutdown: watch::Receiver<bool>,
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serves the broker on `listener` until `shutdown` completes, then finishes

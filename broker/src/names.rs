@@ -13,6 +13,17 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// True for a broker id: `<host>:<port>`, a host without spaces or control
+/// characters and a port number.
+pub fn is_broker_id(id: &str) -> bool {
+    id.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host.len() <= 255
+            && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+            && port.parse::<u16>().is_ok()
+    })
+}
+
 /// Checks a name, naming what it is for in the error.
 pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if is_valid_name(name) {
@@ -48,6 +59,16 @@ mod tests {
             "..\u{0}",
         ] {
             assert!(!is_valid_name(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn broker_ids_are_host_and_port() {
+        for id in ["localhost:3000", "127.0.0.1:1", "[::1]:80"] {
+            assert!(is_broker_id(id), "{id}");
+        }
+        for id in ["", "localhost", ":3000", "a b:1", "host:port", "host:70000"] {
+            assert!(!is_broker_id(id), "{id:?}");
         }
     }
 

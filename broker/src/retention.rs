@@ -1,5 +1,6 @@
 //! The retention sweep: about once a second, deletes the messages that no
-//! subscriber needs any more (see `WriteTx::sweep`).
+//! subscriber needs any more (see `WriteTx::sweep`), in bounded steps so
+//! that publishes are never held up behind a large deletion.
 
 use std::time::Duration;
 
@@ -12,22 +13,39 @@ use crate::AppState;
 const MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest pause between sweeps, for tiny retention periods.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Most messages one sweep step deletes, and looks at for expiry.
+const STEP: u32 = 10_000;
 
 pub async fn run(app: web::Data<AppState>) {
     let retention = app.config.retention;
     let every = (retention / 4).clamp(MIN_INTERVAL, MAX_INTERVAL);
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let mut shutdown = app.shutdown.clone();
+    let mut resume = None;
+    let mut more = false;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
+        if !more {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
         }
         let cutoff_ms = now_ms().saturating_sub(retention_ms);
-        match app.store.write(move |tx| tx.sweep(cutoff_ms)).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::debug!("retention deleted {deleted} messages"),
-            Err(error) => tracing::warn!("retention sweep failed: {error}"),
+        match app
+            .store
+            .write(move |tx| tx.sweep(cutoff_ms, resume, STEP))
+            .await
+        {
+            Ok(swept) => {
+                if swept.deleted > 0 {
+                    tracing::debug!("retention deleted {} messages", swept.deleted);
+                }
+                (more, resume) = (swept.more, swept.resume);
+            }
+            Err(error) => {
+                tracing::warn!("retention sweep failed: {error}");
+                (more, resume) = (false, None);
+            }
         }
     }
 }

@@ -1,33 +1,74 @@
-//! In-memory wake-ups for long polls: one `Notify` per topic, signalled by the
-//! writer right after a commit that added messages to the topic (or deleted it).
+//! In-memory wake-ups for long polls. The writer signals, right after a
+//! commit, every topic that got messages (or was deleted) and every
+//! subscriber whose subscriptions changed; a waiting pull watches its topics
+//! and its subscriber.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
+use crate::lock;
+
+/// What a long poll can wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Topic(String),
+    Subscriber(String),
+}
+
+/// The notifiers that pulls are waiting on; an entry lives only while some
+/// pull watches it.
 #[derive(Default)]
 pub struct Wakeups {
-    topics: Mutex<HashMap<String, Arc<Notify>>>,
+    watched: Mutex<HashMap<Key, Arc<Notify>>>,
 }
 
 impl Wakeups {
-    /// The notifier of a topic. A long poll enables its `notified()` future
-    /// *before* reading, so a commit between the read and the wait is not missed.
-    pub fn topic(&self, topic: &str) -> Arc<Notify> {
-        let mut topics = self.topics.lock().expect("wakeups lock");
-        topics.entry(topic.to_string()).or_default().clone()
+    /// Starts watching `key`. Create and enable the `notified()` future
+    /// *before* reading, so that a commit between the read and the wait is
+    /// not missed.
+    pub fn watch(&self, key: Key) -> Watch<'_> {
+        let notify = self.lock().entry(key.clone()).or_default().clone();
+        Watch {
+            wakeups: self,
+            key,
+            notify,
+        }
     }
 
-    /// Wakes every long poll waiting on `topic`; forgets the topic when no
-    /// poll holds its notifier, so idle topics cost nothing.
-    pub fn wake(&self, topic: &str) {
-        let mut topics = self.topics.lock().expect("wakeups lock");
-        if let Some(notify) = topics.get(topic) {
+    /// Wakes every pull watching `key`.
+    pub fn wake(&self, key: &Key) {
+        if let Some(notify) = self.lock().get(key) {
             notify.notify_waiters();
-            if Arc::strong_count(notify) == 1 {
-                topics.remove(topic);
-            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Notify>>> {
+        lock(&self.watched)
+    }
+}
+
+/// A pull's interest in one key; forgets the key when the last watch ends.
+pub struct Watch<'w> {
+    wakeups: &'w Wakeups,
+    key: Key,
+    notify: Arc<Notify>,
+}
+
+impl Watch<'_> {
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut watched = self.wakeups.lock();
+        // Two holders left: the map and this watch.
+        if Arc::strong_count(&self.notify) == 2 {
+            watched.remove(&self.key);
         }
     }
 }
@@ -37,35 +78,43 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn topic(name: &str) -> Key {
+        Key::Topic(name.to_string())
+    }
+
     #[tokio::test]
     async fn an_enabled_waiter_sees_a_wake_that_came_before_it_awaited() {
         let wakeups = Wakeups::default();
-        let notify = wakeups.topic("news");
-        let mut waiting = std::pin::pin!(notify.notified());
+        let watch = wakeups.watch(topic("news"));
+        let mut waiting = std::pin::pin!(watch.notified());
         waiting.as_mut().enable();
-        wakeups.wake("news");
+        wakeups.wake(&topic("news"));
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
             .expect("woken");
     }
 
     #[tokio::test]
-    async fn waking_another_topic_does_not_wake() {
+    async fn waking_another_key_does_not_wake() {
         let wakeups = Wakeups::default();
-        let notify = wakeups.topic("news");
-        let mut waiting = std::pin::pin!(notify.notified());
+        let watch = wakeups.watch(topic("news"));
+        let mut waiting = std::pin::pin!(watch.notified());
         waiting.as_mut().enable();
-        wakeups.wake("sports");
+        wakeups.wake(&topic("sports"));
+        wakeups.wake(&Key::Subscriber("news".to_string()));
         assert!(tokio::time::timeout(Duration::from_millis(50), waiting)
             .await
             .is_err());
     }
 
     #[test]
-    fn forgets_topics_nobody_waits_on() {
+    fn forgets_a_key_when_its_last_watch_ends() {
         let wakeups = Wakeups::default();
-        drop(wakeups.topic("news"));
-        wakeups.wake("news");
-        assert!(wakeups.topics.lock().unwrap().is_empty());
+        let first = wakeups.watch(topic("news"));
+        let second = wakeups.watch(topic("news"));
+        drop(first);
+        assert_eq!(wakeups.lock().len(), 1);
+        drop(second);
+        assert!(wakeups.lock().is_empty());
     }
 }

@@ -160,3 +160,12 @@ pub struct ErrorDetail {
 pub fn message_id(origin: &str, seq: u64) -> String {
     format!("{origin}/{seq}")
 }
+
+/// Pull limits of `API.md` §3: `max` defaults to 100 and is capped at 1000;
+/// `wait_ms` defaults to 30000 and is capped at 60000.
+pub mod pull_limits {
+    pub const DEFAULT_MAX: u32 = 100;
+    pub const MAX_MAX: u32 = 1000;
+    pub const DEFAULT_WAIT_MS: u64 = 30_000;
+    pub const MAX_WAIT_MS: u64 = 60_000;
+}

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
+use client::wire::pull_limits::DEFAULT_WAIT_MS;
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use client::{Client, ClientError};
 
-/// How long one long poll waits for a message.
-const WAIT_MS: u64 = 30_000;
 /// Most messages asked for in one poll.
 const MAX_PULL: u64 = 100;
 /// First pause after no broker could be reached; it doubles up to `MAX_PAUSE`.
@@ -106,7 +105,7 @@ impl<'c> Subscriber<'c> {
         let query = PullQuery {
             topic: Some(self.cli.topic.clone()),
             max: Some(self.pull_size()),
-            wait_ms: Some(WAIT_MS),
+            wait_ms: Some(DEFAULT_WAIT_MS),
             auto_ack: None,
         };
         let cli = self.cli;

@@ -11,10 +11,10 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
+use client::http::Created;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::store::Created;
 
 /// Registers every endpoint and the JSON, query and path error rules.
 pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Clone {

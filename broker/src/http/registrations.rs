@@ -1,13 +1,14 @@
 //! `POST /publishers`, `POST /subscribers`.
 
 use actix_web::{web, HttpResponse};
+use client::http::Created;
 use client::wire::Registration;
 
 use super::body::Body;
 use super::created_response;
 use crate::error::ApiError;
 use crate::names::check_name;
-use crate::store::{Created, WriteTx};
+use crate::store::WriteTx;
 use crate::AppState;
 
 type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, ApiError>;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
 use client::wire::{Ack, PullQuery, Subscribe, Subscription};
 
 use super::body::Body;
@@ -11,11 +12,6 @@ use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::names::check_name;
 use crate::AppState;
-
-const DEFAULT_MAX: u32 = 100;
-const MAX_MAX: u32 = 1000;
-const DEFAULT_WAIT_MS: u64 = 30_000;
-const MAX_WAIT_MS: u64 = 60_000;
 
 pub async fn subscribe(
     app: web::Data<AppState>,

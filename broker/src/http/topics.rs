@@ -11,6 +11,10 @@ use crate::names::check_name;
 use crate::store::queries;
 use crate::AppState;
 
+/// Most payloads in one batch publish: one commit must stay short, because
+/// every other write waits for it.
+const MAX_BATCH: usize = 10_000;
+
 pub async fn create(
     app: web::Data<AppState>,
     body: Body<CreateTopic>,
@@ -84,6 +88,12 @@ pub async fn publish(
     check_name("publisher", &publisher)?;
     let (payloads, batch) = match (payload, payloads) {
         (Some(one), None) => (vec![one], false),
+        (None, Some(many)) if many.len() > MAX_BATCH => {
+            return Err(bad_request(&format!(
+                "a batch holds at most {MAX_BATCH} payloads, not {}",
+                many.len()
+            )))
+        }
         (None, Some(many)) if !many.is_empty() => (many, true),
         (None, Some(_)) => return Err(bad_request("payloads must not be empty")),
         _ => return Err(bad_request("give exactly one of payload or payloads")),

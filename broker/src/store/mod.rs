@@ -23,7 +23,6 @@ use crate::config::{Config, Durability};
 use crate::error::ApiError;
 use crate::wakeups::Wakeups;
 
-pub use ops::Created;
 pub use writer::WriteTx;
 
 /// Read connections: enough for concurrent pulls on a small machine.

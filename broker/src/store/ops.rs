@@ -1,20 +1,16 @@
 //! Checked operations: each validates a request against the current state
 //! inside the writer's transaction and records the events it makes.
 
+use client::http::Created;
 use client::wire::{message_id, Published, StartFrom};
+use rusqlite::params;
 
 use super::queries;
 use super::writer::WriteTx;
 use crate::cursor::Position;
 use crate::error::ApiError;
 use crate::event::Change;
-
-/// Whether a registration or subscription was made now or already existed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Created {
-    New,
-    Existing,
-}
+use crate::names::{is_broker_id, is_valid_name};
 
 impl WriteTx<'_> {
     pub fn register_publisher(&mut self, id: &str) -> Result<Created, ApiError> {
@@ -123,11 +119,18 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Records the positions that move forward; the others are already acknowledged.
+    /// Records the positions that move forward on the subscriber's topics;
+    /// the others are already acknowledged or no longer subscribed. A cursor
+    /// no pull could have returned is refused whole.
     pub fn ack(&mut self, subscriber: &str, positions: Vec<Position>) -> Result<(), ApiError> {
         queries::require_subscriber(self.conn, subscriber)?;
+        for position in &positions {
+            self.check_position(position)?;
+        }
         for Position { topic, origin, seq } in positions {
-            if queries::position(self.conn, subscriber, &topic, &origin)? >= seq {
+            if !queries::is_subscribed(self.conn, subscriber, &topic)?
+                || queries::position(self.conn, subscriber, &topic, &origin)? >= seq
+            {
                 continue;
             }
             self.record(Change::Ack {
@@ -139,15 +142,60 @@ impl WriteTx<'_> {
         }
         Ok(())
     }
+
+    fn check_position(&self, position: &Position) -> Result<(), ApiError> {
+        let refuse = |why: &str| Err(ApiError::BadRequest(format!("invalid cursor: {why}")));
+        if !is_valid_name(&position.topic) || !is_broker_id(&position.origin) {
+            return refuse("it names an invalid topic or origin");
+        }
+        if position.origin == self.me() && position.seq > self.last_seq() {
+            return refuse("it acknowledges messages that were never published");
+        }
+        Ok(())
+    }
+}
+
+/// Where the retention sweep's scan of old messages resumes: after the
+/// message with this `(published_at_ms, rowid)`.
+pub type ExpiryCursor = Option<(i64, i64)>;
+
+/// What one retention sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub deleted: usize,
+    /// This step deleted messages and stopped at its limit: more may be
+    /// deletable at once.
+    pub more: bool,
+    pub resume: ExpiryCursor,
 }
 
 impl WriteTx<'_> {
-    /// Retention, as a local decision of each broker (not an event). Deletes
-    /// the messages every live subscriber of their topic has acknowledged,
-    /// and the messages published before `cutoff_ms` that no live subscriber
-    /// still needs (acknowledged, or stamped before its subscription started).
-    pub fn sweep(&mut self, cutoff_ms: i64) -> Result<usize, ApiError> {
-        let acknowledged = self.conn.execute(
+    /// Retention, as a local decision of each broker (not an event), in
+    /// bounded steps of at most `limit` messages each way. Deletes the
+    /// messages every live subscriber of their topic has acknowledged, and
+    /// the messages published before `cutoff_ms` that no live subscriber
+    /// still needs (acknowledged, or stamped before its subscription started),
+    /// scanning old messages onwards from `resume`.
+    pub fn sweep(
+        &mut self,
+        cutoff_ms: i64,
+        resume: ExpiryCursor,
+        limit: u32,
+    ) -> Result<Swept, ApiError> {
+        let acknowledged = self.delete_acknowledged(limit)?;
+        let (expired, resume) = self.delete_expired(cutoff_ms, resume, limit)?;
+        let deleted = acknowledged + expired;
+        Ok(Swept {
+            deleted,
+            more: deleted > 0 && (acknowledged == limit as usize || resume.is_some()),
+            resume,
+        })
+    }
+
+    /// Per topic and origin, deletes up to the lowest seq that every live
+    /// subscriber of the topic acknowledged.
+    fn delete_acknowledged(&mut self, limit: u32) -> Result<usize, ApiError> {
+        Ok(self.conn.execute(
             "WITH live AS (
                  SELECT topic, count(*) AS subscribers FROM subscriptions
                  WHERE live = 1 GROUP BY topic),
@@ -159,21 +207,56 @@ impl WriteTx<'_> {
              DELETE FROM messages WHERE rowid IN (
                  SELECT m.rowid FROM floors f JOIN live l USING (topic)
                  JOIN messages m ON m.topic = f.topic AND m.origin = f.origin AND m.seq <= f.seq
-                 WHERE f.subscribers = l.subscribers)",
-            [],
-        )?;
-        let expired = self.conn.execute(
-            "DELETE FROM messages WHERE rowid IN (
-                 SELECT m.rowid FROM messages m
-                 WHERE m.published_at_ms < ?1 AND NOT EXISTS (
+                 WHERE f.subscribers = l.subscribers
+                 LIMIT ?1)",
+            [limit],
+        )?)
+    }
+
+    /// Looks at up to `limit` messages older than `cutoff_ms` after `resume`
+    /// and deletes those no live subscriber needs; says where to resume
+    /// (`None`: start from the oldest next time).
+    fn delete_expired(
+        &mut self,
+        cutoff_ms: i64,
+        resume: ExpiryCursor,
+        limit: u32,
+    ) -> Result<(usize, ExpiryCursor), ApiError> {
+        let (after_ms, after_row) = resume.unwrap_or((i64::MIN, i64::MIN));
+        let candidates: Vec<(i64, i64, bool)> = self
+            .conn
+            .prepare_cached(
+                "SELECT m.rowid, m.published_at_ms, EXISTS (
                      SELECT 1 FROM subscriptions s
                      LEFT JOIN positions p ON p.subscriber = s.subscriber
                          AND p.topic = s.topic AND p.origin = m.origin
                      WHERE s.topic = m.topic AND s.live = 1
                        AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-                       AND m.seq > coalesce(p.seq, 0)))",
-            [cutoff_ms],
-        )?;
-        Ok(acknowledged + expired)
+                       AND m.seq > coalesce(p.seq, 0))
+                 FROM messages m
+                 WHERE m.published_at_ms < ?1 AND (m.published_at_ms, m.rowid) > (?2, ?3)
+                 ORDER BY m.published_at_ms, m.rowid
+                 LIMIT ?4",
+            )?
+            .query_map(params![cutoff_ms, after_ms, after_row, limit], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM messages WHERE rowid = ?1")?;
+        let mut deleted = 0;
+        for (rowid, _, needed) in &candidates {
+            if !needed {
+                deleted += delete.execute([rowid])?;
+            }
+        }
+        let resume = match candidates.last() {
+            Some((rowid, published_at_ms, _)) if candidates.len() == limit as usize => {
+                Some((*published_at_ms, *rowid))
+            }
+            _ => None,
+        };
+        Ok((deleted, resume))
     }
 }

@@ -127,8 +127,9 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
 /// Messages `subscriber` has not acknowledged on `topics`, oldest first by
 /// `(lamport, origin)`, at most `max`.
 ///
-/// Each topic is read on its own, in index order, so a pull costs
-/// `max` rows per topic however long the backlog is.
+/// Each topic is read on its own, in index order, stopping after `max`
+/// pending messages: no sort of the whole backlog. (Messages this subscriber
+/// acknowledged that others have not are still stepped over one by one.)
 pub fn pending(
     conn: &Connection,
     subscriber: &str,

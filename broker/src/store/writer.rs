@@ -3,11 +3,12 @@
 //! Requests arrive as closures over a [`WriteTx`]. The thread takes every
 //! request waiting in the queue, runs each in its own savepoint (a refused
 //! request leaves no trace), commits them all in one transaction, and only
-//! then answers them and wakes the long polls of the topics that got
-//! messages. Sequence numbers and the Lamport clock live here, so events are
-//! numbered in commit order.
+//! then answers them and wakes the long polls concerned (see `wakeups`).
+//! Sequence numbers and the Lamport clock live here, so events are numbered
+//! in commit order.
 
 use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +19,8 @@ use tokio::sync::oneshot;
 use crate::clock::LamportClock;
 use crate::error::ApiError;
 use crate::event::{Change, Event};
-use crate::wakeups::Wakeups;
+use crate::lock;
+use crate::wakeups::{Key, Wakeups};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -70,7 +72,7 @@ fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
 pub struct WriteTx<'c> {
     pub(super) conn: &'c Connection,
     state: &'c mut WriterState,
-    woken_topics: &'c mut BTreeSet<String>,
+    woken: &'c mut BTreeSet<Key>,
 }
 
 impl WriteTx<'_> {
@@ -84,10 +86,33 @@ impl WriteTx<'_> {
             change,
         };
         super::apply::apply(self.conn, &event)?;
-        if let Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } = &event.change {
-            self.woken_topics.insert(topic.clone());
+        if let Some(key) = wakes(&event.change) {
+            self.woken.insert(key);
         }
         Ok(event)
+    }
+
+    /// This broker's id: the origin of the events it records.
+    pub(super) fn me(&self) -> &str {
+        &self.state.me
+    }
+
+    /// The seq of this broker's latest event.
+    pub(super) fn last_seq(&self) -> u64 {
+        self.state.last_seq
+    }
+}
+
+/// Which long polls a committed change concerns.
+fn wakes(change: &Change) -> Option<Key> {
+    match change {
+        Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } => {
+            Some(Key::Topic(topic.clone()))
+        }
+        Change::Subscribe { subscriber, .. } | Change::Unsubscribe { subscriber, .. } => {
+            Some(Key::Subscriber(subscriber.clone()))
+        }
+        _ => None,
     }
 }
 
@@ -135,20 +160,23 @@ impl Writer {
             });
             (ok, reply)
         });
-        let queued = match &*self.queue.lock().expect("writer queue lock") {
+        let queued = match &*lock(&self.queue) {
             Some(queue) => queue.send(job).is_ok(),
             None => false,
         };
         if !queued {
             return Err(ApiError::ShuttingDown);
         }
-        answered.await.map_err(|_| ApiError::ShuttingDown)?
+        // The writer drops a request unanswered only when it failed.
+        answered
+            .await
+            .map_err(|_| ApiError::Internal("the write was not committed".to_string()))?
     }
 
     /// Closes the queue, lets the thread commit what is in it, and joins it.
     pub fn stop(&self) {
-        drop(self.queue.lock().expect("writer queue lock").take());
-        if let Some(handle) = self.thread.lock().expect("writer thread lock").take() {
+        drop(lock(&self.queue).take());
+        if let Some(handle) = lock(&self.thread).take() {
             if handle.join().is_err() {
                 tracing::error!("the writer thread panicked");
             }
@@ -180,14 +208,14 @@ impl WriterThread {
     /// Runs a batch in one transaction and answers every request in it.
     fn commit(&mut self, batch: Vec<Job>) {
         let before = self.state.clone();
-        let mut woken_topics = BTreeSet::new();
+        let mut woken = BTreeSet::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let outcome = self.run_batch(batch, &mut woken_topics, &mut replies);
+        let outcome = self.run_batch(batch, &mut woken, &mut replies);
         let committed = match outcome {
             Ok(()) => {
                 self.lamport.store(self.state.lamport(), Ordering::Release);
-                for topic in &woken_topics {
-                    self.wakeups.wake(topic);
+                for key in &woken {
+                    self.wakeups.wake(key);
                 }
                 Ok(())
             }
@@ -205,7 +233,7 @@ impl WriterThread {
     fn run_batch(
         &mut self,
         batch: Vec<Job>,
-        woken_topics: &mut BTreeSet<String>,
+        woken: &mut BTreeSet<Key>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), ApiError> {
         let mut tx = self
@@ -215,18 +243,29 @@ impl WriterThread {
         for job in batch {
             let snapshot = self.state.clone();
             let savepoint = tx.savepoint()?;
-            let mut topics = BTreeSet::new();
-            let (ok, reply) = job(&mut WriteTx {
+            let mut keys = BTreeSet::new();
+            let mut write = WriteTx {
                 conn: &savepoint,
                 state: &mut self.state,
-                woken_topics: &mut topics,
-            });
-            replies.push(reply);
+                woken: &mut keys,
+            };
+            // A panicking request is a bug: it is rolled back and left
+            // unanswered (its caller gets an internal error); the rest go on.
+            let ok = match catch_unwind(AssertUnwindSafe(|| job(&mut write))) {
+                Ok((ok, reply)) => {
+                    replies.push(reply);
+                    ok
+                }
+                Err(_) => {
+                    tracing::error!("a write request panicked; it was rolled back");
+                    false
+                }
+            };
             if ok {
                 savepoint.commit()?;
-                woken_topics.append(&mut topics);
+                woken.append(&mut keys);
             } else {
-                drop(savepoint); // rolls back
+                savepoint.finish()?; // rolls back (the default drop behaviour)
                 self.state = snapshot;
             }
         }
