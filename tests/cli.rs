@@ -113,6 +113,24 @@ async fn publisher_without_create_on_a_missing_topic_fails_with_one_line() {
     assert!(output.stdout.is_empty(), "nothing was published");
 }
 
+#[tokio::test]
+async fn publisher_reports_a_topic_name_that_is_no_path_segment_as_invalid() {
+    // Each name reaches the broker as one path segment (`a%2Fb`), not as
+    // another endpoint (`/topics/a/b/messages`, `/topics/a?b/messages`).
+    let broker = Broker::start().await;
+    for topic in ["a/b", "a b", "a?b"] {
+        for create in [true, false] {
+            let mut args = vec!["--id", "P1", "--topic", topic];
+            args.extend(create.then_some("--create"));
+            args.push("x");
+            let output = run_against(PUBLISHER, broker.port, &args, "");
+            let error = assert_one_line_failure(&output, "publisher");
+            assert!(error.contains("(invalid_name)"), "{args:?}: {error:?}");
+            assert!(output.stdout.is_empty(), "{args:?}: nothing was published");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // both programs: errors
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::wire::*;
@@ -51,6 +51,8 @@ pub enum Created {
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    /// `base` parsed, or why it is not a base URL (reported by every call).
+    url: Result<Url, String>,
     http: reqwest::Client,
 }
 
@@ -67,10 +69,13 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .expect("a client without TLS always builds");
-        Client {
-            base: base_url.into().trim_end_matches('/').to_string(),
-            http,
-        }
+        let base = base_url.into().trim_end_matches('/').to_string();
+        let url = match Url::parse(&base) {
+            Ok(url) if url.cannot_be_a_base() => Err("not a base URL".to_string()),
+            Ok(url) => Ok(url),
+            Err(error) => Err(error.to_string()),
+        };
+        Client { base, url, http }
     }
 
     pub fn base_url(&self) -> &str {
@@ -78,30 +83,30 @@ impl Client {
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.json(self.request(Method::GET, "/health")).await
+        self.json(self.request(Method::GET, &["health"])?).await
     }
 
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
-        self.json(self.request(Method::GET, "/cluster")).await
+        self.json(self.request(Method::GET, &["cluster"])?).await
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let response = self.send(self.request(Method::GET, "/metrics")).await?;
+        let response = self.send(self.request(Method::GET, &["metrics"])?).await?;
         response.text().await.map_err(|e| self.protocol(e))
     }
 
     pub async fn register_publisher(&self, id: &str) -> Result<Created, ClientError> {
-        self.register("/publishers", id).await
+        self.register("publishers", id).await
     }
 
     pub async fn register_subscriber(&self, id: &str) -> Result<Created, ClientError> {
-        self.register("/subscribers", id).await
+        self.register("subscribers", id).await
     }
 
-    async fn register(&self, path: &str, id: &str) -> Result<Created, ClientError> {
+    async fn register(&self, kind: &str, id: &str) -> Result<Created, ClientError> {
         let body = Registration { id: id.to_string() };
         let response = self
-            .send(self.request(Method::POST, path).json(&body))
+            .send(self.request(Method::POST, &[kind])?.json(&body))
             .await?;
         Ok(created(response.status()))
     }
@@ -115,22 +120,22 @@ impl Client {
             name: name.to_string(),
             publisher: publisher.to_string(),
         };
-        self.json(self.request(Method::POST, "/topics").json(&body))
+        self.json(self.request(Method::POST, &["topics"])?.json(&body))
             .await
     }
 
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
-        self.json(self.request(Method::GET, "/topics")).await
+        self.json(self.request(Method::GET, &["topics"])?).await
     }
 
     pub async fn topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
-        self.json(self.request(Method::GET, &format!("/topics/{name}")))
+        self.json(self.request(Method::GET, &["topics", name])?)
             .await
     }
 
     pub async fn delete_topic(&self, name: &str, publisher: &str) -> Result<(), ClientError> {
         let request = self
-            .request(Method::DELETE, &format!("/topics/{name}"))
+            .request(Method::DELETE, &["topics", name])?
             .query(&[("publisher", publisher)]);
         self.send(request).await.map(drop)
     }
@@ -168,8 +173,8 @@ impl Client {
         topic: &str,
         body: &PublishRequest,
     ) -> Result<T, ClientError> {
-        let path = format!("/topics/{topic}/messages");
-        self.json(self.request(Method::POST, &path).json(body))
+        let path = ["topics", topic, "messages"];
+        self.json(self.request(Method::POST, &path)?.json(body))
             .await
     }
 
@@ -183,46 +188,56 @@ impl Client {
             topic: topic.to_string(),
             from,
         };
-        let path = format!("/subscribers/{subscriber}/subscriptions");
+        let path = ["subscribers", subscriber, "subscriptions"];
         let response = self
-            .send(self.request(Method::POST, &path).json(&body))
+            .send(self.request(Method::POST, &path)?.json(&body))
             .await?;
         Ok(created(response.status()))
     }
 
     pub async fn unsubscribe(&self, subscriber: &str, topic: &str) -> Result<(), ClientError> {
-        let path = format!("/subscribers/{subscriber}/subscriptions/{topic}");
-        self.send(self.request(Method::DELETE, &path))
+        let path = ["subscribers", subscriber, "subscriptions", topic];
+        self.send(self.request(Method::DELETE, &path)?)
             .await
             .map(drop)
     }
 
     /// Long-polls for messages; the request may take `wait_ms` plus a grace period.
     pub async fn pull(&self, subscriber: &str, query: &PullQuery) -> Result<Pulled, ClientError> {
-        let path = format!("/subscribers/{subscriber}/messages");
-        let wait = Duration::from_millis(query.wait_ms.unwrap_or(30_000));
+        let path = ["subscribers", subscriber, "messages"];
+        let wait = Duration::from_millis(query.wait_ms.unwrap_or(pull_limits::DEFAULT_WAIT_MS));
         let request = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .request(Method::GET, &path)?
             .query(query)
             .timeout(wait + POLL_GRACE);
         self.json(request).await
     }
 
     pub async fn ack(&self, subscriber: &str, cursor: &str) -> Result<(), ClientError> {
-        let path = format!("/subscribers/{subscriber}/ack");
+        let path = ["subscribers", subscriber, "ack"];
         let body = Ack {
             cursor: cursor.to_string(),
         };
-        self.send(self.request(Method::POST, &path).json(&body))
+        self.send(self.request(Method::POST, &path)?.json(&body))
             .await
             .map(drop)
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .timeout(REQUEST_TIMEOUT)
+    /// A request for the API path made of `segments` under the base URL, each
+    /// percent-encoded as one segment (`a/b` is sent as `a%2Fb`, `a b` as `a%20b`).
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        let mut url = self
+            .url
+            .clone()
+            .map_err(|reason| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason,
+            })?;
+        url.path_segments_mut()
+            .expect("checked in `new`: a base URL")
+            .pop_if_empty()
+            .extend(segments);
+        Ok(self.http.request(method, url).timeout(REQUEST_TIMEOUT))
     }
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
