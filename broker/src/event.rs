@@ -5,6 +5,7 @@
 //! [`Stamp`]. Events are applied as merges that commute (see `store::apply`),
 //! so two brokers holding the same events hold the same state.
 
+use client::peer::{PeerChange, PeerEvent};
 use client::wire::StartFrom;
 
 /// A total order on events: Lamport time, ties broken by origin.
@@ -80,6 +81,125 @@ pub enum Change {
         payload: String,
         published_at_ms: i64,
     },
+    /// A message its sender no longer holds (retention deleted it): only
+    /// its seq counts as received.
+    Pruned,
+}
+
+impl From<Event> for PeerEvent {
+    fn from(event: Event) -> Self {
+        let change = match event.change {
+            Change::RegisterPublisher { publisher } => PeerChange::RegisterPublisher { publisher },
+            Change::RegisterSubscriber { subscriber } => {
+                PeerChange::RegisterSubscriber { subscriber }
+            }
+            Change::CreateTopic { topic, publisher } => {
+                PeerChange::CreateTopic { topic, publisher }
+            }
+            Change::DeleteTopic { topic, publisher } => {
+                PeerChange::DeleteTopic { topic, publisher }
+            }
+            Change::Subscribe {
+                subscriber,
+                topic,
+                from,
+            } => PeerChange::Subscribe {
+                subscriber,
+                topic,
+                from,
+            },
+            Change::Unsubscribe { subscriber, topic } => {
+                PeerChange::Unsubscribe { subscriber, topic }
+            }
+            Change::Ack {
+                subscriber,
+                topic,
+                acked_origin,
+                acked_seq,
+            } => PeerChange::Ack {
+                subscriber,
+                topic,
+                acked_origin,
+                acked_seq,
+            },
+            Change::Publish {
+                topic,
+                publisher,
+                payload,
+                published_at_ms,
+            } => PeerChange::Publish {
+                topic,
+                publisher,
+                payload,
+                published_at_ms,
+            },
+            Change::Pruned => PeerChange::Pruned,
+        };
+        PeerEvent {
+            origin: event.origin,
+            seq: event.seq,
+            lamport: event.lamport,
+            change,
+        }
+    }
+}
+
+impl From<PeerEvent> for Event {
+    fn from(event: PeerEvent) -> Self {
+        let change = match event.change {
+            PeerChange::RegisterPublisher { publisher } => Change::RegisterPublisher { publisher },
+            PeerChange::RegisterSubscriber { subscriber } => {
+                Change::RegisterSubscriber { subscriber }
+            }
+            PeerChange::CreateTopic { topic, publisher } => {
+                Change::CreateTopic { topic, publisher }
+            }
+            PeerChange::DeleteTopic { topic, publisher } => {
+                Change::DeleteTopic { topic, publisher }
+            }
+            PeerChange::Subscribe {
+                subscriber,
+                topic,
+                from,
+            } => Change::Subscribe {
+                subscriber,
+                topic,
+                from,
+            },
+            PeerChange::Unsubscribe { subscriber, topic } => {
+                Change::Unsubscribe { subscriber, topic }
+            }
+            PeerChange::Ack {
+                subscriber,
+                topic,
+                acked_origin,
+                acked_seq,
+            } => Change::Ack {
+                subscriber,
+                topic,
+                acked_origin,
+                acked_seq,
+            },
+            PeerChange::Publish {
+                topic,
+                publisher,
+                payload,
+                published_at_ms,
+            } => Change::Publish {
+                topic,
+                publisher,
+                payload,
+                published_at_ms,
+            },
+            PeerChange::Pruned => Change::Pruned,
+        };
+        Event {
+            origin: event.origin,
+            seq: event.seq,
+            lamport: event.lamport,
+            change,
+        }
+    }
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch, for `published_at_ms`.

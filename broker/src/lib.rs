@@ -8,6 +8,7 @@
 //! `names`, `error` (the one request error type), `config`.
 
 pub mod clock;
+mod cluster;
 mod config;
 mod cursor;
 mod delivery;
@@ -40,6 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What every request handler shares.
 pub(crate) struct AppState {
     config: Config,
+    cluster: cluster::Cluster,
     store: Store,
     wakeups: Arc<Wakeups>,
     metrics: Metrics,
@@ -72,14 +74,17 @@ pub async fn run(
         config.data_dir.display(),
         config.peers.len()
     );
+    let (cluster, election) = cluster::Cluster::new(&config.id, &config.peers);
     let app = web::Data::new(AppState {
         config,
+        cluster,
         store,
         wakeups,
         metrics: Metrics::default(),
         shutdown: shutdown_rx,
     });
-    let retention = tokio::spawn(retention::run(app.clone()));
+    let mut tasks = cluster::spawn(app.clone(), election);
+    tasks.push(tokio::spawn(retention::run(app.clone())));
     let server_app = app.clone();
     let server = HttpServer::new(move || {
         let counted = server_app.clone();
@@ -105,8 +110,12 @@ pub async fn run(
     });
     let served = server.await;
     stopper.abort();
-    retention.abort();
-    let _ = retention.await;
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
     let store_app = app.clone();
     tokio::task::spawn_blocking(move || store_app.store.close())
         .await

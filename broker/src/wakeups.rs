@@ -16,6 +16,8 @@ use crate::lock;
 pub enum Key {
     Topic(String),
     Subscriber(String),
+    /// This broker recorded events of its own (replication sends them on).
+    LocalEvents,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some

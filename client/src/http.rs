@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::peer::{ElectionMessage, SyncRequest, SyncResponse};
 use crate::wire::*;
 
 /// Why a call failed.
@@ -219,6 +220,28 @@ impl Client {
             cursor: cursor.to_string(),
         };
         self.send(self.request(Method::POST, &path)?.json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Broker to broker: sends events and a heartbeat, returns the peer's state.
+    pub async fn sync(
+        &self,
+        body: &SyncRequest,
+        timeout: Duration,
+    ) -> Result<SyncResponse, ClientError> {
+        let request = self.request(Method::POST, &["peer", "sync"])?;
+        self.json(request.json(body).timeout(timeout)).await
+    }
+
+    /// Broker to broker: delivers one bully election message.
+    pub async fn election(
+        &self,
+        body: &ElectionMessage,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let request = self.request(Method::POST, &["peer", "election"])?;
+        self.send(request.json(body).timeout(timeout))
             .await
             .map(drop)
     }

@@ -1,12 +1,14 @@
 //! rumor's public wire format and a typed client for it.
 //!
-//! `wire` holds every JSON body of the HTTP API (the only types in the
-//! workspace that derive `Serialize`), `peers` reads `globalState.csv`,
+//! `wire` holds every JSON body of the HTTP API and `peer` those of the
+//! brokers' own protocol (the only types in the workspace that derive
+//! `Serialize`), `peers` reads `globalState.csv`,
 //! `http` is the typed async client, and `cli` holds what the command-line
 //! programs share: broker selection flags and failover.
 
 pub mod cli;
 pub mod http;
+pub mod peer;
 pub mod peers;
 pub mod wire;
 

@@ -2,6 +2,7 @@
 //! handlers (a few lines each; the work happens in `store` and `delivery`).
 
 mod body;
+mod peer;
 mod registrations;
 mod status;
 mod subscriptions;
@@ -60,7 +61,9 @@ pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Cl
             .service(resource(
                 "/subscribers/{sid}/ack",
                 [web::post().to(subscriptions::ack)],
-            ));
+            ))
+            .service(resource("/peer/sync", [web::post().to(peer::sync)]))
+            .service(resource("/peer/election", [web::post().to(peer::election)]));
     }
 }
 

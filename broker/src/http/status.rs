@@ -1,7 +1,7 @@
 //! `GET /health`, `GET /cluster`, `GET /metrics`.
 
 use actix_web::{web, HttpResponse};
-use client::wire::{ClusterInfo, Health, Member};
+use client::wire::{ClusterInfo, Health};
 
 use crate::AppState;
 
@@ -12,24 +12,15 @@ pub async fn health(app: web::Data<AppState>) -> web::Json<Health> {
     })
 }
 
-/// Alone until replication arrives: this broker leads itself, and the peers
-/// of the peer list are shown as not (yet) known to be alive.
 pub async fn cluster(app: web::Data<AppState>) -> web::Json<ClusterInfo> {
-    let me = Member {
-        id: app.config.id.clone(),
-        alive: true,
-    };
-    let peers = app.config.peers.iter().map(|peer| Member {
-        id: peer.id(),
-        alive: false,
-    });
+    let leadership = app.cluster.leadership();
     web::Json(ClusterInfo {
         self_id: app.config.id.clone(),
-        leader: Some(app.config.id.clone()),
-        term: 1,
+        leader: leadership.leader,
+        term: leadership.term,
         mode: app.config.mode.as_str().to_string(),
         lamport: app.store.lamport(),
-        members: std::iter::once(me).chain(peers).collect(),
+        members: app.cluster.members(),
     })
 }
 

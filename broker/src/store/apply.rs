@@ -95,6 +95,7 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             )?
             .execute(params![subscriber, topic, acked_origin, acked_seq])?;
         }
+        Change::Pruned => {}
         Change::Publish {
             topic,
             publisher,

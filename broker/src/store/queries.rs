@@ -1,10 +1,12 @@
 //! Reads, shared by the HTTP handlers (on pooled connections) and the
 //! writer's checks (inside its transaction).
 
-use client::wire::{message_id, Message, TopicInfo};
+use client::peer::Have;
+use client::wire::{message_id, Message, StartFrom, TopicInfo};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::ApiError;
+use crate::event::{Change, Event};
 
 pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), ApiError> {
     if publisher_exists(conn, publisher)? {
@@ -187,4 +189,162 @@ fn pending_on(
         })
     })?
     .collect()
+}
+
+/// Per origin, the highest seq below which this broker holds every event.
+pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
+    conn.prepare_cached("SELECT origin, have FROM origins")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+/// How much one sync may carry: at most `events` events, and no more
+/// payload bytes than `bytes` after the first event.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncBudget {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+/// The events this broker holds (`mine`) that a peer lacks (`theirs`), in
+/// seq order per origin; messages deleted since are sent as `Pruned`.
+pub fn missing(
+    conn: &Connection,
+    mine: &Have,
+    theirs: &Have,
+    budget: SyncBudget,
+) -> rusqlite::Result<Vec<Event>> {
+    let mut batch = Batch {
+        events: Vec::new(),
+        bytes: 0,
+        budget,
+    };
+    for (origin, &have) in mine {
+        let after = theirs.get(origin).copied().unwrap_or(0);
+        let mut next = after + 1;
+        for event in events_between(conn, origin, after, have, budget.events)? {
+            batch.pruned(origin, next, event.seq - 1);
+            next = event.seq + 1;
+            batch.push(event);
+            if batch.is_full() {
+                return Ok(batch.events);
+            }
+        }
+        batch.pruned(origin, next, have);
+        if batch.is_full() {
+            break;
+        }
+    }
+    Ok(batch.events)
+}
+
+/// A sync's events as they are gathered, within its budget.
+struct Batch {
+    events: Vec<Event>,
+    bytes: usize,
+    budget: SyncBudget,
+}
+
+impl Batch {
+    fn push(&mut self, event: Event) {
+        if let Change::Publish { payload, .. } = &event.change {
+            self.bytes += payload.len();
+        }
+        if self.events.len() < self.budget.events {
+            self.events.push(event);
+        }
+    }
+
+    /// Adds `Pruned` markers for `origin`'s seqs `from..=to`, as many as fit.
+    fn pruned(&mut self, origin: &str, from: u64, to: u64) {
+        let room = self.budget.events.saturating_sub(self.events.len()) as u64;
+        let to = to.min(from.saturating_add(room).saturating_sub(1));
+        self.events.extend((from..=to).map(|seq| Event {
+            origin: origin.to_string(),
+            seq,
+            lamport: 0,
+            change: Change::Pruned,
+        }));
+    }
+
+    fn is_full(&self) -> bool {
+        self.events.len() >= self.budget.events || self.bytes >= self.budget.bytes
+    }
+}
+
+/// The stored events of `origin` with `after < seq <= until`, at most `limit`.
+fn events_between(
+    conn: &Connection,
+    origin: &str,
+    after: u64,
+    until: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Event>> {
+    conn.prepare_cached(
+        "SELECT seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, NULL, NULL
+             FROM events WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
+         UNION ALL
+         SELECT seq, lamport, 'publish', publisher, topic, NULL, NULL, NULL, payload, published_at_ms
+             FROM messages WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
+         ORDER BY seq LIMIT ?4",
+    )?
+    .query_map(params![origin, after, until, limit], |row| {
+        Ok(Event {
+            origin: origin.to_string(),
+            seq: row.get(0)?,
+            lamport: row.get(1)?,
+            change: stored_change(row)?,
+        })
+    })?
+    .collect()
+}
+
+/// Rebuilds a change from its stored columns (see `apply::store_event`).
+fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
+    let kind: String = row.get(2)?;
+    let actor: String = row.get(3)?;
+    let topic = || -> rusqlite::Result<String> { row.get(4) };
+    Ok(match kind.as_str() {
+        "register_publisher" => Change::RegisterPublisher { publisher: actor },
+        "register_subscriber" => Change::RegisterSubscriber { subscriber: actor },
+        "create_topic" => Change::CreateTopic {
+            topic: topic()?,
+            publisher: actor,
+        },
+        "delete_topic" => Change::DeleteTopic {
+            topic: topic()?,
+            publisher: actor,
+        },
+        "subscribe" => Change::Subscribe {
+            subscriber: actor,
+            topic: topic()?,
+            from: match row.get::<_, Option<String>>(5)?.as_deref() {
+                Some("earliest") => StartFrom::Earliest,
+                _ => StartFrom::Latest,
+            },
+        },
+        "unsubscribe" => Change::Unsubscribe {
+            subscriber: actor,
+            topic: topic()?,
+        },
+        "ack" => Change::Ack {
+            subscriber: actor,
+            topic: topic()?,
+            acked_origin: row.get(6)?,
+            acked_seq: row.get(7)?,
+        },
+        "publish" => Change::Publish {
+            topic: topic()?,
+            publisher: actor,
+            payload: row.get(8)?,
+            published_at_ms: row.get(9)?,
+        },
+        other => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                2,
+                format!("event kind {other}"),
+                rusqlite::types::Type::Text,
+            ))
+        }
+    })
 }

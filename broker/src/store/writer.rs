@@ -7,13 +7,14 @@
 //! Sequence numbers and the Lamport clock live here, so events are numbered
 //! in commit order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use client::peer::Have;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::clock::LamportClock;
@@ -86,10 +87,59 @@ impl WriteTx<'_> {
             change,
         };
         super::apply::apply(self.conn, &event)?;
-        if let Some(key) = wakes(&event.change) {
-            self.woken.insert(key);
-        }
+        self.woken.extend(wakes(&event.change));
+        self.woken.insert(Key::LocalEvents);
         Ok(event)
+    }
+
+    /// Applies events received from a peer. Per origin only the next event
+    /// (`have + 1`) is applied, so what this broker holds stays a gapless
+    /// prefix; duplicates and events past a gap are passed over (the peer
+    /// sends them again from the `have` returned). Returns `have` afterwards.
+    pub fn receive(&mut self, events: Vec<Event>) -> Result<Have, ApiError> {
+        let mut received: HashMap<String, u64> = HashMap::new();
+        for event in events {
+            let have = match received.get(&event.origin) {
+                Some(have) => *have,
+                None => self.have_of(&event.origin)?,
+            };
+            if event.seq != have + 1 {
+                continue;
+            }
+            if event.change != Change::Pruned {
+                self.state.clock.observe(event.lamport);
+                super::apply::apply(self.conn, &event)?;
+                self.woken.extend(wakes(&event.change));
+            }
+            if event.origin == self.state.me {
+                // Our own events coming back: this broker lost its data.
+                self.state.last_seq = event.seq;
+            }
+            received.insert(event.origin, event.seq);
+        }
+        let mut upsert = self.conn.prepare_cached(
+            "INSERT INTO origins (origin, have) VALUES (?1, ?2)
+             ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
+        )?;
+        for (origin, have) in received.iter().filter(|(o, _)| **o != self.state.me) {
+            upsert.execute(params![origin, have])?;
+        }
+        let mut have = super::queries::have(self.conn)?;
+        have.insert(self.state.me.clone(), self.state.last_seq);
+        Ok(have)
+    }
+
+    /// The seq up to which this broker holds every event of `origin`.
+    fn have_of(&self, origin: &str) -> Result<u64, ApiError> {
+        if origin == self.state.me {
+            return Ok(self.state.last_seq);
+        }
+        Ok(self
+            .conn
+            .prepare_cached("SELECT have FROM origins WHERE origin = ?1")?
+            .query_row([origin], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// This broker's id: the origin of the events it records.
@@ -275,6 +325,8 @@ impl WriterThread {
                  ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
                 params![self.state.me, self.state.last_seq],
             )?;
+        }
+        if self.state.lamport() != start.lamport() {
             tx.execute(
                 "UPDATE clock SET lamport = ?1 WHERE id = 0",
                 [self.state.lamport()],

@@ -1,0 +1,152 @@
+//! The cluster: membership and liveness, replication to every peer, and the
+//! bully election.
+//!
+//! Each peer gets a replicator task (`replicator`) that pushes the events
+//! the peer lacks and doubles as the heartbeat; the election state machine
+//! (`election`, pure) is driven by one task (`driver`) that owns it and
+//! publishes the resulting term and leader.
+
+mod driver;
+mod election;
+mod membership;
+mod replicator;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use client::wire::Member;
+use client::{Client, PeerAddr};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use driver::received as received_election;
+pub use election::Input;
+use membership::Membership;
+
+use crate::AppState;
+
+/// How often each peer is synced when nothing happens (the heartbeat).
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// A peer not heard from for this long is taken as down.
+const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// Longest time one peer call may take.
+const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a bully election waits for answers.
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Who leads, in which term, as this broker knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    pub leader: Option<String>,
+}
+
+/// What request handlers and tasks share about the cluster.
+pub struct Cluster {
+    me: String,
+    peers: Vec<PeerAddr>,
+    clients: HashMap<String, Client>,
+    membership: Membership,
+    leadership: watch::Receiver<Leadership>,
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+/// The election's state machine and channels, until `spawn` starts its task.
+pub struct ElectionParts {
+    inputs: mpsc::UnboundedReceiver<Input>,
+    leadership: watch::Sender<Leadership>,
+}
+
+impl Cluster {
+    pub fn new(me: &str, peers: &[PeerAddr]) -> (Cluster, ElectionParts) {
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let (leadership_tx, leadership) = watch::channel(Leadership::default());
+        let cluster = Cluster {
+            me: me.to_string(),
+            peers: peers.to_vec(),
+            clients: peers
+                .iter()
+                .map(|peer| (peer.id(), Client::new(peer.base_url())))
+                .collect(),
+            membership: Membership::new(DEAD_AFTER),
+            leadership,
+            inputs: inputs_tx,
+        };
+        let parts = ElectionParts {
+            inputs,
+            leadership: leadership_tx,
+        };
+        (cluster, parts)
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether `id` is one of this broker's peers.
+    pub fn knows(&self, id: &str) -> bool {
+        self.clients.contains_key(id)
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.borrow().clone()
+    }
+
+    /// This broker (alive) and every peer with its liveness.
+    pub fn members(&self) -> Vec<Member> {
+        let now = Instant::now();
+        let me = Member {
+            id: self.me.clone(),
+            alive: true,
+        };
+        let peers = self.peers.iter().map(|peer| {
+            let id = peer.id();
+            Member {
+                alive: self.membership.is_alive(&id, now),
+                id,
+            }
+        });
+        std::iter::once(me).chain(peers).collect()
+    }
+
+    /// A peer answered or called: it is alive, and reports its term and leader.
+    pub fn heard_from(&self, peer: &str, term: u64, leader: Option<String>) {
+        self.membership.heard(peer, Instant::now());
+        self.feed(Input::Heartbeat {
+            from: peer.to_string(),
+            term,
+            leader,
+        });
+    }
+
+    /// A call to a peer failed; reports it down to the election once it has
+    /// been silent for too long.
+    pub fn failed(&self, peer: &str) {
+        if self.membership.went_down(peer, Instant::now()) {
+            tracing::warn!("peer {peer} is down");
+            self.feed(Input::PeerDown {
+                peer: peer.to_string(),
+            });
+        }
+    }
+
+    /// Hands an input to the election task.
+    pub fn feed(&self, input: Input) {
+        // Fails only once the election task has stopped, at shutdown.
+        let _ = self.inputs.send(input);
+    }
+
+    fn client(&self, peer: &str) -> Option<&Client> {
+        self.clients.get(peer)
+    }
+}
+
+/// Starts the election task and one replicator per peer.
+pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(driver::run(app.clone(), parts))];
+    for peer in app.cluster.peers.clone() {
+        tasks.push(tokio::spawn(replicator::run(app.clone(), peer.id())));
+    }
+    tasks
+}

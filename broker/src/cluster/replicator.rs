@@ -1,0 +1,118 @@
+//! One replicator per peer: pushes the events the peer lacks (its own `have`
+//! comes back with every answer), at once when this broker records events
+//! and every heartbeat otherwise. The same exchange is the anti-entropy
+//! (events of any origin are sent, not just this broker's) and the
+//! heartbeat that tells liveness, term and leader.
+
+use std::time::Duration;
+
+use actix_web::web;
+use client::peer::{Have, PeerEvent, SyncRequest};
+use client::ClientError;
+
+use super::{HEARTBEAT, PEER_TIMEOUT};
+use crate::error::ApiError;
+use crate::store::queries::{self, SyncBudget};
+use crate::wakeups::Key;
+use crate::AppState;
+
+/// Most events, and payload bytes, one sync carries.
+const BUDGET: SyncBudget = SyncBudget {
+    events: 1000,
+    bytes: 4 * 1024 * 1024,
+};
+/// Pauses after a failed sync: from the heartbeat up to this, short enough
+/// that a peer gone silent is noticed soon after `DEAD_AFTER`.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+pub async fn run(app: web::Data<AppState>, peer: String) {
+    let Some(client) = app.cluster.client(&peer).cloned() else {
+        return;
+    };
+    let mut shutdown = app.shutdown.clone();
+    // What the peer holds; unknown until it first answers.
+    let mut theirs: Option<Have> = None;
+    let mut backoff = HEARTBEAT;
+    loop {
+        let local = app.wakeups.watch(Key::LocalEvents);
+        let mut recorded = Box::pin(local.notified());
+        recorded.as_mut().enable();
+        let request = match sync_request(&app, theirs.as_ref()).await {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!("cannot read events for {peer}: {error}");
+                SyncRequest {
+                    events: Vec::new(),
+                    ..heartbeat(&app)
+                }
+            }
+        };
+        let sent = request.events.len();
+        let pause = match client.sync(&request, PEER_TIMEOUT).await {
+            Ok(answer) => {
+                app.cluster.heard_from(&peer, answer.term, answer.leader);
+                let progressed = theirs.as_ref() != Some(&answer.have);
+                theirs = Some(answer.have);
+                backoff = HEARTBEAT;
+                if sent > 0 && progressed {
+                    continue; // more may be missing: keep streaming
+                }
+                HEARTBEAT
+            }
+            Err(error) => {
+                log_failure(&peer, &error);
+                app.cluster.failed(&peer);
+                theirs = None;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = recorded => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The sync to send: the events the peer lacks, when we know what it holds.
+async fn sync_request(
+    app: &web::Data<AppState>,
+    theirs: Option<&Have>,
+) -> Result<SyncRequest, ApiError> {
+    let events = match theirs {
+        None => Vec::new(),
+        Some(theirs) => {
+            let theirs = theirs.clone();
+            app.store
+                .read(move |conn| {
+                    let mine = queries::have(conn)?;
+                    Ok(queries::missing(conn, &mine, &theirs, BUDGET)?)
+                })
+                .await?
+        }
+    };
+    Ok(SyncRequest {
+        events: events.into_iter().map(PeerEvent::from).collect(),
+        ..heartbeat(app)
+    })
+}
+
+/// A sync without events: this broker's term and leader.
+fn heartbeat(app: &AppState) -> SyncRequest {
+    let leadership = app.cluster.leadership();
+    SyncRequest {
+        from: app.cluster.me().to_string(),
+        term: leadership.term,
+        leader: leadership.leader,
+        events: Vec::new(),
+    }
+}
+
+fn log_failure(peer: &str, error: &ClientError) {
+    if error.is_unreachable() {
+        tracing::debug!("sync with {peer} failed: {error}");
+    } else {
+        tracing::warn!("sync with {peer} failed: {error}");
+    }
+}
