@@ -2,8 +2,8 @@
 # Builds the broker (release) and starts one broker per line of
 # globalState.csv, each with --host H --port P, all logging to this terminal
 # with a [host:port] prefix. Ctrl-C (or SIGTERM) stops them all.
-# If one broker exits on its own, the others are stopped and the script
-# exits non-zero.
+# If one broker exits on its own (e.g. killed to try failover), the others
+# keep running; the script exits non-zero once every broker has exited.
 #
 # Usage: scripts/cluster.sh [BROKER_FLAGS...]
 #   Extra flags go to every broker, e.g. scripts/cluster.sh --durability normal
@@ -109,19 +109,23 @@ for i in "${!hosts[@]}"; do
 done
 echo "cluster.sh: started ${names[*]} (Ctrl-C stops them)" >&2
 
-# Watch the brokers; `wait` on a sleeping child keeps traps responsive.
-while true; do
+# Watch the brokers; `wait` on a sleeping child keeps traps responsive. A
+# broker that dies (say, killed to try failover) is reported and the others
+# keep running; start it again by hand with the command printed.
+while [[ ${#pids[@]} -gt 0 ]]; do
     for i in "${!pids[@]}"; do
         if ! kill -0 "${pids[$i]}" 2>/dev/null; then
             code=0
             wait "${pids[$i]}" 2>/dev/null || code=$?
-            trap '' INT TERM
-            echo "cluster.sh: [${names[$i]}] exited with status $code; stopping the others" >&2
+            host=${names[$i]%:*}
+            port=${names[$i]##*:}
+            echo "cluster.sh: [${names[$i]}] exited with status $code; the others keep running." >&2
+            echo "cluster.sh: restart it with: $broker_bin --host $host --port $port --peers $peers_file" >&2
             unset 'pids[i]' 'names[i]'
-            stop_all || true
-            exit 1
         fi
     done
     sleep 1 &
     wait $! 2>/dev/null || true
 done
+echo "cluster.sh: every broker has exited" >&2
+exit 1
