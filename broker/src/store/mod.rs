@@ -104,3 +104,156 @@ fn open_writer(path: &Path, durability: Durability) -> Result<Connection, String
     schema::migrate(&mut conn)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::event::{Change, Event};
+    use client::peer::Have;
+    use std::time::Duration;
+
+    fn open(dir: &Path) -> Store {
+        let config = Config {
+            id: "B:1".to_string(),
+            peers: Vec::new(),
+            data_dir: dir.to_path_buf(),
+            mode: Mode::Gossip,
+            durability: Durability::Normal,
+            retention: Duration::from_secs(3600),
+            max_payload_bytes: 1024,
+        };
+        Store::open(&config, Arc::new(Wakeups::default())).unwrap()
+    }
+
+    fn event(seq: u64, change: Change) -> Event {
+        Event {
+            origin: "A:1".to_string(),
+            seq,
+            lamport: seq * 10,
+            change,
+        }
+    }
+
+    fn publish(seq: u64, payload: &str) -> Event {
+        event(
+            seq,
+            Change::Publish {
+                topic: "news".into(),
+                publisher: "P1".into(),
+                payload: payload.into(),
+                published_at_ms: 0,
+            },
+        )
+    }
+
+    fn history() -> Vec<Event> {
+        vec![
+            event(
+                1,
+                Change::RegisterPublisher {
+                    publisher: "P1".into(),
+                },
+            ),
+            event(
+                2,
+                Change::CreateTopic {
+                    topic: "news".into(),
+                    publisher: "P1".into(),
+                },
+            ),
+            publish(3, "a"),
+            event(4, Change::Pruned),
+            publish(5, "b"),
+        ]
+    }
+
+    async fn receive(store: &Store, events: Vec<Event>) -> Have {
+        store.write(move |tx| tx.receive(events)).await.unwrap()
+    }
+
+    async fn stored_payloads(store: &Store) -> Vec<String> {
+        store
+            .read(|conn| {
+                let mut statement = conn.prepare("SELECT payload FROM messages ORDER BY seq")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn received_events_apply_once_in_order_and_never_past_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let all = history();
+        // Seq 4 missing: 5 waits behind the gap.
+        let have = receive(
+            &store,
+            vec![
+                all[0].clone(),
+                all[1].clone(),
+                all[2].clone(),
+                all[4].clone(),
+            ],
+        )
+        .await;
+        assert_eq!(have.get("A:1"), Some(&3));
+        assert_eq!(stored_payloads(&store).await, ["a"]);
+        // Everything again: duplicates pass over, the pruned seq fills the gap.
+        let have = receive(&store, all).await;
+        assert_eq!(have.get("A:1"), Some(&5));
+        assert_eq!(have.get("B:1"), Some(&0));
+        assert_eq!(stored_payloads(&store).await, ["a", "b"]);
+        // The clock moved past every stamp received.
+        assert!(store.lamport() > 50);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_sent_what_it_lacks_with_deleted_messages_as_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        receive(&store, history()).await;
+        let budget = queries::SyncBudget {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        let theirs: Have = [("A:1".to_string(), 1)].into();
+        let missing = store
+            .read(move |conn| {
+                let mine = queries::have(conn)?;
+                Ok(queries::missing(conn, &mine, &theirs, budget)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            missing,
+            history()[1..]
+                .iter()
+                .map(|e| Event {
+                    lamport: if e.change == Change::Pruned {
+                        0
+                    } else {
+                        e.lamport
+                    },
+                    ..e.clone()
+                })
+                .collect::<Vec<_>>()
+        );
+        let small = queries::SyncBudget {
+            events: 2,
+            bytes: 1 << 20,
+        };
+        let first_two = store
+            .read(move |conn| {
+                let mine = queries::have(conn)?;
+                Ok(queries::missing(conn, &mine, &Have::new(), small)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(first_two.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        store.close();
+    }
+}
