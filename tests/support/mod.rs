@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::wire::{PullQuery, Pulled, StartFrom};
+use client::wire::{ClusterInfo, PullQuery, Pulled, StartFrom};
 use client::Client;
 use tempfile::TempDir;
 
@@ -29,6 +29,8 @@ pub struct Broker {
     pub port: u16,
     args: Vec<String>,
     dir: TempDir,
+    /// Stopped with SIGSTOP and not yet continued.
+    paused: bool,
 }
 
 impl Broker {
@@ -39,15 +41,30 @@ impl Broker {
 
     /// Starts a broker alone on a free port with extra flags.
     pub async fn start_with(args: &[&str]) -> Broker {
+        Broker::start_on(free_port(), args).await
+    }
+
+    /// Starts a broker on `port` with extra flags `args` (e.g. `--peers`)
+    /// and waits until it answers `/health`.
+    pub async fn start_on(port: u16, args: &[&str]) -> Broker {
+        let mut broker = Broker::spawn_on(port, args);
+        broker.wait_healthy().await;
+        broker
+    }
+
+    /// Spawns a broker on `port` with extra flags `args` without waiting for
+    /// it to answer; call [`Broker::wait_healthy`] before using it. Lets a
+    /// cluster start all its members at once.
+    pub fn spawn_on(port: u16, args: &[&str]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut broker = Broker {
             child: None,
-            port: free_port(),
+            port,
             args: args.iter().map(|a| a.to_string()).collect(),
             dir,
+            paused: false,
         };
         broker.spawn();
-        broker.wait_healthy().await;
         broker
     }
 
@@ -110,7 +127,9 @@ impl Broker {
         self.child = Some(child);
     }
 
-    async fn wait_healthy(&mut self) {
+    /// Waits (up to `START_DEADLINE`) until the broker answers `/health`;
+    /// fails the test with its log if it exits or does not answer in time.
+    pub async fn wait_healthy(&mut self) {
         let client = self.client();
         let deadline = Instant::now() + START_DEADLINE;
         loop {
@@ -132,12 +151,44 @@ impl Broker {
         }
     }
 
-    /// SIGKILL: the process dies at once, whatever it was doing.
+    /// SIGKILL: the process dies at once, whatever it was doing. Works on a
+    /// paused (SIGSTOPped) broker too: SIGKILL ends a stopped process.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.paused = false;
+    }
+
+    /// Whether the process runs (it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether the process is stopped by [`Broker::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open, nothing is
+    /// answered) until [`Broker::resume`]. Returns once the kernel reports
+    /// the process stopped.
+    pub fn pause(&mut self) {
+        assert!(!self.paused, "broker {} is already paused", self.id());
+        let pid = self.pid();
+        signal(pid, libc::SIGSTOP);
+        self.paused = true;
+        wait_for_process_state(pid, true);
+    }
+
+    /// SIGCONT after [`Broker::pause`]; returns once the process runs again.
+    pub fn resume(&mut self) {
+        assert!(self.paused, "broker {} is not paused", self.id());
+        let pid = self.pid();
+        signal(pid, libc::SIGCONT);
+        self.paused = false;
+        wait_for_process_state(pid, false);
     }
 
     /// SIGTERM, then waits (bounded) for the exit status.
@@ -156,6 +207,10 @@ impl Broker {
     fn stop(&mut self, sig: libc::c_int, name: &str) -> ExitStatus {
         let mut child = self.child.take().expect("broker is running");
         signal(child.id(), sig);
+        if std::mem::take(&mut self.paused) {
+            // A stopped process only acts on the signal once continued.
+            signal(child.id(), libc::SIGCONT);
+        }
         wait_bounded(&mut child, STOP_DEADLINE, Duration::from_millis(20))
             .unwrap_or_else(|| panic!("broker did not exit within {STOP_DEADLINE:?} of {name}"))
     }
@@ -182,6 +237,43 @@ pub fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid, signal) };
+}
+
+/// How long the kernel may take to report a signalled process stopped or running.
+const SIGNAL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Waits (up to `SIGNAL_DEADLINE`) until `/proc/<pid>/stat` shows the process
+/// stopped (`T`) or, with `stopped` false, not stopped.
+fn wait_for_process_state(pid: u32, stopped: bool) {
+    let deadline = Instant::now() + SIGNAL_DEADLINE;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state is the first field after the parenthesised command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        if (state == "T") == stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} still in state {state:?} after {SIGNAL_DEADLINE:?} (wanted stopped: {stopped})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `n` distinct loopback ports that were free a moment ago (all bound at
+/// once, so no two are the same).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((HOST, 0)).expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
 }
 
 /// A loopback port that was free a moment ago.
@@ -509,4 +601,258 @@ impl Broker {
             .expect("set busy timeout");
         db
     }
+}
+
+// ---------------------------------------------------------------------------
+// Clusters: several brokers that name each other in one peer list.
+
+/// How long one probe of a broker (e.g. `GET /cluster`) may take inside a
+/// polling loop; a paused or dying broker must not stall the loop.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Polls `probe` every 20 ms until it yields `Ok`, failing the test after
+/// `limit` with `what` and the last `Err` (a description of what was seen).
+pub async fn eventually_ok<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe().await {
+            Ok(found) => return found,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `call` with a time limit of `PROBE_TIMEOUT`; a transport error, an
+/// API error or the timeout is described as text.
+pub async fn probe<T, E: std::fmt::Display>(
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
+/// Orders broker ids `<host>:<port>` as API.md §4 does: by host as text,
+/// then by port as a number.
+pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(id: &str) -> (&str, u16) {
+        let (host, port) = id.rsplit_once(':').expect("id is <host>:<port>");
+        (host, port.parse().expect("port is a number"))
+    }
+    split(a).cmp(&split(b))
+}
+
+/// N broker processes on free loopback ports, each with its own temporary
+/// data directory, all started with `--peers <file>` naming every member.
+///
+/// Members are numbered in id order: broker `n - 1` has the greatest id (all
+/// hosts are 127.0.0.1, so the greatest port). The peer file lists them in
+/// that order too, so a CLI given `--peers` tries broker 0 first.
+pub struct Cluster {
+    brokers: Vec<Broker>,
+    /// Holds the peer file; dropped after the brokers.
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` brokers at once with `extra_args` (besides `--host`,
+    /// `--port`, `--data-dir` and `--peers`) and waits until each answers
+    /// `/health`. Does not wait for an election.
+    pub async fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        assert!(n > 0, "a cluster needs a broker");
+        let mut ports = free_ports(n);
+        ports.sort_unstable();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let peers: String = ports.iter().map(|p| format!("{HOST},{p}\n")).collect();
+        let peers_file = dir.path().join("peers.csv");
+        std::fs::write(&peers_file, peers).expect("write the peer file");
+        let peers_arg = peers_file.to_str().expect("UTF-8 temp path").to_string();
+        let mut args: Vec<&str> = extra_args.to_vec();
+        args.extend(["--peers", &peers_arg]);
+        let mut cluster = Cluster {
+            brokers: ports.iter().map(|&p| Broker::spawn_on(p, &args)).collect(),
+            dir,
+        };
+        for broker in &mut cluster.brokers {
+            broker.wait_healthy().await;
+        }
+        cluster
+    }
+
+    pub fn len(&self) -> usize {
+        self.brokers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.brokers.is_empty()
+    }
+
+    /// Broker `i` (0-based, in id order).
+    pub fn broker(&self, i: usize) -> &Broker {
+        &self.brokers[i]
+    }
+
+    pub fn broker_mut(&mut self, i: usize) -> &mut Broker {
+        &mut self.brokers[i]
+    }
+
+    /// A client of broker `i`.
+    pub fn client(&self, i: usize) -> Client {
+        self.brokers[i].client()
+    }
+
+    /// The id of broker `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.brokers[i].id()
+    }
+
+    /// Every member's id, in id order (ascending).
+    pub fn ids(&self) -> Vec<String> {
+        self.brokers.iter().map(Broker::id).collect()
+    }
+
+    /// The peer file every member was started with (`host,port` per line).
+    pub fn peers_file(&self) -> PathBuf {
+        self.dir.path().join("peers.csv")
+    }
+
+    /// The members whose process runs and is not paused, in id order.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.brokers[i].is_running() && !self.brokers[i].is_paused())
+            .collect()
+    }
+
+    /// The live member with the greatest id: the leader the bully election
+    /// must choose.
+    pub fn greatest_live(&self) -> usize {
+        self.live()
+            .into_iter()
+            .max_by(|&a, &b| id_order(&self.id(a), &self.id(b)))
+            .expect("no live broker")
+    }
+
+    /// SIGKILL broker `i` (also when paused).
+    pub fn kill(&mut self, i: usize) {
+        self.brokers[i].kill();
+    }
+
+    /// Starts the killed broker `i` again on its port and data directory.
+    pub async fn restart(&mut self, i: usize) {
+        self.brokers[i].restart().await;
+    }
+
+    /// SIGSTOP broker `i`.
+    pub fn pause(&mut self, i: usize) {
+        self.brokers[i].pause();
+    }
+
+    /// SIGCONT broker `i`.
+    pub fn resume(&mut self, i: usize) {
+        self.brokers[i].resume();
+    }
+
+    /// `GET /cluster` of broker `i`, bounded by `PROBE_TIMEOUT`.
+    pub async fn cluster_info(&self, i: usize) -> Result<ClusterInfo, String> {
+        probe(self.client(i).cluster()).await
+    }
+
+    /// `GET /cluster` of every live broker, in id order.
+    pub async fn live_infos(&self) -> Result<Vec<ClusterInfo>, String> {
+        let mut infos = Vec::new();
+        for i in self.live() {
+            let info = self.cluster_info(i).await;
+            infos.push(info.map_err(|e| format!("broker {i} ({}): {e}", self.id(i)))?);
+        }
+        Ok(infos)
+    }
+
+    /// Waits (up to `limit`, polling `GET /cluster`) until every live broker
+    /// names the same leader and term; returns them.
+    pub async fn agreed_leader(&self, limit: Duration) -> (String, u64) {
+        self.agreed_leader_where(limit, "any leader", |_, _| true)
+            .await
+    }
+
+    /// Waits (up to `limit`) until every live broker names the same leader and
+    /// term and `accept(leader, term)` holds (`wanted` describes it); returns
+    /// them.
+    pub async fn agreed_leader_where(
+        &self,
+        limit: Duration,
+        wanted: &str,
+        accept: impl Fn(&str, u64) -> bool,
+    ) -> (String, u64) {
+        let what = format!(
+            "live brokers {:?} agree on one leader and term ({wanted})",
+            self.live()
+        );
+        eventually_ok(limit, &what, || async {
+            let infos = self.live_infos().await?;
+            let views: Vec<(String, Option<&str>, u64)> = infos
+                .iter()
+                .map(|i| (i.self_id.clone(), i.leader.as_deref(), i.term))
+                .collect();
+            let first = &infos[0];
+            let agreed = infos
+                .iter()
+                .all(|i| i.leader.is_some() && (&i.leader, i.term) == (&first.leader, first.term));
+            match &first.leader {
+                Some(leader) if agreed && accept(leader, first.term) => {
+                    Ok((leader.clone(), first.term))
+                }
+                _ => Err(format!("(self, leader, term): {views:?}")),
+            }
+        })
+        .await
+    }
+}
+
+/// A child process (e.g. a CLI) killed by pid when dropped, so that a failing
+/// test leaves nothing running.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits up to `limit` for the exit status; kills the process and fails
+    /// the test if it is still running then.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        wait_bounded(&mut self.0, limit, Duration::from_millis(10))
+            .unwrap_or_else(|| panic!("process {} still running after {limit:?}", self.0.id()))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads `pipe` line by line on a thread of its own and sends each line as it
+/// comes; the channel closes at the end of the stream.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use std::io::BufRead;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }

@@ -1,0 +1,777 @@
+//! Cluster behaviour (API.md §4): replication both ways, catch-up after a
+//! crash, bully election with failures and pauses, convergence of
+//! conflicting operations, and subscriber failover between brokers.
+//!
+//! Replication is asynchronous: every check across brokers polls with a
+//! deadline.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use client::wire::{ClusterInfo, Message, Published, PullQuery, StartFrom};
+use client::Client;
+use support::{
+    at_once, eventually, eventually_ok, lines_of, probe, read_all, spawn_piped, subscribed,
+    topic_of, Broker, ChildGuard, Cluster,
+};
+use tokio::task::JoinSet;
+
+const P1: &str = "pub-1";
+const P2: &str = "pub-2";
+const S1: &str = "sub-1";
+const T: &str = "news";
+
+/// Time for a change to reach every live broker.
+const REPLICATION: Duration = Duration::from_secs(10);
+/// Time for the live brokers to agree on a leader after a change.
+const ELECTION: Duration = Duration::from_secs(10);
+/// Time for a restarted broker to catch up on 10,000 messages.
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// Time a waiting pull gets to reach the broker before the test publishes.
+const SETTLE: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// Waits until every live broker knows `topic`.
+async fn known_everywhere(cluster: &Cluster, topic: &str) {
+    for i in cluster.live() {
+        let client = cluster.client(i);
+        eventually_ok(
+            REPLICATION,
+            &format!("broker {i} knows topic {topic}"),
+            || probe(client.topic(topic)),
+        )
+        .await;
+    }
+}
+
+/// Publishes on `client`, retrying while the broker does not know the
+/// publisher or topic yet (a refused publish leaves no trace, so a retry
+/// cannot duplicate a message); any other error fails the test.
+async fn publish_when_known(client: &Client, publisher: &str, payload: &str) -> Published {
+    let what = format!("{} accepts {payload:?} from {publisher}", client.base_url());
+    eventually_ok(REPLICATION, &what, || async {
+        match client.publish(T, publisher, payload).await {
+            Ok(published) => Ok(published),
+            Err(e) if matches!(e.code(), Some("publisher_not_found" | "topic_not_found")) => {
+                Err(e.to_string())
+            }
+            Err(e) => panic!("publish {payload:?} on {}: {e}", client.base_url()),
+        }
+    })
+    .await
+}
+
+/// A pull of `T` that does not wait, for up to 1000 messages.
+fn pull_all() -> PullQuery {
+    at_once(Some(T), Some(1000))
+}
+
+/// The ids of `messages`, in order.
+fn ids(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.id.clone()).collect()
+}
+
+/// Asserts that per origin, `messages` come in increasing `seq` order.
+#[track_caller]
+fn assert_origin_order(messages: &[Message]) {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for m in messages {
+        if let Some(&before) = last.get(m.origin.as_str()) {
+            assert!(
+                m.seq > before,
+                "{} delivered after seq {before} of the same origin: {:?}",
+                m.id,
+                ids(messages)
+            );
+        }
+        last.insert(&m.origin, m.seq);
+    }
+}
+
+/// `GET /topics/{topic}` on every live broker, as its message count
+/// (`None`: the broker answers `topic_not_found`).
+async fn topic_states(cluster: &Cluster, topic: &str) -> Result<Vec<Option<u64>>, String> {
+    let mut states = Vec::new();
+    for i in cluster.live() {
+        let answer =
+            tokio::time::timeout(support::PROBE_TIMEOUT, cluster.client(i).topic(topic)).await;
+        match answer {
+            Ok(Ok(info)) => states.push(Some(info.messages)),
+            Ok(Err(e)) if e.code() == Some("topic_not_found") => states.push(None),
+            Ok(Err(e)) => return Err(format!("broker {i}: {e}")),
+            Err(_) => return Err(format!("broker {i}: no answer")),
+        }
+    }
+    Ok(states)
+}
+
+/// `GET /cluster` of every live broker at (about) the same moment; brokers
+/// that do not answer in time are left out.
+async fn sample(cluster: &Cluster) -> Vec<ClusterInfo> {
+    let mut probes = JoinSet::new();
+    for i in cluster.live() {
+        let client = cluster.client(i);
+        probes.spawn(async move { probe(client.cluster()).await });
+    }
+    let mut infos = Vec::new();
+    while let Some(answer) = probes.join_next().await {
+        if let Ok(info) = answer.expect("probe task") {
+            infos.push(info);
+        }
+    }
+    infos.sort_by(|a, b| support::id_order(&a.self_id, &b.self_id));
+    infos
+}
+
+/// Fails the test when two brokers of one sample each claim to lead the
+/// same term.
+#[track_caller]
+fn assert_one_leader_per_term(infos: &[ClusterInfo]) {
+    let mut leaders: HashMap<u64, &str> = HashMap::new();
+    for info in infos {
+        if info.leader.as_deref() == Some(info.self_id.as_str()) {
+            if let Some(other) = leaders.insert(info.term, &info.self_id) {
+                panic!(
+                    "{other} and {} both claim to lead term {}: {infos:?}",
+                    info.self_id, info.term
+                );
+            }
+        }
+    }
+}
+
+/// Samples `GET /cluster` on the live brokers every 20 ms, checking each
+/// sample for two leaders of one term, until every live broker answers,
+/// all name the same leader and term, and `accept(leader, term)` holds;
+/// returns that term. Fails the test after `limit`. `samples` counts the
+/// samples taken.
+async fn sample_until_agreed(
+    cluster: &Cluster,
+    limit: Duration,
+    wanted: &str,
+    samples: &mut usize,
+    accept: impl Fn(&str, u64) -> bool,
+) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let infos = sample(cluster).await;
+        *samples += 1;
+        assert_one_leader_per_term(&infos);
+        let first = &infos.first().map(|i| (i.leader.clone(), i.term));
+        let agreed = infos.len() == cluster.live().len()
+            && infos
+                .iter()
+                .all(|i| Some((i.leader.clone(), i.term)) == *first);
+        if let (true, Some((Some(leader), term))) = (agreed, first) {
+            if accept(leader, *term) {
+                return *term;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: live brokers {:?} agree on {wanted}; last sample: {:?}",
+            cluster.live(),
+            infos
+                .iter()
+                .map(|i| (&i.self_id, &i.leader, i.term))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The harness itself
+
+#[tokio::test]
+async fn harness_pauses_resumes_and_kills_a_paused_broker() {
+    let mut broker = Broker::start().await;
+    let client = broker.client();
+    broker.pause();
+    assert!(
+        probe(client.health()).await.is_err(),
+        "a paused broker answered"
+    );
+    broker.resume();
+    probe(client.health()).await.expect("health after SIGCONT");
+
+    broker.pause();
+    let pid = broker.pid();
+    broker.kill(); // SIGKILL ends a stopped process; kill() also reaps it
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the paused broker {pid} survived SIGKILL"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Replication
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_replicate_both_ways() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    subscribed(&c1, S1, T, StartFrom::Earliest).await;
+
+    let mut sent = Vec::new();
+    for k in 0..5 {
+        let published = c0.publish(T, P1, &format!("from 0 #{k}")).await;
+        sent.push(published.expect("publish on broker 0"));
+        sent.push(publish_when_known(&c2, P1, &format!("from 2 #{k}")).await);
+    }
+    assert_eq!(sent.iter().filter(|p| p.origin == cluster.id(0)).count(), 5);
+    assert_eq!(sent.iter().filter(|p| p.origin == cluster.id(2)).count(), 5);
+    let sent_ids: BTreeSet<String> = sent.iter().map(|p| p.id.clone()).collect();
+
+    let pulled = eventually_ok(
+        REPLICATION,
+        "S1 on broker 1 gets all 10 messages",
+        || async {
+            let pulled = probe(c1.pull(S1, &pull_all())).await?;
+            let got: BTreeSet<String> = ids(&pulled.messages).into_iter().collect();
+            if got == sent_ids && pulled.messages.len() == sent_ids.len() {
+                Ok(pulled)
+            } else {
+                Err(format!("{:?}", ids(&pulled.messages)))
+            }
+        },
+    )
+    .await;
+    assert_origin_order(&pulled.messages);
+    for m in &pulled.messages {
+        assert_eq!((m.topic.as_str(), m.publisher.as_str()), (T, P1), "{m:?}");
+        let from = if m.origin == cluster.id(0) { 0 } else { 2 };
+        assert!(m.payload.starts_with(&format!("from {from} #")), "{m:?}");
+    }
+
+    for i in 0..cluster.len() {
+        let client = cluster.client(i);
+        let what = format!("GET /topics on broker {i} lists {T} with 10 messages");
+        eventually_ok(REPLICATION, &what, || async {
+            let topics = probe(client.topics()).await?;
+            let listed: Vec<_> = topics.iter().filter(|t| t.name == T).collect();
+            match listed.as_slice() {
+                [topic] if topic.messages == 10 && topic.created_by == P1 => Ok(()),
+                _ => Err(format!("{topics:?}")),
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_on_one_broker_wakes_a_long_poll_on_another() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    subscribed(&c1, S1, T, StartFrom::Latest).await;
+    // The publish must be stamped after the subscription (from=latest): wait
+    // until broker 0 has the subscribe event (and so its Lamport stamp).
+    eventually(REPLICATION, "broker 0 sees S1's subscription", || async {
+        probe(c0.topic(T)).await.is_ok_and(|t| t.subscribers == 1)
+    })
+    .await;
+
+    let poller = c1.clone();
+    let poll = tokio::spawn(async move {
+        let query = PullQuery {
+            topic: Some(T.to_string()),
+            wait_ms: Some(10_000),
+            ..PullQuery::default()
+        };
+        let pulled = poller.pull(S1, &query).await;
+        (pulled, Instant::now())
+    });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!poll.is_finished(), "the pull returned before any message");
+
+    let published_at = Instant::now();
+    let published = c0.publish(T, P1, "wake up").await.expect("publish");
+    let (pulled, answered_at) = tokio::time::timeout(Duration::from_secs(12), poll)
+        .await
+        .expect("the pull on broker 1 did not return")
+        .expect("task");
+    let pulled = pulled.expect("pull on broker 1");
+    assert_eq!(ids(&pulled.messages), vec![published.id], "{pulled:?}");
+    let latency = answered_at.saturating_duration_since(published_at);
+    assert!(
+        latency < Duration::from_secs(1),
+        "the pull on broker 1 answered {latency:?} after the publish on broker 0"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Membership and election
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_view_names_the_greatest_id_as_leader() {
+    let cluster = Cluster::start(3, &[]).await;
+    let greatest = cluster.id(cluster.greatest_live());
+    assert_eq!(greatest, cluster.id(2), "brokers are numbered in id order");
+    let (_, term) = cluster
+        .agreed_leader_where(ELECTION, &format!("leader {greatest}"), |leader, _| {
+            leader == greatest
+        })
+        .await;
+    assert!(term >= 1, "term {term}");
+
+    let mut all_ids = cluster.ids();
+    all_ids.sort();
+    let infos = eventually_ok(REPLICATION, "every broker sees all three alive", || async {
+        let infos = cluster.live_infos().await?;
+        let all_alive = infos.iter().all(|info| {
+            let mut members: Vec<_> = info.members.iter().map(|m| m.id.clone()).collect();
+            members.sort();
+            members == all_ids && info.members.iter().all(|m| m.alive)
+        });
+        if all_alive {
+            Ok(infos)
+        } else {
+            Err(format!("{infos:?}"))
+        }
+    })
+    .await;
+    for (i, info) in infos.iter().enumerate() {
+        assert_eq!(info.self_id, cluster.id(i), "{info:?}");
+        assert_eq!(info.mode, "gossip", "{info:?}");
+        assert_eq!(
+            (info.leader.as_deref(), info.term),
+            (Some(greatest.as_str()), term),
+            "{info:?}"
+        );
+    }
+
+    // The Lamport clock grows with events and travels with them.
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    let before = c0.cluster().await.expect("cluster").lamport;
+    topic_of(&c0, P1, T).await;
+    let published = c0.publish(T, P1, "tick").await.expect("publish");
+    assert!(
+        published.lamport > before,
+        "stamp {} after clock {before}",
+        published.lamport
+    );
+    let after = c0.cluster().await.expect("cluster").lamport;
+    assert!(
+        after >= published.lamport,
+        "clock {after} behind stamp {}",
+        published.lamport
+    );
+    eventually(REPLICATION, "broker 1's clock passes the stamp", || async {
+        probe(c1.cluster())
+            .await
+            .is_ok_and(|info| info.lamport >= published.lamport)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_then_catches_up_and_leads_again() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (id1, id2) = (cluster.id(1), cluster.id(2));
+    let (_, first_term) = cluster
+        .agreed_leader_where(ELECTION, &format!("leader {id2}"), |l, _| l == id2)
+        .await;
+    let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    let mut sent = Vec::new();
+    for k in 0..3 {
+        let published = c0.publish(T, P1, &format!("before #{k}")).await;
+        sent.push(published.expect("publish before the kill").id);
+    }
+
+    cluster.kill(2);
+    let wanted = format!("leader {id1} with a term above {first_term}");
+    let (_, second_term) = cluster
+        .agreed_leader_where(ELECTION, &wanted, |l, t| l == id1 && t > first_term)
+        .await;
+    for i in cluster.live() {
+        let client = cluster.client(i);
+        let what = format!("broker {i} shows {id2} not alive");
+        eventually_ok(REPLICATION, &what, || async {
+            let info = probe(client.cluster()).await?;
+            match info.members.iter().find(|m| m.id == id2) {
+                Some(member) if !member.alive => Ok(()),
+                _ => Err(format!("{info:?}")),
+            }
+        })
+        .await;
+    }
+
+    // Publishing on the survivors still works.
+    let mut while_down = Vec::new();
+    for k in 0..5 {
+        let published = c0.publish(T, P1, &format!("down, on 0 #{k}")).await;
+        while_down.push(published.expect("publish on broker 0").id);
+        let published = publish_when_known(&c1, P1, &format!("down, on 1 #{k}")).await;
+        while_down.push(published.id);
+    }
+    sent.extend(while_down.iter().cloned());
+
+    cluster.restart(2).await;
+    subscribed(&c2, S1, T, StartFrom::Earliest).await;
+    let all: BTreeSet<String> = sent.iter().cloned().collect();
+    let pulled = eventually_ok(
+        REPLICATION,
+        "the restarted broker 2 has caught up",
+        || async {
+            let pulled = probe(c2.pull(S1, &pull_all())).await?;
+            let got: BTreeSet<String> = ids(&pulled.messages).into_iter().collect();
+            if got == all && pulled.messages.len() == all.len() {
+                Ok(pulled)
+            } else {
+                Err(format!("{:?}", ids(&pulled.messages)))
+            }
+        },
+    )
+    .await;
+    assert_origin_order(&pulled.messages);
+
+    let wanted = format!("leader {id2} again with a term above {second_term}");
+    cluster
+        .agreed_leader_where(ELECTION, &wanted, |l, t| l == id2 && t > second_term)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_gives_way_and_one_leader_remains_after_it_resumes() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (id1, id2) = (cluster.id(1), cluster.id(2));
+    let mut samples = 0;
+    let first_term = sample_until_agreed(
+        &cluster,
+        ELECTION,
+        &format!("leader {id2}"),
+        &mut samples,
+        |l, _| l == id2,
+    )
+    .await;
+
+    // Paused for longer than failure detection: until the others elected.
+    cluster.pause(2);
+    let paused_at = Instant::now();
+    let second_term = sample_until_agreed(
+        &cluster,
+        ELECTION,
+        &format!("leader {id1} with a term above {first_term}"),
+        &mut samples,
+        |l, t| l == id1 && t > first_term,
+    )
+    .await;
+    let paused_for = paused_at.elapsed();
+
+    cluster.resume(2);
+    let agreed_term = sample_until_agreed(
+        &cluster,
+        ELECTION,
+        "one leader and term",
+        &mut samples,
+        |_, _| true,
+    )
+    .await;
+    // Once quiet, the greatest live id leads (API.md §4).
+    let final_term = sample_until_agreed(
+        &cluster,
+        ELECTION,
+        &format!("leader {id2}, the greatest id"),
+        &mut samples,
+        |l, _| l == id2,
+    )
+    .await;
+    assert!(
+        final_term > second_term,
+        "terms: {first_term}, then {second_term} while paused ({paused_for:?}), \
+         {agreed_term} and {final_term} after SIGCONT"
+    );
+    assert!(samples > 3, "only {samples} samples");
+}
+
+// ---------------------------------------------------------------------------
+// Anti-entropy and convergence
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_broker_catches_up_on_ten_thousand_messages() {
+    const BATCHES: usize = 10;
+    const BATCH: usize = 1000;
+    const TOTAL: usize = BATCHES * BATCH;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (c0, c2) = (cluster.client(0), cluster.client(2));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+
+    cluster.kill(2);
+    let mut sent = HashSet::new();
+    for b in 0..BATCHES {
+        let payloads = (0..BATCH).map(|k| format!("batch {b} #{k}")).collect();
+        let batch = c0.publish_batch(T, P1, payloads).await;
+        let batch = batch.unwrap_or_else(|e| panic!("batch {b}: {e}"));
+        assert_eq!(batch.messages.len(), BATCH);
+        sent.extend(batch.messages.into_iter().map(|m| m.id));
+    }
+    assert_eq!(sent.len(), TOTAL);
+
+    cluster.restart(2).await;
+    let restarted_at = Instant::now();
+    eventually_ok(CATCH_UP, "broker 2 holds all 10,000 messages", || async {
+        let info = probe(c2.topic(T)).await?;
+        if info.messages == TOTAL as u64 {
+            Ok(())
+        } else {
+            Err(format!("{info:?}"))
+        }
+    })
+    .await;
+    let caught_up_in = restarted_at.elapsed();
+
+    // And they are readable there, each once.
+    subscribed(&c2, S1, T, StartFrom::Earliest).await;
+    let mut read = HashSet::new();
+    for _ in 0..2 * BATCHES {
+        let pulled = c2.pull(S1, &pull_all()).await.expect("pull on broker 2");
+        if pulled.messages.is_empty() {
+            break;
+        }
+        assert_origin_order(&pulled.messages);
+        for m in &pulled.messages {
+            assert!(read.insert(m.id.clone()), "{} read twice", m.id);
+        }
+        c2.ack(S1, &pulled.cursor).await.expect("ack");
+    }
+    assert_eq!(
+        read.len(),
+        TOTAL,
+        "read {} distinct messages on broker 2 (caught up in {caught_up_in:?})",
+        read.len()
+    );
+    assert_eq!(read, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_of_one_topic_converge_on_one_creator() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    c0.register_publisher(P1).await.expect("register P1");
+    c1.register_publisher(P2).await.expect("register P2");
+
+    let (on0, on1) = tokio::join!(c0.create_topic(T, P1), c1.create_topic(T, P2));
+    for (broker, result) in [(0, &on0), (1, &on1)] {
+        if let Err(e) = result {
+            assert_eq!(
+                e.code(),
+                Some("topic_exists"),
+                "create on broker {broker}: {e}"
+            );
+        }
+    }
+    assert!(on0.is_ok() || on1.is_ok(), "{on0:?} {on1:?}");
+
+    let creator = eventually_ok(REPLICATION, "every broker names one creator", || async {
+        let mut creators = Vec::new();
+        for i in cluster.live() {
+            let topics = probe(cluster.client(i).topics()).await?;
+            let listed: Vec<_> = topics.iter().filter(|t| t.name == T).collect();
+            match listed.as_slice() {
+                [topic] => creators.push(topic.created_by.clone()),
+                _ => return Err(format!("broker {i}: {topics:?}")),
+            }
+        }
+        if creators.iter().all(|c| *c == creators[0]) {
+            Ok(creators[0].clone())
+        } else {
+            Err(format!("{creators:?}"))
+        }
+    })
+    .await;
+    match (&on0, &on1) {
+        (Ok(_), Err(_)) => assert_eq!(creator, P1, "only P1's creation succeeded"),
+        (Err(_), Ok(_)) => assert_eq!(creator, P2, "only P2's creation succeeded"),
+        _ => assert!([P1, P2].contains(&creator.as_str()), "creator {creator}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_racing_publishes_converges() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    c1.register_publisher(P2).await.expect("register P2");
+    known_everywhere(&cluster, T).await;
+
+    let publisher = c1.clone();
+    let publishing = tokio::spawn(async move {
+        let mut accepted = 0;
+        for k in 0..200 {
+            match publisher.publish(T, P2, &format!("racing #{k}")).await {
+                Ok(_) => accepted += 1,
+                Err(e) if e.code() == Some("topic_not_found") => break,
+                Err(e) => panic!("publish #{k} on broker 1: {e}"),
+            }
+        }
+        accepted
+    });
+    eventually(REPLICATION, "broker 1 accepted some publishes", || async {
+        probe(c1.topic(T)).await.is_ok_and(|t| t.messages >= 5)
+    })
+    .await;
+    c0.delete_topic(T, P1).await.expect("delete on broker 0");
+    let accepted = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("publishing on broker 1 did not end")
+        .expect("publishing task");
+
+    let agreed = eventually_ok(REPLICATION, "all brokers agree on the topic", || async {
+        let states = topic_states(&cluster, T).await?;
+        if states.iter().all(|s| *s == states[0]) {
+            Ok(states[0])
+        } else {
+            Err(format!("(messages or None when not found): {states:?}"))
+        }
+    })
+    .await;
+    // The deletion was acknowledged and nothing created the topic again.
+    assert_eq!(
+        agreed, None,
+        "the deleted topic lives on everywhere ({accepted} publishes accepted on broker 1)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_position_is_the_same_on_every_broker() {
+    let cluster = Cluster::start(3, &[]).await;
+    let c0 = cluster.client(0);
+    topic_of(&c0, P1, T).await;
+    subscribed(&c0, S1, T, StartFrom::Earliest).await;
+    let mut sent = Vec::new();
+    for k in 0..10 {
+        let published = c0.publish(T, P1, &format!("m{k}")).await;
+        sent.push(published.expect("publish").id);
+    }
+
+    let first = c0
+        .pull(S1, &at_once(Some(T), Some(4)))
+        .await
+        .expect("pull on broker 0");
+    assert_eq!(ids(&first.messages), sent[..4]);
+    c0.ack(S1, &first.cursor).await.expect("ack on broker 0");
+
+    for i in [1, 2] {
+        let client = cluster.client(i);
+        let what = format!("S1 on broker {i} gets only the 6 unacknowledged messages");
+        eventually_ok(REPLICATION, &what, || async {
+            let pulled = probe(client.pull(S1, &pull_all())).await?;
+            if ids(&pulled.messages) == sent[4..] {
+                Ok(())
+            } else {
+                Err(format!("{:?}", ids(&pulled.messages)))
+            }
+        })
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The subscriber CLI across brokers
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_fails_over_without_loss_or_duplicates() {
+    const ON_0: usize = 10;
+    const P1_ON_1: usize = 5;
+    const P2_ON_1: usize = 10;
+    const TOTAL: usize = ON_0 + P1_ON_1 + P2_ON_1;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+
+    let peers = cluster.peers_file();
+    let count = TOTAL.to_string();
+    let args = [
+        "--peers",
+        peers.to_str().expect("UTF-8 path"),
+        "--id",
+        S1,
+        "--topic",
+        T,
+        "--from",
+        "earliest",
+        "--count",
+        &count,
+    ];
+    let mut subscriber = ChildGuard(spawn_piped(env!("CARGO_BIN_EXE_subscriber"), &args));
+    let mut lines = lines_of(subscriber.0.stdout.take().expect("stdout"));
+    let stderr = read_all(subscriber.0.stderr.take().expect("stderr"));
+
+    for k in 0..ON_0 {
+        let published = c0.publish(T, P1, &format!("{P1} {k}")).await;
+        published.expect("publish on broker 0");
+    }
+    let mut printed = Vec::new();
+    let deadline = tokio::time::Instant::now() + REPLICATION;
+    while printed.len() < ON_0 / 2 {
+        let line = tokio::time::timeout_at(deadline, lines.recv()).await;
+        match line {
+            Ok(Some(line)) => printed.push(line),
+            Ok(None) => panic!("the subscriber ended early; printed {printed:?}"),
+            Err(_) => panic!("the subscriber printed only {printed:?} from broker 0"),
+        }
+    }
+    // Broker 1 must hold broker 0's messages and the subscription before
+    // broker 0 goes, or they would wait for broker 0 to come back.
+    eventually(REPLICATION, "broker 1 has broker 0's messages", || async {
+        probe(c1.topic(T))
+            .await
+            .is_ok_and(|t| t.messages == ON_0 as u64 && t.subscribers == 1)
+    })
+    .await;
+    cluster.kill(0);
+
+    c1.register_publisher(P2).await.expect("register P2");
+    for k in 0..P1_ON_1.max(P2_ON_1) {
+        if k < P1_ON_1 {
+            let payload = format!("{P1} {}", ON_0 + k);
+            c1.publish(T, P1, &payload).await.expect("publish on 1");
+        }
+        if k < P2_ON_1 {
+            let payload = format!("{P2} {k}");
+            c1.publish(T, P2, &payload).await.expect("publish on 1");
+        }
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.recv()).await {
+        printed.push(line);
+    }
+    let status = tokio::task::block_in_place(|| subscriber.wait(Duration::from_secs(5)));
+    let stderr = String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned();
+    assert!(
+        status.success(),
+        "subscriber exited {status}; stderr: {stderr}; printed {printed:?}"
+    );
+
+    assert_eq!(
+        printed.len(),
+        TOTAL,
+        "printed {printed:?}; stderr: {stderr}"
+    );
+    let distinct: HashSet<&String> = printed.iter().collect();
+    assert_eq!(distinct.len(), TOTAL, "printed twice: {printed:?}");
+    for (publisher, count) in [(P1, ON_0 + P1_ON_1), (P2, P2_ON_1)] {
+        let own: Vec<&str> = printed
+            .iter()
+            .filter_map(|line| line.strip_prefix(&format!("{publisher} ")))
+            .collect();
+        let expected: Vec<String> = (0..count).map(|k| k.to_string()).collect();
+        assert_eq!(
+            own, expected,
+            "{publisher}'s messages in order: {printed:?}"
+        );
+    }
+}
