@@ -4,9 +4,11 @@
 //! that broker's gapless counter, and ordered across origins by its
 //! [`Stamp`]. Events are applied as merges that commute (see `store::apply`),
 //! so two brokers holding the same events hold the same state.
+//!
+//! The event is the brokers' exchange format itself (`client::peer`): the
+//! same value is recorded, stored, merged and sent to peers.
 
-use client::peer::{PeerChange, PeerEvent};
-use client::wire::StartFrom;
+pub use client::peer::{PeerChange as Change, PeerEvent as Event};
 
 /// A total order on events: Lamport time, ties broken by origin.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,181 +25,12 @@ impl Stamp {
             origin: String::new(),
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub origin: String,
-    pub seq: u64,
-    pub lamport: u64,
-    pub change: Change,
-}
-
-impl Event {
-    pub fn stamp(&self) -> Stamp {
+    /// The stamp of `event`.
+    pub fn of(event: &Event) -> Self {
         Stamp {
-            lamport: self.lamport,
-            origin: self.origin.clone(),
-        }
-    }
-}
-
-/// What an event changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    RegisterPublisher {
-        publisher: String,
-    },
-    RegisterSubscriber {
-        subscriber: String,
-    },
-    CreateTopic {
-        topic: String,
-        publisher: String,
-    },
-    DeleteTopic {
-        topic: String,
-        publisher: String,
-    },
-    Subscribe {
-        subscriber: String,
-        topic: String,
-        from: StartFrom,
-    },
-    Unsubscribe {
-        subscriber: String,
-        topic: String,
-    },
-    /// The subscriber has read `topic` up to `seq` of `acked_origin`.
-    Ack {
-        subscriber: String,
-        topic: String,
-        acked_origin: String,
-        acked_seq: u64,
-    },
-    Publish {
-        topic: String,
-        publisher: String,
-        payload: String,
-        published_at_ms: i64,
-    },
-    /// A message its sender no longer holds (retention deleted it): only
-    /// its seq counts as received.
-    Pruned,
-}
-
-impl From<Event> for PeerEvent {
-    fn from(event: Event) -> Self {
-        let change = match event.change {
-            Change::RegisterPublisher { publisher } => PeerChange::RegisterPublisher { publisher },
-            Change::RegisterSubscriber { subscriber } => {
-                PeerChange::RegisterSubscriber { subscriber }
-            }
-            Change::CreateTopic { topic, publisher } => {
-                PeerChange::CreateTopic { topic, publisher }
-            }
-            Change::DeleteTopic { topic, publisher } => {
-                PeerChange::DeleteTopic { topic, publisher }
-            }
-            Change::Subscribe {
-                subscriber,
-                topic,
-                from,
-            } => PeerChange::Subscribe {
-                subscriber,
-                topic,
-                from,
-            },
-            Change::Unsubscribe { subscriber, topic } => {
-                PeerChange::Unsubscribe { subscriber, topic }
-            }
-            Change::Ack {
-                subscriber,
-                topic,
-                acked_origin,
-                acked_seq,
-            } => PeerChange::Ack {
-                subscriber,
-                topic,
-                acked_origin,
-                acked_seq,
-            },
-            Change::Publish {
-                topic,
-                publisher,
-                payload,
-                published_at_ms,
-            } => PeerChange::Publish {
-                topic,
-                publisher,
-                payload,
-                published_at_ms,
-            },
-            Change::Pruned => PeerChange::Pruned,
-        };
-        PeerEvent {
-            origin: event.origin,
-            seq: event.seq,
             lamport: event.lamport,
-            change,
-        }
-    }
-}
-
-impl From<PeerEvent> for Event {
-    fn from(event: PeerEvent) -> Self {
-        let change = match event.change {
-            PeerChange::RegisterPublisher { publisher } => Change::RegisterPublisher { publisher },
-            PeerChange::RegisterSubscriber { subscriber } => {
-                Change::RegisterSubscriber { subscriber }
-            }
-            PeerChange::CreateTopic { topic, publisher } => {
-                Change::CreateTopic { topic, publisher }
-            }
-            PeerChange::DeleteTopic { topic, publisher } => {
-                Change::DeleteTopic { topic, publisher }
-            }
-            PeerChange::Subscribe {
-                subscriber,
-                topic,
-                from,
-            } => Change::Subscribe {
-                subscriber,
-                topic,
-                from,
-            },
-            PeerChange::Unsubscribe { subscriber, topic } => {
-                Change::Unsubscribe { subscriber, topic }
-            }
-            PeerChange::Ack {
-                subscriber,
-                topic,
-                acked_origin,
-                acked_seq,
-            } => Change::Ack {
-                subscriber,
-                topic,
-                acked_origin,
-                acked_seq,
-            },
-            PeerChange::Publish {
-                topic,
-                publisher,
-                payload,
-                published_at_ms,
-            } => Change::Publish {
-                topic,
-                publisher,
-                payload,
-                published_at_ms,
-            },
-            PeerChange::Pruned => Change::Pruned,
-        };
-        Event {
-            origin: event.origin,
-            seq: event.seq,
-            lamport: event.lamport,
-            change,
+            origin: event.origin.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use actix_web::web;
-use client::peer::{Have, PeerEvent, SyncRequest};
+use client::peer::{Have, SyncRequest};
 use client::ClientError;
 
 use super::{HEARTBEAT, PEER_TIMEOUT};
@@ -93,7 +93,7 @@ async fn sync_request(
         }
     };
     Ok(SyncRequest {
-        events: events.into_iter().map(PeerEvent::from).collect(),
+        events,
         ..heartbeat(app)
     })
 }

@@ -6,7 +6,6 @@ use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
 use super::body::Body;
 use crate::cluster::received_election;
 use crate::error::ApiError;
-use crate::event::Event;
 use crate::store::queries;
 use crate::AppState;
 
@@ -26,7 +25,6 @@ pub async fn sync(
     let have = if events.is_empty() {
         app.store.read(|conn| Ok(queries::have(conn)?)).await?
     } else {
-        let events: Vec<Event> = events.into_iter().map(Event::from).collect();
         app.store.write(move |tx| tx.receive(events)).await?
     };
     let leadership = app.cluster.leadership();

@@ -18,7 +18,7 @@ use rusqlite::{params, Connection};
 use crate::event::{Change, Event, Stamp};
 
 pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
-    let stamp = event.stamp();
+    let stamp = Stamp::of(event);
     match &event.change {
         Change::RegisterPublisher { publisher } => {
             store_event(conn, event, EventRow::new("register_publisher", publisher))?;
