@@ -21,14 +21,14 @@ impl LamportClock {
 
     /// Stamps a local event.
     pub fn tick(&mut self) -> u64 {
-        self.time += 1;
+        self.time = self.time.saturating_add(1);
         self.time
     }
 
     /// Takes in the stamp of a received event: the clock moves to
     /// `max(now, stamp) + 1`, so every later local event is stamped after it.
     pub fn observe(&mut self, stamp: u64) {
-        self.time = self.time.max(stamp) + 1;
+        self.time = self.time.max(stamp).saturating_add(1);
     }
 }
 

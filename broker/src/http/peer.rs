@@ -6,6 +6,8 @@ use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
 use super::body::Body;
 use crate::cluster::received_election;
 use crate::error::ApiError;
+use crate::event::{Change, Event};
+use crate::names::{is_broker_id, is_valid_name};
 use crate::store::queries;
 use crate::AppState;
 
@@ -21,6 +23,7 @@ pub async fn sync(
         events,
     } = body.into_inner();
     check_peer(&app, &from)?;
+    events.iter().try_for_each(check_event)?;
     app.cluster.heard_from(&from, term, leader);
     let have = if events.is_empty() {
         app.store.read(|conn| Ok(queries::have(conn)?)).await?
@@ -45,6 +48,48 @@ pub async fn election(
     check_peer(&app, &message.from)?;
     app.cluster.feed(received_election(message));
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Refuses an event no broker could have made: seq and stamp out of range,
+/// or names outside the rules.
+fn check_event(event: &Event) -> Result<(), ApiError> {
+    const MAX: u64 = i64::MAX as u64; // SQLite integers
+    let names_ok = match &event.change {
+        Change::RegisterPublisher { publisher: name }
+        | Change::RegisterSubscriber { subscriber: name } => is_valid_name(name),
+        Change::CreateTopic { topic, publisher }
+        | Change::DeleteTopic { topic, publisher }
+        | Change::Publish {
+            topic, publisher, ..
+        } => is_valid_name(topic) && is_valid_name(publisher),
+        Change::Subscribe {
+            subscriber, topic, ..
+        }
+        | Change::Unsubscribe { subscriber, topic } => {
+            is_valid_name(subscriber) && is_valid_name(topic)
+        }
+        Change::Ack {
+            subscriber,
+            topic,
+            acked_origin,
+            acked_seq,
+        } => {
+            is_valid_name(subscriber)
+                && is_valid_name(topic)
+                && is_broker_id(acked_origin)
+                && *acked_seq <= MAX
+        }
+        Change::Pruned => true,
+    };
+    let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX;
+    if names_ok && in_range && is_broker_id(&event.origin) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid event {}/{}",
+            event.origin, event.seq
+        )))
+    }
 }
 
 fn check_peer(app: &AppState, id: &str) -> Result<(), ApiError> {
