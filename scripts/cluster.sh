@@ -3,7 +3,8 @@
 # globalState.csv, each with --host H --port P, all logging to this terminal
 # with a [host:port] prefix. Ctrl-C (or SIGTERM) stops them all.
 # If one broker exits on its own (e.g. killed to try failover), the others
-# keep running; the script exits non-zero once every broker has exited.
+# keep running; the script ends once every broker has exited, non-zero if
+# one of them failed.
 #
 # Usage: scripts/cluster.sh [BROKER_FLAGS...]
 #   Extra flags go to every broker, e.g. scripts/cluster.sh --durability normal
@@ -112,11 +113,13 @@ echo "cluster.sh: started ${names[*]} (Ctrl-C stops them)" >&2
 # Watch the brokers; `wait` on a sleeping child keeps traps responsive. A
 # broker that dies (say, killed to try failover) is reported and the others
 # keep running; start it again by hand with the command printed.
+status=0
 while [[ ${#pids[@]} -gt 0 ]]; do
     for i in "${!pids[@]}"; do
         if ! kill -0 "${pids[$i]}" 2>/dev/null; then
             code=0
             wait "${pids[$i]}" 2>/dev/null || code=$?
+            [[ $code -eq 0 ]] || status=1
             host=${names[$i]%:*}
             port=${names[$i]##*:}
             echo "cluster.sh: [${names[$i]}] exited with status $code; the others keep running." >&2
@@ -128,4 +131,4 @@ while [[ ${#pids[@]} -gt 0 ]]; do
     wait $! 2>/dev/null || true
 done
 echo "cluster.sh: every broker has exited" >&2
-exit 1
+exit $status
