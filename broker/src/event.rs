@@ -10,6 +10,11 @@
 
 pub use client::peer::{PeerChange as Change, PeerEvent as Event};
 
+/// The greatest Lamport stamp or election term a broker accepts from a peer:
+/// far beyond any real count, far below where the counters (and SQLite's
+/// integers) overflow.
+pub const MAX_STAMP: u64 = 1 << 62;
+
 /// A total order on events: Lamport time, ties broken by origin.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp {

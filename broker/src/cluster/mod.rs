@@ -24,6 +24,7 @@ pub use driver::received as received_election;
 pub use election::Input;
 use membership::Membership;
 
+use crate::event::MAX_STAMP;
 use crate::AppState;
 
 /// How often each peer is synced when nothing happens (the heartbeat).
@@ -110,9 +111,13 @@ impl Cluster {
         std::iter::once(me).chain(peers).collect()
     }
 
-    /// A peer answered or called: it is alive, and reports its term and leader.
+    /// A peer answered or called: it is alive, and reports its term and
+    /// leader (a term out of range is not taken in).
     pub fn heard_from(&self, peer: &str, term: u64, leader: Option<String>) {
         self.membership.heard(peer, Instant::now());
+        if term > MAX_STAMP {
+            return;
+        }
         self.feed(Input::Heartbeat {
             from: peer.to_string(),
             term,

@@ -16,7 +16,9 @@ use crate::store::queries::{self, SyncBudget};
 use crate::wakeups::Key;
 use crate::AppState;
 
-/// Most events, and payload bytes, one sync carries.
+/// Most events, and payload bytes, one sync carries: well under any
+/// broker's body limit (16 MiB at least). A peer that still refuses a sync
+/// as too large gets half as much the next time, down to one event.
 const BUDGET: SyncBudget = SyncBudget {
     events: 1000,
     bytes: 4 * 1024 * 1024,
@@ -33,11 +35,12 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     // What the peer holds; unknown until it first answers.
     let mut theirs: Option<Have> = None;
     let mut backoff = HEARTBEAT;
+    let mut budget = BUDGET;
     loop {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
-        let request = match sync_request(&app, theirs.as_ref()).await {
+        let request = match sync_request(&app, theirs.as_ref(), budget).await {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!("cannot read events for {peer}: {error}");
@@ -54,10 +57,21 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 let progressed = theirs.as_ref() != Some(&answer.have);
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
+                if sent == 0 {
+                    budget = BUDGET; // caught up: full batches again
+                }
                 if sent > 0 && progressed {
                     continue; // more may be missing: keep streaming
                 }
                 HEARTBEAT
+            }
+            Err(ClientError::Api { status: 413, .. }) => {
+                budget = SyncBudget {
+                    events: (budget.events / 2).max(1),
+                    bytes: (budget.bytes / 2).max(1),
+                };
+                tracing::warn!("{peer} refused a sync as too large; sending less");
+                continue;
             }
             Err(error) => {
                 log_failure(&peer, &error);
@@ -79,6 +93,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
 async fn sync_request(
     app: &web::Data<AppState>,
     theirs: Option<&Have>,
+    budget: SyncBudget,
 ) -> Result<SyncRequest, ApiError> {
     let events = match theirs {
         None => Vec::new(),
@@ -87,7 +102,7 @@ async fn sync_request(
             app.store
                 .read(move |conn| {
                     let mine = queries::have(conn)?;
-                    Ok(queries::missing(conn, &mine, &theirs, BUDGET)?)
+                    Ok(queries::missing(conn, &mine, &theirs, budget)?)
                 })
                 .await?
         }

@@ -6,7 +6,7 @@ use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
 use super::body::Body;
 use crate::cluster::received_election;
 use crate::error::ApiError;
-use crate::event::{Change, Event};
+use crate::event::{Change, Event, MAX_STAMP};
 use crate::names::{is_broker_id, is_valid_name};
 use crate::store::queries;
 use crate::AppState;
@@ -23,6 +23,7 @@ pub async fn sync(
         events,
     } = body.into_inner();
     check_peer(&app, &from)?;
+    check_term(term)?;
     events.iter().try_for_each(check_event)?;
     app.cluster.heard_from(&from, term, leader);
     let have = if events.is_empty() {
@@ -46,6 +47,7 @@ pub async fn election(
 ) -> Result<HttpResponse, ApiError> {
     let message = body.into_inner();
     check_peer(&app, &message.from)?;
+    check_term(message.term)?;
     app.cluster.feed(received_election(message));
     Ok(HttpResponse::NoContent().finish())
 }
@@ -81,7 +83,7 @@ fn check_event(event: &Event) -> Result<(), ApiError> {
         }
         Change::Pruned => true,
     };
-    let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX;
+    let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX_STAMP;
     if names_ok && in_range && is_broker_id(&event.origin) {
         Ok(())
     } else {
@@ -89,6 +91,14 @@ fn check_event(event: &Event) -> Result<(), ApiError> {
             "invalid event {}/{}",
             event.origin, event.seq
         )))
+    }
+}
+
+fn check_term(term: u64) -> Result<(), ApiError> {
+    if term <= MAX_STAMP {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("term {term} is out of range")))
     }
 }
 

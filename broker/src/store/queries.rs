@@ -199,7 +199,7 @@ pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
 }
 
 /// How much one sync may carry: at most `events` events, and no more
-/// payload bytes than `bytes` after the first event.
+/// payload bytes than `bytes` (counted as JSON-escaped) after the first event.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncBudget {
     pub events: usize,
@@ -248,7 +248,7 @@ struct Batch {
 impl Batch {
     fn push(&mut self, event: Event) {
         if let Change::Publish { payload, .. } = &event.change {
-            self.bytes += payload.len();
+            self.bytes += escaped_len(payload);
         }
         if self.events.len() < self.budget.events {
             self.events.push(event);
@@ -270,6 +270,17 @@ impl Batch {
     fn is_full(&self) -> bool {
         self.events.len() >= self.budget.events || self.bytes >= self.budget.bytes
     }
+}
+
+/// The length of `text` in a JSON string: control characters take six bytes.
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// The stored events of `origin` with `after < seq <= until`, at most `limit`.
