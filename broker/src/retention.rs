@@ -31,9 +31,10 @@ pub async fn run(app: web::Data<AppState>) {
             }
         }
         let cutoff_ms = now_ms().saturating_sub(retention_ms);
+        let replicated = app.cluster.replicated();
         match app
             .store
-            .write(move |tx| tx.sweep(cutoff_ms, resume, STEP))
+            .write(move |tx| tx.sweep(cutoff_ms, replicated.as_ref(), resume, STEP))
             .await
         {
             Ok(swept) => {

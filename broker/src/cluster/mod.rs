@@ -12,9 +12,11 @@ mod membership;
 mod replicator;
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
+use client::peer::Have;
 use client::wire::Member;
 use client::{Client, PeerAddr};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +27,7 @@ pub use election::Input;
 use membership::Membership;
 
 use crate::event::MAX_STAMP;
+use crate::lock;
 use crate::AppState;
 
 /// How often each peer is synced when nothing happens (the heartbeat).
@@ -49,6 +52,8 @@ pub struct Cluster {
     peers: Vec<PeerAddr>,
     clients: HashMap<String, Client>,
     membership: Membership,
+    /// What each peer last said it holds.
+    peer_have: Mutex<HashMap<String, Have>>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
 }
@@ -71,6 +76,7 @@ impl Cluster {
                 .map(|peer| (peer.id(), Client::new(peer.base_url())))
                 .collect(),
             membership: Membership::new(DEAD_AFTER),
+            peer_have: Mutex::new(HashMap::new()),
             leadership,
             inputs: inputs_tx,
         };
@@ -125,6 +131,37 @@ impl Cluster {
         });
     }
 
+    /// A peer answered a sync holding `have`.
+    pub fn peer_holds(&self, peer: &str, have: Have) {
+        lock(&self.peer_have).insert(peer.to_string(), have);
+    }
+
+    /// Per origin, the seq up to which every peer holds every event; `None`
+    /// for a broker alone. A peer not heard from holds nothing yet.
+    pub fn replicated(&self) -> Option<Have> {
+        if self.peers.is_empty() {
+            return None;
+        }
+        let known = lock(&self.peer_have);
+        let Some(first) = self.peers.first().and_then(|p| known.get(&p.id())) else {
+            return Some(Have::new());
+        };
+        let floor = first
+            .keys()
+            .map(|origin| {
+                let lowest = self.peers.iter().map(|peer| {
+                    known
+                        .get(&peer.id())
+                        .and_then(|have| have.get(origin))
+                        .copied()
+                        .unwrap_or(0)
+                });
+                (origin.clone(), lowest.min().unwrap_or(0))
+            })
+            .collect();
+        Some(floor)
+    }
+
     /// A call to a peer failed; reports it down to the election once it has
     /// been silent for too long.
     pub fn failed(&self, peer: &str) {
@@ -154,4 +191,37 @@ pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<(
         tasks.push(tokio::spawn(replicator::run(app.clone(), peer.id())));
     }
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> PeerAddr {
+        PeerAddr {
+            host: "h".to_string(),
+            port,
+        }
+    }
+
+    fn have(entries: &[(&str, u64)]) -> Have {
+        entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+    }
+
+    #[test]
+    fn replicated_is_what_every_peer_holds() {
+        let (alone, _) = Cluster::new("h:1", &[]);
+        assert_eq!(alone.replicated(), None);
+
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)]);
+        assert_eq!(cluster.replicated(), Some(Have::new()));
+        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]));
+        assert_eq!(
+            cluster.replicated(),
+            Some(have(&[("h:1", 0), ("h:2", 0)])),
+            "h:3 was not heard from"
+        );
+        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]));
+        assert_eq!(cluster.replicated(), Some(have(&[("h:1", 7), ("h:2", 0)])));
+    }
 }

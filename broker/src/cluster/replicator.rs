@@ -55,6 +55,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             Ok(answer) => {
                 app.cluster.heard_from(&peer, answer.term, answer.leader);
                 let progressed = theirs.as_ref() != Some(&answer.have);
+                app.cluster.peer_holds(&peer, answer.have.clone());
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
                 if sent == 0 {

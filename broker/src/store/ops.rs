@@ -2,6 +2,7 @@
 //! inside the writer's transaction and records the events it makes.
 
 use client::http::Created;
+use client::peer::Have;
 use client::wire::{message_id, Published, StartFrom};
 use rusqlite::params;
 
@@ -155,6 +156,12 @@ impl WriteTx<'_> {
     }
 }
 
+/// SQL condition: message `m` is held by every peer, given the peers' lowest
+/// `have` per origin as JSON in `?2` (NULL: a broker alone). A message a
+/// peer still lacks stays, or that peer would only be sent it as `pruned`.
+const REPLICATED: &str = "(?2 IS NULL OR m.seq <= coalesce(
+    (SELECT value FROM json_each(?2) WHERE key = m.origin), 0))";
+
 /// Where the retention sweep's scan of old messages resumes: after the
 /// message with this `(published_at_ms, rowid)`.
 pub type ExpiryCursor = Option<(i64, i64)>;
@@ -179,11 +186,17 @@ impl WriteTx<'_> {
     pub fn sweep(
         &mut self,
         cutoff_ms: i64,
+        replicated: Option<&Have>,
         resume: ExpiryCursor,
         limit: u32,
     ) -> Result<Swept, ApiError> {
-        let acknowledged = self.delete_acknowledged(limit)?;
-        let (expired, resume) = self.delete_expired(cutoff_ms, resume, limit)?;
+        let replicated = replicated
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ApiError::Internal(format!("cannot encode the replicated floor: {e}")))?;
+        let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?;
+        let (expired, resume) =
+            self.delete_expired(cutoff_ms, replicated.as_deref(), resume, limit)?;
         let deleted = acknowledged + expired;
         Ok(Swept {
             deleted,
@@ -193,10 +206,15 @@ impl WriteTx<'_> {
     }
 
     /// Per topic and origin, deletes up to the lowest seq that every live
-    /// subscriber of the topic acknowledged.
-    fn delete_acknowledged(&mut self, limit: u32) -> Result<usize, ApiError> {
+    /// subscriber of the topic acknowledged (and every peer holds).
+    fn delete_acknowledged(
+        &mut self,
+        replicated: Option<&str>,
+        limit: u32,
+    ) -> Result<usize, ApiError> {
         Ok(self.conn.execute(
-            "WITH live AS (
+            &format!(
+                "WITH live AS (
                  SELECT topic, count(*) AS subscribers FROM subscriptions
                  WHERE live = 1 GROUP BY topic),
              floors AS (
@@ -207,9 +225,10 @@ impl WriteTx<'_> {
              DELETE FROM messages WHERE rowid IN (
                  SELECT m.rowid FROM floors f JOIN live l USING (topic)
                  JOIN messages m ON m.topic = f.topic AND m.origin = f.origin AND m.seq <= f.seq
-                 WHERE f.subscribers = l.subscribers
-                 LIMIT ?1)",
-            [limit],
+                 WHERE f.subscribers = l.subscribers AND {REPLICATED}
+                 LIMIT ?1)"
+            ),
+            params![limit, replicated],
         )?)
     }
 
@@ -219,13 +238,14 @@ impl WriteTx<'_> {
     fn delete_expired(
         &mut self,
         cutoff_ms: i64,
+        replicated: Option<&str>,
         resume: ExpiryCursor,
         limit: u32,
     ) -> Result<(usize, ExpiryCursor), ApiError> {
         let (after_ms, after_row) = resume.unwrap_or((i64::MIN, i64::MIN));
         let candidates: Vec<(i64, i64, bool)> = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT m.rowid, m.published_at_ms, EXISTS (
                      SELECT 1 FROM subscriptions s
                      LEFT JOIN positions p ON p.subscriber = s.subscriber
@@ -234,13 +254,15 @@ impl WriteTx<'_> {
                        AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
                        AND m.seq > coalesce(p.seq, 0))
                  FROM messages m
-                 WHERE m.published_at_ms < ?1 AND (m.published_at_ms, m.rowid) > (?2, ?3)
+                 WHERE m.published_at_ms < ?1 AND (m.published_at_ms, m.rowid) > (?3, ?4)
+                   AND {REPLICATED}
                  ORDER BY m.published_at_ms, m.rowid
-                 LIMIT ?4",
+                 LIMIT ?5"
+            ))?
+            .query_map(
+                params![cutoff_ms, replicated, after_ms, after_row, limit],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )?
-            .query_map(params![cutoff_ms, after_ms, after_row, limit], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?
             .collect::<Result<_, _>>()?;
         let mut delete = self
             .conn
