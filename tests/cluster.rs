@@ -775,3 +775,52 @@ async fn subscriber_fails_over_without_loss_or_duplicates() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_a_peer_lacks_for_its_subscribers() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    topic_of(&a, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    subscribed(&a, S1, T, StartFrom::Earliest).await;
+    // While A is paused, S2 subscribes on B: A does not learn of it.
+    cluster.pause(0);
+    subscribed(&b, "sub-2", T, StartFrom::Earliest).await;
+    cluster.pause(1);
+    cluster.resume(0);
+    // On A, m1 is published and read by S1, the only subscriber A knows.
+    a.publish(T, P1, "m1")
+        .await
+        .expect("publish while B is paused");
+    let read = a
+        .pull(
+            S1,
+            &PullQuery {
+                auto_ack: Some(true),
+                ..at_once(Some(T), None)
+            },
+        )
+        .await
+        .expect("S1 reads m1 and acknowledges it");
+    assert_eq!(read.messages.len(), 1);
+    // A must keep m1 while B lacks it: the retention sweeps (once a second)
+    // in this window must all leave it.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.topic(T).await.expect("topic").messages, 1, "m1 deleted");
+    }
+    // B comes back, receives m1 itself, and S2 reads it there.
+    cluster.resume(1);
+    let got = eventually_ok(REPLICATION, "S2 on B receives m1", || async {
+        let pulled = b
+            .pull("sub-2", &at_once(Some(T), None))
+            .await
+            .map_err(|e| e.to_string())?;
+        match pulled.messages.first() {
+            Some(message) => Ok(message.payload.clone()),
+            None => Err("no message yet".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(got, "m1");
+}
