@@ -824,3 +824,40 @@ async fn retention_keeps_what_a_peer_lacks_for_its_subscribers() {
     .await;
     assert_eq!(got, "m1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_its_data_never_reuses_an_id() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let a = cluster.client(0);
+    topic_of(&a, P1, T).await;
+    let old = a.publish(T, P1, "old").await.expect("publish");
+    let b = cluster.client(1);
+    eventually(REPLICATION, "B holds the old message", || async {
+        b.topic(T).await.map(|t| t.messages == 1).unwrap_or(false)
+    })
+    .await;
+
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.broker(0).data_dir()).expect("wipe A's data");
+    cluster.restart(0).await;
+    let new = a
+        .publish(T, P1, "new")
+        .await
+        .expect("publish after the wipe");
+    assert!(
+        new.seq > old.seq,
+        "{} reuses the seq space of {}",
+        new.id,
+        old.id
+    );
+    for client in [&a, &b] {
+        eventually(REPLICATION, "both messages everywhere", || async {
+            client
+                .topic(T)
+                .await
+                .map(|t| t.messages == 2)
+                .unwrap_or(false)
+        })
+        .await;
+    }
+}

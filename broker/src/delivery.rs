@@ -72,8 +72,7 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
 
 /// Acknowledges every message up to the cursor's positions.
 pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError> {
-    app.store
-        .write(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
+    app.record(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
         .await
 }
 

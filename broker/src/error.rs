@@ -31,6 +31,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("this broker is catching up on its own history from its peers; try again")]
+    CatchingUp,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -50,7 +52,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::ShuttingDown => "unavailable",
+            ApiError::ShuttingDown | ApiError::CatchingUp => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -69,7 +71,7 @@ impl ResponseError for ApiError {
             ApiError::TopicExists(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::CatchingUp => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -29,6 +29,8 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 
+use error::ApiError;
+
 pub use config::{Cli, Config};
 
 use metrics::Metrics;
@@ -47,6 +49,19 @@ pub(crate) struct AppState {
     metrics: Metrics,
     /// Becomes `true` when the broker starts shutting down; long polls answer at once.
     shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Records a change made through this broker, once it may record events
+    /// of its own (see `Cluster::caught_up`).
+    pub(crate) async fn record<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut store::WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.cluster.caught_up().await?;
+        self.store.write(change).await
+    }
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked.
@@ -74,7 +89,7 @@ pub async fn run(
         config.data_dir.display(),
         config.peers.len()
     );
-    let (cluster, election) = cluster::Cluster::new(&config.id, &config.peers);
+    let (cluster, election) = cluster::Cluster::new(&config.id, &config.peers, store.has_history());
     let app = web::Data::new(AppState {
         config,
         cluster,

@@ -26,6 +26,7 @@ pub use driver::received as received_election;
 pub use election::Input;
 use membership::Membership;
 
+use crate::error::ApiError;
 use crate::event::MAX_STAMP;
 use crate::lock;
 use crate::AppState;
@@ -38,6 +39,11 @@ const DEAD_AFTER: Duration = Duration::from_millis(1500);
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a bully election waits for answers.
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a broker starting without history waits for a peer to say
+/// whether it had one, before taking it as new.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a write waits for the broker to catch up on its own history.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// Who leads, in which term, as this broker knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +62,10 @@ pub struct Cluster {
     peer_have: Mutex<HashMap<String, Have>>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
+    /// Whether this broker holds its own history and may record events;
+    /// false while a broker that starts without history (a new one, or one
+    /// that lost its data) learns from its peers what it had sequenced.
+    caught_up: watch::Sender<bool>,
 }
 
 /// The election's state machine and channels, until `spawn` starts its task.
@@ -65,7 +75,8 @@ pub struct ElectionParts {
 }
 
 impl Cluster {
-    pub fn new(me: &str, peers: &[PeerAddr]) -> (Cluster, ElectionParts) {
+    /// `has_history`: this broker's database holds events it sequenced.
+    pub fn new(me: &str, peers: &[PeerAddr], has_history: bool) -> (Cluster, ElectionParts) {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let cluster = Cluster {
@@ -79,6 +90,7 @@ impl Cluster {
             peer_have: Mutex::new(HashMap::new()),
             leadership,
             inputs: inputs_tx,
+            caught_up: watch::Sender::new(has_history || peers.is_empty()),
         };
         let parts = ElectionParts {
             inputs,
@@ -129,6 +141,29 @@ impl Cluster {
             term,
             leader,
         });
+    }
+
+    /// Waits (bounded) until this broker may record events of its own: a
+    /// write before it has its own history back would reuse its seqs.
+    pub async fn caught_up(&self) -> Result<(), ApiError> {
+        let mut caught_up = self.caught_up.subscribe();
+        let ready = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|seen| seen.is_ok());
+        if ready {
+            Ok(())
+        } else {
+            Err(ApiError::CatchingUp)
+        }
+    }
+
+    /// A peer holds our events up to `theirs_of_mine` and we hold ours up
+    /// to `ours`: once ours covers it, this broker has its history back.
+    fn check_caught_up(&self, theirs_of_mine: u64, ours: u64) {
+        if ours >= theirs_of_mine && !*self.caught_up.borrow() {
+            tracing::info!("holding this broker's own history (seq {ours}): taking writes");
+            self.caught_up.send_replace(true);
+        }
     }
 
     /// A peer answered a sync holding `have`.
@@ -184,13 +219,26 @@ impl Cluster {
     }
 }
 
-/// Starts the election task and one replicator per peer.
+/// Starts the election task, one replicator per peer, and the deadline for
+/// learning this broker's own history.
 pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(driver::run(app.clone(), parts))];
+    let mut tasks = vec![
+        tokio::spawn(driver::run(app.clone(), parts)),
+        tokio::spawn(recovery_deadline(app.clone())),
+    ];
     for peer in app.cluster.peers.clone() {
         tasks.push(tokio::spawn(replicator::run(app.clone(), peer.id())));
     }
     tasks
+}
+
+/// A broker without history that heard from no peer in time is new.
+async fn recovery_deadline(app: web::Data<AppState>) {
+    tokio::time::sleep(RECOVERY_DEADLINE).await;
+    let cluster = &app.cluster;
+    if lock(&cluster.peer_have).is_empty() {
+        cluster.check_caught_up(0, 0);
+    }
 }
 
 #[cfg(test)]
@@ -210,10 +258,10 @@ mod tests {
 
     #[test]
     fn replicated_is_what_every_peer_holds() {
-        let (alone, _) = Cluster::new("h:1", &[]);
+        let (alone, _) = Cluster::new("h:1", &[], false);
         assert_eq!(alone.replicated(), None);
 
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)]);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], false);
         assert_eq!(cluster.replicated(), Some(Have::new()));
         cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]));
         assert_eq!(

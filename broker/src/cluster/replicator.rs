@@ -56,6 +56,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster.heard_from(&peer, answer.term, answer.leader);
                 let progressed = theirs.as_ref() != Some(&answer.have);
                 app.cluster.peer_holds(&peer, answer.have.clone());
+                let theirs_of_mine = answer.have.get(app.cluster.me()).copied();
+                app.cluster
+                    .check_caught_up(theirs_of_mine.unwrap_or(0), app.store.own_seq());
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
                 if sent == 0 {

@@ -41,6 +41,6 @@ async fn register(
 ) -> Result<HttpResponse, ApiError> {
     check_name(what, &body.id)?;
     let id = body.id.clone();
-    let created = app.store.write(move |tx| register(tx, &id)).await?;
+    let created = app.record(move |tx| register(tx, &id)).await?;
     Ok(created_response(created, body))
 }

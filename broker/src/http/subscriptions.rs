@@ -24,8 +24,7 @@ pub async fn subscribe(
     check_name("topic", &topic)?;
     let (who, what) = (subscriber.clone(), topic.clone());
     let created = app
-        .store
-        .write(move |tx| tx.subscribe(&who, &what, from))
+        .record(move |tx| tx.subscribe(&who, &what, from))
         .await?;
     Ok(created_response(
         created,
@@ -40,8 +39,7 @@ pub async fn unsubscribe(
     let (subscriber, topic) = path.into_inner();
     check_name("subscriber", &subscriber)?;
     check_name("topic", &topic)?;
-    app.store
-        .write(move |tx| tx.unsubscribe(&subscriber, &topic))
+    app.record(move |tx| tx.unsubscribe(&subscriber, &topic))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -23,9 +23,7 @@ pub async fn create(
     check_name("topic", &name)?;
     check_name("publisher", &publisher)?;
     let (topic, by) = (name.clone(), publisher.clone());
-    app.store
-        .write(move |tx| tx.create_topic(&topic, &by))
-        .await?;
+    app.record(move |tx| tx.create_topic(&topic, &by)).await?;
     Ok(HttpResponse::Created().json(TopicCreated {
         name,
         created_by: publisher,
@@ -67,8 +65,7 @@ pub async fn delete(
         .publisher
         .ok_or_else(|| ApiError::BadRequest("query parameter publisher is required".to_string()))?;
     check_name("publisher", &publisher)?;
-    app.store
-        .write(move |tx| tx.delete_topic(&name, &publisher))
+    app.record(move |tx| tx.delete_topic(&name, &publisher))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -102,8 +99,7 @@ pub async fn publish(
     let count = payloads.len();
     let published_at_ms = now_ms();
     let published = app
-        .store
-        .write(move |tx| tx.publish(&topic, &publisher, payloads, published_at_ms))
+        .record(move |tx| tx.publish(&topic, &publisher, payloads, published_at_ms))
         .await?;
     app.metrics.count_published(count);
     if batch {

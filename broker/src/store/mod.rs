@@ -33,6 +33,7 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: writer::Writer,
     lamport: Arc<AtomicU64>,
+    own_seq: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -50,6 +51,7 @@ impl Store {
         let state = writer::WriterState::load(&conn, &config.id)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let lamport = Arc::new(AtomicU64::new(state.lamport()));
+        let own_seq = Arc::new(AtomicU64::new(state.last_seq()));
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(schema::configure_reader);
@@ -57,17 +59,32 @@ impl Store {
             .max_size(READ_POOL_SIZE)
             .build(manager)
             .map_err(|e| format!("cannot open read connections to {}: {e}", path.display()))?;
-        let writer = writer::Writer::start(conn, state, wakeups, lamport.clone());
+        let counters = writer::Counters {
+            lamport: lamport.clone(),
+            own_seq: own_seq.clone(),
+        };
+        let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
             pool,
             writer,
             lamport,
+            own_seq,
         })
     }
 
     /// The Lamport clock as of the last commit.
     pub fn lamport(&self) -> u64 {
         self.lamport.load(Ordering::Acquire)
+    }
+
+    /// The seq of this broker's latest committed event of its own.
+    pub fn own_seq(&self) -> u64 {
+        self.own_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker's database holds events it sequenced itself.
+    pub fn has_history(&self) -> bool {
+        self.own_seq() > 0
     }
 
     /// Runs a read on a pooled connection, off the async executor.

@@ -60,6 +60,16 @@ impl WriterState {
     pub fn lamport(&self) -> u64 {
         self.clock.now()
     }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+/// What the writer publishes after every commit, for readers.
+pub struct Counters {
+    pub lamport: Arc<AtomicU64>,
+    pub own_seq: Arc<AtomicU64>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -177,14 +187,14 @@ impl Writer {
         conn: Connection,
         state: WriterState,
         wakeups: Arc<Wakeups>,
-        lamport: Arc<AtomicU64>,
+        counters: Counters,
     ) -> Writer {
         let (queue, jobs) = mpsc::channel();
         let mut thread = WriterThread {
             conn,
             state,
             wakeups,
-            lamport,
+            counters,
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".to_string())
@@ -238,7 +248,7 @@ struct WriterThread {
     conn: Connection,
     state: WriterState,
     wakeups: Arc<Wakeups>,
-    lamport: Arc<AtomicU64>,
+    counters: Counters,
 }
 
 impl WriterThread {
@@ -263,7 +273,13 @@ impl WriterThread {
         let outcome = self.run_batch(batch, &mut woken, &mut replies);
         let committed = match outcome {
             Ok(()) => {
-                self.lamport.store(self.state.lamport(), Ordering::Release);
+                let counters = &self.counters;
+                counters
+                    .lamport
+                    .store(self.state.lamport(), Ordering::Release);
+                counters
+                    .own_seq
+                    .store(self.state.last_seq, Ordering::Release);
                 for key in &woken {
                     self.wakeups.wake(key);
                 }
