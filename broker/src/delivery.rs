@@ -70,8 +70,16 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
     })
 }
 
-/// Acknowledges every message up to the cursor's positions.
+/// Acknowledges every message up to the cursor's positions (through the
+/// leader when this broker follows in leader mode).
 pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError> {
+    if app.follows_leader() {
+        let leader = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
+        return leader
+            .ack(&cursor.subscriber, &cursor.encode())
+            .await
+            .map_err(|_| ApiError::NoQuorum);
+    }
     app.record(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
         .await
 }

@@ -29,6 +29,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("no majority of the cluster is reachable")]
+    NoQuorum,
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("this broker is catching up on its own history from its peers; try again")]
@@ -52,6 +54,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::NoQuorum => "no_quorum",
             ApiError::ShuttingDown | ApiError::CatchingUp => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -71,7 +74,9 @@ impl ResponseError for ApiError {
             ApiError::TopicExists(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ShuttingDown | ApiError::CatchingUp => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoQuorum | ApiError::ShuttingDown | ApiError::CatchingUp => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

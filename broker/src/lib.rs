@@ -52,15 +52,33 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// Whether this broker follows in leader mode: its client writes are
+    /// the leader's to sequence.
+    pub(crate) fn follows_leader(&self) -> bool {
+        self.config.mode == config::Mode::Leader && !self.cluster.is_leader()
+    }
+
     /// Records a change made through this broker, once it may record events
-    /// of its own (see `Cluster::caught_up`).
+    /// of its own (see `Cluster::caught_up`). In leader mode only the leader
+    /// records (followers forward, see `http::forward`), only with a
+    /// majority alive, and answers once a majority holds the change.
     pub(crate) async fn record<T, F>(&self, change: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut store::WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.cluster.caught_up().await?;
-        self.store.write(change).await
+        let ordered = self.config.mode == config::Mode::Leader;
+        if ordered && !(self.cluster.is_leader() && self.cluster.has_quorum()) {
+            return Err(ApiError::NoQuorum);
+        }
+        let recorded = self.store.write(change).await?;
+        if ordered {
+            self.cluster
+                .replicated_to_majority(self.store.own_seq())
+                .await?;
+        }
+        Ok(recorded)
     }
 }
 
@@ -109,6 +127,7 @@ pub async fn run(
                 counted.metrics.count_request();
                 actix_web::dev::Service::call(service, request)
             })
+            .wrap(actix_web::middleware::from_fn(http::to_leader))
             .configure(http::configure(max_body_bytes))
             .default_service(web::to(http::not_found))
     })

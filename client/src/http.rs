@@ -48,6 +48,14 @@ pub enum Created {
     Existing,
 }
 
+/// The answer to a forwarded request.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// Client for one broker, e.g. `Client::new("http://localhost:3000")`.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -232,6 +240,44 @@ impl Client {
     ) -> Result<SyncResponse, ClientError> {
         let request = self.request(Method::POST, &["peer", "sync"])?;
         self.json(request.json(body).timeout(timeout)).await
+    }
+
+    /// Broker to broker: sends a client's request on to this broker as it
+    /// came (`path` with its query), and returns the status, content type
+    /// and body of the answer.
+    pub async fn forward(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Forwarded, ClientError> {
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            reason: format!("method {method}: {e}"),
+        })?;
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok(Forwarded {
+            status,
+            content_type,
+            body: body.to_vec(),
+        })
     }
 
     /// Broker to broker: delivers one bully election message.

@@ -42,6 +42,8 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a broker starting without history waits for a peer to say
 /// whether it had one, before taking it as new.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a leader-mode write waits for a majority to hold it.
+const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// How long a write waits for the broker to catch up on its own history.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
@@ -58,8 +60,9 @@ pub struct Cluster {
     peers: Vec<PeerAddr>,
     clients: HashMap<String, Client>,
     membership: Membership,
-    /// What each peer last said it holds.
+    /// What each peer last said it holds; the watch ticks on every update.
     peer_have: Mutex<HashMap<String, Have>>,
+    peer_have_changed: watch::Sender<u64>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
     /// Whether this broker holds its own history and may record events;
@@ -88,6 +91,7 @@ impl Cluster {
                 .collect(),
             membership: Membership::new(DEAD_AFTER),
             peer_have: Mutex::new(HashMap::new()),
+            peer_have_changed: watch::Sender::new(0),
             leadership,
             inputs: inputs_tx,
             caught_up: watch::Sender::new(has_history || peers.is_empty()),
@@ -169,6 +173,55 @@ impl Cluster {
     /// A peer answered a sync holding `have`.
     pub fn peer_holds(&self, peer: &str, have: Have) {
         lock(&self.peer_have).insert(peer.to_string(), have);
+        self.peer_have_changed.send_modify(|updates| *updates += 1);
+    }
+
+    /// Whether this broker leads.
+    pub fn is_leader(&self) -> bool {
+        self.leadership().leader.as_deref() == Some(self.me.as_str())
+    }
+
+    /// The client of the leader, when another broker leads.
+    pub fn leader_client(&self) -> Option<&Client> {
+        self.leadership()
+            .leader
+            .and_then(|leader| self.clients.get(&leader))
+    }
+
+    /// Whether a majority of the members (this broker included) is alive.
+    pub fn has_quorum(&self) -> bool {
+        let now = Instant::now();
+        let alive = 1 + self
+            .peers
+            .iter()
+            .filter(|peer| self.membership.is_alive(&peer.id(), now))
+            .count();
+        is_majority(alive, self.peers.len() + 1)
+    }
+
+    /// Waits until a majority of the members (this broker included) holds
+    /// this broker's events up to `seq`; `no_quorum` after `QUORUM_WAIT`.
+    pub async fn replicated_to_majority(&self, seq: u64) -> Result<(), ApiError> {
+        let members = self.peers.len() + 1;
+        let holders = || {
+            let known = lock(&self.peer_have);
+            1 + known
+                .values()
+                .filter(|have| have.get(&self.me).is_some_and(|held| *held >= seq))
+                .count()
+        };
+        let mut updates = self.peer_have_changed.subscribe();
+        let replicated = tokio::time::timeout(
+            QUORUM_WAIT,
+            updates.wait_for(|_| is_majority(holders(), members)),
+        )
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+        if replicated {
+            Ok(())
+        } else {
+            Err(ApiError::NoQuorum)
+        }
     }
 
     /// Per origin, the seq up to which every peer holds every event; `None`
@@ -230,6 +283,10 @@ pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<(
         tasks.push(tokio::spawn(replicator::run(app.clone(), peer.id())));
     }
     tasks
+}
+
+fn is_majority(count: usize, members: usize) -> bool {
+    2 * count > members
 }
 
 /// A broker without history that heard from no peer in time is new.

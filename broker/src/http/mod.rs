@@ -2,6 +2,7 @@
 //! handlers (a few lines each; the work happens in `store` and `delivery`).
 
 mod body;
+mod forward;
 mod peer;
 mod registrations;
 mod status;
@@ -74,6 +75,8 @@ fn resource<const N: usize>(path: &str, routes: [Route; N]) -> impl HttpServiceF
         .fold(web::resource(path), |resource, route| resource.route(route))
         .default_service(web::to(method_not_allowed))
 }
+
+pub use forward::to_leader;
 
 /// For paths that match no endpoint.
 pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {

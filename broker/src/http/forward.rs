@@ -1,0 +1,75 @@
+//! Leader mode: a follower sends every client write on to the leader and
+//! answers with the leader's answer, so that the leader sequences them all.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Middleware: forwards client writes to the leader when this broker
+/// follows in leader mode; lets everything else through.
+pub async fn to_leader(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let app = request.app_data::<web::Data<AppState>>().cloned();
+    match app {
+        Some(app) if app.follows_leader() && is_client_write(&request) => {
+            Ok(forward(&app, request).await)
+        }
+        _ => Ok(next.call(request).await?.map_into_boxed_body()),
+    }
+}
+
+/// POST, PUT and DELETE of the public API (not `/peer/*`).
+fn is_client_write(request: &ServiceRequest) -> bool {
+    let writes = [Method::POST, Method::PUT, Method::DELETE];
+    writes.contains(request.method()) && !request.path().starts_with("/peer/")
+}
+
+/// Sends the request to the leader; answers with its status and body, or
+/// `no_quorum` when no leader can be reached.
+async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse<BoxBody> {
+    let Some(leader) = app.cluster.leader_client().cloned() else {
+        return refuse(request, ApiError::NoQuorum);
+    };
+    let body = match request.extract::<web::Bytes>().await {
+        Ok(body) => body,
+        Err(error) => {
+            let error = ApiError::PayloadTooLarge(format!("cannot read the request body: {error}"));
+            return refuse(request, error);
+        }
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.path().to_string(), |p| p.as_str().to_string());
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let method = request.method().as_str().to_string();
+    let answer = leader
+        .forward(&method, &path, content_type.as_deref(), body.to_vec())
+        .await;
+    match answer {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = HttpResponse::build(status);
+            if let Some(content_type) = answer.content_type {
+                response.content_type(content_type);
+            }
+            request.into_response(response.body(answer.body))
+        }
+        Err(_) => refuse(request, ApiError::NoQuorum),
+    }
+}
+
+fn refuse(request: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
+    request.error_response(error).map_into_boxed_body()
+}

@@ -1,0 +1,122 @@
+//! Leader mode (API.md §4): the leader sequences every write, a majority
+//! acknowledges it, and without a majority writes fail with `no_quorum`.
+
+mod support;
+
+use std::time::Duration;
+
+use client::wire::{Published, StartFrom};
+use client::Client;
+use support::{at_once, eventually, eventually_ok, subscribed, topic_of, Cluster};
+use tokio::task::JoinSet;
+
+const P1: &str = "pub-1";
+const T: &str = "news";
+/// Time for the cluster to agree on a leader, or to notice a failure.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A three-broker cluster in leader mode with topic `T`, known everywhere.
+async fn leader_cluster() -> Cluster {
+    let cluster = Cluster::start(3, &["--mode", "leader"]).await;
+    cluster.agreed_leader(SETTLE).await;
+    topic_of(&cluster.client(0), P1, T).await;
+    cluster
+}
+
+/// Every message id a fresh subscriber `sid` reads on `client`, oldest first.
+async fn delivered_ids(client: &Client, sid: &str) -> Result<Vec<String>, String> {
+    let pulled = client
+        .pull(sid, &at_once(Some(T), Some(1000)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pulled.messages.into_iter().map(|m| m.id).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_broker_come_out_in_one_order_everywhere() {
+    let cluster = leader_cluster().await;
+    let leader = cluster.id(2);
+    for i in 0..3 {
+        let info = cluster.cluster_info(i).await.expect("cluster view");
+        assert_eq!(info.mode, "leader");
+    }
+    subscribed(&cluster.client(0), "reader", T, StartFrom::Earliest).await;
+
+    let mut writers = JoinSet::new();
+    for i in 0..3 {
+        let client = cluster.client(i);
+        writers.spawn(async move {
+            let mut published: Vec<Published> = Vec::new();
+            for n in 0..15 {
+                let payload = format!("via-{i}-{n}");
+                published.push(client.publish(T, P1, &payload).await.expect("publish"));
+            }
+            published
+        });
+    }
+    let mut acknowledged = Vec::new();
+    while let Some(published) = writers.join_next().await {
+        acknowledged.extend(published.expect("writer"));
+    }
+    assert_eq!(acknowledged.len(), 45);
+    assert!(
+        acknowledged.iter().all(|p| p.origin == leader),
+        "every write is sequenced by the leader {leader}"
+    );
+
+    let order = eventually_ok(SETTLE, "broker 0 delivers all 45", || async {
+        let ids = delivered_ids(&cluster.client(0), "reader").await?;
+        if ids.len() == 45 {
+            Ok(ids)
+        } else {
+            Err(format!("{} so far", ids.len()))
+        }
+    })
+    .await;
+    for i in 1..3 {
+        let client = cluster.client(i);
+        eventually(SETTLE, "the same order on every broker", || async {
+            delivered_ids(&client, "reader").await.ok().as_ref() == Some(&order)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_writes_fail_fast_and_resume_with_it() {
+    let mut cluster = leader_cluster().await;
+    let survivor = cluster.client(0);
+    let before = survivor.publish(T, P1, "before").await.expect("publish");
+
+    cluster.kill(2);
+    cluster.kill(1);
+    let refused = eventually_ok(SETTLE, "publishing is refused", || async {
+        match survivor.publish(T, P1, "alone").await {
+            Err(error) if error.code() == Some("no_quorum") => Ok(error),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refused.to_string().contains("503"), "{refused}");
+
+    cluster.restart(1).await;
+    let after = eventually_ok(SETTLE, "publishing works again", || async {
+        survivor
+            .publish(T, P1, "after")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    // Nothing acknowledged is lost: both are readable on the restarted broker.
+    subscribed(&cluster.client(1), "late", T, StartFrom::Earliest).await;
+    let restarted = cluster.client(1);
+    eventually(
+        SETTLE,
+        "acknowledged writes on the restarted broker",
+        || async {
+            let ids = delivered_ids(&restarted, "late").await.unwrap_or_default();
+            ids.contains(&before.id) && ids.contains(&after.id)
+        },
+    )
+    .await;
+}
