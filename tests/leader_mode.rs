@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use client::wire::{Published, StartFrom};
 use client::Client;
-use support::{at_once, eventually, eventually_ok, subscribed, topic_of, Cluster};
+use support::{at_once, eventually, eventually_ok, subscribed, topic_of, Answer, Cluster};
 use tokio::task::JoinSet;
 
 const P1: &str = "pub-1";
@@ -119,4 +119,66 @@ async fn without_a_majority_writes_fail_fast_and_resume_with_it() {
         },
     )
     .await;
+}
+
+/// `PUT /cluster/mode` on broker `i`.
+async fn set_mode(cluster: &Cluster, i: usize, mode: &str) -> Answer {
+    let body = format!(r#"{{"mode": "{mode}"}}"#).into_bytes();
+    cluster
+        .broker(i)
+        .http_send("PUT", "/cluster/mode", Some(("application/json", body)))
+        .await
+}
+
+/// Waits until every broker of `cluster` reports `mode`.
+async fn mode_everywhere(cluster: &Cluster, mode: &str) {
+    for i in cluster.live() {
+        eventually(SETTLE, "every broker reports the new mode", || async {
+            cluster
+                .cluster_info(i)
+                .await
+                .map(|c| c.mode == mode)
+                .unwrap_or(false)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mode_switches_for_the_whole_cluster_at_run_time() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (leader, _) = cluster.agreed_leader(SETTLE).await;
+    let first = cluster.client(0);
+    topic_of(&first, P1, T).await;
+
+    let answer = set_mode(&cluster, 0, "leader").await;
+    answer.assert_status(200);
+    mode_everywhere(&cluster, "leader").await;
+    let ordered = first.publish(T, P1, "ordered").await.expect("publish");
+    assert_eq!(
+        ordered.origin, leader,
+        "the leader sequences in leader mode"
+    );
+
+    set_mode(&cluster, 1, "gossip").await.assert_status(200);
+    mode_everywhere(&cluster, "gossip").await;
+    let local = first.publish(T, P1, "local").await.expect("publish");
+    assert_eq!(
+        local.origin,
+        cluster.id(0),
+        "any broker sequences in gossip mode"
+    );
+
+    set_mode(&cluster, 0, "raft")
+        .await
+        .assert_error(400, "bad_request");
+
+    // The mode survives a restart (the broker was started with the default,
+    // gossip).
+    set_mode(&cluster, 2, "leader").await.assert_status(200);
+    mode_everywhere(&cluster, "leader").await;
+    cluster.kill(0);
+    cluster.restart(0).await;
+    let info = cluster.cluster_info(0).await.expect("cluster view");
+    assert_eq!(info.mode, "leader");
 }

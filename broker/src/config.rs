@@ -52,6 +52,12 @@ impl Mode {
             Mode::Leader => "leader",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Mode> {
+        [Mode::Gossip, Mode::Leader]
+            .into_iter()
+            .find(|mode| mode.as_str() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

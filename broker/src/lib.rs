@@ -55,7 +55,12 @@ impl AppState {
     /// Whether this broker follows in leader mode: its client writes are
     /// the leader's to sequence.
     pub(crate) fn follows_leader(&self) -> bool {
-        self.config.mode == config::Mode::Leader && !self.cluster.is_leader()
+        self.mode() == config::Mode::Leader && !self.cluster.is_leader()
+    }
+
+    /// The replication mode: as set at run time for the cluster, else `--mode`.
+    pub(crate) fn mode(&self) -> config::Mode {
+        self.store.mode_setting().unwrap_or(self.config.mode)
     }
 
     /// Records a change made through this broker, once it may record events
@@ -68,7 +73,7 @@ impl AppState {
         F: FnOnce(&mut store::WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.cluster.caught_up().await?;
-        let ordered = self.config.mode == config::Mode::Leader;
+        let ordered = self.mode() == config::Mode::Leader;
         if ordered && !(self.cluster.is_leader() && self.cluster.has_quorum()) {
             return Err(ApiError::NoQuorum);
         }

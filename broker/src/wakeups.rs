@@ -18,6 +18,8 @@ pub enum Key {
     Subscriber(String),
     /// This broker recorded events of its own (replication sends them on).
     LocalEvents,
+    /// The cluster's mode was set.
+    ModeChanged,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some

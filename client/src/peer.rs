@@ -77,6 +77,10 @@ pub enum PeerChange {
         payload: String,
         published_at_ms: i64,
     },
+    /// The cluster's replication mode from now on: `gossip` or `leader`.
+    SetMode {
+        mode: String,
+    },
     /// A message the sender no longer holds (retention deleted it): the
     /// receiver only counts the seq as received.
     Pruned,

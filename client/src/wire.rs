@@ -40,6 +40,12 @@ pub struct Member {
     pub alive: bool,
 }
 
+/// `PUT /cluster/mode`, request and response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeChange {
+    pub mode: String,
+}
+
 /// `POST /publishers` and `POST /subscribers`, request and response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {

@@ -1,5 +1,6 @@
 //! Leader mode: a follower sends every client write on to the leader and
 //! answers with the leader's answer, so that the leader sequences them all.
+//! A change of mode goes to the leader in either mode.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -18,11 +19,16 @@ pub async fn to_leader(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let app = request.app_data::<web::Data<AppState>>().cloned();
     match app {
-        Some(app) if app.follows_leader() && is_client_write(&request) => {
-            Ok(forward(&app, request).await)
-        }
+        Some(app) if must_forward(&app, &request) => Ok(forward(&app, request).await),
         _ => Ok(next.call(request).await?.map_into_boxed_body()),
     }
+}
+
+/// Client writes of a follower in leader mode, and in any mode a change of
+/// mode (the leader coordinates it).
+fn must_forward(app: &AppState, request: &ServiceRequest) -> bool {
+    let changes_mode = request.method() == Method::PUT && request.path() == "/cluster/mode";
+    (app.follows_leader() && is_client_write(request)) || (changes_mode && !app.cluster.is_leader())
 }
 
 /// POST, PUT and DELETE of the public API (not `/peer/*`).

@@ -26,6 +26,7 @@ pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Cl
             .app_data(web::PathConfig::default().error_handler(path_error))
             .service(resource("/health", [web::get().to(status::health)]))
             .service(resource("/cluster", [web::get().to(status::cluster)]))
+            .service(resource("/cluster/mode", [web::put().to(status::set_mode)]))
             .service(resource("/metrics", [web::get().to(status::metrics)]))
             .service(resource(
                 "/publishers",

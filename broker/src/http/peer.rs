@@ -5,6 +5,7 @@ use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
 
 use super::body::Body;
 use crate::cluster::received_election;
+use crate::config::Mode;
 use crate::error::ApiError;
 use crate::event::{Change, Event, MAX_STAMP};
 use crate::names::{is_broker_id, is_valid_name};
@@ -81,6 +82,7 @@ fn check_event(event: &Event) -> Result<(), ApiError> {
                 && is_broker_id(acked_origin)
                 && *acked_seq <= MAX
         }
+        Change::SetMode { mode } => Mode::parse(mode).is_some(),
         Change::Pruned => true,
     };
     let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX_STAMP;

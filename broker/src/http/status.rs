@@ -1,7 +1,11 @@
 //! `GET /health`, `GET /cluster`, `GET /metrics`.
 
 use actix_web::{web, HttpResponse};
-use client::wire::{ClusterInfo, Health};
+use client::wire::{ClusterInfo, Health, ModeChange};
+
+use super::body::Body;
+use crate::config::Mode;
+use crate::error::ApiError;
 
 use crate::AppState;
 
@@ -18,7 +22,7 @@ pub async fn cluster(app: web::Data<AppState>) -> web::Json<ClusterInfo> {
         self_id: app.config.id.clone(),
         leader: leadership.leader,
         term: leadership.term,
-        mode: app.config.mode.as_str().to_string(),
+        mode: app.mode().as_str().to_string(),
         lamport: app.store.lamport(),
         members: app.cluster.members(),
     })
@@ -28,4 +32,18 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(app.metrics.render(app.store.lamport()))
+}
+
+/// `PUT /cluster/mode`: switches the whole cluster (recorded by the leader,
+/// replicated like every event).
+pub async fn set_mode(
+    app: web::Data<AppState>,
+    body: Body<ModeChange>,
+) -> Result<HttpResponse, ApiError> {
+    let ModeChange { mode } = body.into_inner();
+    let parsed = Mode::parse(&mode).ok_or_else(|| {
+        ApiError::BadRequest(format!("mode must be gossip or leader, not {mode:?}"))
+    })?;
+    app.record(move |tx| tx.set_mode(parsed)).await?;
+    Ok(HttpResponse::Ok().json(ModeChange { mode }))
 }

@@ -95,6 +95,10 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             )?
             .execute(params![subscriber, topic, acked_origin, acked_seq])?;
         }
+        Change::SetMode { mode } => {
+            store_event(conn, event, EventRow::new("set_mode", mode))?;
+            merge_setting(conn, "mode", mode, &stamp)?;
+        }
         Change::Pruned => {}
         Change::Publish {
             topic,
@@ -174,6 +178,23 @@ fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite:
         ack_origin,
         ack_seq
     ])?;
+    Ok(())
+}
+
+/// A cluster-wide setting: the latest stamp wins.
+fn merge_setting(
+    conn: &Connection,
+    name: &str,
+    value: &str,
+    stamp: &Stamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (name, value, lamport, origin) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET
+             value = excluded.value, lamport = excluded.lamport, origin = excluded.origin
+         WHERE (excluded.lamport, excluded.origin) > (lamport, origin)",
+        params![name, value, stamp.lamport, stamp.origin],
+    )?;
     Ok(())
 }
 

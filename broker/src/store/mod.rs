@@ -14,12 +14,12 @@ mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, Mode};
 use crate::error::ApiError;
 use crate::wakeups::Wakeups;
 
@@ -34,6 +34,7 @@ pub struct Store {
     writer: writer::Writer,
     lamport: Arc<AtomicU64>,
     own_seq: Arc<AtomicU64>,
+    mode: Arc<Mutex<Option<Mode>>>,
 }
 
 impl Store {
@@ -52,6 +53,10 @@ impl Store {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let lamport = Arc::new(AtomicU64::new(state.lamport()));
         let own_seq = Arc::new(AtomicU64::new(state.last_seq()));
+        let mode = queries::setting(&conn, "mode")
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .and_then(|name| Mode::parse(&name));
+        let mode = Arc::new(Mutex::new(mode));
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(schema::configure_reader);
@@ -62,6 +67,7 @@ impl Store {
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
+            mode: mode.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -69,6 +75,7 @@ impl Store {
             writer,
             lamport,
             own_seq,
+            mode,
         })
     }
 
@@ -80,6 +87,11 @@ impl Store {
     /// The seq of this broker's latest committed event of its own.
     pub fn own_seq(&self) -> u64 {
         self.own_seq.load(Ordering::Acquire)
+    }
+
+    /// The replication mode set at run time for the whole cluster, if any.
+    pub fn mode_setting(&self) -> Option<Mode> {
+        *crate::lock(&self.mode)
     }
 
     /// Whether this broker's database holds events it sequenced itself.
@@ -125,7 +137,6 @@ fn open_writer(path: &Path, durability: Durability) -> Result<Connection, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
     use crate::event::{Change, Event};
     use client::peer::Have;
     use std::time::Duration;

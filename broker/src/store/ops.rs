@@ -8,6 +8,7 @@ use rusqlite::params;
 
 use super::queries;
 use super::writer::WriteTx;
+use crate::config::Mode;
 use crate::cursor::Position;
 use crate::error::ApiError;
 use crate::event::Change;
@@ -116,6 +117,14 @@ impl WriteTx<'_> {
         self.record(Change::Unsubscribe {
             subscriber: subscriber.to_string(),
             topic: topic.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Sets the cluster's replication mode.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), ApiError> {
+        self.record(Change::SetMode {
+            mode: mode.as_str().to_string(),
         })?;
         Ok(())
     }

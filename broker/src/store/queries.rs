@@ -97,6 +97,13 @@ pub fn position(
         .unwrap_or(0))
 }
 
+/// A cluster-wide setting, when one was ever set.
+pub fn setting(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()
+}
+
 /// Counts per topic, for the topics listing.
 const TOPIC_INFO: &str = "
     SELECT t.name, t.created_by,
@@ -344,6 +351,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             acked_origin: row.get(6)?,
             acked_seq: row.get(7)?,
         },
+        "set_mode" => Change::SetMode { mode: actor },
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

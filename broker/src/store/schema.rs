@@ -7,7 +7,10 @@ use crate::config::Durability;
 
 /// The numbered files of `migrations/`, in order. Append; never edit a
 /// migration that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/0001_event_log.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_event_log.sql"),
+    include_str!("../../../migrations/0002_settings.sql"),
+];
 
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT_MS: u32 = 5_000;

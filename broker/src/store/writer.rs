@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::clock::LamportClock;
+use crate::config::Mode;
 use crate::error::ApiError;
 use crate::event::{Change, Event};
 use crate::lock;
@@ -70,6 +71,8 @@ impl WriterState {
 pub struct Counters {
     pub lamport: Arc<AtomicU64>,
     pub own_seq: Arc<AtomicU64>,
+    /// The cluster-wide mode, once set at run time.
+    pub mode: Arc<Mutex<Option<Mode>>>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -172,6 +175,7 @@ fn wakes(change: &Change) -> Option<Key> {
         Change::Subscribe { subscriber, .. } | Change::Unsubscribe { subscriber, .. } => {
             Some(Key::Subscriber(subscriber.clone()))
         }
+        Change::SetMode { .. } => Some(Key::ModeChanged),
         _ => None,
     }
 }
@@ -280,6 +284,9 @@ impl WriterThread {
                 counters
                     .own_seq
                     .store(self.state.last_seq, Ordering::Release);
+                if woken.contains(&Key::ModeChanged) {
+                    self.publish_mode();
+                }
                 for key in &woken {
                     self.wakeups.wake(key);
                 }
@@ -293,6 +300,14 @@ impl WriterThread {
         };
         for reply in replies {
             reply(committed.as_ref().map(|_| ()).map_err(clone_failure));
+        }
+    }
+
+    /// Makes a committed change of the cluster's mode visible to readers.
+    fn publish_mode(&self) {
+        match super::queries::setting(&self.conn, "mode") {
+            Ok(mode) => *lock(&self.counters.mode) = mode.as_deref().and_then(Mode::parse),
+            Err(error) => tracing::error!("cannot read the cluster's mode: {error}"),
         }
     }
 
