@@ -182,3 +182,54 @@ async fn the_mode_switches_for_the_whole_cluster_at_run_time() {
     let info = cluster.cluster_info(0).await.expect("cluster view");
     assert_eq!(info.mode, "leader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_cannot_acknowledge_after_the_others_moved_on() {
+    let mut cluster = leader_cluster().await;
+    subscribed(&cluster.client(0), "reader", T, StartFrom::Earliest).await;
+    let old_leader = cluster.id(2);
+    cluster.pause(2);
+    let (new_leader, _) = cluster
+        .agreed_leader_where(SETTLE, "a new leader among the others", |leader, _| {
+            leader != old_leader
+        })
+        .await;
+    let moved_on = cluster
+        .client(0)
+        .publish(T, P1, "moved on")
+        .await
+        .expect("publish");
+    assert_eq!(moved_on.origin, new_leader);
+
+    // Right after it resumes, the old leader refuses (no quorum), hands the
+    // write to the current leader, or, being the greatest id, leads again in
+    // a newer term: whatever it acknowledges is held by every broker, in
+    // the same order everywhere.
+    cluster.resume(2);
+    let mut acknowledged = vec![moved_on.id];
+    match cluster.client(2).publish(T, P1, "after resume").await {
+        Ok(published) => acknowledged.push(published.id),
+        Err(error) => assert_eq!(error.code(), Some("no_quorum"), "{error}"),
+    }
+    cluster.agreed_leader(SETTLE).await;
+    let order = eventually_ok(
+        SETTLE,
+        "broker 0 delivers what was acknowledged",
+        || async {
+            let ids = delivered_ids(&cluster.client(0), "reader").await?;
+            if acknowledged.iter().all(|id| ids.contains(id)) {
+                Ok(ids)
+            } else {
+                Err(format!("{ids:?} lacks some of {acknowledged:?}"))
+            }
+        },
+    )
+    .await;
+    for i in 1..3 {
+        let client = cluster.client(i);
+        eventually(SETTLE, "the same order on every broker", || async {
+            delivered_ids(&client, "reader").await.ok().as_ref() == Some(&order)
+        })
+        .await;
+    }
+}

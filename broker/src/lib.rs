@@ -73,17 +73,42 @@ impl AppState {
         F: FnOnce(&mut store::WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.cluster.caught_up().await?;
-        let ordered = self.mode() == config::Mode::Leader;
-        if ordered && !(self.cluster.is_leader() && self.cluster.has_quorum()) {
+        if self.mode() != config::Mode::Leader {
+            return self.store.write(change).await;
+        }
+        let term = self.cluster.leadership().term;
+        self.lead_with_quorum().await?;
+        let recorded = self.store.write(change).await?;
+        let seq = self.store.own_seq();
+        self.cluster.replicated_to_majority(seq, term).await?;
+        // Deposed meanwhile: the write is not acknowledged by a leader.
+        if !self.cluster.is_leader() || self.cluster.leadership().term != term {
             return Err(ApiError::NoQuorum);
         }
-        let recorded = self.store.write(change).await?;
-        if ordered {
-            self.cluster
-                .replicated_to_majority(self.store.own_seq())
-                .await?;
-        }
         Ok(recorded)
+    }
+}
+
+impl AppState {
+    /// Leader mode: this broker leads, a majority is alive, and it holds
+    /// everything the live peers hold (waiting a little for that).
+    async fn lead_with_quorum(&self) -> Result<(), ApiError> {
+        const POLL: Duration = Duration::from_millis(20);
+        const LIMIT: u32 = 150; // 3 s
+        for _ in 0..LIMIT {
+            if !(self.cluster.is_leader() && self.cluster.has_quorum()) {
+                return Err(ApiError::NoQuorum);
+            }
+            let mine = self
+                .store
+                .read(|conn| Ok(store::queries::have(conn)?))
+                .await?;
+            if self.cluster.holds_what_live_peers_hold(&mine) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(ApiError::NoQuorum)
     }
 }
 

@@ -60,8 +60,9 @@ pub struct Cluster {
     peers: Vec<PeerAddr>,
     clients: HashMap<String, Client>,
     membership: Membership,
-    /// What each peer last said it holds; the watch ticks on every update.
-    peer_have: Mutex<HashMap<String, Have>>,
+    /// What each peer last said it holds, and its term then; the watch
+    /// ticks on every update.
+    peer_have: Mutex<HashMap<String, (Have, u64)>>,
     peer_have_changed: watch::Sender<u64>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
@@ -170,9 +171,9 @@ impl Cluster {
         }
     }
 
-    /// A peer answered a sync holding `have`.
-    pub fn peer_holds(&self, peer: &str, have: Have) {
-        lock(&self.peer_have).insert(peer.to_string(), have);
+    /// A peer answered a sync holding `have`, in `term`.
+    pub fn peer_holds(&self, peer: &str, have: Have, term: u64) {
+        lock(&self.peer_have).insert(peer.to_string(), (have, term));
         self.peer_have_changed.send_modify(|updates| *updates += 1);
     }
 
@@ -199,15 +200,36 @@ impl Cluster {
         is_majority(alive, self.peers.len() + 1)
     }
 
+    /// Whether this broker holds every event that the live peers hold (`mine`
+    /// is what it holds): a new leader first collects what a majority holds,
+    /// so it never orders a write before an earlier acknowledged one.
+    pub fn holds_what_live_peers_hold(&self, mine: &Have) -> bool {
+        let now = Instant::now();
+        let known = lock(&self.peer_have);
+        self.peers
+            .iter()
+            .filter(|peer| self.membership.is_alive(&peer.id(), now))
+            .filter_map(|peer| known.get(&peer.id()))
+            .all(|(theirs, _)| {
+                theirs
+                    .iter()
+                    .all(|(origin, seq)| mine.get(origin).is_some_and(|held| held >= seq))
+            })
+    }
+
     /// Waits until a majority of the members (this broker included) holds
-    /// this broker's events up to `seq`; `no_quorum` after `QUORUM_WAIT`.
-    pub async fn replicated_to_majority(&self, seq: u64) -> Result<(), ApiError> {
+    /// this broker's events up to `seq` while in `term` (a peer that has
+    /// moved on to another term does not count); `no_quorum` after
+    /// `QUORUM_WAIT`.
+    pub async fn replicated_to_majority(&self, seq: u64, term: u64) -> Result<(), ApiError> {
         let members = self.peers.len() + 1;
         let holders = || {
             let known = lock(&self.peer_have);
             1 + known
                 .values()
-                .filter(|have| have.get(&self.me).is_some_and(|held| *held >= seq))
+                .filter(|(have, their_term)| {
+                    *their_term == term && have.get(&self.me).is_some_and(|held| *held >= seq)
+                })
                 .count()
         };
         let mut updates = self.peer_have_changed.subscribe();
@@ -231,7 +253,7 @@ impl Cluster {
             return None;
         }
         let known = lock(&self.peer_have);
-        let Some(first) = self.peers.first().and_then(|p| known.get(&p.id())) else {
+        let Some((first, _)) = self.peers.first().and_then(|p| known.get(&p.id())) else {
             return Some(Have::new());
         };
         let floor = first
@@ -240,7 +262,7 @@ impl Cluster {
                 let lowest = self.peers.iter().map(|peer| {
                     known
                         .get(&peer.id())
-                        .and_then(|have| have.get(origin))
+                        .and_then(|(have, _)| have.get(origin))
                         .copied()
                         .unwrap_or(0)
                 });
@@ -320,13 +342,13 @@ mod tests {
 
         let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], false);
         assert_eq!(cluster.replicated(), Some(Have::new()));
-        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]));
+        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1);
         assert_eq!(
             cluster.replicated(),
             Some(have(&[("h:1", 0), ("h:2", 0)])),
             "h:3 was not heard from"
         );
-        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]));
+        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]), 1);
         assert_eq!(cluster.replicated(), Some(have(&[("h:1", 7), ("h:2", 0)])));
     }
 }

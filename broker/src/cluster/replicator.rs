@@ -53,9 +53,11 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         let sent = request.events.len();
         let pause = match client.sync(&request, PEER_TIMEOUT).await {
             Ok(answer) => {
-                app.cluster.heard_from(&peer, answer.term, answer.leader);
+                app.cluster
+                    .heard_from(&peer, answer.term, answer.leader.clone());
                 let progressed = theirs.as_ref() != Some(&answer.have);
-                app.cluster.peer_holds(&peer, answer.have.clone());
+                app.cluster
+                    .peer_holds(&peer, answer.have.clone(), answer.term);
                 let theirs_of_mine = answer.have.get(app.cluster.me()).copied();
                 app.cluster
                     .check_caught_up(theirs_of_mine.unwrap_or(0), app.store.own_seq());

@@ -26,8 +26,9 @@ pub async fn sync(
     check_peer(&app, &from)?;
     check_term(term)?;
     events.iter().try_for_each(check_event)?;
+    let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
-    let have = if events.is_empty() {
+    let have = if events.is_empty() || deposed {
         app.store.read(|conn| Ok(queries::have(conn)?)).await?
     } else {
         app.store.write(move |tx| tx.receive(events)).await?
@@ -39,6 +40,12 @@ pub async fn sync(
         leader: leadership.leader,
         have,
     }))
+}
+
+/// Leader mode fences a leader of an older term: its events are not taken
+/// (so it cannot gather acknowledgements) until it has stepped down.
+fn is_deposed_leader(app: &AppState, from: &str, term: u64, leader: Option<&str>) -> bool {
+    app.mode() == Mode::Leader && leader == Some(from) && term < app.cluster.leadership().term
 }
 
 /// Hands a bully election message to the election.
