@@ -1,0 +1,81 @@
+//! The state every request handler shares, and the one rule for recording
+//! a change made through this broker (gossip or leader mode).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::config::{Config, Mode};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::{queries, Store, WriteTx};
+use crate::wakeups::Wakeups;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub cluster: Cluster,
+    pub store: Store,
+    pub wakeups: Arc<Wakeups>,
+    pub metrics: Metrics,
+    /// Becomes `true` when the broker starts shutting down; long polls answer at once.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Whether this broker follows in leader mode: its client writes are
+    /// the leader's to sequence.
+    pub fn follows_leader(&self) -> bool {
+        self.mode() == Mode::Leader && !self.cluster.is_leader()
+    }
+
+    /// The replication mode: as set at run time for the cluster, else `--mode`.
+    pub fn mode(&self) -> Mode {
+        self.store.mode_setting().unwrap_or(self.config.mode)
+    }
+
+    /// Records a change made through this broker, once it may record events
+    /// of its own (see `Cluster::caught_up`). In leader mode only the leader
+    /// records (followers forward, see `http::forward`), only with a
+    /// majority alive, and answers once a majority holds the change.
+    pub async fn record<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.cluster.caught_up().await?;
+        if self.mode() != Mode::Leader {
+            return self.store.write(change).await;
+        }
+        let term = self.cluster.leadership().term;
+        self.lead_with_quorum().await?;
+        let recorded = self.store.write(change).await?;
+        let seq = self.store.own_seq();
+        self.cluster.replicated_to_majority(seq, term).await?;
+        // Deposed meanwhile: the write is not acknowledged by a leader.
+        if !self.cluster.is_leader() || self.cluster.leadership().term != term {
+            return Err(ApiError::NoQuorum);
+        }
+        Ok(recorded)
+    }
+
+    /// Leader mode: this broker leads, a majority is alive, and it holds
+    /// everything the live peers hold (waiting a little for that).
+    async fn lead_with_quorum(&self) -> Result<(), ApiError> {
+        const POLL: Duration = Duration::from_millis(20);
+        const LIMIT: u32 = 150; // 3 s
+        for _ in 0..LIMIT {
+            if !(self.cluster.is_leader() && self.cluster.has_quorum()) {
+                return Err(ApiError::NoQuorum);
+            }
+            let mine = self.store.read(|conn| Ok(queries::have(conn)?)).await?;
+            if self.cluster.holds_what_live_peers_hold(&mine) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Err(ApiError::NoQuorum)
+    }
+}
