@@ -32,6 +32,17 @@ async fn delivered_ids(client: &Client, sid: &str) -> Result<Vec<String>, String
     Ok(pulled.messages.into_iter().map(|m| m.id).collect())
 }
 
+/// Waits until brokers 1 and 2 deliver to "reader" exactly `order`.
+async fn same_order_everywhere(cluster: &Cluster, order: &[String]) {
+    for i in 1..3 {
+        let client = cluster.client(i);
+        eventually(SETTLE, "the same order on every broker", || async {
+            delivered_ids(&client, "reader").await.ok().as_deref() == Some(order)
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_broker_come_out_in_one_order_everywhere() {
     let cluster = leader_cluster().await;
@@ -73,13 +84,7 @@ async fn writes_through_any_broker_come_out_in_one_order_everywhere() {
         }
     })
     .await;
-    for i in 1..3 {
-        let client = cluster.client(i);
-        eventually(SETTLE, "the same order on every broker", || async {
-            delivered_ids(&client, "reader").await.ok().as_ref() == Some(&order)
-        })
-        .await;
-    }
+    same_order_everywhere(&cluster, &order).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,11 +230,5 @@ async fn a_paused_leader_cannot_acknowledge_after_the_others_moved_on() {
         },
     )
     .await;
-    for i in 1..3 {
-        let client = cluster.client(i);
-        eventually(SETTLE, "the same order on every broker", || async {
-            delivered_ids(&client, "reader").await.ok().as_ref() == Some(&order)
-        })
-        .await;
-    }
+    same_order_everywhere(&cluster, &order).await;
 }
