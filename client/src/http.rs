@@ -48,6 +48,9 @@ pub enum Created {
     Existing,
 }
 
+/// Marks a request one broker forwards to another (never forwarded again).
+pub const FORWARDED_HEADER: &str = "x-rumor-forwarded";
+
 /// The answer to a forwarded request.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
@@ -257,7 +260,11 @@ impl Client {
             reason: format!("method {method}: {e}"),
         })?;
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(FORWARDED_HEADER, "1")
+            .timeout(REQUEST_TIMEOUT);
         if let Some(content_type) = content_type {
             request = request.header(reqwest::header::CONTENT_TYPE, content_type);
         }

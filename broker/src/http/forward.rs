@@ -8,6 +8,8 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
+use client::http::FORWARDED_HEADER;
+
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -25,8 +27,13 @@ pub async fn to_leader(
 }
 
 /// Client writes of a follower in leader mode, and in any mode a change of
-/// mode (the leader coordinates it).
+/// mode (the leader coordinates it); never a request forwarded already.
 fn must_forward(app: &AppState, request: &ServiceRequest) -> bool {
+    // Two brokers that briefly name each other leader must not bounce a
+    // request back and forth: a forwarded request is handled where it lands.
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        return false;
+    }
     let changes_mode = request.method() == Method::PUT && request.path() == "/cluster/mode";
     (app.follows_leader() && is_client_write(request)) || (changes_mode && !app.cluster.is_leader())
 }
