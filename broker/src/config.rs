@@ -22,6 +22,9 @@ pub struct Cli {
     /// Peer list, one host,port per line [default: globalState.csv when it exists]
     #[arg(long, value_name = "CSV")]
     pub peers: Option<PathBuf>,
+    /// Join a running cluster through one of its members (HOST:PORT)
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_member)]
+    pub join: Option<PeerAddr>,
     /// Data directory [default: data/<host>_<port>]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -37,6 +40,25 @@ pub struct Cli {
     /// Largest accepted message payload in bytes
     #[arg(long, value_name = "N", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub max_payload_bytes: u64,
+}
+
+/// `HOST:PORT` as a peer address.
+fn parse_member(text: &str) -> Result<PeerAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT".to_string())?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("invalid port {port:?}"))?;
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(format!("invalid host {host:?}"));
+    }
+    Ok(PeerAddr {
+        host: host.to_string(),
+        port,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,8 +93,14 @@ pub enum Durability {
 pub struct Config {
     /// `<host>:<port>` exactly as given.
     pub id: String,
-    /// The other brokers of the cluster (this broker's own line removed).
+    /// This broker's address.
+    pub host: String,
+    pub port: u16,
+    /// The other brokers of the cluster at start (this broker's own line
+    /// removed; the member to join added).
     pub peers: Vec<PeerAddr>,
+    /// The member to join through, with `--join`.
+    pub join: Option<PeerAddr>,
     pub data_dir: PathBuf,
     pub mode: Mode,
     pub durability: Durability,
@@ -91,13 +119,19 @@ impl Config {
             let default = PathBuf::from(DEFAULT_PEERS_FILE);
             default.exists().then_some(default)
         });
-        let peers = match peers_file {
+        let mut peers = match peers_file {
             Some(path) => load_peers(&path)?,
             None => Vec::new(),
         };
+        if let Some(join) = cli.join.clone().filter(|join| !peers.contains(join)) {
+            peers.push(join);
+        }
         Ok(Config {
             id: me.id(),
+            host: me.host.clone(),
+            port: me.port,
             peers: peers.into_iter().filter(|p| *p != me).collect(),
+            join: cli.join,
             data_dir: cli
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("data").join(format!("{}_{}", me.host, me.port))),
@@ -106,6 +140,14 @@ impl Config {
             retention: cli.retention,
             max_payload_bytes: usize::try_from(cli.max_payload_bytes).unwrap_or(usize::MAX),
         })
+    }
+
+    /// This broker's address.
+    pub fn me(&self) -> PeerAddr {
+        PeerAddr {
+            host: self.host.clone(),
+            port: self.port,
+        }
     }
 
     /// Largest accepted request body: room for a batch of large payloads.

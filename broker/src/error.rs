@@ -21,6 +21,8 @@ pub enum ApiError {
     TopicNotFound(String),
     #[error("subscriber {subscriber:?} is not subscribed to topic {topic:?}")]
     NotSubscribed { subscriber: String, topic: String },
+    #[error("{0:?} is not a member of the cluster")]
+    MemberNotFound(String),
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("{0}")]
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::SubscriberNotFound(_) => "subscriber_not_found",
             ApiError::TopicNotFound(_) => "topic_not_found",
             ApiError::NotSubscribed { .. } => "not_subscribed",
+            ApiError::MemberNotFound(_) => "member_not_found",
             ApiError::TopicExists(_) => "topic_exists",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
@@ -70,6 +73,7 @@ impl ResponseError for ApiError {
             | ApiError::SubscriberNotFound(_)
             | ApiError::TopicNotFound(_)
             | ApiError::NotSubscribed { .. }
+            | ApiError::MemberNotFound(_)
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TopicExists(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

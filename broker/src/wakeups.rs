@@ -20,6 +20,8 @@ pub enum Key {
     LocalEvents,
     /// The cluster's mode was set.
     ModeChanged,
+    /// A member was added or removed.
+    MembersChanged,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some

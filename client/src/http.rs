@@ -235,6 +235,21 @@ impl Client {
             .map(drop)
     }
 
+    /// Adds a broker to the cluster (`POST /cluster/members`).
+    pub async fn add_member(&self, host: &str, port: u16) -> Result<Created, ClientError> {
+        let body = NewMember {
+            host: host.to_string(),
+            port,
+        };
+        let response = self
+            .send(
+                self.request(Method::POST, &["cluster", "members"])?
+                    .json(&body),
+            )
+            .await?;
+        Ok(created(response.status()))
+    }
+
     /// Broker to broker: sends events and a heartbeat, returns the peer's state.
     pub async fn sync(
         &self,

@@ -77,6 +77,15 @@ pub enum PeerChange {
         payload: String,
         published_at_ms: i64,
     },
+    /// A broker joins the cluster.
+    AddMember {
+        host: String,
+        port: u16,
+    },
+    /// A broker leaves the cluster.
+    RemoveMember {
+        member: String,
+    },
     /// The cluster's replication mode from now on: `gossip` or `leader`.
     SetMode {
         mode: String,

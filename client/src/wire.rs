@@ -40,6 +40,13 @@ pub struct Member {
     pub alive: bool,
 }
 
+/// `POST /cluster/members` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMember {
+    pub host: String,
+    pub port: u16,
+}
+
 /// `PUT /cluster/mode`, request and response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeChange {

@@ -20,7 +20,7 @@ pub async fn run(app: web::Data<AppState>, parts: ElectionParts) {
         leadership,
     } = parts;
     let cluster = &app.cluster;
-    let peers = cluster.peers.iter().map(|p| p.id()).collect();
+    let peers = cluster.peers().iter().map(|p| p.id()).collect();
     let mut election = Election::new(cluster.me.clone(), peers, ELECTION_TIMEOUT);
     let mut shutdown = app.shutdown.clone();
     let mut tick = tokio::time::interval(TICK);
@@ -38,6 +38,9 @@ pub async fn run(app: web::Data<AppState>, parts: ElectionParts) {
                 return false;
             }
             tracing::info!("leader {:?} in term {}", now.leader, now.term);
+            if now.leader.as_deref() == Some(cluster.me.as_str()) {
+                note_members(&app);
+            }
             *known = now;
             true
         });
@@ -47,6 +50,19 @@ pub async fn run(app: web::Data<AppState>, parts: ElectionParts) {
             _ = shutdown.changed() => return,
         };
     }
+}
+
+/// A new leader records the seed members as events, so that brokers that
+/// join later learn every member.
+fn note_members(app: &web::Data<AppState>) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut brokers = app.cluster.peers();
+        brokers.push(app.config.me());
+        if let Err(error) = app.store.write(move |tx| tx.note_members(&brokers)).await {
+            tracing::warn!("cannot record the members: {error}");
+        }
+    });
 }
 
 /// Sends one election message in the background; a peer that cannot be

@@ -111,6 +111,8 @@ pub enum Input {
     },
     /// A peer could not be reached (a send failed or its heartbeats stopped).
     PeerDown { peer: String },
+    /// The members changed: these are the peers from now on.
+    Members { peers: Vec<String> },
 }
 
 /// Where this broker is in the election cycle.
@@ -179,6 +181,10 @@ impl Election {
             }
             Input::PeerDown { peer } => {
                 self.on_peer_down(&peer);
+                Vec::new()
+            }
+            Input::Members { peers } => {
+                self.on_members(peers);
                 Vec::new()
             }
         };
@@ -359,6 +365,22 @@ impl Election {
     /// Forgets a leader that went down (`step` then starts an election).
     fn on_peer_down(&mut self, peer: &str) {
         if peer != self.me && self.leader.as_deref() == Some(peer) {
+            self.leader = None;
+        }
+    }
+
+    /// Takes the new peer list; a leader that left is forgotten (`step`
+    /// then starts an election).
+    fn on_members(&mut self, peers: Vec<String>) {
+        let mut peers: Vec<String> = peers.into_iter().filter(|p| *p != self.me).collect();
+        peers.sort();
+        peers.dedup();
+        self.peers = peers;
+        let leader_left = self
+            .leader
+            .as_ref()
+            .is_some_and(|leader| *leader != self.me && !self.peers.contains(leader));
+        if leader_left {
             self.leader = None;
         }
     }

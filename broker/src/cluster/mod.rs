@@ -8,11 +8,12 @@
 
 mod driver;
 mod election;
+mod members;
 mod membership;
 mod replicator;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
@@ -47,6 +48,24 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// How long a write waits for the broker to catch up on its own history.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
+/// The current peers and a client for each.
+struct Peers {
+    list: Vec<PeerAddr>,
+    clients: HashMap<String, Client>,
+}
+
+impl Peers {
+    fn of(list: &[PeerAddr]) -> Peers {
+        Peers {
+            list: list.to_vec(),
+            clients: list
+                .iter()
+                .map(|peer| (peer.id(), Client::new(peer.base_url())))
+                .collect(),
+        }
+    }
+}
+
 /// Who leads, in which term, as this broker knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leadership {
@@ -57,8 +76,11 @@ pub struct Leadership {
 /// What request handlers and tasks share about the cluster.
 pub struct Cluster {
     me: String,
-    peers: Vec<PeerAddr>,
-    clients: HashMap<String, Client>,
+    /// The peer list at start (`--peers`, `--join`): what run-time member
+    /// changes apply to.
+    seed: Vec<PeerAddr>,
+    /// The current peers and their clients.
+    peers: RwLock<Peers>,
     membership: Membership,
     /// What each peer last said it holds, and its term then; the watch
     /// ticks on every update.
@@ -85,11 +107,8 @@ impl Cluster {
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let cluster = Cluster {
             me: me.to_string(),
-            peers: peers.to_vec(),
-            clients: peers
-                .iter()
-                .map(|peer| (peer.id(), Client::new(peer.base_url())))
-                .collect(),
+            seed: peers.to_vec(),
+            peers: RwLock::new(Peers::of(peers)),
             membership: Membership::new(DEAD_AFTER),
             peer_have: Mutex::new(HashMap::new()),
             peer_have_changed: watch::Sender::new(0),
@@ -110,7 +129,47 @@ impl Cluster {
 
     /// Whether `id` is one of this broker's peers.
     pub fn knows(&self, id: &str) -> bool {
-        self.clients.contains_key(id)
+        self.read_peers().clients.contains_key(id)
+    }
+
+    /// The current peers.
+    pub fn peers(&self) -> Vec<PeerAddr> {
+        self.read_peers().list.clone()
+    }
+
+    fn read_peers(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies the members added and removed at run time to the seed;
+    /// returns the peers that are new.
+    pub fn apply_members(&self, changes: &[(PeerAddr, bool)]) -> Vec<PeerAddr> {
+        let mut list: Vec<PeerAddr> = self.seed.clone();
+        for (peer, present) in changes {
+            list.retain(|known| known != peer);
+            if *present {
+                list.push(peer.clone());
+            }
+        }
+        list.retain(|peer| peer.id() != self.me);
+        let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
+        let added: Vec<PeerAddr> = list
+            .iter()
+            .filter(|peer| !peers.list.contains(peer))
+            .cloned()
+            .collect();
+        if added.is_empty() && list.len() == peers.list.len() {
+            return added;
+        }
+        *peers = Peers::of(&list);
+        tracing::info!(
+            "members: {:?}",
+            peers.list.iter().map(PeerAddr::id).collect::<Vec<_>>()
+        );
+        self.feed(Input::Members {
+            peers: list.iter().map(PeerAddr::id).collect(),
+        });
+        added
     }
 
     pub fn leadership(&self) -> Leadership {
@@ -124,7 +183,7 @@ impl Cluster {
             id: self.me.clone(),
             alive: true,
         };
-        let peers = self.peers.iter().map(|peer| {
+        let peers = self.peers().into_iter().map(|peer| {
             let id = peer.id();
             Member {
                 alive: self.membership.is_alive(&id, now),
@@ -183,21 +242,21 @@ impl Cluster {
     }
 
     /// The client of the leader, when another broker leads.
-    pub fn leader_client(&self) -> Option<&Client> {
+    pub fn leader_client(&self) -> Option<Client> {
         self.leadership()
             .leader
-            .and_then(|leader| self.clients.get(&leader))
+            .and_then(|leader| self.client(&leader))
     }
 
     /// Whether a majority of the members (this broker included) is alive.
     pub fn has_quorum(&self) -> bool {
         let now = Instant::now();
-        let alive = 1 + self
-            .peers
+        let peers = self.peers();
+        let alive = 1 + peers
             .iter()
             .filter(|peer| self.membership.is_alive(&peer.id(), now))
             .count();
-        is_majority(alive, self.peers.len() + 1)
+        is_majority(alive, peers.len() + 1)
     }
 
     /// Whether this broker holds every event that the live peers hold (`mine`
@@ -206,7 +265,7 @@ impl Cluster {
     pub fn holds_what_live_peers_hold(&self, mine: &Have) -> bool {
         let now = Instant::now();
         let known = lock(&self.peer_have);
-        self.peers
+        self.peers()
             .iter()
             .filter(|peer| self.membership.is_alive(&peer.id(), now))
             .filter_map(|peer| known.get(&peer.id()))
@@ -222,11 +281,13 @@ impl Cluster {
     /// moved on to another term does not count); `no_quorum` after
     /// `QUORUM_WAIT`.
     pub async fn replicated_to_majority(&self, seq: u64, term: u64) -> Result<(), ApiError> {
-        let members = self.peers.len() + 1;
+        let peers = self.peers();
+        let members = peers.len() + 1;
         let holders = || {
             let known = lock(&self.peer_have);
-            1 + known
-                .values()
+            1 + peers
+                .iter()
+                .filter_map(|peer| known.get(&peer.id()))
                 .filter(|(have, their_term)| {
                     *their_term == term && have.get(&self.me).is_some_and(|held| *held >= seq)
                 })
@@ -249,17 +310,18 @@ impl Cluster {
     /// Per origin, the seq up to which every peer holds every event; `None`
     /// for a broker alone. A peer not heard from holds nothing yet.
     pub fn replicated(&self) -> Option<Have> {
-        if self.peers.is_empty() {
+        let peers = self.peers();
+        if peers.is_empty() {
             return None;
         }
         let known = lock(&self.peer_have);
-        let Some((first, _)) = self.peers.first().and_then(|p| known.get(&p.id())) else {
+        let Some((first, _)) = peers.first().and_then(|p| known.get(&p.id())) else {
             return Some(Have::new());
         };
         let floor = first
             .keys()
             .map(|origin| {
-                let lowest = self.peers.iter().map(|peer| {
+                let lowest = peers.iter().map(|peer| {
                     known
                         .get(&peer.id())
                         .and_then(|(have, _)| have.get(origin))
@@ -289,8 +351,8 @@ impl Cluster {
         let _ = self.inputs.send(input);
     }
 
-    fn client(&self, peer: &str) -> Option<&Client> {
-        self.clients.get(peer)
+    fn client(&self, peer: &str) -> Option<Client> {
+        self.read_peers().clients.get(peer).cloned()
     }
 }
 
@@ -301,9 +363,8 @@ pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<(
         tokio::spawn(driver::run(app.clone(), parts)),
         tokio::spawn(recovery_deadline(app.clone())),
     ];
-    for peer in app.cluster.peers.clone() {
-        tasks.push(tokio::spawn(replicator::run(app.clone(), peer.id())));
-    }
+    tasks.push(tokio::spawn(members::run(app.clone())));
+    tasks.push(tokio::spawn(members::join(app.clone())));
     tasks
 }
 

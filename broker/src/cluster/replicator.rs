@@ -28,7 +28,7 @@ const BUDGET: SyncBudget = SyncBudget {
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub async fn run(app: web::Data<AppState>, peer: String) {
-    let Some(client) = app.cluster.client(&peer).cloned() else {
+    let Some(client) = app.cluster.client(&peer) else {
         return;
     };
     let mut shutdown = app.shutdown.clone();
@@ -36,7 +36,8 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     let mut theirs: Option<Have> = None;
     let mut backoff = HEARTBEAT;
     let mut budget = BUDGET;
-    loop {
+    // Ends when the peer is no longer a member.
+    while app.cluster.knows(&peer) {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();

@@ -1,6 +1,6 @@
 //! Leader mode: a follower sends every client write on to the leader and
 //! answers with the leader's answer, so that the leader sequences them all.
-//! A change of mode goes to the leader in either mode.
+//! A change of the cluster (mode, members) goes to the leader in either mode.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -27,15 +27,17 @@ pub async fn to_leader(
 }
 
 /// Client writes of a follower in leader mode, and in any mode a change of
-/// mode (the leader coordinates it); never a request forwarded already.
+/// the cluster (mode, members: the leader coordinates it); never a request
+/// forwarded already.
 fn must_forward(app: &AppState, request: &ServiceRequest) -> bool {
     // Two brokers that briefly name each other leader must not bounce a
     // request back and forth: a forwarded request is handled where it lands.
     if request.headers().contains_key(FORWARDED_HEADER) {
         return false;
     }
-    let changes_mode = request.method() == Method::PUT && request.path() == "/cluster/mode";
-    (app.follows_leader() && is_client_write(request)) || (changes_mode && !app.cluster.is_leader())
+    let coordinated = request.path().starts_with("/cluster/");
+    let leader_only = coordinated && is_client_write(request) && !app.cluster.is_leader();
+    (app.follows_leader() && is_client_write(request)) || leader_only
 }
 
 /// POST, PUT and DELETE of the public API (not `/peer/*`).
@@ -47,7 +49,7 @@ fn is_client_write(request: &ServiceRequest) -> bool {
 /// Sends the request to the leader; answers with its status and body, or
 /// `no_quorum` when no leader can be reached.
 async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse<BoxBody> {
-    let Some(leader) = app.cluster.leader_client().cloned() else {
+    let Some(leader) = app.cluster.leader_client() else {
         return refuse(request, ApiError::NoQuorum);
     };
     let body = match request.extract::<web::Bytes>().await {

@@ -27,6 +27,14 @@ pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Cl
             .service(resource("/health", [web::get().to(status::health)]))
             .service(resource("/cluster", [web::get().to(status::cluster)]))
             .service(resource("/cluster/mode", [web::put().to(status::set_mode)]))
+            .service(resource(
+                "/cluster/members",
+                [web::post().to(status::add_member)],
+            ))
+            .service(resource(
+                "/cluster/members/{id}",
+                [web::delete().to(status::remove_member)],
+            ))
             .service(resource("/metrics", [web::get().to(status::metrics)]))
             .service(resource(
                 "/publishers",

@@ -90,6 +90,8 @@ fn check_event(event: &Event) -> Result<(), ApiError> {
                 && *acked_seq <= MAX
         }
         Change::SetMode { mode } => Mode::parse(mode).is_some(),
+        Change::AddMember { host, port } => *port != 0 && is_broker_id(&format!("{host}:{port}")),
+        Change::RemoveMember { member } => is_broker_id(member),
         Change::Pruned => true,
     };
     let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX_STAMP;

@@ -1,11 +1,12 @@
 //! `GET /health`, `GET /cluster`, `GET /metrics`.
 
 use actix_web::{web, HttpResponse};
-use client::wire::{ClusterInfo, Health, ModeChange};
+use client::wire::{ClusterInfo, Health, ModeChange, NewMember, Registration};
 
 use super::body::Body;
 use crate::config::Mode;
 use crate::error::ApiError;
+use crate::names::is_broker_id;
 
 use crate::AppState;
 
@@ -46,4 +47,31 @@ pub async fn set_mode(
     })?;
     app.record(move |tx| tx.set_mode(parsed)).await?;
     Ok(HttpResponse::Ok().json(ModeChange { mode }))
+}
+
+/// `POST /cluster/members`: adds a broker (recorded by the leader).
+pub async fn add_member(
+    app: web::Data<AppState>,
+    body: Body<NewMember>,
+) -> Result<HttpResponse, ApiError> {
+    let NewMember { host, port } = body.into_inner();
+    let id = format!("{host}:{port}");
+    if port == 0 || !is_broker_id(&id) {
+        return Err(ApiError::BadRequest(format!(
+            "{id:?} is not a host and port"
+        )));
+    }
+    let created = app.record(move |tx| tx.add_member(&host, port)).await?;
+    Ok(super::created_response(created, Registration { id }))
+}
+
+/// `DELETE /cluster/members/{id}`: removes a broker (recorded by the leader).
+pub async fn remove_member(
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let known = app.cluster.knows(&id) || id == app.config.id;
+    app.record(move |tx| tx.remove_member(&id, known)).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

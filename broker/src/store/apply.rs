@@ -95,6 +95,16 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             )?
             .execute(params![subscriber, topic, acked_origin, acked_seq])?;
         }
+        Change::AddMember { host, port } => {
+            let id = format!("{host}:{port}");
+            store_event(conn, event, EventRow::new("add_member", &id))?;
+            merge_member(conn, &id, host, *port, true, &stamp)?;
+        }
+        Change::RemoveMember { member } => {
+            store_event(conn, event, EventRow::new("remove_member", member))?;
+            let (host, port) = split_id(member);
+            merge_member(conn, member, host, port, false, &stamp)?;
+        }
         Change::SetMode { mode } => {
             store_event(conn, event, EventRow::new("set_mode", mode))?;
             merge_setting(conn, "mode", mode, &stamp)?;
@@ -178,6 +188,33 @@ fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite:
         ack_origin,
         ack_seq
     ])?;
+    Ok(())
+}
+
+/// `<host>:<port>` as host and port (port 0 when there is none).
+pub fn split_id(id: &str) -> (&str, u16) {
+    match id.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().unwrap_or(0)),
+        None => (id, 0),
+    }
+}
+
+/// A member joins (`present`) or leaves; the latest stamp wins.
+fn merge_member(
+    conn: &Connection,
+    id: &str,
+    host: &str,
+    port: u16,
+    present: bool,
+    stamp: &Stamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO members (id, host, port, present, lamport, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET
+             present = excluded.present, lamport = excluded.lamport, origin = excluded.origin
+         WHERE (excluded.lamport, excluded.origin) > (lamport, origin)",
+        params![id, host, port, present, stamp.lamport, stamp.origin],
+    )?;
     Ok(())
 }
 

@@ -144,7 +144,10 @@ mod tests {
     fn open(dir: &Path) -> Store {
         let config = Config {
             id: "B:1".to_string(),
+            host: "B".to_string(),
+            port: 1,
             peers: Vec::new(),
+            join: None,
             data_dir: dir.to_path_buf(),
             mode: Mode::Gossip,
             durability: Durability::Normal,

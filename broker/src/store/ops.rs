@@ -4,6 +4,7 @@
 use client::http::Created;
 use client::peer::Have;
 use client::wire::{message_id, Published, StartFrom};
+use client::PeerAddr;
 use rusqlite::params;
 
 use super::queries;
@@ -117,6 +118,44 @@ impl WriteTx<'_> {
         self.record(Change::Unsubscribe {
             subscriber: subscriber.to_string(),
             topic: topic.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Adds a member (a no-op for a present one).
+    pub fn add_member(&mut self, host: &str, port: u16) -> Result<Created, ApiError> {
+        let id = format!("{host}:{port}");
+        if queries::member_present(self.conn, &id)? == Some(true) {
+            return Ok(Created::Existing);
+        }
+        self.record(Change::AddMember {
+            host: host.to_string(),
+            port,
+        })?;
+        Ok(Created::New)
+    }
+
+    /// Records as members the brokers never added nor removed at run time
+    /// (the seed peer list), so that a broker joining later learns them all.
+    pub fn note_members(&mut self, brokers: &[PeerAddr]) -> Result<(), ApiError> {
+        for broker in brokers {
+            if queries::member_present(self.conn, &broker.id())?.is_none() {
+                self.record(Change::AddMember {
+                    host: broker.host.clone(),
+                    port: broker.port,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a member; `member_not_found` unless `known` says it is one.
+    pub fn remove_member(&mut self, id: &str, known: bool) -> Result<(), ApiError> {
+        if queries::member_present(self.conn, id)? == Some(false) || !known {
+            return Err(ApiError::MemberNotFound(id.to_string()));
+        }
+        self.record(Change::RemoveMember {
+            member: id.to_string(),
         })?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use client::peer::Have;
 use client::wire::{message_id, Message, StartFrom, TopicInfo};
+use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::ApiError;
@@ -95,6 +96,27 @@ pub fn position(
         .query_row([subscriber, topic, origin], |row| row.get(0))
         .optional()?
         .unwrap_or(0))
+}
+
+/// Members added (`true`) or removed (`false`) at run time.
+pub fn member_changes(conn: &Connection) -> rusqlite::Result<Vec<(PeerAddr, bool)>> {
+    conn.prepare_cached("SELECT host, port, present FROM members ORDER BY id")?
+        .query_map([], |row| {
+            let peer = PeerAddr {
+                host: row.get(0)?,
+                port: row.get(1)?,
+            };
+            Ok((peer, row.get(2)?))
+        })?
+        .collect()
+}
+
+/// Whether `id` was added (`Some(true)`) or removed (`Some(false)`) at run
+/// time; `None` when neither.
+pub fn member_present(conn: &Connection, id: &str) -> rusqlite::Result<Option<bool>> {
+    conn.prepare_cached("SELECT present FROM members WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()
 }
 
 /// A cluster-wide setting, when one was ever set.
@@ -352,6 +374,14 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             acked_seq: row.get(7)?,
         },
         "set_mode" => Change::SetMode { mode: actor },
+        "add_member" => {
+            let (host, port) = super::apply::split_id(&actor);
+            Change::AddMember {
+                host: host.to_string(),
+                port,
+            }
+        }
+        "remove_member" => Change::RemoveMember { member: actor },
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

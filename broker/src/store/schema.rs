@@ -10,6 +10,7 @@ use crate::config::Durability;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_event_log.sql"),
     include_str!("../../../migrations/0002_settings.sql"),
+    include_str!("../../../migrations/0003_members.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

@@ -176,6 +176,7 @@ fn wakes(change: &Change) -> Option<Key> {
             Some(Key::Subscriber(subscriber.clone()))
         }
         Change::SetMode { .. } => Some(Key::ModeChanged),
+        Change::AddMember { .. } | Change::RemoveMember { .. } => Some(Key::MembersChanged),
         _ => None,
     }
 }
