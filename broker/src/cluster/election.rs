@@ -1360,4 +1360,29 @@ mod tests {
             _ => net.detect_silence(),
         }
     }
+
+    #[test]
+    fn a_leader_that_leaves_the_members_is_replaced() {
+        let now = Instant::now();
+        let mut a = machine(A, &[A, B, C]);
+        a.step(now, received(C, Message::Coordinator, 2));
+        assert_eq!(a.leader(), Some(C));
+        // C removed: A runs an election among the members left.
+        let sends = a.step(
+            now,
+            Input::Members {
+                peers: strings(&[B]),
+            },
+        );
+        assert_eq!(a.leader(), None);
+        assert_eq!(sends, vec![send(B, Message::Election, 2)]);
+        // A member list that keeps the leader changes nothing.
+        let mut b = machine(B, &[A, B, C]);
+        b.step(now, received(C, Message::Coordinator, 2));
+        let kept = Input::Members {
+            peers: strings(&[A, C, "h:9"]),
+        };
+        assert_eq!(b.step(now, kept), Vec::new());
+        assert_eq!(b.leader(), Some(C));
+    }
 }
