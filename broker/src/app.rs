@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use client::peer::Have;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
@@ -29,6 +30,30 @@ impl AppState {
     /// the leader's to sequence.
     pub fn follows_leader(&self) -> bool {
         self.mode() == Mode::Leader && !self.cluster.is_leader()
+    }
+
+    /// Whether this broker leads in leader mode (it orders every write).
+    pub fn leads_in_order(&self) -> bool {
+        self.mode() == Mode::Leader && self.cluster.is_leader()
+    }
+
+    /// What may be delivered, per origin, given what this broker holds
+    /// (`mine`): everything in gossip mode (`None`); in leader mode only
+    /// events a majority holds, and nothing while this broker lacks one of
+    /// them (so every broker delivers in the same order).
+    pub fn deliverable(&self, mine: &Have) -> Option<Have> {
+        if self.mode() != Mode::Leader {
+            return None;
+        }
+        let committed = if self.cluster.is_leader() {
+            self.cluster.commit_vector(mine)
+        } else {
+            self.cluster.leader_commit().unwrap_or_default()
+        };
+        let lacking = committed
+            .iter()
+            .any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
+        Some(if lacking { Have::new() } else { committed })
     }
 
     /// The replication mode: as set at run time for the cluster, else `--mode`.

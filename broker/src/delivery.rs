@@ -8,6 +8,7 @@ use client::wire::{Message, Pulled};
 use futures_util::future::select_all;
 use tokio::time::Instant;
 
+use crate::config::Mode;
 use crate::cursor::{Cursor, Position};
 use crate::error::ApiError;
 use crate::store::queries;
@@ -30,18 +31,21 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
+    let committed = app.wakeups.watch(Key::Committed);
     let messages = loop {
         // Every wake-up is enabled before the read it guards, so a commit
         // after that read wakes this pull: the subscriber's before its
         // topics are listed, the topics' before their messages are read.
         let mut subscriptions_changed = Box::pin(subscriber.notified());
         subscriptions_changed.as_mut().enable();
+        let mut commit_moved = Box::pin(committed.notified());
+        commit_moved.as_mut().enable();
         let topics = checked_topics(app, &pull).await?;
         let watches: Vec<_> = topics
             .iter()
             .map(|topic| app.wakeups.watch(Key::Topic(topic.clone())))
             .collect();
-        let mut wakes = vec![subscriptions_changed];
+        let mut wakes = vec![subscriptions_changed, commit_moved];
         for watch in &watches {
             let mut wake = Box::pin(watch.notified());
             wake.as_mut().enable();
@@ -122,7 +126,8 @@ async fn checked_topics(app: &AppState, pull: &Pull) -> Result<Vec<String>, ApiE
         .await
 }
 
-/// The pending messages of the pull's subscriber on `topics`.
+/// The pending messages of the pull's subscriber on `topics`, as far as
+/// they may be delivered (see `AppState::deliverable`).
 async fn read_pending(
     app: &AppState,
     pull: &Pull,
@@ -130,8 +135,18 @@ async fn read_pending(
 ) -> Result<Vec<Message>, ApiError> {
     let subscriber = pull.subscriber.clone();
     let max = pull.max;
+    let deliverable = match app.mode() {
+        Mode::Gossip => None,
+        Mode::Leader => {
+            let mine = app.store.read(|conn| Ok(queries::have(conn)?)).await?;
+            app.deliverable(&mine)
+        }
+    };
     app.store
-        .read(move |conn| Ok(queries::pending(conn, &subscriber, &topics, max)?))
+        .read(move |conn| {
+            let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_ref(), max);
+            Ok(pending?)
+        })
         .await
 }
 

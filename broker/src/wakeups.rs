@@ -22,6 +22,8 @@ pub enum Key {
     ModeChanged,
     /// A member was added or removed.
     MembersChanged,
+    /// Leader mode: what a majority holds moved on (more may be delivered).
+    Committed,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some

@@ -18,6 +18,10 @@ pub struct SyncRequest {
     pub term: u64,
     pub leader: Option<String>,
     pub events: Vec<PeerEvent>,
+    /// Leader mode, from the leader: per origin, the seq up to which a
+    /// majority holds every event (what followers may deliver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<Have>,
 }
 
 /// The receiver's state after applying a sync.

@@ -86,6 +86,8 @@ pub struct Cluster {
     /// ticks on every update.
     peer_have: Mutex<HashMap<String, (Have, u64)>>,
     peer_have_changed: watch::Sender<u64>,
+    /// Leader mode, on a follower: the commit vector the leader last sent.
+    leader_commit: Mutex<Option<Have>>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
     /// Whether this broker holds its own history and may record events;
@@ -112,6 +114,7 @@ impl Cluster {
             membership: Membership::new(DEAD_AFTER),
             peer_have: Mutex::new(HashMap::new()),
             peer_have_changed: watch::Sender::new(0),
+            leader_commit: Mutex::new(None),
             leadership,
             inputs: inputs_tx,
             caught_up: watch::Sender::new(has_history || peers.is_empty()),
@@ -234,6 +237,47 @@ impl Cluster {
     pub fn peer_holds(&self, peer: &str, have: Have, term: u64) {
         lock(&self.peer_have).insert(peer.to_string(), (have, term));
         self.peer_have_changed.send_modify(|updates| *updates += 1);
+    }
+
+    /// Per origin, the seq up to which a majority (this broker with `mine`
+    /// and the peers in its term) holds every event.
+    pub fn commit_vector(&self, mine: &Have) -> Have {
+        let term = self.leadership().term;
+        let peers = self.peers();
+        let members = peers.len() + 1;
+        let known = lock(&self.peer_have);
+        let held: Vec<&Have> = peers
+            .iter()
+            .filter_map(|peer| known.get(&peer.id()))
+            .filter(|(_, their_term)| *their_term == term)
+            .map(|(have, _)| have)
+            .collect();
+        mine.iter()
+            .map(|(origin, &own)| {
+                let mut seqs: Vec<u64> = held
+                    .iter()
+                    .map(|have| have.get(origin).copied().unwrap_or(0).min(own))
+                    .collect();
+                seqs.push(own);
+                seqs.sort_unstable_by(|a, b| b.cmp(a));
+                // The greatest seq that a majority holds.
+                let majority = members / 2 + 1;
+                let floor = seqs.get(majority - 1).copied().unwrap_or(0);
+                (origin.clone(), floor)
+            })
+            .collect()
+    }
+
+    /// Leader mode, on a follower: what the leader last said is committed.
+    pub fn leader_commit(&self) -> Option<Have> {
+        lock(&self.leader_commit).clone()
+    }
+
+    /// A commit vector from the current leader.
+    pub fn leader_committed(&self, from: &str, committed: Have) {
+        if self.leadership().leader.as_deref() == Some(from) {
+            *lock(&self.leader_commit) = Some(committed);
+        }
     }
 
     /// Whether this broker leads.
@@ -411,5 +455,34 @@ mod tests {
         );
         cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]), 1);
         assert_eq!(cluster.replicated(), Some(have(&[("h:1", 7), ("h:2", 0)])));
+    }
+
+    #[test]
+    fn the_commit_vector_is_what_a_majority_holds() {
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], true);
+        let mine = have(&[("h:1", 10), ("h:2", 3)]);
+        // Alone of five: nothing is held by a majority (3).
+        assert_eq!(
+            cluster.commit_vector(&mine),
+            have(&[("h:1", 0), ("h:2", 0)])
+        );
+        // Peers of term 0 (the term of a fresh cluster view) count.
+        cluster.peer_holds("h:2", have(&[("h:1", 8), ("h:2", 3)]), 0);
+        cluster.peer_holds("h:3", have(&[("h:1", 6)]), 0);
+        assert_eq!(
+            cluster.commit_vector(&mine),
+            have(&[("h:1", 6), ("h:2", 0)])
+        );
+        // A peer in another term does not count.
+        cluster.peer_holds("h:4", have(&[("h:1", 10), ("h:2", 3)]), 7);
+        assert_eq!(
+            cluster.commit_vector(&mine),
+            have(&[("h:1", 6), ("h:2", 0)])
+        );
+        cluster.peer_holds("h:5", have(&[("h:1", 9), ("h:2", 3)]), 0);
+        assert_eq!(
+            cluster.commit_vector(&mine),
+            have(&[("h:1", 8), ("h:2", 3)])
+        );
     }
 }

@@ -59,6 +59,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 let progressed = theirs.as_ref() != Some(&answer.have);
                 app.cluster
                     .peer_holds(&peer, answer.have.clone(), answer.term);
+                app.wakeups.wake(&Key::Committed);
                 let theirs_of_mine = answer.have.get(app.cluster.me()).copied();
                 app.cluster
                     .check_caught_up(theirs_of_mine.unwrap_or(0), app.store.own_seq());
@@ -102,20 +103,24 @@ async fn sync_request(
     theirs: Option<&Have>,
     budget: SyncBudget,
 ) -> Result<SyncRequest, ApiError> {
-    let events = match theirs {
-        None => Vec::new(),
-        Some(theirs) => {
-            let theirs = theirs.clone();
-            app.store
-                .read(move |conn| {
-                    let mine = queries::have(conn)?;
-                    Ok(queries::missing(conn, &mine, &theirs, budget)?)
-                })
-                .await?
-        }
-    };
+    let theirs = theirs.cloned();
+    let (mine, events) = app
+        .store
+        .read(move |conn| {
+            let mine = queries::have(conn)?;
+            let events = match theirs {
+                Some(theirs) => queries::missing(conn, &mine, &theirs, budget)?,
+                None => Vec::new(),
+            };
+            Ok((mine, events))
+        })
+        .await?;
+    let committed = app
+        .leads_in_order()
+        .then(|| app.cluster.commit_vector(&mine));
     Ok(SyncRequest {
         events,
+        committed,
         ..heartbeat(app)
     })
 }
@@ -128,6 +133,7 @@ fn heartbeat(app: &AppState) -> SyncRequest {
         term: leadership.term,
         leader: leadership.leader,
         events: Vec::new(),
+        committed: None,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::event::{Change, Event, MAX_STAMP};
 use crate::names::{is_broker_id, is_valid_name};
 use crate::store::queries;
+use crate::wakeups::Key;
 use crate::AppState;
 
 /// Applies the events a peer sent and answers with what this broker holds.
@@ -22,12 +23,17 @@ pub async fn sync(
         term,
         leader,
         events,
+        committed,
     } = body.into_inner();
     check_peer(&app, &from)?;
     check_term(term)?;
     events.iter().try_for_each(check_event)?;
     let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
+    if let Some(committed) = committed {
+        app.cluster.leader_committed(&from, committed);
+        app.wakeups.wake(&Key::Committed);
+    }
     let have = if events.is_empty() || deposed {
         app.store.read(|conn| Ok(queries::have(conn)?)).await?
     } else {

@@ -156,7 +156,8 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
 }
 
 /// Messages `subscriber` has not acknowledged on `topics`, oldest first by
-/// `(lamport, origin)`, at most `max`.
+/// `(lamport, origin)`, at most `max`; with `deliverable`, only up to its
+/// seq per origin (leader mode: what a majority holds).
 ///
 /// Each topic is read on its own, in index order, stopping after `max`
 /// pending messages: no sort of the whole backlog. (Messages this subscriber
@@ -165,11 +166,22 @@ pub fn pending(
     conn: &Connection,
     subscriber: &str,
     topics: &[String],
+    deliverable: Option<&Have>,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
+    let deliverable = deliverable
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let mut messages = Vec::new();
     for topic in topics {
-        messages.extend(pending_on(conn, subscriber, topic, max)?);
+        messages.extend(pending_on(
+            conn,
+            subscriber,
+            topic,
+            deliverable.as_deref(),
+            max,
+        )?);
     }
     messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin)));
     messages.truncate(max as usize);
@@ -186,6 +198,7 @@ fn pending_on(
     conn: &Connection,
     subscriber: &str,
     topic: &str,
+    deliverable: Option<&str>,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     conn.prepare_cached(
@@ -200,10 +213,12 @@ fn pending_on(
            AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
            AND m.seq <= o.have
            AND m.seq > coalesce(p.seq, 0)
+           AND (?4 IS NULL OR m.seq <= coalesce(
+               (SELECT value FROM json_each(?4) WHERE key = m.origin), 0))
          ORDER BY m.lamport, m.origin
          LIMIT ?3",
     )?
-    .query_map(params![subscriber, topic, max], |row| {
+    .query_map(params![subscriber, topic, max, deliverable], |row| {
         let origin: String = row.get(0)?;
         let seq: u64 = row.get(1)?;
         Ok(Message {
