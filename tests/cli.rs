@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use support::{
-    eventually, free_port, payloads, read_all, run_bin, spawn_piped, subscribed, wait_bounded,
-    Broker, HOST,
+    assert_success, eventually, free_port, payloads, read_all, run_bin, spawn_piped, subscribed,
+    wait_bounded, Broker, HOST,
 };
 
 const PUBLISHER: &str = env!("CARGO_BIN_EXE_publisher");
@@ -381,17 +381,6 @@ fn lines(bytes: &[u8]) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// Asserts a zero exit; shows stderr otherwise.
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit {}; stderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Asserts a non-zero exit with exactly one line `<program>: error: ...`

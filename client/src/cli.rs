@@ -142,13 +142,27 @@ pub fn parse_args<P: clap::Parser>() -> P {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let rendered = error.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let what = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("{program}: error: {what} (see --help)");
+            eprintln!("{program}: error: {} (see --help)", first_line(&error));
             std::process::exit(2);
         }
     }
+}
+
+/// clap's error as one line: its first line, followed by the indented lines
+/// that complete it (e.g. the missing arguments after "...not provided:").
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut what = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if what.ends_with(':') {
+        let details: Vec<&str> = lines
+            .take_while(|line| line.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        what = format!("{what} {}", details.join(", "));
+    }
+    what
 }
 
 /// A failed call as a command-line program reports it on its error line:

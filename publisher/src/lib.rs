@@ -6,11 +6,16 @@
 //! Messages go out in batches (`publish_batch`, one transaction each, in
 //! order); a batch from stdin holds only lines that were already read, so a
 //! line typed interactively is published at once.
+//!
+//! With `--log FILE` each acknowledged message is also appended to FILE as a
+//! `sent` record (`client::delivery`), for `bench check`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
+use client::delivery::{self, DeliveryLog, Record, Sent};
 use client::wire::Published;
 use client::{Client, ClientError};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
@@ -38,6 +43,9 @@ pub struct Cli {
     /// Publish N generated messages, `message-1` .. `message-N`
     #[arg(long, value_name = "N", conflicts_with = "messages")]
     pub count: Option<u64>,
+    /// Append a `sent` record (JSON line) per acknowledged message to FILE
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
     /// Messages to publish, in order [default: each line of stdin]
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<String>,
@@ -48,7 +56,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     // The error's text already names its cause.
     let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
     ensure!(!brokers.is_empty(), "the peer list names no broker");
-    let mut session = Session::new(&cli, Failover::new(&brokers));
+    let log = cli.log.as_deref().map(open_log).transpose()?;
+    let mut session = Session::new(&cli, Failover::new(&brokers), log);
     session.setup().await.map_err(failed)?;
     match cli.count {
         Some(count) => {
@@ -99,15 +108,18 @@ struct Session<'c> {
     failover: Failover,
     batch: Vec<String>,
     batch_bytes: usize,
+    /// `--log`.
+    log: Option<DeliveryLog>,
 }
 
 impl<'c> Session<'c> {
-    fn new(cli: &'c Cli, failover: Failover) -> Self {
+    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>) -> Self {
         Session {
             cli,
             failover,
             batch: Vec::new(),
             batch_bytes: 0,
+            log,
         }
     }
 
@@ -131,15 +143,29 @@ impl<'c> Session<'c> {
         Ok(())
     }
 
-    /// Sends the batch, if any, and prints the ids of its messages.
+    /// Sends the batch, if any, prints the ids of its messages and logs them.
     async fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let payloads = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        let sent_ms = delivery::unix_ms();
         let published = self.publish(&payloads).await.map_err(failed)?;
-        print_ids(&published).context("cannot write to stdout")
+        let acked_ms = delivery::unix_ms();
+        print_ids(&published).context("cannot write to stdout")?;
+        if let Some(log) = &mut self.log {
+            for (message, payload) in published.iter().zip(&payloads) {
+                let record = Record::Sent(Sent {
+                    id: message.id.clone(),
+                    digest: delivery::digest(payload.as_bytes()),
+                    sent_ms,
+                    acked_ms,
+                });
+                log.write(&record).context("cannot write to the log")?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes one batch, setting up first on any broker failed over to.
@@ -177,6 +203,11 @@ async fn prepare(client: &Client, id: &str, topic: &str, create: bool) -> Result
         }
     }
     Ok(())
+}
+
+/// Opens the `--log` file for appending.
+fn open_log(path: &Path) -> Result<DeliveryLog> {
+    DeliveryLog::append_to(path).with_context(|| format!("cannot open log {}", path.display()))
 }
 
 /// Prints one id per line and flushes, so a reader sees each acknowledgement at once.

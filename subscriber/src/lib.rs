@@ -10,13 +10,18 @@
 //! order) and acknowledged without being printed twice. Without any reachable
 //! broker the program retries with a growing pause and gives up after
 //! [`GIVE_UP`].
+//!
+//! With `--log FILE` each printed message is also appended to FILE as a
+//! `received` record (`client::delivery`), for `bench check`.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
+use client::delivery::{self, DeliveryLog, Received, Record};
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use client::{Client, ClientError};
@@ -50,6 +55,9 @@ pub struct Cli {
     /// `text`: the payload alone on a line; `json`: the message as one JSON object per line
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Append a `received` record (JSON line) per printed message to FILE
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
 }
 
 /// `--format`.
@@ -64,7 +72,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     // The error's text already names its cause.
     let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
     ensure!(!brokers.is_empty(), "the peer list names no broker");
-    Subscriber::new(&cli, Failover::new(&brokers)).run().await
+    let log = cli.log.as_deref().map(open_log).transpose()?;
+    Subscriber::new(&cli, Failover::new(&brokers), log)
+        .run()
+        .await
+}
+
+/// Opens the `--log` file for appending.
+fn open_log(path: &Path) -> Result<DeliveryLog> {
+    DeliveryLog::append_to(path).with_context(|| format!("cannot open log {}", path.display()))
 }
 
 /// The broker connection and what this run has printed.
@@ -75,15 +91,18 @@ struct Subscriber<'c> {
     printed: HashMap<String, u64>,
     /// Messages still to print before exiting (`--count`).
     remaining: Option<u64>,
+    /// `--log`.
+    log: Option<DeliveryLog>,
 }
 
 impl<'c> Subscriber<'c> {
-    fn new(cli: &'c Cli, failover: Failover) -> Self {
+    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>) -> Self {
         Subscriber {
             cli,
             failover,
             printed: HashMap::new(),
             remaining: cli.count,
+            log,
         }
     }
 
@@ -151,11 +170,29 @@ impl<'c> Subscriber<'c> {
                 return Ok(false);
             }
             write_message(&mut out, message, self.cli.format).context("cannot write to stdout")?;
+            self.log_received(message)?;
             self.printed.insert(message.origin.clone(), message.seq);
             self.remaining = self.remaining.map(|left| left - 1);
         }
         out.flush().context("cannot write to stdout")?;
         Ok(true)
+    }
+
+    /// Appends a `received` record for `message` to the `--log` file, if any.
+    fn log_received(&mut self, message: &Message) -> Result<()> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        let record = Record::Received(Received {
+            subscriber: self.cli.id.clone(),
+            id: message.id.clone(),
+            origin: message.origin.clone(),
+            seq: message.seq,
+            digest: delivery::digest(message.payload.as_bytes()),
+            published_at_ms: message.published_at_ms,
+            received_ms: delivery::unix_ms(),
+        });
+        log.write(&record).context("cannot write to the log")
     }
 
     /// Whether this run already printed `message`.

@@ -856,3 +856,14 @@ pub fn lines_of(pipe: impl Read + Send + 'static) -> tokio::sync::mpsc::Unbounde
     });
     receiver
 }
+
+/// Asserts a zero exit; shows stderr otherwise.
+#[track_caller]
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {}; stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,9 @@
+//! `bench`: benchmark tools for rumor (see `bench::Cli`).
+
+fn main() {
+    let cli = client::cli::parse_args::<bench::Cli>();
+    if let Err(error) = bench::run(cli) {
+        eprintln!("bench: error: {error}");
+        std::process::exit(error.exit_code());
+    }
+}
