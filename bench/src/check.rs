@@ -3,12 +3,13 @@
 //! what it received against what was sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use client::delivery::{CheckReport, Latency, Received, Record, Sent, SubscriberReport};
+use client::delivery::{CheckReport, Received, Record, Sent, SubscriberReport};
+
+use crate::report::{latency_cells, percentiles, LATENCY_HEADER};
 
 /// The records of every log, sent and received apart, each in file order.
 #[derive(Debug, Default)]
@@ -142,24 +143,6 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// p50, p90, p99, p99.9 (nearest rank) and max; `None` without samples.
-pub fn percentiles(mut samples: Vec<i64>) -> Option<Latency> {
-    samples.sort_unstable();
-    let max = *samples.last()?;
-    // The sample at rank ceil(per_mille / 1000 * n), counting from 1.
-    let at = |per_mille: usize| {
-        let rank = (per_mille * samples.len()).div_ceil(1000).max(1);
-        samples[rank - 1]
-    };
-    Some(Latency {
-        p50: at(500),
-        p90: at(900),
-        p99: at(990),
-        p99_9: at(999),
-        max,
-    })
-}
-
 /// What fails the check, one phrase per subscriber: anything lost,
 /// duplicated or changed, or no subscriber at all for sent messages.
 pub fn problems(report: &CheckReport) -> Vec<String> {
@@ -187,7 +170,7 @@ pub fn problems(report: &CheckReport) -> Vec<String> {
 
 /// The report as plain text: the sent count, then one table row per subscriber.
 pub fn table(report: &CheckReport) -> String {
-    const HEADER: [&str; 12] = [
+    const COLUMNS: [&str; 7] = [
         "subscriber",
         "received",
         "lost",
@@ -195,49 +178,24 @@ pub fn table(report: &CheckReport) -> String {
         "out_of_order",
         "changed",
         "unknown",
-        "p50_ms",
-        "p90_ms",
-        "p99_ms",
-        "p99.9_ms",
-        "max_ms",
     ];
-    let mut rows = vec![HEADER.map(str::to_string).to_vec()];
-    for s in &report.subscribers {
+    let header = COLUMNS.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
+    let mut rows = vec![header.collect()];
+    rows.extend(report.subscribers.iter().map(|s| {
         let mut row = vec![s.subscriber.clone()];
-        row.extend(
-            [
-                s.received,
-                s.lost,
-                s.duplicated,
-                s.out_of_order,
-                s.changed,
-                s.unknown,
-            ]
-            .map(|n| n.to_string()),
-        );
-        match &s.latency_ms {
-            Some(l) => row.extend([l.p50, l.p90, l.p99, l.p99_9, l.max].map(|n| n.to_string())),
-            None => row.extend(std::iter::repeat_n("-".to_string(), 5)),
-        }
-        rows.push(row);
-    }
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = format!("sent: {}\n", report.sent);
-    for row in &rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            let width = widths[column];
-            let _ = match column {
-                0 => write!(line, "{cell:<width$}"),
-                _ => write!(line, "  {cell:>width$}"),
-            };
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+        let counts = [
+            s.received,
+            s.lost,
+            s.duplicated,
+            s.out_of_order,
+            s.changed,
+            s.unknown,
+        ];
+        row.extend(counts.map(|n| n.to_string()));
+        row.extend(latency_cells(s.latency_ms.as_ref()));
+        row
+    }));
+    format!("sent: {}\n{}", report.sent, crate::report::table(&rows))
 }
 
 #[cfg(test)]
@@ -384,22 +342,6 @@ mod tests {
         };
         let latency = only(&analyse(&logs)).latency_ms.clone().unwrap();
         assert_eq!((latency.p50, latency.max), (10, 30));
-    }
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        assert_eq!(percentiles(Vec::new()), None);
-        let one = percentiles(vec![7]).unwrap();
-        assert_eq!((one.p50, one.p99_9, one.max), (7, 7, 7));
-        // 1..=1000 shuffled: rank k holds k.
-        let samples: Vec<i64> = (1..=1000).map(|n| (n * 7919) % 1000 + 1).collect();
-        let p = percentiles(samples).unwrap();
-        assert_eq!(
-            (p.p50, p.p90, p.p99, p.p99_9, p.max),
-            (500, 900, 990, 999, 1000)
-        );
-        let ten = percentiles((1..=10).collect()).unwrap();
-        assert_eq!((ten.p50, ten.p90, ten.p99, ten.max), (5, 9, 10, 10));
     }
 
     #[test]

@@ -115,14 +115,28 @@ pub struct SubscriberReport {
     pub latency_ms: Option<Latency>,
 }
 
-/// Latency percentiles (nearest rank), in ms.
+/// Latency percentiles (nearest rank), in whole ms unless `T` says
+/// otherwise (`bench publish` and `bench latency` report `f64` ms).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Latency {
-    pub p50: i64,
-    pub p90: i64,
-    pub p99: i64,
-    pub p99_9: i64,
-    pub max: i64,
+pub struct Latency<T = i64> {
+    pub p50: T,
+    pub p90: T,
+    pub p99: T,
+    pub p99_9: T,
+    pub max: T,
+}
+
+impl<T> Latency<T> {
+    /// Each percentile passed through `f`, e.g. to change the unit.
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> Latency<U> {
+        Latency {
+            p50: f(self.p50),
+            p90: f(self.p90),
+            p99: f(self.p99),
+            p99_9: f(self.p99_9),
+            max: f(self.max),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! rumor's public wire format and a typed client for it.
 //!
 //! `wire` holds every JSON body of the HTTP API, `peer` those of the
-//! brokers' own protocol and `delivery` the delivery logs of the CLIs and
-//! `bench check`'s report (the only types in the workspace that derive
+//! brokers' own protocol, `delivery` the delivery logs of the CLIs and
+//! `bench check`'s report and `bench` the reports of `bench publish` and
+//! `bench latency` (the only types in the workspace that derive
 //! `Serialize`), `peers` reads `globalState.csv`,
 //! `http` is the typed async client, and `cli` holds what the command-line
 //! programs share: broker selection flags and failover.
 
+pub mod bench;
 pub mod cli;
 pub mod delivery;
 pub mod http;

@@ -1,0 +1,241 @@
+//! `bench latency`: publish-to-delivery latency. One publisher offers
+//! `--rate` messages a second for `--seconds`, each publish in a task of its
+//! own so that a slow answer does not lower the offered rate, each payload
+//! starting with its send time (`<unix µs>:<padding>`). One subscriber, on
+//! the same or another broker, long-polls with auto-acknowledgement and
+//! takes each message's age on arrival.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use client::bench::LatencyReport;
+use client::wire::{PullQuery, StartFrom};
+use client::{Client, ClientError};
+use tokio::task::JoinSet;
+
+use crate::report::{latency_cells, micros, percentiles_ms, LATENCY_HEADER};
+use crate::{unique_name, BrokerArgs};
+
+/// How long the subscriber waits for missing messages once every publish
+/// was answered.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How long a topic created on one broker may take to reach the subscriber's.
+const REPLICATION_WAIT: Duration = Duration::from_secs(10);
+/// Most messages one pull returns.
+const PULL_MAX: u32 = 1000;
+/// Longest wait of one pull, in ms.
+const PULL_WAIT_MS: u64 = 1000;
+
+#[derive(Debug, clap::Args)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Messages offered per second
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+    /// How long to offer messages, in seconds
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Bytes of each payload (at least the timestamp and its colon)
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Subscribe on this host instead [default: --host]
+    #[arg(long)]
+    pub subscriber_host: Option<String>,
+    /// Subscribe on this port instead [default: --port]
+    #[arg(long)]
+    pub subscriber_port: Option<u16>,
+    /// Print the report as one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LatencyArgs {
+    /// The broker the subscriber reads from.
+    fn subscriber_broker(&self) -> BrokerArgs {
+        BrokerArgs {
+            host: self
+                .subscriber_host
+                .clone()
+                .unwrap_or(self.broker.host.clone()),
+            port: self.subscriber_port.unwrap_or(self.broker.port),
+        }
+    }
+}
+
+/// Sets up a publisher, a fresh topic and a subscriber (all named
+/// [`unique_name`]), then publishes and receives at once, and reports.
+pub async fn run(args: &LatencyArgs) -> Result<LatencyReport, ClientError> {
+    let name = unique_name();
+    let publisher = args.broker.client();
+    publisher.register_publisher(&name).await?;
+    publisher.create_topic(&name, &name).await?;
+    let subscriber = args.subscriber_broker().client();
+    subscriber.register_subscriber(&name).await?;
+    subscribe_when_replicated(&subscriber, &name).await?;
+    let answered = OnceLock::new();
+    let (sent, ages) = tokio::try_join!(
+        offer(&publisher, &name, args, &answered),
+        receive(&subscriber, &name, message_count(args), &answered)
+    )?;
+    Ok(LatencyReport {
+        topic: name,
+        rate: args.rate,
+        seconds: args.seconds,
+        payload_bytes: args.payload_bytes as u64,
+        sent,
+        received: ages.len() as u64,
+        latency_ms: percentiles_ms(ages),
+    })
+}
+
+/// Subscribes `name` to topic `name` from its first message, retrying while
+/// the topic, created on another broker, has not reached this one.
+async fn subscribe_when_replicated(client: &Client, name: &str) -> Result<(), ClientError> {
+    let deadline = Instant::now() + REPLICATION_WAIT;
+    loop {
+        match client.subscribe(name, name, StartFrom::Earliest).await {
+            Err(error) if error.code() == Some("topic_not_found") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result.map(drop),
+        }
+    }
+}
+
+/// Messages offered in all: `rate × seconds`.
+fn message_count(args: &LatencyArgs) -> u64 {
+    u64::from(args.rate) * args.seconds
+}
+
+/// Publishes [`message_count`] stamped messages, one every 1/rate s, and
+/// sets `answered` when the last answer came; returns how many the broker
+/// acknowledged (all of them, or the first error).
+async fn offer(
+    client: &Client,
+    topic: &str,
+    args: &LatencyArgs,
+    answered: &OnceLock<Instant>,
+) -> Result<u64, ClientError> {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
+    let mut publishes = JoinSet::new();
+    for _ in 0..message_count(args) {
+        ticks.tick().await;
+        let (client, topic) = (client.clone(), topic.to_string());
+        let payload = stamped(unix_micros(), args.payload_bytes);
+        publishes.spawn(async move { client.publish(&topic, &topic, &payload).await });
+    }
+    let mut sent = 0;
+    while let Some(joined) = publishes.join_next().await {
+        joined.expect("a publishing task does not panic")?;
+        sent += 1;
+    }
+    answered.get_or_init(Instant::now);
+    Ok(sent)
+}
+
+/// Long-polls topic `name` as subscriber `name`, acknowledging on receipt,
+/// until `count` messages came or [`DRAIN`] passed since every publish was
+/// `answered`; returns each message's age on arrival, in µs.
+async fn receive(
+    client: &Client,
+    name: &str,
+    count: u64,
+    answered: &OnceLock<Instant>,
+) -> Result<Vec<i64>, ClientError> {
+    let query = PullQuery {
+        topic: Some(name.to_string()),
+        max: Some(PULL_MAX),
+        wait_ms: Some(PULL_WAIT_MS),
+        auto_ack: Some(true),
+    };
+    let mut ages = Vec::new();
+    let drained = || answered.get().is_some_and(|at| at.elapsed() >= DRAIN);
+    while (ages.len() as u64) < count && !drained() {
+        let pulled = client.pull(name, &query).await?;
+        let now = unix_micros();
+        let stamps = pulled.messages.iter().filter_map(|m| stamp_of(&m.payload));
+        ages.extend(stamps.map(|sent| now - sent));
+    }
+    Ok(ages)
+}
+
+/// Microseconds since the Unix epoch, now.
+fn unix_micros() -> i64 {
+    micros(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// A payload of `bytes` bytes (more if the stamp needs them): the send
+/// time `micros`, a colon, then padding.
+fn stamped(micros: i64, bytes: usize) -> String {
+    let stamp = format!("{micros}:");
+    let padding = "x".repeat(bytes.saturating_sub(stamp.len()));
+    stamp + &padding
+}
+
+/// The send time a [`stamped`] payload carries.
+fn stamp_of(payload: &str) -> Option<i64> {
+    payload.split_once(':')?.0.parse().ok()
+}
+
+/// The report as plain text: the topic, then a header and one row.
+pub fn table(report: &LatencyReport) -> String {
+    const COLUMNS: [&str; 4] = ["rate", "seconds", "sent", "received"];
+    let header = COLUMNS.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
+    let counts = [
+        u64::from(report.rate),
+        report.seconds,
+        report.sent,
+        report.received,
+    ];
+    let mut row = counts.map(|n| n.to_string()).to_vec();
+    row.extend(latency_cells(report.latency_ms.as_ref()));
+    let rows = [header.collect(), row];
+    format!("topic: {}\n{}", report.topic, crate::report::table(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_their_stamp_and_have_the_size_asked() {
+        let payload = stamped(1_763_740_800_123_456, 100);
+        assert_eq!(payload.len(), 100);
+        assert!(payload.starts_with("1763740800123456:xx"), "{payload}");
+        assert_eq!(stamp_of(&payload), Some(1_763_740_800_123_456));
+        assert_eq!(stamped(42, 1), "42:");
+        assert_eq!(stamp_of("no stamp"), None);
+    }
+
+    #[test]
+    fn table_has_a_header_and_one_row() {
+        let report = LatencyReport {
+            topic: "t".to_string(),
+            rate: 200,
+            seconds: 1,
+            payload_bytes: 100,
+            sent: 200,
+            received: 200,
+            latency_ms: None,
+        };
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "topic: t");
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "rate", "seconds", "sent", "received", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms",
+                "max_ms"
+            ]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["200", "1", "200", "200", "-", "-", "-", "-", "-"]
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! What the subcommands' reports share: latency percentiles and plain-text
+//! tables.
+
+use std::fmt::{Display, Write as _};
+use std::time::Duration;
+
+use client::delivery::Latency;
+
+/// p50, p90, p99, p99.9 (nearest rank) and max; `None` without samples.
+pub fn percentiles(mut samples: Vec<i64>) -> Option<Latency> {
+    samples.sort_unstable();
+    let max = *samples.last()?;
+    // The sample at rank ceil(per_mille / 1000 * n), counting from 1.
+    let at = |per_mille: usize| {
+        let rank = (per_mille * samples.len()).div_ceil(1000).max(1);
+        samples[rank - 1]
+    };
+    Some(Latency {
+        p50: at(500),
+        p90: at(900),
+        p99: at(990),
+        p99_9: at(999),
+        max,
+    })
+}
+
+/// A duration in whole µs, the unit of the timed subcommands' samples.
+pub fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Percentiles of µs samples, in ms.
+pub fn percentiles_ms(samples_us: Vec<i64>) -> Option<Latency<f64>> {
+    percentiles(samples_us).map(|latency| latency.map(|us| us as f64 / 1000.0))
+}
+
+/// Header cells of [`latency_cells`].
+pub const LATENCY_HEADER: [&str; 5] = ["p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"];
+
+/// The percentiles as table cells (`-` without samples): whole ms as they
+/// are, `f64` ms to three decimals (µs).
+pub fn latency_cells<T: Display>(latency: Option<&Latency<T>>) -> Vec<String> {
+    match latency {
+        Some(l) => [&l.p50, &l.p90, &l.p99, &l.p99_9, &l.max]
+            .map(|ms| format!("{ms:.3}"))
+            .to_vec(),
+        None => vec!["-".to_string(); LATENCY_HEADER.len()],
+    }
+}
+
+/// `rows` as aligned text, one line each: the first column left-aligned,
+/// the others right-aligned, two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            let cells = rows.iter().filter_map(|row| row.get(column));
+            cells.map(String::len).max().unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            let width = widths[column];
+            let _ = match column {
+                0 => write!(line, "{cell:<width$}"),
+                _ => write!(line, "  {cell:>width$}"),
+            };
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        assert_eq!(percentiles(Vec::new()), None);
+        let one = percentiles(vec![7]).unwrap();
+        assert_eq!((one.p50, one.p99_9, one.max), (7, 7, 7));
+        // 1..=1000 shuffled: rank k holds k.
+        let samples: Vec<i64> = (1..=1000).map(|n| (n * 7919) % 1000 + 1).collect();
+        let p = percentiles(samples).unwrap();
+        assert_eq!(
+            (p.p50, p.p90, p.p99, p.p99_9, p.max),
+            (500, 900, 990, 999, 1000)
+        );
+        let ten = percentiles((1..=10).collect()).unwrap();
+        assert_eq!((ten.p50, ten.p90, ten.p99, ten.max), (5, 9, 10, 10));
+    }
+
+    #[test]
+    fn percentiles_ms_convert_microseconds_and_print_to_the_microsecond() {
+        let p = percentiles_ms(vec![1500, 250]).unwrap();
+        assert_eq!((p.p50, p.max), (0.25, 1.5));
+        assert_eq!(latency_cells(Some(&p))[4], "1.500");
+        assert_eq!(latency_cells(percentiles(vec![3]).as_ref())[0], "3");
+        assert_eq!(latency_cells::<f64>(None), ["-"; 5]);
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = [
+            vec!["name".to_string(), "n".to_string()],
+            vec!["a".to_string(), "100".to_string()],
+        ];
+        assert_eq!(table(&rows), "name    n\na     100\n");
+    }
+}
