@@ -53,6 +53,27 @@ async fn join(cluster: &Cluster, extra: &[&str]) -> Broker {
     Broker::start_on(free_port(), &args).await
 }
 
+/// The three brokers of `cluster` and `fourth`.
+fn all_four<'a>(cluster: &'a Cluster, fourth: &'a Broker) -> [&'a Broker; 4] {
+    [
+        cluster.broker(0),
+        cluster.broker(1),
+        cluster.broker(2),
+        fourth,
+    ]
+}
+
+/// A fourth broker that joined `cluster` (with `extra` flags), once all four
+/// list each other alive; returns it with the ids of the three and the four.
+async fn joined_fourth(cluster: &Cluster, extra: &[&str]) -> (Broker, Vec<String>, Vec<String>) {
+    let fourth = join(cluster, extra).await;
+    let three = cluster.ids();
+    let mut four = three.clone();
+    four.push(fourth.id());
+    members_are(&all_four(cluster, &fourth), &four, &four).await;
+    (fourth, three, four)
+}
+
 /// `GET /cluster` of `broker`, bounded.
 async fn view(broker: &Broker) -> Result<ClusterInfo, String> {
     probe(broker.client().cluster()).await
@@ -208,17 +229,7 @@ async fn a_broker_joins_catches_up_and_is_removed() {
         assert_eq!(published.expect("publish a batch").messages.len(), 10);
     }
 
-    let mut fourth = join(&cluster, &[]).await;
-    let three = cluster.ids();
-    let mut four = three.clone();
-    four.push(fourth.id());
-    let everyone = [
-        cluster.broker(0),
-        cluster.broker(1),
-        cluster.broker(2),
-        &fourth,
-    ];
-    members_are(&everyone, &four, &four).await;
+    let (mut fourth, three, four) = joined_fourth(&cluster, &[]).await;
 
     // The newcomer holds the whole state: the topic, its 20 messages, the
     // publisher and the subscription.
@@ -247,6 +258,7 @@ async fn a_broker_joins_catches_up_and_is_removed() {
     assert_eq!(from_fourth.origin, fourth.id());
     s1_reads_id(cluster.broker(1), &from_fourth.id).await;
 
+    let everyone = all_four(&cluster, &fourth);
     agreed_leader(&everyone, &greatest(&four)).await;
     remove_member(cluster.broker(1), &fourth.id())
         .await
@@ -328,29 +340,12 @@ async fn membership_changes_are_validated() {
 async fn membership_survives_a_restart() {
     let mut cluster = Cluster::start(3, &[]).await;
     cluster.agreed_leader(SETTLE).await;
-    let mut fourth = join(&cluster, &[]).await;
-    let three = cluster.ids();
-    let mut four = three.clone();
-    four.push(fourth.id());
-    {
-        let everyone = [
-            cluster.broker(0),
-            cluster.broker(1),
-            cluster.broker(2),
-            &fourth,
-        ];
-        members_are(&everyone, &four, &four).await;
-    }
+    let (mut fourth, three, four) = joined_fourth(&cluster, &[]).await;
 
     cluster.kill(0);
     cluster.restart(0).await;
     {
-        let everyone = [
-            cluster.broker(0),
-            cluster.broker(1),
-            cluster.broker(2),
-            &fourth,
-        ];
+        let everyone = all_four(&cluster, &fourth);
         members_are(&everyone, &four, &four).await;
     }
 
@@ -385,19 +380,10 @@ async fn leader_mode_majority_follows_membership() {
     let c0 = cluster.client(0);
     topic_of(&c0, P1, T).await;
 
-    let mut fourth = join(&cluster, &["--mode", "leader"]).await;
-    let three = cluster.ids();
-    let mut four = three.clone();
-    four.push(fourth.id());
+    let (mut fourth, three, four) = joined_fourth(&cluster, &["--mode", "leader"]).await;
     {
-        let everyone = [
-            cluster.broker(0),
-            cluster.broker(1),
-            cluster.broker(2),
-            &fourth,
-        ];
-        members_are(&everyone, &four, &four).await;
         let leader = greatest(&four);
+        let everyone = all_four(&cluster, &fourth);
         agreed_leader(&everyone, &leader).await;
         let info = view(&fourth).await.expect("the fourth's view");
         assert_eq!(info.mode, "leader", "{info:?}");
