@@ -13,7 +13,7 @@ use client::wire::{PullQuery, StartFrom};
 use client::{Client, ClientError};
 use tokio::task::JoinSet;
 
-use crate::report::{latency_cells, micros, percentiles_ms, LATENCY_HEADER};
+use crate::report::{micros, percentiles_ms, run_table};
 use crate::{unique_name, BrokerArgs};
 
 /// How long the subscriber waits for missing messages once every publish
@@ -185,17 +185,14 @@ fn stamp_of(payload: &str) -> Option<i64> {
 /// The report as plain text: the topic, then a header and one row.
 pub fn table(report: &LatencyReport) -> String {
     const COLUMNS: [&str; 4] = ["rate", "seconds", "sent", "received"];
-    let header = COLUMNS.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
     let counts = [
         u64::from(report.rate),
         report.seconds,
         report.sent,
         report.received,
     ];
-    let mut row = counts.map(|n| n.to_string()).to_vec();
-    row.extend(latency_cells(report.latency_ms.as_ref()));
-    let rows = [header.collect(), row];
-    format!("topic: {}\n{}", report.topic, crate::report::table(&rows))
+    let row = counts.map(|n| n.to_string()).to_vec();
+    run_table(&report.topic, &COLUMNS, row, report.latency_ms.as_ref())
 }
 
 #[cfg(test)]

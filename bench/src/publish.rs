@@ -13,7 +13,7 @@ use client::{Client, ClientError};
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
-use crate::report::{latency_cells, micros, percentiles_ms, LATENCY_HEADER};
+use crate::report::{micros, percentiles_ms, run_table};
 use crate::{unique_name, BrokerArgs};
 
 #[derive(Debug, clap::Args)]
@@ -149,7 +149,6 @@ pub fn table(report: &PublishReport) -> String {
         "msg/s",
         "req/s",
     ];
-    let header = COLUMNS.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
     let mut row: Vec<String> = [
         report.connections,
         report.batch,
@@ -161,9 +160,7 @@ pub fn table(report: &PublishReport) -> String {
     row.push(format!("{:.2}", report.seconds));
     row.push(format!("{:.0}", report.messages_per_sec));
     row.push(format!("{:.0}", report.requests_per_sec));
-    row.extend(latency_cells(report.latency_ms.as_ref()));
-    let rows = [header.collect(), row];
-    format!("topic: {}\n{}", report.topic, crate::report::table(&rows))
+    run_table(&report.topic, &COLUMNS, row, report.latency_ms.as_ref())
 }
 
 #[cfg(test)]

@@ -48,6 +48,19 @@ pub fn latency_cells<T: Display>(latency: Option<&Latency<T>>) -> Vec<String> {
     }
 }
 
+/// A one-run report: `topic: …`, then a header of `columns` and the
+/// latency columns, and one row of `cells` and the latency cells.
+pub fn run_table<T: Display>(
+    topic: &str,
+    columns: &[&str],
+    mut cells: Vec<String>,
+    latency: Option<&Latency<T>>,
+) -> String {
+    let header = columns.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
+    cells.extend(latency_cells(latency));
+    format!("topic: {topic}\n{}", table(&[header.collect(), cells]))
+}
+
 /// `rows` as aligned text, one line each: the first column left-aligned,
 /// the others right-aligned, two spaces apart.
 pub fn table(rows: &[Vec<String>]) -> String {
