@@ -10,7 +10,7 @@
 //! one request error type), `config`.
 
 mod app;
-pub mod clock;
+mod clock;
 mod cluster;
 mod config;
 mod cursor;
