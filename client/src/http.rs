@@ -74,11 +74,19 @@ const POLL_GRACE: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for any call that is not a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection is kept for the next call: well
+/// below the broker's own keep-alive (actix-web's default, 5 s, counted from
+/// a clock it updates every 500 ms, so shorter on a busy broker), so that a
+/// call never goes out on a connection the broker is closing at that moment
+/// (which fails it with "connection reset by peer" or "connection closed
+/// before message completed").
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Client {
     pub fn new(base_url: impl Into<String>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(IDLE_TIMEOUT)
             .build()
             .expect("a client without TLS always builds");
         let base = base_url.into().trim_end_matches('/').to_string();
