@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# rumor vs Redis, side by side, in one run: publish throughput of one rumor
+# broker (alone, --durability fsync) against Redis streams (XADD, AOF with
+# appendfsync always), both on this machine, on loopback, 100-byte payloads.
+#
+#   1. Redis XADD, 50 clients, one command per round trip   (redis-benchmark)
+#   2. rumor single publishes, 50 connections               (bench publish --batch 1)
+#   3. Redis XADD, 50 clients, pipelined -P 32              (redis-benchmark -P 32)
+#   4. rumor batches of 1000, K connections                 (bench publish --batch 1000)
+#
+# Each of the four is repeated --runs times, interleaved (Redis, rumor,
+# Redis, rumor, ...) so that machine noise hits both alike. The report
+# (stdout) gives the versions and the machine, then per measurement the
+# median and the min-max range, and the ratios rumor/Redis against their
+# targets: single vs XADD >= 1.5, batches vs pipelined XADD >= 1.0.
+# Progress goes to stderr, so `scripts/bench-vs-redis.sh > out.txt` keeps
+# only the report.
+#
+# Installs redis-server and redis-tools (Debian packages) when missing.
+# Starts its own redis-server and rumor broker on free 127.0.0.1 ports in a
+# temporary directory (under $TMPDIR, so fsync hits that file system) and
+# stops both at exit.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/bench-vs-redis.sh [options]
+
+  --runs R                  repetitions of each measurement, interleaved (default 5; env RUNS)
+  --quick                   tiny run to check the script works: 1 run, small counts
+  --redis-requests N        XADDs per Redis run, one per round trip (default 30000)
+  --redis-pipelined N       XADDs per pipelined Redis run, -P 32 (default 500000)
+  --rumor-messages M        messages per rumor single-publish run (default 40000)
+  --rumor-batch-messages M  messages per rumor batch run (default 200000)
+  --batch-connections K     connections for rumor batches of 1000 (default 4)
+  --no-build                use target/release/{broker,bench} as they are
+  -h, --help                this help
+
+Defaults aim at 2-5 s per run on a 2-core machine. Clients: 50 for Redis
+(redis-benchmark -c 50) and rumor single publishes; K for rumor batches
+(each batch request already carries 1000 messages; with 2 cores, 4 keeps
+the broker's writer busy while the next batches are parsed, more only
+contend for the CPU).
+EOF
+}
+
+die() {
+    echo "bench-vs-redis.sh: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "bench-vs-redis.sh: $*" >&2
+}
+
+# ---------------------------------------------------------------- arguments
+
+runs=${RUNS:-5}
+redis_n=30000
+redis_pipelined_n=500000
+rumor_m=40000
+rumor_batch_m=200000
+batch_connections=4
+quick=0
+build=1
+readonly clients=50 pipeline=32 batch=1000 payload_bytes=100
+
+need_value() {
+    [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
+}
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --runs) need_value "$@"; runs=$2; shift 2 ;;
+        --quick) quick=1; shift ;;
+        --redis-requests) need_value "$@"; redis_n=$2; shift 2 ;;
+        --redis-pipelined) need_value "$@"; redis_pipelined_n=$2; shift 2 ;;
+        --rumor-messages) need_value "$@"; rumor_m=$2; shift 2 ;;
+        --rumor-batch-messages) need_value "$@"; rumor_batch_m=$2; shift 2 ;;
+        --batch-connections) need_value "$@"; batch_connections=$2; shift 2 ;;
+        --no-build) build=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+if [[ $quick -eq 1 ]]; then
+    runs=1
+    redis_n=2000
+    redis_pipelined_n=20000
+    rumor_m=2000
+    rumor_batch_m=20000
+fi
+
+for pair in "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pipelined_n" \
+    "rumor-messages=$rumor_m" "rumor-batch-messages=$rumor_batch_m" \
+    "batch-connections=$batch_connections"; do
+    [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || die "--${pair%%=*} must be a positive integer, got '${pair#*=}'"
+done
+
+# ---------------------------------------------------------------- tools
+
+command -v python3 >/dev/null || die "python3 is needed (to parse the reports)"
+command -v curl >/dev/null || die "curl is needed (to poll the broker's /health)"
+command -v cargo >/dev/null || [[ $build -eq 0 ]] || die "cargo is needed to build rumor (or pass --no-build)"
+
+install_redis() {
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || die "redis-server/redis-tools are missing and neither root nor sudo is available"
+        sudo=(sudo)
+    fi
+    note "installing redis-server and redis-tools (Debian packages)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! "${sudo[@]}" apt-get install -y redis-server redis-tools >&2; then
+        note "install failed; running apt-get update and trying again"
+        "${sudo[@]}" apt-get update >&2 || die "apt-get update failed"
+        "${sudo[@]}" apt-get install -y redis-server redis-tools >&2 \
+            || die "apt-get install redis-server redis-tools failed"
+    fi
+}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
+    || ! command -v redis-benchmark >/dev/null; then
+    install_redis
+fi
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+if [[ $build -eq 1 ]]; then
+    note "building rumor (release): broker, bench"
+    cargo build --release -p rumor --bin broker --bin bench >&2 || die "cargo build failed"
+fi
+bin_dir=${CARGO_TARGET_DIR:-target}/release
+broker_bin=$bin_dir/broker
+bench_bin=$bin_dir/bench
+[[ -x $broker_bin && -x $bench_bin ]] || die "$broker_bin or $bench_bin not found (build first)"
+
+# ---------------------------------------------------------------- processes
+
+work_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-redis.XXXXXX")
+redis_pid=
+broker_pid=
+
+# Stops one process we started: SIGTERM, up to 10 s, then SIGKILL.
+stop_pid() {
+    local pid=$1 name=$2 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        note "$name (pid $pid) did not stop on SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    stop_pid "$broker_pid" broker
+    stop_pid "$redis_pid" redis-server
+    rm -rf "$work_dir"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls `$@` every 0.1 s until it succeeds; fails once $pid has exited or
+# after $deadline seconds.
+wait_ready() {
+    local pid=$1 deadline=$2
+    shift 2
+    local end=$((SECONDS + deadline))
+    while ((SECONDS < end)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+redis_ping() {
+    [[ $(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null) == PONG ]]
+}
+
+# A free port can be taken between the probe and the bind: try a few.
+start_redis() {
+    local attempt
+    mkdir -p "$work_dir/redis"
+    for attempt in 1 2 3; do
+        redis_port=$(free_port)
+        redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work_dir/redis" \
+            --appendonly yes --appendfsync always --save '' --daemonize no \
+            --logfile "$work_dir/redis.log" &
+        redis_pid=$!
+        if wait_ready "$redis_pid" 10 redis_ping; then return 0; fi
+        stop_pid "$redis_pid" redis-server
+        redis_pid=
+        note "redis-server on port $redis_port did not answer PING (attempt $attempt)"
+    done
+    tail -n 20 "$work_dir/redis.log" >&2 2>/dev/null || true
+    die "redis-server did not start; see its log above"
+}
+
+start_broker() {
+    local attempt
+    : >"$work_dir/peers.csv" # no peers: the broker runs alone
+    for attempt in 1 2 3; do
+        broker_port=$(free_port)
+        "$broker_bin" --host 127.0.0.1 --port "$broker_port" --peers "$work_dir/peers.csv" \
+            --data-dir "$work_dir/rumor-$attempt" --durability fsync \
+            2>"$work_dir/broker.log" &
+        broker_pid=$!
+        if wait_ready "$broker_pid" 15 curl -sf "http://127.0.0.1:$broker_port/health"; then return 0; fi
+        stop_pid "$broker_pid" broker
+        broker_pid=
+        note "broker on port $broker_port did not answer GET /health (attempt $attempt)"
+    done
+    tail -n 20 "$work_dir/broker.log" >&2 || true
+    die "the rumor broker did not start; see its log above"
+}
+
+# ---------------------------------------------------------------- measurements
+
+value=$(printf "%${payload_bytes}s" '' | tr ' ' x)
+
+# Prints XADDs per second of one redis-benchmark run; $1 requests, $2 pipeline.
+# redis-benchmark 7.0 (Debian bookworm) has no `-t xadd`, and -d applies to
+# SET/GET only, so the command is given whole, with a 100-byte value. Every
+# run appends to the stream `bench`, checked and deleted afterwards.
+redis_run() {
+    local n=$1 p=$2 out rps len
+    out=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$clients" -n "$n" -P "$p" --csv \
+        XADD bench '*' field "$value" 2>"$work_dir/redis-benchmark.err") \
+        || { cat "$work_dir/redis-benchmark.err" >&2; die "redis-benchmark failed"; }
+    rps=$(python3 -c '
+import csv, sys
+rows = [r for r in csv.reader(sys.stdin) if r]
+if len(rows) < 2 or rows[0][:2] != ["test", "rps"]:
+    sys.exit(1)
+print(float(rows[-1][1]))' <<<"$out") || die "cannot read requests/s from redis-benchmark: $out"
+    len=$(redis-cli -h 127.0.0.1 -p "$redis_port" xlen bench)
+    [[ $len == "$n" ]] || die "redis stream holds $len entries after $n XADDs (errors from the server?)"
+    redis-cli -h 127.0.0.1 -p "$redis_port" del bench >/dev/null
+    echo "$rps"
+}
+
+# Prints messages per second of one `bench publish` run; $1 messages,
+# $2 connections, $3 batch.
+rumor_run() {
+    local m=$1 c=$2 b=$3 out rate
+    out=$("$bench_bin" publish --host 127.0.0.1 --port "$broker_port" --connections "$c" \
+        --messages "$m" --payload-bytes "$payload_bytes" --batch "$b" --json \
+        2>"$work_dir/bench.err") \
+        || { cat "$work_dir/bench.err" >&2; die "bench publish failed"; }
+    rate=$(python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+if r["messages"] != int(sys.argv[1]):
+    sys.exit(1)
+print(float(r["messages_per_sec"]))' "$m" <<<"$out") \
+        || die "cannot read messages_per_sec from bench publish: $out"
+    echo "$rate"
+}
+
+# ---------------------------------------------------------------- run
+
+git_rev=$(git -C "$root" describe --always --dirty --tags 2>/dev/null || echo unknown)
+git_head=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
+fs_type=$(df -PT "$work_dir" 2>/dev/null | awk 'NR == 2 { print $2 }')
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+start_redis
+start_broker
+note "redis-server on 127.0.0.1:$redis_port (pid $redis_pid), broker on 127.0.0.1:$broker_port (pid $broker_pid)"
+
+# One small untimed run of each, so the first timed run does not pay for
+# file creation, first connections and the like.
+note "warming up"
+redis_run 1000 1 >/dev/null
+rumor_run 1000 "$clients" 1 >/dev/null
+
+redis_single=() rumor_single=() redis_pipelined=() rumor_batches=()
+for ((run = 1; run <= runs; run++)); do
+    note "run $run/$runs: Redis XADD"
+    redis_single+=("$(redis_run "$redis_n" 1)")
+    note "run $run/$runs: rumor single publishes"
+    rumor_single+=("$(rumor_run "$rumor_m" "$clients" 1)")
+    note "run $run/$runs: Redis XADD -P $pipeline"
+    redis_pipelined+=("$(redis_run "$redis_pipelined_n" "$pipeline")")
+    note "run $run/$runs: rumor batches of $batch"
+    rumor_batches+=("$(rumor_run "$rumor_batch_m" "$batch_connections" "$batch")")
+done
+
+cat <<EOF
+# rumor vs Redis: publish throughput, $(date -u '+%Y-%m-%d %H:%M UTC')
+rumor:    $git_rev ($git_head), built --release
+redis:    $(redis-server --version)
+          $(redis-benchmark --version)
+machine:  $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -srm)
+data dir: file system ${fs_type:-unknown} (\$TMPDIR); both fsync there
+load avg: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15 min)
+
+redis-server: 127.0.0.1 only, appendonly yes, appendfsync always, save "" (no RDB)
+rumor broker: alone (empty --peers), --durability fsync
+payload ${payload_bytes} bytes; ${runs} run(s) of each, interleaved Redis/rumor
+EOF
+
+python3 - "$runs" \
+    "Redis XADD, $clients clients, ${redis_n} req" "${redis_single[@]}" \
+    "rumor publish, $clients conns, batch 1, ${rumor_m} msg" "${rumor_single[@]}" \
+    "Redis XADD, $clients clients, -P $pipeline, ${redis_pipelined_n} req" "${redis_pipelined[@]}" \
+    "rumor publish, $batch_connections conns, batch $batch, ${rumor_batch_m} msg" "${rumor_batches[@]}" <<'EOF'
+import statistics
+import sys
+
+runs = int(sys.argv[1])
+args = sys.argv[2:]
+rows = []
+while args:
+    label, values = args[0], [float(v) for v in args[1:1 + runs]]
+    args = args[1 + runs:]
+    rows.append((label, values))
+
+width = max(len(label) for label, _ in rows)
+print()
+print(f"{'messages/s':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}   runs")
+for label, values in rows:
+    print(f"{label:<{width}}  {statistics.median(values):>9.0f}  {min(values):>9.0f}"
+          f"  {max(values):>9.0f}   {' '.join(f'{v:.0f}' for v in values)}")
+
+print()
+print("rumor/Redis: ratio of the medians [min-max of the ratios of each interleaved pair]")
+for name, (rumor, redis), target in (
+    ("single publishes vs XADD", (rows[1][1], rows[0][1]), 1.5),
+    ("batches of 1000 vs XADD -P 32", (rows[3][1], rows[2][1]), 1.0),
+):
+    ratio = statistics.median(rumor) / statistics.median(redis)
+    pairs = [a / b for a, b in zip(rumor, redis)]
+    verdict = "met" if ratio >= target else "not met"
+    print(f"  {name:<30} {ratio:5.2f}  (target >= {target:.1f}: {verdict})"
+          f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
+EOF
