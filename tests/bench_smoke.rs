@@ -1,12 +1,15 @@
-//! Smoke tests of `bench publish` and `bench latency` against a real broker:
-//! each run finishes, prints one JSON report, and the counts add up.
+//! Smoke tests of `bench publish`, `bench latency`, `bench fanout`, `bench
+//! pingpong` and `bench sweep` against real brokers: each run finishes,
+//! prints one JSON report, and the counts add up.
 
 mod support;
 
 use std::time::Duration;
 
-use client::bench::{LatencyReport, PublishReport};
-use support::{assert_success, run_bin, Broker, HOST};
+use client::bench::{FanoutReport, LatencyReport, PingPongReport, PublishReport, SweepReport};
+use client::delivery::Latency;
+use client::wire::TopicInfo;
+use support::{assert_success, run_bin, Broker, Cluster, HOST};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 /// Time limit for a benchmark run of a second or less.
@@ -20,17 +23,9 @@ async fn bench_publish_publishes_every_message_singly_and_in_batches() {
         let report: PublishReport = run_json(&broker, "publish", &args);
         assert_eq!((report.messages, report.requests), (200, requests));
         assert_eq!(report.batch.to_string(), batch);
-        let topic = broker
-            .client()
-            .topic(&report.topic)
-            .await
-            .expect("the topic");
+        let topic = topic_info(&broker, &report.topic).await;
         assert_eq!(topic.messages, 200, "{topic:?}");
-        let latency = report.latency_ms.expect("latency samples");
-        assert!(
-            latency.p50 > 0.0 && latency.p50 <= latency.max,
-            "{latency:?}"
-        );
+        measured(&report.latency_ms);
     }
 }
 
@@ -39,15 +34,107 @@ async fn bench_latency_receives_every_message_sent() {
     let broker = Broker::start().await;
     let report: LatencyReport = run_json(&broker, "latency", &["--rate", "200", "--seconds", "1"]);
     assert_eq!((report.sent, report.received), (200, 200));
-    let latency = report.latency_ms.expect("latency samples");
-    assert!(
-        latency.p50 > 0.0 && latency.p50 <= latency.max,
-        "{latency:?}"
-    );
+    measured(&report.latency_ms);
+}
+
+#[tokio::test]
+async fn bench_fanout_reaches_every_waiting_subscriber() {
+    let broker = Broker::start().await;
+    let pid = broker.pid().to_string();
+    let args = ["--subscribers", "20", "--rounds", "1", "--broker-pid", &pid];
+    let report: FanoutReport = run_json(&broker, "fanout", &args);
+    assert_eq!((report.subscribers, report.errors), (20, 0), "{report:?}");
+    assert_eq!(report.rounds.len(), 1);
+    assert_eq!(report.rounds[0].received, 20);
+    let latency = measured(&report.rounds[0].latency_ms);
+    assert_eq!(report.reach_all_ms, Some(latency.max));
+    assert!(report.rss_idle_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
+    assert!(report.rss_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
+    let topic = topic_info(&broker, &report.topic).await;
+    assert_eq!(topic.subscribers, 20, "{topic:?}");
+}
+
+#[tokio::test]
+async fn bench_pingpong_completes_every_round_trip() {
+    let broker = Broker::start().await;
+    let report: PingPongReport = run_json(&broker, "pingpong", &["--round-trips", "20"]);
+    assert_eq!(report.round_trips, 20, "{report:?}");
+    measured(&report.latency_ms);
+}
+
+#[tokio::test]
+async fn bench_pingpong_answers_on_another_broker() {
+    let cluster = Cluster::start(2, &[]).await;
+    let pong_port = cluster.broker(1).port.to_string();
+    let args = [
+        "--round-trips",
+        "20",
+        "--pong-host",
+        HOST,
+        "--pong-port",
+        &pong_port,
+    ];
+    let report: PingPongReport = run_json(cluster.broker(0), "pingpong", &args);
+    assert_eq!(report.round_trips, 20, "{report:?}");
+    measured(&report.latency_ms);
+}
+
+#[tokio::test]
+async fn bench_sweep_publishes_at_every_step() {
+    let broker = Broker::start().await;
+    let args = ["--clients", "1,4", "--seconds-per-step", "1"];
+    let report: SweepReport = run_json(&broker, "sweep", &args);
+    let clients: Vec<u64> = report.steps.iter().map(|step| step.clients).collect();
+    assert_eq!(clients, [1, 4]);
+    for step in &report.steps {
+        assert!(
+            step.messages > 0 && step.messages == step.requests,
+            "{step:?}"
+        );
+        assert!(step.seconds >= 1.0, "{step:?}");
+        measured(&step.latency_ms);
+    }
+    let topic = topic_info(&broker, &report.topic).await;
+    let published: u64 = report.steps.iter().map(|step| step.messages).sum();
+    assert_eq!(topic.messages, published, "{topic:?}");
 }
 
 /// Runs `bench <command> --json` against `broker` with `args`; asserts exit
 /// 0 and returns the one JSON report.
+#[tokio::test]
+async fn bench_publish_and_latency_draw_their_latency_charts() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let png = dir.path().join("publish.png");
+    let args = ["--messages", "100", "--plot", png.to_str().expect("UTF-8")];
+    let report: PublishReport = run_json(&broker, "publish", &args);
+    assert_eq!(report.requests, 100);
+    let bytes = std::fs::read(&png).expect("the PNG chart");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", &bytes[..8]);
+    let svg = dir.path().join("latency.svg");
+    let plot = ["--plot", svg.to_str().expect("UTF-8")];
+    let args = [&["--rate", "100", "--seconds", "1"][..], &plot].concat();
+    let report: LatencyReport = run_json(&broker, "latency", &args);
+    assert_eq!(report.received, 100);
+    let text = std::fs::read_to_string(&svg).expect("the SVG chart");
+    assert!(text.starts_with("<svg"), "{text}");
+    assert!(text.contains("publish → delivery"), "{text}");
+}
+
+#[test]
+fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
+    // Port 1: nothing listens there, so only the check before the run answers.
+    for command in ["publish", "latency"] {
+        let at_nobody = [command, "--host", HOST, "--port", "1"];
+        let args = [&at_nobody[..], &["--plot", "chart.jpg"]].concat();
+        let output = run_bin(BENCH, &args, "", LIMIT);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(".svg or .png"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
 #[track_caller]
 fn run_json<R: serde::de::DeserializeOwned>(broker: &Broker, command: &str, args: &[&str]) -> R {
     let port = broker.port.to_string();
@@ -55,4 +142,21 @@ fn run_json<R: serde::de::DeserializeOwned>(broker: &Broker, command: &str, args
     let output = run_bin(BENCH, &[&at_broker[..], args].concat(), "", LIMIT);
     assert_success(&output);
     serde_json::from_slice(&output.stdout).expect("one JSON report")
+}
+
+/// The latency percentiles of a run that measured some: a positive median
+/// within the max.
+#[track_caller]
+fn measured(latency: &Option<Latency<f64>>) -> &Latency<f64> {
+    let latency = latency.as_ref().expect("latency samples");
+    assert!(
+        latency.p50 > 0.0 && latency.p50 <= latency.max,
+        "{latency:?}"
+    );
+    latency
+}
+
+/// `GET /topics/{name}` of `broker`.
+async fn topic_info(broker: &Broker, name: &str) -> TopicInfo {
+    broker.client().topic(name).await.expect("the topic")
 }

@@ -13,7 +13,8 @@ use client::wire::{PullQuery, StartFrom};
 use client::{Client, ClientError};
 use tokio::task::JoinSet;
 
-use crate::report::{micros, percentiles_ms, run_table};
+use crate::plot::{LineChart, PlotArgs};
+use crate::report::{micros, percentiles_ms, run_table, Measured};
 use crate::{unique_name, BrokerArgs};
 
 /// How long the subscriber waits for missing messages once every publish
@@ -48,6 +49,8 @@ pub struct LatencyArgs {
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
 }
 
 impl LatencyArgs {
@@ -64,8 +67,9 @@ impl LatencyArgs {
 }
 
 /// Sets up a publisher, a fresh topic and a subscriber (all named
-/// [`unique_name`]), then publishes and receives at once, and reports.
-pub async fn run(args: &LatencyArgs) -> Result<LatencyReport, ClientError> {
+/// [`unique_name`]), then publishes and receives at once, and reports,
+/// keeping each message's age on arrival.
+pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, ClientError> {
     let name = unique_name();
     let publisher = args.broker.client();
     publisher.register_publisher(&name).await?;
@@ -78,20 +82,27 @@ pub async fn run(args: &LatencyArgs) -> Result<LatencyReport, ClientError> {
         offer(&publisher, &name, args, &answered),
         receive(&subscriber, &name, message_count(args), &answered)
     )?;
-    Ok(LatencyReport {
+    let report = LatencyReport {
         topic: name,
         rate: args.rate,
         seconds: args.seconds,
         payload_bytes: args.payload_bytes as u64,
         sent,
         received: ages.len() as u64,
-        latency_ms: percentiles_ms(ages),
+        latency_ms: percentiles_ms(ages.clone()),
+    };
+    Ok(Measured {
+        report,
+        samples_us: ages,
     })
 }
 
 /// Subscribes `name` to topic `name` from its first message, retrying while
 /// the topic, created on another broker, has not reached this one.
-async fn subscribe_when_replicated(client: &Client, name: &str) -> Result<(), ClientError> {
+pub(crate) async fn subscribe_when_replicated(
+    client: &Client,
+    name: &str,
+) -> Result<(), ClientError> {
     let deadline = Instant::now() + REPLICATION_WAIT;
     loop {
         match client.subscribe(name, name, StartFrom::Earliest).await {
@@ -180,6 +191,17 @@ fn stamped(micros: i64, bytes: usize) -> String {
 /// The send time a [`stamped`] payload carries.
 fn stamp_of(payload: &str) -> Option<i64> {
     payload.split_once(':')?.0.parse().ok()
+}
+
+/// The chart of `--plot`: the distribution of the messages' ages on
+/// arrival.
+pub fn chart(run: &Measured<LatencyReport>) -> LineChart {
+    let r = &run.report;
+    let title = format!(
+        "bench latency: publish to delivery ({} msg/s for {} s, {} of {} received)",
+        r.rate, r.seconds, r.received, r.sent
+    );
+    LineChart::latency_distribution(&title, &[("publish → delivery", &run.samples_us)])
 }
 
 /// The report as plain text: the topic, then a header and one row.

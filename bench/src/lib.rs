@@ -1,21 +1,32 @@
 //! The `bench` program: benchmark tools for rumor. `bench check` is the
 //! delivery checker (see [`check`]), `bench publish` measures publish
 //! throughput (see [`publish`]) and `bench latency` publish-to-delivery
-//! latency (see [`latency`]).
+//! latency (see [`latency`]). `bench fanout` times one message reaching
+//! many waiting long polls (see [`fanout`]), `bench pingpong` round trips
+//! through two topics (see [`pingpong`]) and `bench sweep` publish
+//! throughput and latency as the number of clients grows (see [`sweep`]).
 //!
 //! Exit codes: 0 when every check passes, 1 when a check fails or a broker
-//! call fails (one line on stderr says what), 2 on bad arguments or
-//! unreadable or malformed input.
+//! call fails or a `--plot` chart cannot be written (one line on stderr
+//! says what), 2 on bad arguments (also a `--plot` file that is neither
+//! .svg nor .png, or in no existing directory) or unreadable or malformed
+//! input.
 
 pub mod check;
+pub mod connections;
+pub mod fanout;
 pub mod latency;
+pub mod pingpong;
+pub mod plot;
 pub mod publish;
 pub mod report;
+pub mod sweep;
 
 use std::path::PathBuf;
 
 use client::delivery::unix_ms;
 use client::{Client, ClientError, PeerAddr};
+use report::Measured;
 
 /// Benchmark tools for rumor.
 #[derive(Debug, clap::Parser)]
@@ -37,6 +48,15 @@ pub enum Command {
     /// Publish at a fixed rate while one subscriber long-polls, and report
     /// the latency from publish to delivery
     Latency(latency::LatencyArgs),
+    /// Let many subscribers long-poll at once, publish one message, and
+    /// report the time until every one of them has it
+    Fanout(fanout::FanoutArgs),
+    /// Send one message at a time through a ping topic and back through a
+    /// pong topic, and report the round-trip time
+    Pingpong(pingpong::PingPongArgs),
+    /// Publish in a closed loop from more and more concurrent clients, and
+    /// report throughput and per-request latency at each step
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +103,9 @@ pub enum Error {
     /// A broker call that failed during a benchmark.
     #[error(transparent)]
     Broker(#[from] ClientError),
+    /// A `--plot` file of unknown format, or a chart that cannot be drawn.
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
 }
 
 impl Error {
@@ -91,6 +114,7 @@ impl Error {
         match self {
             Error::Input(_) => 2,
             Error::Failed(_) | Error::Broker(_) => 1,
+            Error::Plot(error) => error.exit_code(),
         }
     }
 }
@@ -100,13 +124,28 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Check(args) => run_check(&args),
         Command::Publish(args) => {
-            let report = publish::run(&args).await?;
-            print_report(args.json, &report, publish::table);
-            Ok(())
+            let plot = args.plot.file()?;
+            let run = publish::run(&args).await?;
+            finish(args.json, plot, &run, publish::table, publish::chart)
         }
         Command::Latency(args) => {
-            let report = latency::run(&args).await?;
-            print_report(args.json, &report, latency::table);
+            let plot = args.plot.file()?;
+            let run = latency::run(&args).await?;
+            finish(args.json, plot, &run, latency::table, latency::chart)
+        }
+        Command::Fanout(args) => {
+            let report = fanout::run(&args).await?;
+            print_report(args.json, &report, fanout::table);
+            fanout::verdict(&report)
+        }
+        Command::Pingpong(args) => {
+            let report = pingpong::run(&args).await?;
+            print_report(args.json, &report, pingpong::table);
+            Ok(())
+        }
+        Command::Sweep(args) => {
+            let report = sweep::run(&args).await?;
+            print_report(args.json, &report, sweep::table);
             Ok(())
         }
     }
@@ -124,6 +163,22 @@ fn run_check(args: &CheckArgs) -> Result<(), Error> {
             "delivery check failed: {}",
             problems.join("; ")
         )))
+    }
+}
+
+/// Prints a run's report, then draws its chart into the `--plot` file, if
+/// one was given (checked before the run, so a typo wastes no run).
+fn finish<R: serde::Serialize>(
+    json: bool,
+    plot: Option<plot::PlotFile>,
+    run: &Measured<R>,
+    table: fn(&R) -> String,
+    chart: fn(&Measured<R>) -> plot::LineChart,
+) -> Result<(), Error> {
+    print_report(json, &run.report, table);
+    match plot {
+        Some(file) => Ok(chart(run).draw(&file)?),
+        None => Ok(()),
     }
 }
 

@@ -3,7 +3,6 @@
 //! `--batch` (single publishes when 1) to a fresh topic, timing every
 //! request; a progress bar on stderr shows the messages acknowledged.
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +12,8 @@ use client::{Client, ClientError};
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
-use crate::report::{micros, percentiles_ms, run_table};
+use crate::plot::{LineChart, PlotArgs};
+use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
 use crate::{unique_name, BrokerArgs};
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,8 @@ pub struct PublishArgs {
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
 }
 
 /// What every publishing task shares: where to publish, what, and the
@@ -67,8 +69,9 @@ fn request_size(index: u64, messages: u64, batch: u64) -> Option<u64> {
 }
 
 /// Registers a publisher, creates a fresh topic (both named
-/// [`unique_name`]), publishes and reports.
-pub async fn run(args: &PublishArgs) -> Result<PublishReport, ClientError> {
+/// [`unique_name`]), publishes and reports, keeping each request's time to
+/// answer.
+pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, ClientError> {
     let topic = unique_name();
     let setup = args.broker.client();
     setup.register_publisher(&topic).await?;
@@ -93,7 +96,7 @@ pub async fn run(args: &PublishArgs) -> Result<PublishReport, ClientError> {
     let seconds = started.elapsed().as_secs_f64();
     work.progress.finish_and_clear();
     let requests = samples.len() as u64;
-    Ok(PublishReport {
+    let report = PublishReport {
         topic: work.topic.clone(),
         connections: args.connections,
         batch: args.batch,
@@ -103,17 +106,12 @@ pub async fn run(args: &PublishArgs) -> Result<PublishReport, ClientError> {
         seconds,
         messages_per_sec: args.messages as f64 / seconds,
         requests_per_sec: requests as f64 / seconds,
-        latency_ms: percentiles_ms(samples),
+        latency_ms: percentiles_ms(samples.clone()),
+    };
+    Ok(Measured {
+        report,
+        samples_us: samples,
     })
-}
-
-/// A bar counting acknowledged messages, hidden when stderr is no terminal.
-fn progress_bar(messages: u64) -> ProgressBar {
-    if std::io::stderr().is_terminal() {
-        ProgressBar::new(messages)
-    } else {
-        ProgressBar::hidden()
-    }
 }
 
 /// Sends claimed requests until none is left; returns each one's time to
@@ -136,6 +134,16 @@ async fn publish_claimed(client: Client, work: Arc<Work>) -> Result<Vec<i64>, Cl
         work.progress.inc(size);
     }
     Ok(samples)
+}
+
+/// The chart of `--plot`: the distribution of the requests' times to answer.
+pub fn chart(run: &Measured<PublishReport>) -> LineChart {
+    let r = &run.report;
+    let title = format!(
+        "bench publish: request latency ({} connections, batch {}, {} messages, {:.0} msg/s)",
+        r.connections, r.batch, r.messages, r.messages_per_sec
+    );
+    LineChart::latency_distribution(&title, &[("publish request", &run.samples_us)])
 }
 
 /// The report as plain text: the topic, then a header and one row.

@@ -1,10 +1,12 @@
-//! What the subcommands' reports share: latency percentiles and plain-text
-//! tables.
+//! What the subcommands' reports share: latency percentiles, plain-text
+//! tables and the progress bar on stderr.
 
 use std::fmt::{Display, Write as _};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use client::delivery::Latency;
+use indicatif::ProgressBar;
 
 /// p50, p90, p99, p99.9 (nearest rank) and max; `None` without samples.
 pub fn percentiles(mut samples: Vec<i64>) -> Option<Latency> {
@@ -34,6 +36,14 @@ pub fn percentiles_ms(samples_us: Vec<i64>) -> Option<Latency<f64>> {
     percentiles(samples_us).map(|latency| latency.map(|us| us as f64 / 1000.0))
 }
 
+/// A run's report and the latency samples (µs) behind its percentiles,
+/// kept for the chart of `--plot`.
+#[derive(Debug)]
+pub struct Measured<R> {
+    pub report: R,
+    pub samples_us: Vec<i64>,
+}
+
 /// Header cells of [`latency_cells`].
 pub const LATENCY_HEADER: [&str; 5] = ["p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"];
 
@@ -53,12 +63,37 @@ pub fn latency_cells<T: Display>(latency: Option<&Latency<T>>) -> Vec<String> {
 pub fn run_table<T: Display>(
     topic: &str,
     columns: &[&str],
-    mut cells: Vec<String>,
+    cells: Vec<String>,
     latency: Option<&Latency<T>>,
 ) -> String {
+    rows_table(&format!("topic: {topic}"), columns, vec![(cells, latency)])
+}
+
+/// A report of several runs (rounds, steps): the `title` line, then a
+/// header of `columns` and the latency columns, and per row its cells and
+/// latency cells.
+pub fn rows_table<T: Display>(
+    title: &str,
+    columns: &[&str],
+    rows: Vec<(Vec<String>, Option<&Latency<T>>)>,
+) -> String {
     let header = columns.iter().chain(&LATENCY_HEADER).map(|h| h.to_string());
-    cells.extend(latency_cells(latency));
-    format!("topic: {topic}\n{}", table(&[header.collect(), cells]))
+    let mut lines = vec![header.collect()];
+    for (mut cells, latency) in rows {
+        cells.extend(latency_cells(latency));
+        lines.push(cells);
+    }
+    format!("{title}\n{}", table(&lines))
+}
+
+/// A bar of `len` steps on stderr, hidden when stderr is no terminal (so
+/// that a redirected run prints nothing but its report and errors).
+pub fn progress_bar(len: u64) -> ProgressBar {
+    if std::io::stderr().is_terminal() {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    }
 }
 
 /// `rows` as aligned text, one line each: the first column left-aligned,
@@ -114,6 +149,24 @@ mod tests {
         assert_eq!(latency_cells(Some(&p))[4], "1.500");
         assert_eq!(latency_cells(percentiles(vec![3]).as_ref())[0], "3");
         assert_eq!(latency_cells::<f64>(None), ["-"; 5]);
+    }
+
+    #[test]
+    fn rows_table_has_a_title_a_header_and_a_row_each() {
+        let fast = percentiles_ms(vec![1000]);
+        let rows = vec![
+            (vec!["1".to_string()], fast.as_ref()),
+            (vec!["2".to_string()], None),
+        ];
+        let text = rows_table("steps", &["n"], rows);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0], ["steps"]);
+        assert_eq!(lines[1][..2], ["n", "p50_ms"]);
+        assert_eq!(lines[2], ["1", "1.000", "1.000", "1.000", "1.000", "1.000"]);
+        assert_eq!(lines[3], ["2", "-", "-", "-", "-", "-"]);
     }
 
     #[test]

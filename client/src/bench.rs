@@ -1,4 +1,5 @@
-//! The reports of `bench publish` and `bench latency`.
+//! The reports of `bench publish`, `bench latency`, `bench fanout`, `bench
+//! pingpong` and `bench sweep`.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,5 +47,99 @@ pub struct LatencyReport {
     pub received: u64,
     /// From each message's send timestamp to its receipt, in ms; `None`
     /// when nothing was received.
+    pub latency_ms: Option<Latency<f64>>,
+}
+
+/// What `bench fanout` measured: one message reaching many waiting long
+/// polls, round after round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// The fresh topic every subscriber long-polls.
+    pub topic: String,
+    /// Subscribers, each long-polling on a connection of its own.
+    pub subscribers: u64,
+    /// Bytes of each payload.
+    pub payload_bytes: u64,
+    /// The broker's resident memory (VmRSS) in MB once the subscribers were
+    /// set up, before any poll; `None` without `--broker-pid`.
+    pub rss_idle_mb: Option<f64>,
+    /// The broker's resident memory in MB with every poll waiting (the most
+    /// over the rounds); `None` without `--broker-pid`.
+    pub rss_mb: Option<f64>,
+    /// Each round's figures, in order.
+    pub rounds: Vec<FanoutRound>,
+    /// The median over the rounds of the time to reach all (a round's
+    /// slowest poll), in ms; `None` when no poll got the message.
+    pub reach_all_ms: Option<f64>,
+    /// Polls, over all rounds, that failed or answered anything but the
+    /// round's message.
+    pub errors: u64,
+    /// What the first of those errors was.
+    pub first_error: Option<String>,
+}
+
+/// One round of `bench fanout`: every subscriber's poll waiting, then one
+/// publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutRound {
+    /// Polls that answered with the round's message.
+    pub received: u64,
+    /// Polls that failed or answered anything else.
+    pub errors: u64,
+    /// From just before the publish to each poll's answer, in ms; the max
+    /// is the time to reach all. `None` when no poll got the message.
+    pub latency_ms: Option<Latency<f64>>,
+}
+
+/// What `bench pingpong` measured: round trips of one message at a time,
+/// published on one topic and answered on another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingPongReport {
+    /// The fresh topic the pings go to.
+    pub ping_topic: String,
+    /// The fresh topic the pongs come back on.
+    pub pong_topic: String,
+    /// Bytes of each payload.
+    pub payload_bytes: u64,
+    /// Round trips completed.
+    pub round_trips: u64,
+    /// Wall time from the first ping to the last pong.
+    pub seconds: f64,
+    pub round_trips_per_sec: f64,
+    /// From publishing each ping to receiving its pong, in ms; `None`
+    /// without round trips.
+    pub latency_ms: Option<Latency<f64>>,
+}
+
+/// What `bench sweep` measured: closed-loop publish throughput and latency
+/// at each number of concurrent clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// The fresh topic every step publishes to.
+    pub topic: String,
+    /// Messages per request (1: single publishes).
+    pub batch: u64,
+    /// Bytes of each payload.
+    pub payload_bytes: u64,
+    /// How long each step publishes.
+    pub seconds_per_step: u64,
+    /// One step per number of clients, in the order asked.
+    pub steps: Vec<SweepStep>,
+}
+
+/// One step of `bench sweep`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepStep {
+    /// Concurrent publishing clients, each with a connection of its own.
+    pub clients: u64,
+    /// Messages published, every one acknowledged.
+    pub messages: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Wall time from the first request to the last answer.
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    /// Time from sending each request to its answer, in ms; `None`
+    /// without requests.
     pub latency_ms: Option<Latency<f64>>,
 }

@@ -2,8 +2,8 @@
 //!
 //! `wire` holds every JSON body of the HTTP API, `peer` those of the
 //! brokers' own protocol, `delivery` the delivery logs of the CLIs and
-//! `bench check`'s report and `bench` the reports of `bench publish` and
-//! `bench latency` (the only types in the workspace that derive
+//! `bench check`'s report and `bench` the reports of the other `bench`
+//! subcommands (the only types in the workspace that derive
 //! `Serialize`), `peers` reads `globalState.csv`,
 //! `http` is the typed async client, and `cli` holds what the command-line
 //! programs share: broker selection flags and failover.

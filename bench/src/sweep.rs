@@ -1,0 +1,214 @@
+//! `bench sweep`: publish throughput and latency as the number of clients
+//! grows. For each count in `--clients`, that many clients, each with a
+//! connection of its own (opened before the step's clock starts), publish
+//! to one fresh topic in a closed loop (a client sends its next request
+//! once the last was answered) for `--seconds-per-step`, timing every
+//! request; a progress bar on stderr counts the steps done.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::bench::{SweepReport, SweepStep};
+use client::{Client, ClientError};
+use tokio::task::JoinSet;
+
+use crate::connections::{connected_clients, ensure_open_files};
+use crate::report::{micros, percentiles_ms, progress_bar, rows_table};
+use crate::{unique_name, BrokerArgs, Error};
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Concurrent clients of each step, in order (a comma-separated list)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [1, 10, 50, 100, 500, 1000, 5000],
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub clients: Vec<u64>,
+    /// How long each step publishes, in seconds
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seconds_per_step: u64,
+    /// Bytes of each payload
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Messages per request: 1 publishes them one by one, more in batches
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// Print the report as one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What every publishing client sends: where, and what.
+struct Work {
+    topic: String,
+    payload: String,
+    batch: u64,
+}
+
+impl Work {
+    /// Sends one request of `batch` messages (a single publish when 1).
+    async fn send(&self, client: &Client) -> Result<(), ClientError> {
+        if self.batch == 1 {
+            client
+                .publish(&self.topic, &self.topic, &self.payload)
+                .await?;
+        } else {
+            let payloads = vec![self.payload.clone(); self.batch as usize];
+            client
+                .publish_batch(&self.topic, &self.topic, payloads)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers a publisher and a fresh topic (both named [`unique_name`]),
+/// runs the steps and reports.
+pub async fn run(args: &SweepArgs) -> Result<SweepReport, Error> {
+    ensure_open_files(args.clients.iter().copied().max().unwrap_or(0))?;
+    let topic = unique_name();
+    let setup = args.broker.client();
+    setup.register_publisher(&topic).await?;
+    setup.create_topic(&topic, &topic).await?;
+    let work = Arc::new(Work {
+        payload: "x".repeat(args.payload_bytes),
+        topic,
+        batch: args.batch,
+    });
+    let duration = Duration::from_secs(args.seconds_per_step);
+    let progress = progress_bar(args.clients.len() as u64);
+    let mut steps = Vec::new();
+    for &clients in &args.clients {
+        steps.push(step(&args.broker, &work, clients, duration).await?);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(SweepReport {
+        topic: work.topic.clone(),
+        batch: args.batch,
+        payload_bytes: args.payload_bytes as u64,
+        seconds_per_step: args.seconds_per_step,
+        steps,
+    })
+}
+
+/// Connects `clients` clients, then lets each publish in a closed loop
+/// for `duration`.
+async fn step(
+    broker: &BrokerArgs,
+    work: &Arc<Work>,
+    clients: u64,
+    duration: Duration,
+) -> Result<SweepStep, ClientError> {
+    let connected = connected_clients(broker, clients).await?;
+    let started = Instant::now();
+    let until = started + duration;
+    let mut tasks = JoinSet::new();
+    for client in connected {
+        tasks.spawn(publish_until(client, Arc::clone(work), until));
+    }
+    let mut samples = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        samples.extend(joined.expect("a publishing task does not panic")?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let requests = samples.len() as u64;
+    let messages = requests * work.batch;
+    Ok(SweepStep {
+        clients,
+        messages,
+        requests,
+        seconds,
+        messages_per_sec: messages as f64 / seconds,
+        latency_ms: percentiles_ms(samples),
+    })
+}
+
+/// Sends requests one after another until `until`; returns each one's
+/// time to answer, in µs.
+async fn publish_until(
+    client: Client,
+    work: Arc<Work>,
+    until: Instant,
+) -> Result<Vec<i64>, ClientError> {
+    let mut samples = Vec::new();
+    while Instant::now() < until {
+        let sent = Instant::now();
+        work.send(&client).await?;
+        samples.push(micros(sent.elapsed()));
+    }
+    Ok(samples)
+}
+
+/// The report as plain text: the topic, then a header and a row per step.
+pub fn table(report: &SweepReport) -> String {
+    const COLUMNS: [&str; 5] = ["clients", "messages", "requests", "seconds", "msg/s"];
+    let rows = report.steps.iter().map(|step| {
+        let mut cells: Vec<String> = [step.clients, step.messages, step.requests]
+            .map(|n| n.to_string())
+            .to_vec();
+        cells.push(format!("{:.2}", step.seconds));
+        cells.push(format!("{:.0}", step.messages_per_sec));
+        (cells, step.latency_ms.as_ref())
+    });
+    let title = format!("topic: {} (batch {})", report.topic, report.batch);
+    rows_table(&title, &COLUMNS, rows.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Sweep {
+        #[command(flatten)]
+        args: SweepArgs,
+    }
+
+    #[test]
+    fn clients_are_a_comma_separated_list_of_positive_counts() {
+        let parse = |clients: &[&str]| {
+            let at = ["sweep", "--host", "h", "--port", "1"];
+            Sweep::try_parse_from(at.iter().chain(clients)).map(|s| s.args.clients)
+        };
+        assert_eq!(parse(&[]).unwrap(), [1, 10, 50, 100, 500, 1000, 5000]);
+        assert_eq!(parse(&["--clients", "1,4"]).unwrap(), [1, 4]);
+        assert!(parse(&["--clients", "1,0"]).is_err());
+    }
+
+    #[test]
+    fn table_has_a_row_per_step() {
+        let step = |clients, latency_ms| SweepStep {
+            clients,
+            messages: 100 * clients,
+            requests: 100 * clients,
+            seconds: 1.0,
+            messages_per_sec: 100.0 * clients as f64,
+            latency_ms,
+        };
+        let report = SweepReport {
+            topic: "t".to_string(),
+            batch: 1,
+            payload_bytes: 100,
+            seconds_per_step: 1,
+            steps: vec![step(1, percentiles_ms(vec![500])), step(4, None)],
+        };
+        let text = table(&report);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0], ["topic:", "t", "(batch", "1)"]);
+        assert_eq!(
+            lines[1][..6],
+            ["clients", "messages", "requests", "seconds", "msg/s", "p50_ms"]
+        );
+        assert_eq!(lines[2][..6], ["1", "100", "100", "1.00", "100", "0.500"]);
+        assert_eq!(lines[3][..6], ["4", "400", "400", "1.00", "400", "-"]);
+    }
+}
