@@ -1,9 +1,11 @@
 //! The writer thread: group commit of everything queued.
 //!
 //! Requests arrive as closures over a [`WriteTx`]. The thread takes every
-//! request waiting in the queue, runs each in its own savepoint (a refused
-//! request leaves no trace), commits them all in one transaction, and only
-//! then answers them and wakes the long polls concerned (see `wakeups`).
+//! request waiting in the queue, runs them in one transaction, commits, and
+//! only then answers them and wakes the long polls concerned (see
+//! `wakeups`). A request checks everything before it writes, so a refused
+//! one leaves no trace without a savepoint of its own (savepoints copy every
+//! page they touch, which cost more than the writes themselves).
 //! Sequence numbers and the Lamport clock live here, so events are numbered
 //! in commit order.
 
@@ -130,12 +132,8 @@ impl WriteTx<'_> {
             }
             received.insert(event.origin, event.seq);
         }
-        let mut upsert = self.conn.prepare_cached(
-            "INSERT INTO origins (origin, have) VALUES (?1, ?2)
-             ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
-        )?;
         for (origin, have) in received.iter().filter(|(o, _)| **o != self.state.me) {
-            upsert.execute(params![origin, have])?;
+            raise_have(self.conn, origin, *have)?;
         }
         let mut have = super::queries::have(self.conn)?;
         have.insert(self.state.me.clone(), self.state.last_seq);
@@ -318,55 +316,65 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), ApiError> {
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let start = self.state.clone();
         for job in batch {
             let snapshot = self.state.clone();
-            let savepoint = tx.savepoint()?;
+            let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut write = WriteTx {
-                conn: &savepoint,
+                conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
             };
-            // A panicking request is a bug: it is rolled back and left
-            // unanswered (its caller gets an internal error); the rest go on.
+            // A panicking request is a bug: it is left unanswered (its
+            // caller gets an internal error); the rest go on.
             let ok = match catch_unwind(AssertUnwindSafe(|| job(&mut write))) {
                 Ok((ok, reply)) => {
                     replies.push(reply);
                     ok
                 }
                 Err(_) => {
-                    tracing::error!("a write request panicked; it was rolled back");
+                    tracing::error!("a write request panicked");
                     false
                 }
             };
             if ok {
-                savepoint.commit()?;
                 woken.append(&mut keys);
-            } else {
-                savepoint.finish()?; // rolls back (the default drop behaviour)
-                self.state = snapshot;
+                continue;
+            }
+            self.state = snapshot;
+            // Requests are checked before they write, so a refused one
+            // changed nothing. One that failed after writing (a storage
+            // failure or a bug) cannot be undone alone: the batch fails.
+            if tx.total_changes() != changes || tx.is_autocommit() {
+                return Err(ApiError::Internal(
+                    "a write failed half-way; its batch was rolled back".to_string(),
+                ));
             }
         }
         if self.state.last_seq != start.last_seq {
-            tx.execute(
-                "INSERT INTO origins (origin, have) VALUES (?1, ?2)
-                 ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
-                params![self.state.me, self.state.last_seq],
-            )?;
+            raise_have(&tx, &self.state.me, self.state.last_seq)?;
         }
         if self.state.lamport() != start.lamport() {
-            tx.execute(
-                "UPDATE clock SET lamport = ?1 WHERE id = 0",
-                [self.state.lamport()],
-            )?;
+            tx.prepare_cached("UPDATE clock SET lamport = ?1 WHERE id = 0")?
+                .execute([self.state.lamport()])?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Raises what this broker holds of `origin` to `have` (never lowers it).
+fn raise_have(conn: &Connection, origin: &str, have: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO origins (origin, have) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
+    )?
+    .execute(params![origin, have])?;
+    Ok(())
 }
 
 fn clone_failure(error: &ApiError) -> ApiError {
