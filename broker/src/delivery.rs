@@ -35,12 +35,16 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
     let messages = loop {
         // Every wake-up is enabled before the read it guards, so a commit
         // after that read wakes this pull: the subscriber's before its
-        // topics are listed, the topics' before their messages are read.
+        // topics are listed, the topics' before their messages are read
+        // (one read for a pull of one topic).
         let mut subscriptions_changed = Box::pin(subscriber.notified());
         subscriptions_changed.as_mut().enable();
         let mut commit_moved = Box::pin(committed.notified());
         commit_moved.as_mut().enable();
-        let topics = checked_topics(app, &pull).await?;
+        let topics = match &pull.topic {
+            Some(topic) => vec![topic.clone()],
+            None => subscribed_topics(app, &pull.subscriber).await?,
+        };
         let watches: Vec<_> = topics
             .iter()
             .map(|topic| app.wakeups.watch(Key::Topic(topic.clone())))
@@ -106,34 +110,28 @@ pub async fn acknowledge_token(
     }
 }
 
-/// The topics a pull reads: its topic, or all the subscriber's topics.
-/// Checks that the subscriber, the topic and the subscription exist.
-async fn checked_topics(app: &AppState, pull: &Pull) -> Result<Vec<String>, ApiError> {
-    let subscriber = pull.subscriber.clone();
-    let topic = pull.topic.clone();
+/// All the topics `subscriber` is subscribed to; checks that it exists.
+async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<String>, ApiError> {
+    let subscriber = subscriber.to_string();
     app.store
         .read(move |conn| {
             queries::require_subscriber(conn, &subscriber)?;
-            match topic {
-                Some(topic) => {
-                    queries::require_topic(conn, &topic)?;
-                    queries::require_subscription(conn, &subscriber, &topic)?;
-                    Ok(vec![topic])
-                }
-                None => Ok(queries::subscribed_topics(conn, &subscriber)?),
-            }
+            Ok(queries::subscribed_topics(conn, &subscriber)?)
         })
         .await
 }
 
 /// The pending messages of the pull's subscriber on `topics`, as far as
-/// they may be delivered (see `AppState::deliverable`).
+/// they may be delivered (see `AppState::deliverable`). A pull of one topic
+/// checks here, in the same read, that the subscriber, the topic and the
+/// subscription exist.
 async fn read_pending(
     app: &AppState,
     pull: &Pull,
     topics: Vec<String>,
 ) -> Result<Vec<Message>, ApiError> {
     let subscriber = pull.subscriber.clone();
+    let topic = pull.topic.clone();
     let max = pull.max;
     let deliverable = match app.mode() {
         Mode::Gossip => None,
@@ -144,6 +142,11 @@ async fn read_pending(
     };
     app.store
         .read(move |conn| {
+            if let Some(topic) = topic {
+                queries::require_subscriber(conn, &subscriber)?;
+                queries::require_topic(conn, &topic)?;
+                queries::require_subscription(conn, &subscriber, &topic)?;
+            }
             let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_ref(), max);
             Ok(pending?)
         })

@@ -25,11 +25,13 @@ mod store;
 mod wakeups;
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 pub use config::{Cli, Config};
@@ -47,6 +49,31 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Connections the kernel queues before the broker accepts them: thousands
+/// of clients may connect at once (std's listeners queue 128).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Listens on `address` (`host:port`), on the first of its addresses that
+/// binds.
+pub fn listen(address: &str) -> io::Result<TcpListener> {
+    let mut failure = io::Error::new(io::ErrorKind::AddrNotAvailable, "the host has no address");
+    for address in address.to_socket_addrs()? {
+        match listen_on(address) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => failure = error,
+        }
+    }
+    Err(failure)
+}
+
+fn listen_on(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Serves the broker on `listener` until `shutdown` completes, then finishes

@@ -2,7 +2,6 @@
 //! until SIGINT or SIGTERM.
 
 use std::io::IsTerminal;
-use std::net::TcpListener;
 use std::process::ExitCode;
 
 use broker::{Cli, Config};
@@ -31,7 +30,7 @@ fn serve(cli: Cli) -> Result<(), String> {
     let address = format!("{}:{}", cli.host, cli.port);
     let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
     let listener =
-        TcpListener::bind(&address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        broker::listen(&address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
     actix_web::rt::System::new()
         .block_on(broker::run(config, listener, shutdown_signal()))
         .map_err(|e| e.to_string())

@@ -116,21 +116,23 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             payload,
             published_at_ms,
         } => {
-            conn.prepare_cached(
-                "INSERT INTO messages (origin, seq, lamport, topic, publisher, payload, published_at_ms)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-                 WHERE NOT EXISTS (SELECT 1 FROM topics WHERE name = ?4
-                                   AND (deleted_lamport, deleted_origin) > (?3, ?1))",
-            )?
-            .execute(params![
-                event.origin,
-                event.seq,
-                event.lamport,
-                topic,
-                publisher,
-                payload,
-                published_at_ms
-            ])?;
+            // A one-row INSERT, checked before: an INSERT … SELECT would make
+            // SQLite journal every page the statement touches.
+            if !deleted_after(conn, topic, &stamp)? {
+                conn.prepare_cached(
+                    "INSERT INTO messages (origin, seq, lamport, topic, publisher, payload, published_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    event.origin,
+                    event.seq,
+                    event.lamport,
+                    topic,
+                    publisher,
+                    payload,
+                    published_at_ms
+                ])?;
+            }
         }
     }
     Ok(())
@@ -189,6 +191,18 @@ fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite:
         ack_seq
     ])?;
     Ok(())
+}
+
+/// Whether the topic's latest deletion is stamped after `stamp`, which
+/// ends whatever `stamp` made in it.
+fn deleted_after(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM topics WHERE name = ?1
+                        AND (deleted_lamport, deleted_origin) > (?2, ?3))",
+    )?
+    .query_row(params![topic, stamp.lamport, stamp.origin], |row| {
+        row.get(0)
+    })
 }
 
 /// `<host>:<port>` as host and port (port 0 when there is none).

@@ -1,9 +1,11 @@
 //! The writer thread: group commit of everything queued.
 //!
 //! Requests arrive as closures over a [`WriteTx`]. The thread takes every
-//! request waiting in the queue, runs each in its own savepoint (a refused
-//! request leaves no trace), commits them all in one transaction, and only
-//! then answers them and wakes the long polls concerned (see `wakeups`).
+//! request waiting in the queue, runs them in one transaction, commits, and
+//! only then answers them and wakes the long polls concerned (see
+//! `wakeups`). A request checks everything before it writes, so a refused
+//! one leaves no trace without a savepoint of its own (savepoints copy every
+//! page they touch, which cost more than the writes themselves).
 //! Sequence numbers and the Lamport clock live here, so events are numbered
 //! in commit order.
 
@@ -12,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use client::peer::Have;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -26,6 +29,8 @@ use crate::wakeups::{Key, Wakeups};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Longest a batch waits for the requests it expects (see [`gather`]).
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// Answers a request once its transaction has committed (`Ok`) or failed.
 type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
@@ -130,12 +135,8 @@ impl WriteTx<'_> {
             }
             received.insert(event.origin, event.seq);
         }
-        let mut upsert = self.conn.prepare_cached(
-            "INSERT INTO origins (origin, have) VALUES (?1, ?2)
-             ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
-        )?;
         for (origin, have) in received.iter().filter(|(o, _)| **o != self.state.me) {
-            upsert.execute(params![origin, have])?;
+            raise_have(self.conn, origin, *have)?;
         }
         let mut have = super::queries::have(self.conn)?;
         have.insert(self.state.me.clone(), self.state.last_seq);
@@ -258,15 +259,14 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(&mut self, jobs: mpsc::Receiver<Job>) {
+        let mut expected = 1;
+        let mut last_commit = Duration::ZERO;
         while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+            let batch = gather(first, &jobs, expected, last_commit.min(MAX_GATHER));
+            expected = batch.len();
+            let started = Instant::now();
             self.commit(batch);
+            last_commit = started.elapsed();
         }
     }
 
@@ -318,55 +318,96 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         replies: &mut Vec<Reply>,
     ) -> Result<(), ApiError> {
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let start = self.state.clone();
         for job in batch {
             let snapshot = self.state.clone();
-            let savepoint = tx.savepoint()?;
+            let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut write = WriteTx {
-                conn: &savepoint,
+                conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
             };
-            // A panicking request is a bug: it is rolled back and left
-            // unanswered (its caller gets an internal error); the rest go on.
+            // A panicking request is a bug: it is left unanswered (its
+            // caller gets an internal error); the rest go on.
             let ok = match catch_unwind(AssertUnwindSafe(|| job(&mut write))) {
                 Ok((ok, reply)) => {
                     replies.push(reply);
                     ok
                 }
                 Err(_) => {
-                    tracing::error!("a write request panicked; it was rolled back");
+                    tracing::error!("a write request panicked");
                     false
                 }
             };
             if ok {
-                savepoint.commit()?;
                 woken.append(&mut keys);
-            } else {
-                savepoint.finish()?; // rolls back (the default drop behaviour)
-                self.state = snapshot;
+                continue;
+            }
+            self.state = snapshot;
+            // Requests are checked before they write, so a refused one
+            // changed nothing. One that failed after writing (a storage
+            // failure or a bug) cannot be undone alone: the batch fails.
+            if tx.total_changes() != changes || tx.is_autocommit() {
+                return Err(ApiError::Internal(
+                    "a write failed half-way; its batch was rolled back".to_string(),
+                ));
             }
         }
         if self.state.last_seq != start.last_seq {
-            tx.execute(
-                "INSERT INTO origins (origin, have) VALUES (?1, ?2)
-                 ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
-                params![self.state.me, self.state.last_seq],
-            )?;
+            raise_have(&tx, &self.state.me, self.state.last_seq)?;
         }
         if self.state.lamport() != start.lamport() {
-            tx.execute(
-                "UPDATE clock SET lamport = ?1 WHERE id = 0",
-                [self.state.lamport()],
-            )?;
+            tx.prepare_cached("UPDATE clock SET lamport = ?1 WHERE id = 0")?
+                .execute([self.state.lamport()])?;
         }
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Raises what this broker holds of `origin` to `have` (never lowers it).
+fn raise_have(conn: &Connection, origin: &str, have: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO origins (origin, have) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET have = max(have, excluded.have)",
+    )?
+    .execute(params![origin, have])?;
+    Ok(())
+}
+
+/// The next batch: `first` and whatever is queued behind it. While it holds
+/// fewer than `expected` requests (the size of the last batch), it waits for
+/// more, at most `patience`. Clients answered by a commit come back a moment
+/// later: without the wait, the first few to return would take a commit (an
+/// fsync) of their own while the rest queue behind it, and the clients would
+/// split into groups that each commit every other time.
+fn gather(
+    first: Job,
+    jobs: &mpsc::Receiver<Job>,
+    expected: usize,
+    patience: Duration,
+) -> Vec<Job> {
+    let deadline = Instant::now() + patience;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let next = match jobs.try_recv() {
+            Ok(job) => Ok(job),
+            Err(mpsc::TryRecvError::Empty) if batch.len() < expected => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                jobs.recv_timeout(left).map_err(drop)
+            }
+            Err(_) => Err(()),
+        };
+        match next {
+            Ok(job) => batch.push(job),
+            Err(()) => break,
+        }
+    }
+    batch
 }
 
 fn clone_failure(error: &ApiError) -> ApiError {
