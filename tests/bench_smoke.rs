@@ -1,6 +1,7 @@
 //! Smoke tests of `bench publish`, `bench latency`, `bench fanout`, `bench
 //! pingpong` and `bench sweep` against real brokers: each run finishes,
-//! prints one JSON report, and the counts add up.
+//! prints one JSON report, and the counts add up; `--plot` draws its chart
+//! and `publish --replica` waits for the replica.
 
 mod support;
 
@@ -14,6 +15,8 @@ use support::{assert_success, run_bin, Broker, Cluster, HOST};
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 /// Time limit for a benchmark run of a second or less.
 const LIMIT: Duration = Duration::from_secs(20);
+/// The first bytes of every PNG file.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 #[tokio::test]
 async fn bench_publish_publishes_every_message_singly_and_in_batches() {
@@ -38,11 +41,24 @@ async fn bench_latency_receives_every_message_sent() {
 }
 
 #[tokio::test]
+async fn bench_publish_waits_until_the_replica_holds_every_message() {
+    let cluster = Cluster::start(2, &[]).await;
+    let replica = format!("{HOST}:{}", cluster.broker(1).port);
+    let args = ["--messages", "200", "--replica", &replica];
+    let report: PublishReport = run_json(cluster.broker(0), "publish", &args);
+    assert_eq!(report.replicas.len(), 1, "{report:?}");
+    assert_eq!(report.replicas[0].replica, replica);
+    assert!(report.replicas[0].caught_up_ms >= 0.0, "{report:?}");
+    let topic = topic_info(cluster.broker(1), &report.topic).await;
+    assert_eq!(topic.messages, 200, "{topic:?}");
+}
+
+#[tokio::test]
 async fn bench_fanout_reaches_every_waiting_subscriber() {
     let broker = Broker::start().await;
     let pid = broker.pid().to_string();
     let args = ["--subscribers", "20", "--rounds", "1", "--broker-pid", &pid];
-    let report: FanoutReport = run_json(&broker, "fanout", &args);
+    let (report, png): (FanoutReport, _) = run_plotted(&broker, "fanout", &args, "fanout.png");
     assert_eq!((report.subscribers, report.errors), (20, 0), "{report:?}");
     assert_eq!(report.rounds.len(), 1);
     assert_eq!(report.rounds[0].received, 20);
@@ -51,15 +67,18 @@ async fn bench_fanout_reaches_every_waiting_subscriber() {
     assert!(report.rss_idle_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
     assert!(report.rss_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
     let topic = topic_info(&broker, &report.topic).await;
+    assert_png(&png);
     assert_eq!(topic.subscribers, 20, "{topic:?}");
 }
 
 #[tokio::test]
 async fn bench_pingpong_completes_every_round_trip() {
     let broker = Broker::start().await;
-    let report: PingPongReport = run_json(&broker, "pingpong", &["--round-trips", "20"]);
+    let args = ["--round-trips", "20"];
+    let (report, png): (PingPongReport, _) = run_plotted(&broker, "pingpong", &args, "rt.png");
     assert_eq!(report.round_trips, 20, "{report:?}");
     measured(&report.latency_ms);
+    assert_png(&png);
 }
 
 #[tokio::test]
@@ -83,7 +102,7 @@ async fn bench_pingpong_answers_on_another_broker() {
 async fn bench_sweep_publishes_at_every_step() {
     let broker = Broker::start().await;
     let args = ["--clients", "1,4", "--seconds-per-step", "1"];
-    let report: SweepReport = run_json(&broker, "sweep", &args);
+    let (report, svg): (SweepReport, _) = run_plotted(&broker, "sweep", &args, "sweep.svg");
     let clients: Vec<u64> = report.steps.iter().map(|step| step.clients).collect();
     assert_eq!(clients, [1, 4]);
     for step in &report.steps {
@@ -97,26 +116,22 @@ async fn bench_sweep_publishes_at_every_step() {
     let topic = topic_info(&broker, &report.topic).await;
     let published: u64 = report.steps.iter().map(|step| step.messages).sum();
     assert_eq!(topic.messages, published, "{topic:?}");
+    let text = String::from_utf8(svg).expect("an SVG chart");
+    assert!(text.starts_with("<svg"), "{text}");
+    assert!(text.contains("clients") && text.contains("p99"), "{text}");
 }
 
-/// Runs `bench <command> --json` against `broker` with `args`; asserts exit
-/// 0 and returns the one JSON report.
 #[tokio::test]
 async fn bench_publish_and_latency_draw_their_latency_charts() {
     let broker = Broker::start().await;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let png = dir.path().join("publish.png");
-    let args = ["--messages", "100", "--plot", png.to_str().expect("UTF-8")];
-    let report: PublishReport = run_json(&broker, "publish", &args);
+    let args = ["--messages", "100"];
+    let (report, png): (PublishReport, _) = run_plotted(&broker, "publish", &args, "p.png");
     assert_eq!(report.requests, 100);
-    let bytes = std::fs::read(&png).expect("the PNG chart");
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", &bytes[..8]);
-    let svg = dir.path().join("latency.svg");
-    let plot = ["--plot", svg.to_str().expect("UTF-8")];
-    let args = [&["--rate", "100", "--seconds", "1"][..], &plot].concat();
-    let report: LatencyReport = run_json(&broker, "latency", &args);
+    assert_png(&png);
+    let args = ["--rate", "100", "--seconds", "1"];
+    let (report, svg): (LatencyReport, _) = run_plotted(&broker, "latency", &args, "l.svg");
     assert_eq!(report.received, 100);
-    let text = std::fs::read_to_string(&svg).expect("the SVG chart");
+    let text = String::from_utf8(svg).expect("an SVG chart");
     assert!(text.starts_with("<svg"), "{text}");
     assert!(text.contains("publish → delivery"), "{text}");
 }
@@ -124,7 +139,7 @@ async fn bench_publish_and_latency_draw_their_latency_charts() {
 #[test]
 fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
     // Port 1: nothing listens there, so only the check before the run answers.
-    for command in ["publish", "latency"] {
+    for command in ["publish", "latency", "fanout", "pingpong", "sweep"] {
         let at_nobody = [command, "--host", HOST, "--port", "1"];
         let args = [&at_nobody[..], &["--plot", "chart.jpg"]].concat();
         let output = run_bin(BENCH, &args, "", LIMIT);
@@ -135,6 +150,8 @@ fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
     }
 }
 
+/// Runs `bench <command> --json` against `broker` with `args`; asserts exit
+/// 0 and returns the one JSON report.
 #[track_caller]
 fn run_json<R: serde::de::DeserializeOwned>(broker: &Broker, command: &str, args: &[&str]) -> R {
     let port = broker.port.to_string();
@@ -159,4 +176,26 @@ fn measured(latency: &Option<Latency<f64>>) -> &Latency<f64> {
 /// `GET /topics/{name}` of `broker`.
 async fn topic_info(broker: &Broker, name: &str) -> TopicInfo {
     broker.client().topic(name).await.expect("the topic")
+}
+
+/// [`run_json`] with `--plot <name>` in a fresh temporary directory;
+/// returns the report and the chart file's bytes.
+#[track_caller]
+fn run_plotted<R: serde::de::DeserializeOwned>(
+    broker: &Broker,
+    command: &str,
+    args: &[&str],
+    name: &str,
+) -> (R, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    let plot = ["--plot", path.to_str().expect("a UTF-8 path")];
+    let report = run_json(broker, command, &[args, &plot].concat());
+    (report, std::fs::read(&path).expect("the chart"))
+}
+
+/// `bytes` are a PNG image.
+#[track_caller]
+fn assert_png(bytes: &[u8]) {
+    assert!(bytes.starts_with(PNG_SIGNATURE), "{:?}", bytes.get(..8));
 }

@@ -6,7 +6,8 @@
 //! published, and each poll's time from just before the publish to its
 //! answer is taken; the slowest is the time to reach all. That time
 //! includes each poll's acknowledgement, which the broker commits before it
-//! answers. `--rounds` rounds, each arming every poll anew.
+//! answers. `--rounds` rounds, each arming every poll anew; `--plot` draws
+//! the distribution of the polls' times, a line per round.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,9 @@ use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
 use crate::connections::{bounded, ensure_open_files, warm};
-use crate::report::{micros, percentiles_ms, progress_bar, rows_table};
-use crate::{unique_name, BrokerArgs, Error};
+use crate::plot::{LineChart, PlotArgs};
+use crate::report::{micros, percentiles_ms, progress_bar, rows_table, Measured};
+use crate::{fresh_topic, BrokerArgs, Error};
 
 /// The broker's gauge of the long polls waiting now (`GET /metrics`).
 const WAITING_GAUGE: &str = "rumor_waiting_pulls";
@@ -50,6 +52,8 @@ pub struct FanoutArgs {
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
 }
 
 /// A subscriber of the topic with a client (and so a connection) of its own.
@@ -82,14 +86,13 @@ struct Fanout {
     progress: ProgressBar,
 }
 
-/// Registers a publisher, a fresh topic (both named [`unique_name`]) and
-/// the subscribers (`<topic>-s<i>`), runs the rounds and reports.
-pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, Error> {
+/// Creates a fresh topic ([`fresh_topic`]) and registers the subscribers
+/// (`<topic>-s<i>`), runs the rounds and reports, keeping each round's
+/// times to answer.
+pub async fn run(args: &FanoutArgs) -> Result<Measured<FanoutReport, Vec<Vec<i64>>>, Error> {
     ensure_open_files(args.subscribers)?;
-    let topic = unique_name();
     let setup = args.broker.client();
-    setup.register_publisher(&topic).await?;
-    setup.create_topic(&topic, &topic).await?;
+    let topic = fresh_topic(&setup).await?;
     let progress = progress_bar(args.subscribers.saturating_mul(args.rounds + 1));
     let subscribers = set_up_subscribers(&args.broker, &topic, args.subscribers, &progress).await?;
     let rss_idle_mb = args.broker_pid.map(rss_mb).transpose()?;
@@ -106,7 +109,11 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, Error> {
         outcomes.push(fanout.round().await?);
     }
     fanout.progress.finish_and_clear();
-    Ok(report(fanout.topic, args, rss_idle_mb, outcomes))
+    let samples_us = outcomes.iter().map(|o| o.samples.clone()).collect();
+    Ok(Measured {
+        report: report(fanout.topic, args, rss_idle_mb, outcomes),
+        samples_us,
+    })
 }
 
 /// Registers `n` subscribers of `topic`, each with a client of its own,
@@ -310,6 +317,29 @@ pub fn verdict(report: &FanoutReport) -> Result<(), Error> {
     )))
 }
 
+/// The chart of `--plot`: per round, the distribution of the polls' times
+/// from the publish to their answer (its maximum is the time to reach all).
+pub fn chart(run: &Measured<FanoutReport, Vec<Vec<i64>>>) -> LineChart {
+    let r = &run.report;
+    let reach_all = match r.reach_all_ms {
+        Some(ms) => format!("{ms:.1} ms"),
+        None => "-".to_string(),
+    };
+    let title = format!(
+        "bench fanout: publish to each waiting poll's answer ({} subscribers, reach all {reach_all})",
+        r.subscribers
+    );
+    let names: Vec<String> = (1..=run.samples_us.len())
+        .map(|round| format!("round {round}"))
+        .collect();
+    let rounds: Vec<(&str, &[i64])> = names
+        .iter()
+        .zip(&run.samples_us)
+        .map(|(name, samples)| (name.as_str(), samples.as_slice()))
+        .collect();
+    LineChart::latency_distribution(&title, &rounds)
+}
+
 /// The report as plain text: the topic, a row per round, then the time to
 /// reach all and the broker's memory.
 pub fn table(report: &FanoutReport) -> String {
@@ -392,6 +422,7 @@ mod tests {
             rounds: 3,
             broker_pid: None,
             json: true,
+            plot: PlotArgs { plot: None },
         };
         let round = |samples: Vec<i64>, rss_mb| Outcome {
             samples,

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, run_table, Measured};
-use crate::{unique_name, BrokerArgs};
+use crate::{fresh_topic, BrokerArgs};
 
 /// How long the subscriber waits for missing messages once every publish
 /// was answered.
@@ -56,24 +56,17 @@ pub struct LatencyArgs {
 impl LatencyArgs {
     /// The broker the subscriber reads from.
     fn subscriber_broker(&self) -> BrokerArgs {
-        BrokerArgs {
-            host: self
-                .subscriber_host
-                .clone()
-                .unwrap_or(self.broker.host.clone()),
-            port: self.subscriber_port.unwrap_or(self.broker.port),
-        }
+        self.broker
+            .overridden_by(self.subscriber_host.as_ref(), self.subscriber_port)
     }
 }
 
-/// Sets up a publisher, a fresh topic and a subscriber (all named
-/// [`unique_name`]), then publishes and receives at once, and reports,
-/// keeping each message's age on arrival.
+/// Sets up a fresh topic ([`fresh_topic`]) and a subscriber of its name,
+/// then publishes and receives at once, and reports, keeping each
+/// message's age on arrival.
 pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, ClientError> {
-    let name = unique_name();
     let publisher = args.broker.client();
-    publisher.register_publisher(&name).await?;
-    publisher.create_topic(&name, &name).await?;
+    let name = fresh_topic(&publisher).await?;
     let subscriber = args.subscriber_broker().client();
     subscriber.register_subscriber(&name).await?;
     subscribe_when_replicated(&subscriber, &name).await?;

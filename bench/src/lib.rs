@@ -22,6 +22,7 @@ pub mod publish;
 pub mod report;
 pub mod sweep;
 
+use std::future::Future;
 use std::path::PathBuf;
 
 use client::delivery::unix_ms;
@@ -89,6 +90,16 @@ impl BrokerArgs {
         };
         Client::new(broker.base_url())
     }
+
+    /// This broker with `host` and `port` replaced where given: the broker
+    /// of a second client (a subscriber, the pong side) that defaults to
+    /// the first's.
+    pub fn overridden_by(&self, host: Option<&String>, port: Option<u16>) -> BrokerArgs {
+        BrokerArgs {
+            host: host.unwrap_or(&self.host).clone(),
+            port: port.unwrap_or(self.port),
+        }
+    }
 }
 
 /// Why the program failed; the text is its one error line.
@@ -124,28 +135,28 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Check(args) => run_check(&args),
         Command::Publish(args) => {
-            let plot = args.plot.file()?;
-            let run = publish::run(&args).await?;
-            finish(args.json, plot, &run, publish::table, publish::chart)
+            let run = publish::run(&args);
+            measure(args.json, &args.plot, run, publish::table, publish::chart).await?;
+            Ok(())
         }
         Command::Latency(args) => {
-            let plot = args.plot.file()?;
-            let run = latency::run(&args).await?;
-            finish(args.json, plot, &run, latency::table, latency::chart)
+            let run = latency::run(&args);
+            measure(args.json, &args.plot, run, latency::table, latency::chart).await?;
+            Ok(())
         }
         Command::Fanout(args) => {
-            let report = fanout::run(&args).await?;
-            print_report(args.json, &report, fanout::table);
-            fanout::verdict(&report)
+            let run = fanout::run(&args);
+            let run = measure(args.json, &args.plot, run, fanout::table, fanout::chart).await?;
+            fanout::verdict(&run.report)
         }
         Command::Pingpong(args) => {
-            let report = pingpong::run(&args).await?;
-            print_report(args.json, &report, pingpong::table);
+            let run = pingpong::run(&args);
+            measure(args.json, &args.plot, run, pingpong::table, pingpong::chart).await?;
             Ok(())
         }
         Command::Sweep(args) => {
-            let report = sweep::run(&args).await?;
-            print_report(args.json, &report, sweep::table);
+            let run = sweep::run(&args);
+            measure(args.json, &args.plot, run, sweep::table, sweep::chart).await?;
             Ok(())
         }
     }
@@ -166,20 +177,23 @@ fn run_check(args: &CheckArgs) -> Result<(), Error> {
     }
 }
 
-/// Prints a run's report, then draws its chart into the `--plot` file, if
-/// one was given (checked before the run, so a typo wastes no run).
-fn finish<R: serde::Serialize>(
+/// Runs a benchmark, prints its report, then draws its chart into the
+/// `--plot` file, if one was given; returns the run. The file is checked
+/// before the run, so that a typo wastes no run.
+async fn measure<R: serde::Serialize, S, E: Into<Error>>(
     json: bool,
-    plot: Option<plot::PlotFile>,
-    run: &Measured<R>,
+    plot: &plot::PlotArgs,
+    run: impl Future<Output = Result<Measured<R, S>, E>>,
     table: fn(&R) -> String,
-    chart: fn(&Measured<R>) -> plot::LineChart,
-) -> Result<(), Error> {
+    chart: fn(&Measured<R, S>) -> plot::LineChart,
+) -> Result<Measured<R, S>, Error> {
+    let plot = plot.file()?;
+    let run = run.await.map_err(Into::into)?;
     print_report(json, &run.report, table);
-    match plot {
-        Some(file) => Ok(chart(run).draw(&file)?),
-        None => Ok(()),
+    if let Some(file) = plot {
+        chart(&run).draw(&file)?;
     }
+    Ok(run)
 }
 
 /// Prints `report` on stdout as one JSON object or as `table` makes it.
@@ -196,4 +210,14 @@ fn print_report<R: serde::Serialize>(json: bool, report: &R, table: fn(&R) -> St
 /// subscriber: `bench-<pid>-<unix ms>`.
 pub fn unique_name() -> String {
     format!("bench-{}-{}", std::process::id(), unix_ms())
+}
+
+/// Registers a publisher and creates a topic of its name, both named
+/// [`unique_name`], so that a run starts from an empty topic; returns the
+/// name.
+pub async fn fresh_topic(client: &Client) -> Result<String, ClientError> {
+    let name = unique_name();
+    client.register_publisher(&name).await?;
+    client.create_topic(&name, &name).await?;
+    Ok(name)
 }

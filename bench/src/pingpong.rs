@@ -14,7 +14,8 @@ use client::Client;
 use indicatif::ProgressBar;
 
 use crate::latency::subscribe_when_replicated;
-use crate::report::{micros, percentiles_ms, progress_bar, rows_table};
+use crate::plot::{LineChart, PlotArgs};
+use crate::report::{micros, percentiles_ms, progress_bar, rows_table, Measured};
 use crate::{unique_name, BrokerArgs, Error};
 
 /// How long either side waits for the other's message before the run fails.
@@ -39,17 +40,15 @@ pub struct PingPongArgs {
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
 }
 
 impl PingPongArgs {
     /// The broker client B uses.
     fn pong_broker(&self) -> BrokerArgs {
-        let host = self.pong_host.as_ref().unwrap_or(&self.broker.host);
-        let port = self.pong_port.unwrap_or(self.broker.port);
-        BrokerArgs {
-            host: host.clone(),
-            port,
-        }
+        self.broker
+            .overridden_by(self.pong_host.as_ref(), self.pong_port)
     }
 }
 
@@ -64,8 +63,8 @@ struct Names {
 
 /// Sets up a publisher (named [`unique_name`]), the topics `<name>-ping`
 /// and `<name>-pong` and their subscribers, plays the round trips and
-/// reports.
-pub async fn run(args: &PingPongArgs) -> Result<PingPongReport, Error> {
+/// reports, keeping each round trip's time.
+pub async fn run(args: &PingPongArgs) -> Result<Measured<PingPongReport>, Error> {
     let publisher = unique_name();
     let names = Names {
         ping: format!("{publisher}-ping"),
@@ -93,14 +92,18 @@ pub async fn run(args: &PingPongArgs) -> Result<PingPongReport, Error> {
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let round_trips = samples.len() as u64;
-    Ok(PingPongReport {
+    let report = PingPongReport {
         ping_topic: names.ping,
         pong_topic: names.pong,
         payload_bytes: args.payload_bytes as u64,
         round_trips,
         seconds,
         round_trips_per_sec: round_trips as f64 / seconds,
-        latency_ms: percentiles_ms(samples),
+        latency_ms: percentiles_ms(samples.clone()),
+    };
+    Ok(Measured {
+        report,
+        samples_us: samples,
     })
 }
 
@@ -168,6 +171,16 @@ async fn receive_one(client: &Client, name: &str) -> Result<(), Error> {
     }
 }
 
+/// The chart of `--plot`: the distribution of the round trips' times.
+pub fn chart(run: &Measured<PingPongReport>) -> LineChart {
+    let r = &run.report;
+    let title = format!(
+        "bench pingpong: round trip ({} round trips, {} B payloads, {:.0} rt/s)",
+        r.round_trips, r.payload_bytes, r.round_trips_per_sec
+    );
+    LineChart::latency_distribution(&title, &[("ping → pong", &run.samples_us)])
+}
+
 /// The report as plain text: the topics, then a header and one row.
 pub fn table(report: &PingPongReport) -> String {
     const COLUMNS: [&str; 3] = ["round_trips", "seconds", "rt/s"];
@@ -196,6 +209,7 @@ mod tests {
             pong_host: None,
             pong_port: Some(2),
             json: false,
+            plot: PlotArgs { plot: None },
         };
         let pong = args.pong_broker();
         assert_eq!((pong.host.as_str(), pong.port), ("a", 2));

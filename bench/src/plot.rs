@@ -29,6 +29,12 @@ const TITLE_HEIGHT: u32 = 40;
 /// enough for a smooth line, few enough for a small SVG whatever the
 /// number of samples.
 const CURVE_POINTS: usize = 400;
+/// A series of at most this many points is a few measured values (a
+/// sweep's steps, a small run's samples), not a curve: each point also
+/// gets a dot, so that the reader sees where the line only joins them.
+const MARKED_POINTS: usize = 30;
+/// Radius of those dots, in pixels.
+const MARKER_RADIUS: u32 = 4;
 /// Series colors in order: the Okabe–Ito palette, told apart also by
 /// color-blind readers and legible on white.
 const COLORS: [RGBColor; 7] = [
@@ -259,10 +265,18 @@ impl LineChart {
             .draw()?;
         for (series, color) in panel.series.iter().zip(COLORS.iter().cycle()) {
             let style = color.stroke_width(2);
-            let points = series.points.iter().filter_map(|&(x, y)| {
-                let x = scale.position(x);
-                (x.is_finite() && y.is_finite()).then_some((x, y))
-            });
+            let points: Vec<(f64, f64)> = series
+                .points
+                .iter()
+                .filter_map(|&(x, y)| {
+                    let x = scale.position(x);
+                    (x.is_finite() && y.is_finite()).then_some((x, y))
+                })
+                .collect();
+            if points.len() <= MARKED_POINTS {
+                let dot = |&point| Circle::new(point, MARKER_RADIUS, style.filled());
+                chart.draw_series(points.iter().map(dot))?;
+            }
             chart
                 .draw_series(LineSeries::new(points, style))?
                 .label(series.name.as_str())

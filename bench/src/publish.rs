@@ -2,19 +2,31 @@
 //! own keep-alive client, share out `--messages` messages in requests of
 //! `--batch` (single publishes when 1) to a fresh topic, timing every
 //! request; a progress bar on stderr shows the messages acknowledged.
+//!
+//! With `--replica`, once the last publish was acknowledged, each replica's
+//! count of the topic's messages is read every 10 ms until it holds them
+//! all: whether replication keeps up with one broker's publish rate, and
+//! how far behind it runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use client::bench::PublishReport;
-use client::{Client, ClientError};
+use client::bench::{PublishReport, ReplicaLag};
+use client::{Client, ClientError, PeerAddr};
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
+use crate::connections::ensure_open_files;
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
-use crate::{unique_name, BrokerArgs};
+use crate::{fresh_topic, BrokerArgs, Error};
+
+/// How often a replica's message count is read.
+const REPLICA_POLL_EVERY: Duration = Duration::from_millis(10);
+/// How long after the last acknowledgement a replica may take to hold
+/// every message before the run fails.
+const REPLICA_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
@@ -26,17 +38,53 @@ pub struct PublishArgs {
     /// Messages to publish in all
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Another broker of the cluster: report how long after the last
+    /// acknowledgement it held every message (repeatable)
+    #[arg(long = "replica", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub replicas: Vec<PeerAddr>,
+    /// Print the report as one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
+}
+
+/// `--payload-bytes` and `--batch`: what each publish request carries
+/// (`bench publish`, `bench sweep`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RequestArgs {
     /// Bytes of each payload
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
     /// Messages per request: 1 publishes them one by one, more in batches
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
-    /// Print the report as one JSON object instead of a table
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub plot: PlotArgs,
+}
+
+impl RequestArgs {
+    /// The payload of every message.
+    pub fn payload(&self) -> String {
+        "x".repeat(self.payload_bytes)
+    }
+}
+
+/// `HOST:PORT` as a broker address (the port after the last colon).
+fn parse_host_port(text: &str) -> Result<PeerAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is no port (1-65535)"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("{text:?} is not HOST:PORT"));
+    }
+    Ok(PeerAddr {
+        host: host.to_string(),
+        port,
+    })
 }
 
 /// What every publishing task shares: where to publish, what, and the
@@ -68,19 +116,33 @@ fn request_size(index: u64, messages: u64, batch: u64) -> Option<u64> {
     (first < messages).then(|| batch.min(messages - first))
 }
 
-/// Registers a publisher, creates a fresh topic (both named
-/// [`unique_name`]), publishes and reports, keeping each request's time to
-/// answer.
-pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, ClientError> {
-    let topic = unique_name();
-    let setup = args.broker.client();
-    setup.register_publisher(&topic).await?;
-    setup.create_topic(&topic, &topic).await?;
+/// Publishes `size` messages of `payload` to `topic` as the publisher of
+/// the same name, in one request: a single publish when `size` is 1, else
+/// a batch.
+pub(crate) async fn publish_request(
+    client: &Client,
+    topic: &str,
+    payload: &str,
+    size: u64,
+) -> Result<(), ClientError> {
+    if size == 1 {
+        client.publish(topic, topic, payload).await?;
+    } else {
+        let payloads = vec![payload.to_string(); size as usize];
+        client.publish_batch(topic, topic, payloads).await?;
+    }
+    Ok(())
+}
+
+/// Creates a fresh topic ([`fresh_topic`]), publishes, waits for the
+/// replicas, and reports, keeping each request's time to answer.
+pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, Error> {
+    ensure_open_files(args.connections)?;
     let work = Arc::new(Work {
-        payload: "x".repeat(args.payload_bytes),
-        topic,
+        topic: fresh_topic(&args.broker.client()).await?,
+        payload: args.request.payload(),
         messages: args.messages,
-        batch: args.batch,
+        batch: args.request.batch,
         next: AtomicU64::new(0),
         progress: progress_bar(args.messages),
     });
@@ -93,20 +155,24 @@ pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, ClientEr
     while let Some(joined) = tasks.join_next().await {
         samples.extend(joined.expect("a publishing task does not panic")?);
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let acknowledged = Instant::now();
     work.progress.finish_and_clear();
+    let replicas =
+        replication_lag(&args.replicas, &work.topic, args.messages, acknowledged).await?;
+    let seconds = acknowledged.duration_since(started).as_secs_f64();
     let requests = samples.len() as u64;
     let report = PublishReport {
         topic: work.topic.clone(),
         connections: args.connections,
-        batch: args.batch,
-        payload_bytes: args.payload_bytes as u64,
+        batch: args.request.batch,
+        payload_bytes: args.request.payload_bytes as u64,
         messages: args.messages,
         requests,
         seconds,
         messages_per_sec: args.messages as f64 / seconds,
         requests_per_sec: requests as f64 / seconds,
         latency_ms: percentiles_ms(samples.clone()),
+        replicas,
     };
     Ok(Measured {
         report,
@@ -120,20 +186,75 @@ async fn publish_claimed(client: Client, work: Arc<Work>) -> Result<Vec<i64>, Cl
     let mut samples = Vec::new();
     while let Some(size) = work.claim() {
         let sent = Instant::now();
-        if work.batch == 1 {
-            client
-                .publish(&work.topic, &work.topic, &work.payload)
-                .await?;
-        } else {
-            let payloads = vec![work.payload.clone(); size as usize];
-            client
-                .publish_batch(&work.topic, &work.topic, payloads)
-                .await?;
-        }
+        publish_request(&client, &work.topic, &work.payload, size).await?;
         samples.push(micros(sent.elapsed()));
         work.progress.inc(size);
     }
     Ok(samples)
+}
+
+/// Waits, for every replica at once, until it holds all `messages`
+/// messages of `topic`; returns each one's lag behind `acknowledged` (the
+/// last acknowledgement), in the order of `replicas`.
+async fn replication_lag(
+    replicas: &[PeerAddr],
+    topic: &str,
+    messages: u64,
+    acknowledged: Instant,
+) -> Result<Vec<ReplicaLag>, Error> {
+    let mut polls = JoinSet::new();
+    for (index, replica) in replicas.iter().enumerate() {
+        let (replica, topic) = (replica.clone(), topic.to_string());
+        polls.spawn(async move {
+            let lag = caught_up(&replica, &topic, messages, acknowledged).await;
+            (index, lag)
+        });
+    }
+    let mut lags = Vec::new();
+    while let Some(joined) = polls.join_next().await {
+        let (index, lag) = joined.expect("a replica poll does not panic");
+        lags.push((index, lag?));
+    }
+    lags.sort_by_key(|&(index, _)| index);
+    Ok(lags.into_iter().map(|(_, lag)| lag).collect())
+}
+
+/// Reads `replica`'s count of `topic`'s messages every
+/// [`REPLICA_POLL_EVERY`] until it reaches `messages` (a topic not found
+/// has not reached the replica yet); fails with what the replica held
+/// once [`REPLICA_DEADLINE`] has passed since `acknowledged`.
+async fn caught_up(
+    replica: &PeerAddr,
+    topic: &str,
+    messages: u64,
+    acknowledged: Instant,
+) -> Result<ReplicaLag, Error> {
+    let client = Client::new(replica.base_url());
+    loop {
+        let held = match client.topic(topic).await {
+            Ok(info) => Some(info.messages),
+            Err(error) if error.code() == Some("topic_not_found") => None,
+            Err(error) => return Err(error.into()),
+        };
+        let lag = acknowledged.elapsed();
+        if held.is_some_and(|held| held >= messages) {
+            return Ok(ReplicaLag {
+                replica: replica.to_string(),
+                caught_up_ms: micros(lag) as f64 / 1000.0,
+            });
+        }
+        if lag >= REPLICA_DEADLINE {
+            let held = match held {
+                Some(held) => format!("held {held} of the {messages} messages of"),
+                None => "had not yet got".to_string(),
+            };
+            return Err(Error::Failed(format!(
+                "replica {replica} {held} topic {topic} {REPLICA_DEADLINE:?} after the last \
+                 acknowledgement"
+            )));
+        }
+        tokio::time::sleep(REPLICA_POLL_EVERY).await;
+    }
 }
 
 /// The chart of `--plot`: the distribution of the requests' times to answer.
@@ -168,7 +289,14 @@ pub fn table(report: &PublishReport) -> String {
     row.push(format!("{:.2}", report.seconds));
     row.push(format!("{:.0}", report.messages_per_sec));
     row.push(format!("{:.0}", report.requests_per_sec));
-    run_table(&report.topic, &COLUMNS, row, report.latency_ms.as_ref())
+    let mut text = run_table(&report.topic, &COLUMNS, row, report.latency_ms.as_ref());
+    for lag in &report.replicas {
+        text += &format!(
+            "replica {}: every message {:.3} ms after the last acknowledgement\n",
+            lag.replica, lag.caught_up_ms
+        );
+    }
+    text
 }
 
 #[cfg(test)]
@@ -198,6 +326,10 @@ mod tests {
             messages_per_sec: 400.0,
             requests_per_sec: 8.0,
             latency_ms: percentiles_ms(vec![1000, 2000]),
+            replicas: vec![ReplicaLag {
+                replica: "h:2".to_string(),
+                caught_up_ms: 12.5,
+            }],
         };
         let text = table(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -214,5 +346,31 @@ mod tests {
                 "2.000"
             ]
         );
+        assert_eq!(
+            lines[3],
+            "replica h:2: every message 12.500 ms after the last acknowledgement"
+        );
+    }
+
+    #[test]
+    fn replicas_are_host_and_port() {
+        let replica = parse_host_port("127.0.0.1:7002").unwrap();
+        assert_eq!(replica.to_string(), "127.0.0.1:7002");
+        let ipv6 = parse_host_port("[::1]:80").unwrap();
+        assert_eq!((ipv6.host.as_str(), ipv6.port), ("[::1]", 80));
+        for wrong in ["localhost", ":80", "h:0", "h:port", "h:70000"] {
+            assert!(parse_host_port(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn replicas_are_optional_and_absent_from_json_without_them() {
+        let old = r#"{"topic":"t","connections":1,"batch":1,"payload_bytes":1,
+            "messages":1,"requests":1,"seconds":1.0,"messages_per_sec":1.0,
+            "requests_per_sec":1.0,"latency_ms":null}"#;
+        let report: PublishReport = serde_json::from_str(old).unwrap();
+        assert!(report.replicas.is_empty());
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("replicas"), "{json}");
     }
 }

@@ -37,11 +37,13 @@ pub fn percentiles_ms(samples_us: Vec<i64>) -> Option<Latency<f64>> {
 }
 
 /// A run's report and the latency samples (µs) behind its percentiles,
-/// kept for the chart of `--plot`.
+/// kept for the chart of `--plot`: one set, one per round (`S =
+/// Vec<Vec<i64>>`), or none (`S = ()`) when the report's percentiles are
+/// all the chart needs.
 #[derive(Debug)]
-pub struct Measured<R> {
+pub struct Measured<R, S = Vec<i64>> {
     pub report: R,
-    pub samples_us: Vec<i64>,
+    pub samples_us: S,
 }
 
 /// Header cells of [`latency_cells`].

@@ -13,8 +13,10 @@ use client::{Client, ClientError};
 use tokio::task::JoinSet;
 
 use crate::connections::{connected_clients, ensure_open_files};
-use crate::report::{micros, percentiles_ms, progress_bar, rows_table};
-use crate::{unique_name, BrokerArgs, Error};
+use crate::plot::{LineChart, Panel, PlotArgs, Scale, Series};
+use crate::publish::{publish_request, RequestArgs};
+use crate::report::{micros, percentiles_ms, progress_bar, rows_table, Measured};
+use crate::{fresh_topic, BrokerArgs, Error};
 
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
@@ -31,15 +33,13 @@ pub struct SweepArgs {
     /// How long each step publishes, in seconds
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds_per_step: u64,
-    /// Bytes of each payload
-    #[arg(long, default_value_t = 100)]
-    pub payload_bytes: usize,
-    /// Messages per request: 1 publishes them one by one, more in batches
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch: u64,
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub plot: PlotArgs,
 }
 
 /// What every publishing client sends: where, and what.
@@ -49,35 +49,14 @@ struct Work {
     batch: u64,
 }
 
-impl Work {
-    /// Sends one request of `batch` messages (a single publish when 1).
-    async fn send(&self, client: &Client) -> Result<(), ClientError> {
-        if self.batch == 1 {
-            client
-                .publish(&self.topic, &self.topic, &self.payload)
-                .await?;
-        } else {
-            let payloads = vec![self.payload.clone(); self.batch as usize];
-            client
-                .publish_batch(&self.topic, &self.topic, payloads)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-/// Registers a publisher and a fresh topic (both named [`unique_name`]),
-/// runs the steps and reports.
-pub async fn run(args: &SweepArgs) -> Result<SweepReport, Error> {
+/// Creates a fresh topic ([`fresh_topic`]), runs the steps and reports
+/// (the chart needs no samples: it draws the steps' percentiles).
+pub async fn run(args: &SweepArgs) -> Result<Measured<SweepReport, ()>, Error> {
     ensure_open_files(args.clients.iter().copied().max().unwrap_or(0))?;
-    let topic = unique_name();
-    let setup = args.broker.client();
-    setup.register_publisher(&topic).await?;
-    setup.create_topic(&topic, &topic).await?;
     let work = Arc::new(Work {
-        payload: "x".repeat(args.payload_bytes),
-        topic,
-        batch: args.batch,
+        topic: fresh_topic(&args.broker.client()).await?,
+        payload: args.request.payload(),
+        batch: args.request.batch,
     });
     let duration = Duration::from_secs(args.seconds_per_step);
     let progress = progress_bar(args.clients.len() as u64);
@@ -87,12 +66,16 @@ pub async fn run(args: &SweepArgs) -> Result<SweepReport, Error> {
         progress.inc(1);
     }
     progress.finish_and_clear();
-    Ok(SweepReport {
+    let report = SweepReport {
         topic: work.topic.clone(),
-        batch: args.batch,
-        payload_bytes: args.payload_bytes as u64,
+        batch: args.request.batch,
+        payload_bytes: args.request.payload_bytes as u64,
         seconds_per_step: args.seconds_per_step,
         steps,
+    };
+    Ok(Measured {
+        report,
+        samples_us: (),
     })
 }
 
@@ -138,10 +121,46 @@ async fn publish_until(
     let mut samples = Vec::new();
     while Instant::now() < until {
         let sent = Instant::now();
-        work.send(&client).await?;
+        publish_request(&client, &work.topic, &work.payload, work.batch).await?;
         samples.push(micros(sent.elapsed()));
     }
     Ok(samples)
+}
+
+/// The chart of `--plot`: throughput above request latency (p50, p99),
+/// against the number of clients on a log scale, the steps in order of
+/// clients.
+pub fn chart(run: &Measured<SweepReport, ()>) -> LineChart {
+    let report = &run.report;
+    let mut steps: Vec<&SweepStep> = report.steps.iter().collect();
+    steps.sort_by_key(|step| step.clients);
+    let series = |name: &str, y: fn(&SweepStep) -> Option<f64>| Series {
+        name: name.to_string(),
+        points: steps
+            .iter()
+            .filter_map(|step| Some((step.clients as f64, y(step)?)))
+            .collect(),
+    };
+    let throughput = Panel {
+        y_label: "throughput (msg/s)".to_string(),
+        series: vec![series("msg/s", |step| Some(step.messages_per_sec))],
+    };
+    let latency = Panel {
+        y_label: "request latency (ms)".to_string(),
+        series: vec![
+            series("p50", |step| step.latency_ms.as_ref().map(|l| l.p50)),
+            series("p99", |step| step.latency_ms.as_ref().map(|l| l.p99)),
+        ],
+    };
+    LineChart {
+        title: format!(
+            "bench sweep: closed-loop publishes ({} B payloads, batch {}, {} s per step)",
+            report.payload_bytes, report.batch, report.seconds_per_step
+        ),
+        x_label: "clients".to_string(),
+        x_scale: Scale::Log,
+        panels: vec![throughput, latency],
+    }
 }
 
 /// The report as plain text: the topic, then a header and a row per step.
@@ -181,8 +200,8 @@ mod tests {
         assert!(parse(&["--clients", "1,0"]).is_err());
     }
 
-    #[test]
-    fn table_has_a_row_per_step() {
+    /// A report of steps of 1 and 4 clients, the second without latency.
+    fn report() -> SweepReport {
         let step = |clients, latency_ms| SweepStep {
             clients,
             messages: 100 * clients,
@@ -191,14 +210,18 @@ mod tests {
             messages_per_sec: 100.0 * clients as f64,
             latency_ms,
         };
-        let report = SweepReport {
+        SweepReport {
             topic: "t".to_string(),
             batch: 1,
             payload_bytes: 100,
             seconds_per_step: 1,
-            steps: vec![step(1, percentiles_ms(vec![500])), step(4, None)],
-        };
-        let text = table(&report);
+            steps: vec![step(4, None), step(1, percentiles_ms(vec![500]))],
+        }
+    }
+
+    #[test]
+    fn table_has_a_row_per_step() {
+        let text = table(&report());
         let lines: Vec<Vec<&str>> = text
             .lines()
             .map(|l| l.split_whitespace().collect())
@@ -208,7 +231,32 @@ mod tests {
             lines[1][..6],
             ["clients", "messages", "requests", "seconds", "msg/s", "p50_ms"]
         );
-        assert_eq!(lines[2][..6], ["1", "100", "100", "1.00", "100", "0.500"]);
-        assert_eq!(lines[3][..6], ["4", "400", "400", "1.00", "400", "-"]);
+        assert_eq!(lines[2][..6], ["4", "400", "400", "1.00", "400", "-"]);
+        assert_eq!(lines[3][..6], ["1", "100", "100", "1.00", "100", "0.500"]);
+    }
+
+    #[test]
+    fn chart_puts_throughput_above_latency_in_order_of_clients() {
+        let run = Measured {
+            report: report(),
+            samples_us: (),
+        };
+        let chart = chart(&run);
+        assert_eq!(
+            (chart.x_label.as_str(), chart.x_scale),
+            ("clients", Scale::Log)
+        );
+        assert!(
+            chart.title.contains("100 B payloads, batch 1"),
+            "{}",
+            chart.title
+        );
+        let [throughput, latency] = &chart.panels[..] else {
+            panic!("two panels: {chart:?}");
+        };
+        assert_eq!(throughput.series[0].points, [(1.0, 100.0), (4.0, 400.0)]);
+        let names: Vec<&str> = latency.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["p50", "p99"]);
+        assert_eq!(latency.series[1].points, [(1.0, 0.5)]);
     }
 }

@@ -27,6 +27,21 @@ pub struct PublishReport {
     /// Time from sending each request to its answer, in ms; `None`
     /// without requests.
     pub latency_ms: Option<Latency<f64>>,
+    /// How long each `--replica` took to hold every message; empty without
+    /// `--replica` (and absent from the JSON then, as in older reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaLag>,
+}
+
+/// How far one replica of `bench publish` lagged behind the broker the
+/// messages were published to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaLag {
+    /// The replica, `host:port`.
+    pub replica: String,
+    /// From the last acknowledgement to the replica holding every message,
+    /// in ms.
+    pub caught_up_ms: f64,
 }
 
 /// What `bench latency` measured: publish-to-delivery latency at a fixed

@@ -385,12 +385,7 @@ fn raise_have(conn: &Connection, origin: &str, have: u64) -> rusqlite::Result<()
 /// later: without the wait, the first few to return would take a commit (an
 /// fsync) of their own while the rest queue behind it, and the clients would
 /// split into groups that each commit every other time.
-fn gather(
-    first: Job,
-    jobs: &mpsc::Receiver<Job>,
-    expected: usize,
-    patience: Duration,
-) -> Vec<Job> {
+fn gather(first: Job, jobs: &mpsc::Receiver<Job>, expected: usize, patience: Duration) -> Vec<Job> {
     let deadline = Instant::now() + patience;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
