@@ -194,6 +194,10 @@ pub fn pending(
 /// contiguous prefix of its origin (`have`), so that no message still in
 /// flight is skipped. Per origin, stamps grow with seq, so the result holds
 /// a prefix of each origin's pending messages.
+///
+/// The rows come in index order, so taking `max` of them stops the scan; a
+/// `LIMIT ?` would do the same but makes SQLite prepare the statement anew
+/// at every run (a bound LIMIT counts as a value the plan depends on).
 fn pending_on(
     conn: &Connection,
     subscriber: &str,
@@ -213,12 +217,11 @@ fn pending_on(
            AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
            AND m.seq <= o.have
            AND m.seq > coalesce(p.seq, 0)
-           AND (?4 IS NULL OR m.seq <= coalesce(
-               (SELECT value FROM json_each(?4) WHERE key = m.origin), 0))
-         ORDER BY m.lamport, m.origin
-         LIMIT ?3",
+           AND (?3 IS NULL OR m.seq <= coalesce(
+               (SELECT value FROM json_each(?3) WHERE key = m.origin), 0))
+         ORDER BY m.lamport, m.origin",
     )?
-    .query_map(params![subscriber, topic, max, deliverable], |row| {
+    .query_map(params![subscriber, topic, deliverable], |row| {
         let origin: String = row.get(0)?;
         let seq: u64 = row.get(1)?;
         Ok(Message {
@@ -232,6 +235,7 @@ fn pending_on(
             published_at_ms: row.get(6)?,
         })
     })?
+    .take(max as usize)
     .collect()
 }
 
