@@ -14,7 +14,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use client::peer::Have;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -29,8 +28,6 @@ use crate::wakeups::{Key, Wakeups};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
-/// Longest a batch waits for the requests it expects (see [`gather`]).
-const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// Answers a request once its transaction has committed (`Ok`) or failed.
 type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
@@ -259,14 +256,15 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(&mut self, jobs: mpsc::Receiver<Job>) {
-        let mut expected = 1;
-        let mut last_commit = Duration::ZERO;
         while let Ok(first) = jobs.recv() {
-            let batch = gather(first, &jobs, expected, last_commit.min(MAX_GATHER));
-            expected = batch.len();
-            let started = Instant::now();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
             self.commit(batch);
-            last_commit = started.elapsed();
         }
     }
 
@@ -377,32 +375,6 @@ fn raise_have(conn: &Connection, origin: &str, have: u64) -> rusqlite::Result<()
     )?
     .execute(params![origin, have])?;
     Ok(())
-}
-
-/// The next batch: `first` and whatever is queued behind it. While it holds
-/// fewer than `expected` requests (the size of the last batch), it waits for
-/// more, at most `patience`. Clients answered by a commit come back a moment
-/// later: without the wait, the first few to return would take a commit (an
-/// fsync) of their own while the rest queue behind it, and the clients would
-/// split into groups that each commit every other time.
-fn gather(first: Job, jobs: &mpsc::Receiver<Job>, expected: usize, patience: Duration) -> Vec<Job> {
-    let deadline = Instant::now() + patience;
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        let next = match jobs.try_recv() {
-            Ok(job) => Ok(job),
-            Err(mpsc::TryRecvError::Empty) if batch.len() < expected => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                jobs.recv_timeout(left).map_err(drop)
-            }
-            Err(_) => Err(()),
-        };
-        match next {
-            Ok(job) => batch.push(job),
-            Err(()) => break,
-        }
-    }
-    batch
 }
 
 fn clone_failure(error: &ApiError) -> ApiError {
