@@ -287,4 +287,26 @@ mod tests {
         assert_eq!(first_two.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         store.close();
     }
+
+    #[tokio::test]
+    async fn a_request_that_fails_after_writing_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let failed = store
+            .write(|tx| {
+                tx.register_publisher("P1")?;
+                Err::<(), _>(ApiError::BadRequest("refused after writing".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        let kept = store
+            .read(|conn| Ok(queries::publisher_exists(conn, "P1")?))
+            .await
+            .unwrap();
+        assert!(!kept, "the failed request's registration was kept");
+        // The writer goes on, and the failed request's seq is not used up.
+        store.write(|tx| tx.register_publisher("P2")).await.unwrap();
+        assert_eq!(store.own_seq(), 1);
+        store.close();
+    }
 }
