@@ -210,12 +210,19 @@ impl WriteTx<'_> {
 const REPLICATED: &str = "(?2 IS NULL OR m.seq <= coalesce(
     (SELECT value FROM json_each(?2) WHERE key = m.origin), 0))";
 
-/// Where the retention sweep's scan of old messages resumes: after the
-/// message with this `(published_at_ms, rowid)`.
-pub type ExpiryCursor = Option<(i64, i64)>;
+/// Where the retention sweep's scan of old messages resumes: after this
+/// `(origin, seq)`.
+pub type ExpiryCursor = Option<(String, u64)>;
+
+/// An expired message, and whether a live subscriber still needs it.
+struct Expired {
+    rowid: i64,
+    seq: u64,
+    needed: bool,
+}
 
 /// What one retention sweep did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Swept {
     pub deleted: usize,
     /// This step deleted messages and stopped at its limit: more may be
@@ -282,7 +289,10 @@ impl WriteTx<'_> {
 
     /// Looks at up to `limit` messages older than `cutoff_ms` after `resume`
     /// and deletes those no live subscriber needs; says where to resume
-    /// (`None`: start from the oldest next time).
+    /// (`None`: start from the oldest next time). Each origin is read in seq
+    /// order up to its first message that is not yet expired (or not yet
+    /// held by every peer): an origin stamps its messages by its own clock, so
+    /// a later seq is younger, and a clock set back only delays expiry.
     fn delete_expired(
         &mut self,
         cutoff_ms: i64,
@@ -290,11 +300,45 @@ impl WriteTx<'_> {
         resume: ExpiryCursor,
         limit: u32,
     ) -> Result<(usize, ExpiryCursor), ApiError> {
-        let (after_ms, after_row) = resume.unwrap_or((i64::MIN, i64::MIN));
-        let candidates: Vec<(i64, i64, bool)> = self
-            .conn
+        let origins = queries::have(self.conn)?.into_keys();
+        let (resume_origin, resume_seq) = resume.unwrap_or_default();
+        let mut budget = limit as usize;
+        let mut deleted = 0;
+        for origin in origins.filter(|origin| *origin >= resume_origin) {
+            let after = if origin == resume_origin {
+                resume_seq
+            } else {
+                0
+            };
+            let expired = self.expired_of(&origin, after, cutoff_ms, replicated, budget)?;
+            let mut delete = self
+                .conn
+                .prepare_cached("DELETE FROM messages WHERE rowid = ?1")?;
+            for message in expired.iter().filter(|message| !message.needed) {
+                deleted += delete.execute([message.rowid])?;
+            }
+            budget -= expired.len();
+            if budget == 0 {
+                let last = expired.last().map_or(after, |message| message.seq);
+                return Ok((deleted, Some((origin, last))));
+            }
+        }
+        Ok((deleted, None))
+    }
+
+    /// Up to `max` of `origin`'s messages after seq `after`, in seq order,
+    /// up to the first one that is not expired or not replicated.
+    fn expired_of(
+        &self,
+        origin: &str,
+        after: u64,
+        cutoff_ms: i64,
+        replicated: Option<&str>,
+        max: usize,
+    ) -> rusqlite::Result<Vec<Expired>> {
+        self.conn
             .prepare_cached(&format!(
-                "SELECT m.rowid, m.published_at_ms, EXISTS (
+                "SELECT m.rowid, m.seq, m.published_at_ms < ?3 AND {REPLICATED}, EXISTS (
                      SELECT 1 FROM subscriptions s
                      LEFT JOIN positions p ON p.subscriber = s.subscriber
                          AND p.topic = s.topic AND p.origin = m.origin
@@ -302,31 +346,22 @@ impl WriteTx<'_> {
                        AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
                        AND m.seq > coalesce(p.seq, 0))
                  FROM messages m
-                 WHERE m.published_at_ms < ?1 AND (m.published_at_ms, m.rowid) > (?3, ?4)
-                   AND {REPLICATED}
-                 ORDER BY m.published_at_ms, m.rowid
-                 LIMIT ?5"
+                 WHERE m.origin = ?1 AND m.seq > ?4
+                 ORDER BY m.seq"
             ))?
-            .query_map(
-                params![cutoff_ms, replicated, after_ms, after_row, limit],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?
-            .collect::<Result<_, _>>()?;
-        let mut delete = self
-            .conn
-            .prepare_cached("DELETE FROM messages WHERE rowid = ?1")?;
-        let mut deleted = 0;
-        for (rowid, _, needed) in &candidates {
-            if !needed {
-                deleted += delete.execute([rowid])?;
-            }
-        }
-        let resume = match candidates.last() {
-            Some((rowid, published_at_ms, _)) if candidates.len() == limit as usize => {
-                Some((*published_at_ms, *rowid))
-            }
-            _ => None,
-        };
-        Ok((deleted, resume))
+            .query_map(params![origin, replicated, cutoff_ms, after], |row| {
+                Ok((
+                    row.get::<_, bool>(2)?,
+                    Expired {
+                        rowid: row.get(0)?,
+                        seq: row.get(1)?,
+                        needed: row.get(3)?,
+                    },
+                ))
+            })?
+            .take_while(|row| !matches!(row, Ok((false, _))))
+            .take(max)
+            .map(|row| row.map(|(_, message)| message))
+            .collect()
     }
 }

@@ -156,12 +156,12 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
 }
 
 /// Messages `subscriber` has not acknowledged on `topics`, oldest first by
-/// `(lamport, origin)`, at most `max`; with `deliverable`, only up to its
+/// `(lamport, origin)`, at most `max`; `deliverable` caps the deliverable
 /// seq per origin (leader mode: what a majority holds).
 ///
-/// Each topic is read on its own, in index order, stopping after `max`
-/// pending messages: no sort of the whole backlog. (Messages this subscriber
-/// acknowledged that others have not are still stepped over one by one.)
+/// Each topic is read per origin, from just past the acknowledged seq, in
+/// seq order; per origin, stamps grow with seq, so merging the origins'
+/// runs by stamp gives the delivery order without sorting the backlog.
 pub fn pending(
     conn: &Connection,
     subscriber: &str,
@@ -169,72 +169,102 @@ pub fn pending(
     deliverable: Option<&Have>,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
-    let deliverable = deliverable
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let mut messages = Vec::new();
     for topic in topics {
-        messages.extend(pending_on(
-            conn,
-            subscriber,
-            topic,
-            deliverable.as_deref(),
-            max,
-        )?);
+        for run in readable_runs(conn, subscriber, topic)? {
+            let upto = deliverable.map_or(run.have, |deliverable| {
+                run.have
+                    .min(deliverable.get(&run.origin).copied().unwrap_or(0))
+            });
+            if upto > run.acknowledged {
+                messages.extend(pending_run(conn, topic, &run, upto, max)?);
+            }
+        }
     }
     messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin)));
     messages.truncate(max as usize);
     Ok(messages)
 }
 
-/// The pending messages of one topic. A message is pending when it belongs
-/// to the topic's live incarnation, is stamped after the subscription's
-/// start, is above the acknowledged seq of its origin, and lies within the
-/// contiguous prefix of its origin (`have`), so that no message still in
-/// flight is skipped. Per origin, stamps grow with seq, so the result holds
-/// a prefix of each origin's pending messages.
+/// What a subscriber may read of one topic's messages from one origin:
+/// past `acknowledged`, up to `have` (so that no message still in flight is
+/// skipped), and stamped after `after` (the later of the topic's creation
+/// and the subscription's start).
+struct Run {
+    origin: String,
+    have: u64,
+    acknowledged: u64,
+    after: (u64, String),
+}
+
+/// One run per origin; none when the subscription or the topic is not live.
+fn readable_runs(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::Result<Vec<Run>> {
+    conn.prepare_cached(
+        "SELECT o.origin, o.have, coalesce(p.seq, 0),
+                s.start_lamport, s.start_origin, t.created_lamport, t.created_origin
+         FROM subscriptions s
+         JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
+         JOIN origins o
+         LEFT JOIN positions p
+             ON p.subscriber = s.subscriber AND p.topic = s.topic AND p.origin = o.origin
+         WHERE s.subscriber = ?1 AND s.topic = ?2 AND s.live = 1",
+    )?
+    .query_map(params![subscriber, topic], |row| {
+        let started: (u64, String) = (row.get(3)?, row.get(4)?);
+        let created: (u64, String) = (row.get(5)?, row.get(6)?);
+        Ok(Run {
+            origin: row.get(0)?,
+            have: row.get(1)?,
+            acknowledged: row.get(2)?,
+            after: started.max(created),
+        })
+    })?
+    .collect()
+}
+
+/// Up to `max` messages of one run, up to seq `upto`, in seq order.
 ///
 /// The rows come in index order, so taking `max` of them stops the scan; a
 /// `LIMIT ?` would do the same but makes SQLite prepare the statement anew
 /// at every run (a bound LIMIT counts as a value the plan depends on).
-fn pending_on(
+fn pending_run(
     conn: &Connection,
-    subscriber: &str,
     topic: &str,
-    deliverable: Option<&str>,
+    run: &Run,
+    upto: u64,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     conn.prepare_cached(
         "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms
          FROM messages m
-         JOIN subscriptions s ON s.subscriber = ?1 AND s.topic = ?2 AND s.live = 1
-         JOIN topics t ON t.name = ?2 AND t.created_by IS NOT NULL
-         JOIN origins o ON o.origin = m.origin
-         LEFT JOIN positions p ON p.subscriber = ?1 AND p.topic = ?2 AND p.origin = m.origin
-         WHERE m.topic = ?2
-           AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)
-           AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-           AND m.seq <= o.have
-           AND m.seq > coalesce(p.seq, 0)
-           AND (?3 IS NULL OR m.seq <= coalesce(
-               (SELECT value FROM json_each(?3) WHERE key = m.origin), 0))
-         ORDER BY m.lamport, m.origin",
+         WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
+           AND (m.lamport, m.origin) > (?5, ?6)
+         ORDER BY m.seq",
     )?
-    .query_map(params![subscriber, topic, deliverable], |row| {
-        let origin: String = row.get(0)?;
-        let seq: u64 = row.get(1)?;
-        Ok(Message {
-            id: message_id(&origin, seq),
-            origin,
-            seq,
-            lamport: row.get(2)?,
-            topic: row.get(3)?,
-            publisher: row.get(4)?,
-            payload: row.get(5)?,
-            published_at_ms: row.get(6)?,
-        })
-    })?
+    .query_map(
+        params![
+            topic,
+            run.origin,
+            run.acknowledged,
+            upto,
+            run.after.0,
+            run.after.1
+        ],
+        |row| {
+            let origin: String = row.get(0)?;
+            let seq: u64 = row.get(1)?;
+            Ok(Message {
+                id: message_id(&origin, seq),
+                origin,
+                seq,
+                lamport: row.get(2)?,
+                topic: row.get(3)?,
+                publisher: row.get(4)?,
+                payload: row.get(5)?,
+                published_at_ms: row.get(6)?,
+            })
+        },
+    )?
     .take(max as usize)
     .collect()
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_event_log.sql"),
     include_str!("../../../migrations/0002_settings.sql"),
     include_str!("../../../migrations/0003_members.sql"),
+    include_str!("../../../migrations/0004_fewer_message_indexes.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
