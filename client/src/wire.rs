@@ -171,7 +171,14 @@ pub struct ErrorDetail {
 
 /// A message id: `<origin>/<seq>`, unique in the cluster.
 pub fn message_id(origin: &str, seq: u64) -> String {
-    format!("{origin}/{seq}")
+    use std::fmt::Write;
+    // Sized once (`format!` grows the string as it goes); a String takes
+    // any write.
+    let mut id = String::with_capacity(origin.len() + 1 + 20);
+    id.push_str(origin);
+    id.push('/');
+    let _ = write!(id, "{seq}");
+    id
 }
 
 /// Pull limits of `API.md` §3: `max` defaults to 100 and is capped at 1000;

@@ -1,7 +1,9 @@
 //! `/topics`: create, list, get, delete, publish.
 
 use actix_web::{web, HttpResponse};
-use client::wire::{CreateTopic, PublishRequest, PublishedBatch, TopicCreated};
+use client::wire::{
+    message_id, CreateTopic, PublishRequest, Published, PublishedBatch, TopicCreated,
+};
 use serde::Deserialize;
 
 use super::body::Body;
@@ -98,17 +100,23 @@ pub async fn publish(
     check_payload_sizes(&payloads, app.config.max_payload_bytes)?;
     let count = payloads.len();
     let published_at_ms = now_ms();
-    let published = app
+    let stamped = app
         .record(move |tx| tx.publish(&topic, &publisher, payloads, published_at_ms))
         .await?;
     app.metrics.count_published(count);
+    let origin = &app.config.id;
+    let mut published = stamped.into_iter().map(|(seq, lamport)| Published {
+        id: message_id(origin, seq),
+        origin: origin.to_string(),
+        seq,
+        lamport,
+    });
     if batch {
         return Ok(HttpResponse::Created().json(PublishedBatch {
-            messages: published,
+            messages: published.collect(),
         }));
     }
     let one = published
-        .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("a publish stored no message".to_string()))?;
     Ok(HttpResponse::Created().json(one))

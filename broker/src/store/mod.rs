@@ -328,6 +328,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_is_stored_in_order_across_multi_row_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // Two full multi-row statements and a remainder.
+        let payloads: Vec<String> = (0..130).map(|n| format!("m{n}")).collect();
+        let sent = payloads.clone();
+        let stamped = store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1")?;
+                tx.publish("news", "P1", sent, 7)
+            })
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = stamped.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (3..133).collect::<Vec<u64>>());
+        assert!(stamped.windows(2).all(|pair| pair[0].1 < pair[1].1));
+        assert_eq!(stored_payloads(&store).await, payloads);
+        let rows: Vec<(String, String, String, i64, u64, u64)> = store
+            .read(|conn| {
+                let mut statement = conn.prepare(
+                    "SELECT origin, topic, publisher, published_at_ms, seq, lamport
+                     FROM messages ORDER BY seq",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        for ((origin, topic, publisher, at, seq, lamport), (sent_seq, sent_lamport)) in
+            rows.iter().zip(&stamped)
+        {
+            assert_eq!(
+                (origin.as_str(), topic.as_str(), publisher.as_str(), *at),
+                ("B:1", "news", "P1", 7)
+            );
+            assert_eq!((seq, lamport), (sent_seq, sent_lamport));
+        }
+        store.close();
+    }
+
+    #[tokio::test]
     async fn a_request_that_fails_after_writing_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

@@ -3,7 +3,7 @@
 
 use client::http::Created;
 use client::peer::Have;
-use client::wire::{message_id, Published, StartFrom};
+use client::wire::StartFrom;
 use client::PeerAddr;
 use rusqlite::params;
 
@@ -64,32 +64,19 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Publishes `payloads` in order, all or none.
+    /// Publishes `payloads` in order, all or none; returns each message's
+    /// `(seq, lamport)`, sequenced by this broker (the caller makes the ids,
+    /// off the writer thread).
     pub fn publish(
         &mut self,
         topic: &str,
         publisher: &str,
         payloads: Vec<String>,
         published_at_ms: i64,
-    ) -> Result<Vec<Published>, ApiError> {
+    ) -> Result<Vec<(u64, u64)>, ApiError> {
         queries::require_topic(self.conn, topic)?;
         queries::require_publisher(self.conn, publisher)?;
-        let mut published = Vec::with_capacity(payloads.len());
-        for payload in payloads {
-            let event = self.record(Change::Publish {
-                topic: topic.to_string(),
-                publisher: publisher.to_string(),
-                payload,
-                published_at_ms,
-            })?;
-            published.push(Published {
-                id: message_id(&event.origin, event.seq),
-                origin: event.origin,
-                seq: event.seq,
-                lamport: event.lamport,
-            });
-        }
-        Ok(published)
+        self.record_messages(topic, publisher, &payloads, published_at_ms)
     }
 
     pub fn subscribe(

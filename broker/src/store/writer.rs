@@ -19,6 +19,7 @@ use client::peer::Have;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::apply::{insert_messages, MessageRun};
 use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -105,6 +106,45 @@ impl WriteTx<'_> {
         self.woken.extend(wakes(&event.change));
         self.woken.insert(Key::LocalEvents);
         Ok(event)
+    }
+
+    /// Numbers, stamps and stores local messages on `topic`, one publish
+    /// event each, as `record` would; the caller checked that the topic is
+    /// live. Their stamps are newer than any deletion this broker holds, so
+    /// the deletion check a received message needs (in `apply`) is skipped.
+    /// Returns each message's `(seq, lamport)`.
+    pub(super) fn record_messages(
+        &mut self,
+        topic: &str,
+        publisher: &str,
+        payloads: &[String],
+        published_at_ms: i64,
+    ) -> Result<Vec<(u64, u64)>, ApiError> {
+        let stamped: Vec<(u64, u64)> = payloads
+            .iter()
+            .map(|_| {
+                self.state.last_seq += 1;
+                (self.state.last_seq, self.state.clock.tick())
+            })
+            .collect();
+        let messages: Vec<(u64, u64, &str)> = stamped
+            .iter()
+            .zip(payloads)
+            .map(|(&(seq, lamport), payload)| (seq, lamport, payload.as_str()))
+            .collect();
+        let run = MessageRun {
+            origin: &self.state.me,
+            topic,
+            publisher,
+            published_at_ms,
+            messages: &messages,
+        };
+        insert_messages(self.conn, &run)?;
+        if !stamped.is_empty() {
+            self.woken.insert(Key::Topic(topic.to_string()));
+            self.woken.insert(Key::LocalEvents);
+        }
+        Ok(stamped)
     }
 
     /// Applies events received from a peer. Per origin only the next event
