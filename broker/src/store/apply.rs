@@ -265,6 +265,52 @@ fn insert_rows(
     Ok(())
 }
 
+/// What the messages of one publish request share: the topic, the
+/// publisher and the time (`None` for any other event).
+pub fn run_key(event: &Event) -> Option<(&str, &str, i64)> {
+    match &event.change {
+        Change::Publish {
+            topic,
+            publisher,
+            published_at_ms,
+            ..
+        } => Some((topic, publisher, *published_at_ms)),
+        _ => None,
+    }
+}
+
+/// Applies received messages of one publish request (consecutive seqs of
+/// one origin, one `run_key`) as `apply` would, in multi-row inserts. Stamps
+/// grow with seq, so when the first is not stamped before the topic's latest
+/// deletion, none is; otherwise they are applied one by one.
+pub fn apply_run(conn: &Connection, run: &[Event]) -> rusqlite::Result<()> {
+    let Some((first, (topic, publisher, published_at_ms))) =
+        run.first().and_then(|first| Some((first, run_key(first)?)))
+    else {
+        return Ok(());
+    };
+    if deleted_after(conn, topic, &Stamp::of(first))? {
+        return run.iter().try_for_each(|event| apply(conn, event));
+    }
+    let messages: Vec<(u64, u64, &str)> = run
+        .iter()
+        .filter_map(|event| match &event.change {
+            Change::Publish { payload, .. } => Some((event.seq, event.lamport, payload.as_str())),
+            _ => None,
+        })
+        .collect();
+    insert_messages(
+        conn,
+        &MessageRun {
+            origin: &first.origin,
+            topic,
+            publisher,
+            published_at_ms,
+            messages: &messages,
+        },
+    )
+}
+
 fn deleted_after(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM topics WHERE name = ?1

@@ -379,6 +379,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_received_run_of_messages_keeps_only_those_stamped_after_a_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let deletion = Event {
+            origin: "B:1".to_string(),
+            seq: 1,
+            lamport: 45,
+            change: Change::DeleteTopic {
+                topic: "news".into(),
+                publisher: "P1".into(),
+            },
+        };
+        receive(&store, vec![deletion]).await;
+        // One request's messages (stamps 30–60) straddle the deletion (45).
+        let mut events = history()[..2].to_vec();
+        events.extend((3..=6).map(|seq| publish(seq, &format!("m{seq}"))));
+        let have = receive(&store, events).await;
+        assert_eq!(have.get("A:1"), Some(&6));
+        assert_eq!(stored_payloads(&store).await, ["m5", "m6"]);
+        // A run after the deletion goes in whole.
+        let later: Vec<Event> = (7..=9)
+            .map(|seq| publish(seq, &format!("m{seq}")))
+            .collect();
+        receive(&store, later).await;
+        assert_eq!(
+            stored_payloads(&store).await,
+            ["m5", "m6", "m7", "m8", "m9"]
+        );
+        store.close();
+    }
+
+    #[tokio::test]
     async fn a_request_that_fails_after_writing_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

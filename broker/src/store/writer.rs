@@ -153,7 +153,8 @@ impl WriteTx<'_> {
     /// sends them again from the `have` returned). Returns `have` afterwards.
     pub fn receive(&mut self, events: Vec<Event>) -> Result<Have, ApiError> {
         let mut received: HashMap<String, u64> = HashMap::new();
-        for event in events {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
             let have = match received.get(&event.origin) {
                 Some(have) => *have,
                 None => self.have_of(&event.origin)?,
@@ -161,16 +162,31 @@ impl WriteTx<'_> {
             if event.seq != have + 1 {
                 continue;
             }
-            if event.change != Change::Pruned {
-                self.state.clock.observe(event.lamport);
-                super::apply::apply(self.conn, &event)?;
-                self.woken.extend(wakes(&event.change));
+            // The messages of one publish request travel together: stored
+            // as one run, as their origin stored them.
+            let mut run = vec![event];
+            while let Some(next) = events.next_if(|next| continues_run(&run[run.len() - 1], next)) {
+                run.push(next);
             }
-            if event.origin == self.state.me {
+            let first = &run[0];
+            if first.change != Change::Pruned {
+                for event in &run {
+                    self.state.clock.observe(event.lamport);
+                }
+                if run.len() == 1 {
+                    super::apply::apply(self.conn, first)?;
+                } else {
+                    super::apply::apply_run(self.conn, &run)?;
+                }
+                self.woken.extend(wakes(&first.change));
+            }
+            let last = run[run.len() - 1].seq;
+            let origin = run.swap_remove(0).origin;
+            if origin == self.state.me {
                 // Our own events coming back: this broker lost its data.
-                self.state.last_seq = event.seq;
+                self.state.last_seq = last;
             }
-            received.insert(event.origin, event.seq);
+            received.insert(origin, last);
         }
         for (origin, have) in received.iter().filter(|(o, _)| **o != self.state.me) {
             raise_have(self.conn, origin, *have)?;
@@ -205,6 +221,14 @@ impl WriteTx<'_> {
 }
 
 /// Which long polls a committed change concerns.
+/// Whether `next` continues the run of messages that `last` ends: the next
+/// seq of the same origin, from the same publish request.
+fn continues_run(last: &Event, next: &Event) -> bool {
+    next.origin == last.origin
+        && next.seq == last.seq + 1
+        && super::apply::run_key(next).is_some_and(|key| Some(key) == super::apply::run_key(last))
+}
+
 fn wakes(change: &Change) -> Option<Key> {
     match change {
         Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } => {
