@@ -872,6 +872,45 @@ async fn auto_ack_acknowledges_on_delivery() {
 }
 
 #[tokio::test]
+async fn back_to_back_auto_acknowledging_pulls_never_repeat_a_message() {
+    let (_broker, client) = broker_with_subscriber().await;
+    let sent: Vec<String> = (0..30).map(|n| format!("m{n}")).collect();
+    client
+        .publish_batch(T, P1, sent.clone())
+        .await
+        .expect("publish");
+    // Large batches on another topic keep the writer busy, so that each
+    // pull's acknowledgement commits well after the pull has answered; the
+    // next pull must still start after it.
+    client.create_topic("busy", P1).await.expect("topic");
+    let load = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let batch: Vec<String> = (0..2000).map(|_| "x".repeat(1000)).collect();
+            for _ in 0..100 {
+                client
+                    .publish_batch("busy", P1, batch.clone())
+                    .await
+                    .expect("load");
+            }
+        })
+    };
+    let query = PullQuery {
+        max: Some(1),
+        auto_ack: Some(true),
+        ..at_once(Some(T), None)
+    };
+    let mut received = Vec::new();
+    for _ in 0..sent.len() {
+        let pulled = client.pull(S1, &query).await.expect("pull");
+        received.extend(payloads(&pulled).into_iter().map(str::to_string));
+    }
+    load.abort();
+    assert_eq!(received, sent);
+    assert!(pull_now(&client, S1, T).await.messages.is_empty());
+}
+
+#[tokio::test]
 async fn pull_checks_its_query_and_names() {
     let (broker, client) = start_with_topic(&[], P1, T).await;
     client.create_topic("other", P1).await.expect("topic");

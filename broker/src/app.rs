@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Mode};
+use crate::delivery::AcksInFlight;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{queries, Store, WriteTx};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Becomes `true` when the broker starts shutting down; long polls answer at once.
     pub shutdown: watch::Receiver<bool>,
+    /// Pulls' acknowledgements still being committed.
+    pub acks: AcksInFlight,
 }
 
 impl AppState {

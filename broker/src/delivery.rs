@@ -1,11 +1,14 @@
 //! Pulls: reading a subscriber's pending messages, waiting for them (long
 //! polling), cursors and acknowledgements.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use actix_web::web;
 use client::wire::{Message, Pulled};
 use futures_util::future::select_all;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Mode;
@@ -13,7 +16,7 @@ use crate::cursor::{Cursor, Position};
 use crate::error::ApiError;
 use crate::store::queries;
 use crate::wakeups::Key;
-use crate::AppState;
+use crate::{lock, AppState};
 
 /// A checked pull request.
 pub struct Pull {
@@ -25,13 +28,16 @@ pub struct Pull {
 }
 
 /// Answers a pull: the pending messages at once, or the first to arrive
-/// before the deadline, or none at the deadline (or at shutdown).
+/// before the deadline, or none at the deadline (or at shutdown). With
+/// `auto_ack` the messages are acknowledged right after the answer (see
+/// [`AcksInFlight`]).
 ///
-/// The reads and the acknowledgement are boxed: a future holds room for the
-/// largest future it awaits, and a waiting pull (10,000 of them at a time)
-/// should hold only what it needs while it waits (0.7 KB instead of 2.3 KB).
-pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
+/// The reads are boxed: a future holds room for the largest future it
+/// awaits, and a waiting pull (10,000 of them at a time) should hold only
+/// what it needs while it waits.
+pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiError> {
     let deadline = Instant::now() + pull.wait;
+    app.acks.settled(&pull.subscriber).await;
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
@@ -73,13 +79,68 @@ pub async fn pull(app: &AppState, pull: Pull) -> Result<Pulled, ApiError> {
     drop(waiting);
     let cursor = cursor_after(&pull.subscriber, &messages);
     if pull.auto_ack && !messages.is_empty() {
-        Box::pin(acknowledge(app, cursor.clone())).await?;
+        acknowledge_in_background(app.clone(), cursor.clone());
     }
     app.metrics.count_delivered(messages.len());
     Ok(Pulled {
         messages,
         cursor: cursor.encode(),
     })
+}
+
+/// Auto-acknowledgements still being committed, per subscriber.
+///
+/// A pull with `auto_ack=true` answers without waiting for its
+/// acknowledgement to commit (a commit less on every delivery); the
+/// subscriber's next pull on this broker waits for it, so it is never given
+/// those messages again. Should the broker stop before the commit, they are
+/// delivered again: at least once, never lost.
+#[derive(Default)]
+pub struct AcksInFlight(Mutex<HashMap<String, watch::Receiver<bool>>>);
+
+impl AcksInFlight {
+    /// Returns once `subscriber`'s latest acknowledgement in flight, if
+    /// any, is committed or has failed.
+    async fn settled(&self, subscriber: &str) {
+        let in_flight = lock(&self.0).get(subscriber).cloned();
+        if let Some(mut done) = in_flight {
+            // An error means the acknowledgement's task is gone: settled too.
+            let _ = done.wait_for(|done| *done).await;
+        }
+    }
+
+    fn start(&self, subscriber: &str) -> watch::Sender<bool> {
+        let (done, in_flight) = watch::channel(false);
+        lock(&self.0).insert(subscriber.to_string(), in_flight);
+        done
+    }
+
+    fn finish(&self, subscriber: &str, done: watch::Sender<bool>) {
+        done.send_replace(true);
+        let mut in_flight = lock(&self.0);
+        // Unless a later acknowledgement took its place.
+        if in_flight
+            .get(subscriber)
+            .is_some_and(|latest| latest.same_channel(&done.subscribe()))
+        {
+            in_flight.remove(subscriber);
+        }
+    }
+}
+
+/// Acknowledges a pull's cursor after the pull has answered (see
+/// [`AcksInFlight`]); a failure leaves the messages to be delivered again.
+fn acknowledge_in_background(app: web::Data<AppState>, cursor: Cursor) {
+    let done = app.acks.start(&cursor.subscriber);
+    actix_web::rt::spawn(async move {
+        let subscriber = cursor.subscriber.clone();
+        if let Err(error) = acknowledge(&app, cursor).await {
+            tracing::warn!(
+                "auto-acknowledgement for {subscriber} failed, its messages will come again: {error}"
+            );
+        }
+        app.acks.finish(&subscriber, done);
+    });
 }
 
 /// Acknowledges every message up to the cursor's positions (through the

@@ -37,6 +37,7 @@ use tokio::sync::watch;
 pub use config::{Cli, Config};
 
 pub(crate) use app::AppState;
+use delivery::AcksInFlight;
 use metrics::Metrics;
 use store::Store;
 use wakeups::Wakeups;
@@ -106,6 +107,7 @@ pub async fn run(
         wakeups,
         metrics: Metrics::default(),
         shutdown: shutdown_rx,
+        acks: AcksInFlight::default(),
     });
     let mut tasks = cluster::spawn(app.clone(), election);
     tasks.push(tokio::spawn(retention::run(app.clone())));
