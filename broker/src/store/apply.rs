@@ -279,15 +279,17 @@ pub fn run_key(event: &Event) -> Option<(&str, &str, i64)> {
     }
 }
 
-/// Applies received messages of one publish request (consecutive seqs of
-/// one origin, one `run_key`) as `apply` would, in multi-row inserts. Stamps
-/// grow with seq, so when the first is not stamped before the topic's latest
-/// deletion, none is; otherwise they are applied one by one.
+/// Applies a run of received events as `apply` would: either one event,
+/// or messages of one publish request (consecutive seqs of one origin, one
+/// `run_key`), stored by multi-row inserts. Stamps grow with seq, so when
+/// the first message is not stamped before the topic's latest deletion,
+/// none is; otherwise they are applied one by one.
 pub fn apply_run(conn: &Connection, run: &[Event]) -> rusqlite::Result<()> {
-    let Some((first, (topic, publisher, published_at_ms))) =
-        run.first().and_then(|first| Some((first, run_key(first)?)))
-    else {
+    let Some(first) = run.first() else {
         return Ok(());
+    };
+    let Some((topic, publisher, published_at_ms)) = run_key(first) else {
+        return run.iter().try_for_each(|event| apply(conn, event));
     };
     if deleted_after(conn, topic, &Stamp::of(first))? {
         return run.iter().try_for_each(|event| apply(conn, event));

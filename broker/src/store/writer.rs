@@ -173,11 +173,7 @@ impl WriteTx<'_> {
                 for event in &run {
                     self.state.clock.observe(event.lamport);
                 }
-                if run.len() == 1 {
-                    super::apply::apply(self.conn, first)?;
-                } else {
-                    super::apply::apply_run(self.conn, &run)?;
-                }
+                super::apply::apply_run(self.conn, &run)?;
                 self.woken.extend(wakes(&first.change));
             }
             let last = run[run.len() - 1].seq;
@@ -220,7 +216,6 @@ impl WriteTx<'_> {
     }
 }
 
-/// Which long polls a committed change concerns.
 /// Whether `next` continues the run of messages that `last` ends: the next
 /// seq of the same origin, from the same publish request.
 fn continues_run(last: &Event, next: &Event) -> bool {
@@ -229,6 +224,7 @@ fn continues_run(last: &Event, next: &Event) -> bool {
         && super::apply::run_key(next).is_some_and(|key| Some(key) == super::apply::run_key(last))
 }
 
+/// Which long polls a committed change concerns.
 fn wakes(change: &Change) -> Option<Key> {
     match change {
         Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } => {
