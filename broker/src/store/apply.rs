@@ -313,6 +313,8 @@ pub fn apply_run(conn: &Connection, run: &[Event]) -> rusqlite::Result<()> {
     )
 }
 
+/// Whether the topic's latest deletion is stamped after `stamp`, which
+/// ends whatever `stamp` made in it.
 fn deleted_after(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM topics WHERE name = ?1
