@@ -288,12 +288,10 @@ pub fn apply_run(conn: &Connection, run: &[Event]) -> rusqlite::Result<()> {
     let Some(first) = run.first() else {
         return Ok(());
     };
-    let Some((topic, publisher, published_at_ms)) = run_key(first) else {
-        return run.iter().try_for_each(|event| apply(conn, event));
+    let (topic, publisher, published_at_ms) = match run_key(first) {
+        Some(key) if !deleted_after(conn, key.0, &Stamp::of(first))? => key,
+        _ => return run.iter().try_for_each(|event| apply(conn, event)),
     };
-    if deleted_after(conn, topic, &Stamp::of(first))? {
-        return run.iter().try_for_each(|event| apply(conn, event));
-    }
     let messages: Vec<(u64, u64, &str)> = run
         .iter()
         .filter_map(|event| match &event.change {
