@@ -72,7 +72,10 @@ pub async fn pull(
         wait,
         auto_ack: auto_ack.unwrap_or(false),
     };
-    Ok(HttpResponse::Ok().json(delivery::pull(&app, pull).await?))
+    // The response is built only once the pull has its messages: a builder
+    // made first would hold a response head through the whole long poll.
+    let delivered = delivery::pull(&app, pull).await?;
+    Ok(HttpResponse::Ok().json(delivered))
 }
 
 pub async fn ack(
