@@ -7,16 +7,20 @@
 #   2. rumor single publishes, 50 connections               (bench publish --batch 1)
 #   3. Redis XADD, 50 clients, pipelined -P 32              (redis-benchmark -P 32)
 #   4. rumor batches of 1000, K connections                 (bench publish --batch 1000)
+#   5. rumor single publishes, 50 connections, by wrk       (a load generator in C, as
+#      lean as redis-benchmark: `bench` uses reqwest, which costs the shared
+#      cores about as much CPU per request as the broker's HTTP handling)
 #
-# Each of the four is repeated --runs times, interleaved (Redis, rumor,
+# Each of the five is repeated --runs times, interleaved (Redis, rumor,
 # Redis, rumor, ...) so that machine noise hits both alike. The report
 # (stdout) gives the versions and the machine, then per measurement the
 # median and the min-max range, and the ratios rumor/Redis against their
-# targets: single vs XADD >= 1.5, batches vs pipelined XADD >= 1.0.
+# targets: single vs XADD >= 1.5 (by bench and by wrk), batches vs
+# pipelined XADD >= 1.0.
 # Progress goes to stderr, so `scripts/bench-vs-redis.sh > out.txt` keeps
 # only the report.
 #
-# Installs redis-server and redis-tools (Debian packages) when missing.
+# Installs redis-server, redis-tools and wrk (Debian packages) when missing.
 # Starts its own redis-server and rumor broker on free 127.0.0.1 ports in a
 # temporary directory (under $TMPDIR, so fsync hits that file system) and
 # stops both at exit.
@@ -32,6 +36,7 @@ Usage: scripts/bench-vs-redis.sh [options]
   --redis-pipelined N       XADDs per pipelined Redis run, -P 32 (default 500000)
   --rumor-messages M        messages per rumor single-publish run (default 40000)
   --rumor-batch-messages M  messages per rumor batch run (default 200000)
+  --wrk-seconds S           seconds per wrk run of rumor single publishes (default 3)
   --batch-connections K     connections for rumor batches of 1000 (default 4)
   --no-build                use target/release/{broker,bench} as they are
   -h, --help                this help
@@ -61,6 +66,7 @@ redis_pipelined_n=500000
 rumor_m=40000
 rumor_batch_m=200000
 batch_connections=4
+wrk_seconds=3
 quick=0
 build=1
 readonly clients=50 pipeline=32 batch=1000 payload_bytes=100
@@ -78,6 +84,7 @@ while [[ $# -gt 0 ]]; do
         --rumor-messages) need_value "$@"; rumor_m=$2; shift 2 ;;
         --rumor-batch-messages) need_value "$@"; rumor_batch_m=$2; shift 2 ;;
         --batch-connections) need_value "$@"; batch_connections=$2; shift 2 ;;
+        --wrk-seconds) need_value "$@"; wrk_seconds=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -90,11 +97,12 @@ if [[ $quick -eq 1 ]]; then
     redis_pipelined_n=20000
     rumor_m=2000
     rumor_batch_m=20000
+    wrk_seconds=1
 fi
 
 for pair in "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pipelined_n" \
     "rumor-messages=$rumor_m" "rumor-batch-messages=$rumor_batch_m" \
-    "batch-connections=$batch_connections"; do
+    "batch-connections=$batch_connections" "wrk-seconds=$wrk_seconds"; do
     [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || die "--${pair%%=*} must be a positive integer, got '${pair#*=}'"
 done
 
@@ -104,26 +112,27 @@ command -v python3 >/dev/null || die "python3 is needed (to parse the reports)"
 command -v curl >/dev/null || die "curl is needed (to poll the broker's /health)"
 command -v cargo >/dev/null || [[ $build -eq 0 ]] || die "cargo is needed to build rumor (or pass --no-build)"
 
-install_redis() {
+readonly packages=(redis-server redis-tools wrk)
+
+install_packages() {
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || die "redis-server/redis-tools are missing and neither root nor sudo is available"
+        command -v sudo >/dev/null || die "${packages[*]} are needed and neither root nor sudo is available"
         sudo=(sudo)
     fi
-    note "installing redis-server and redis-tools (Debian packages)"
+    note "installing ${packages[*]} (Debian packages)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y redis-server redis-tools >&2; then
+    if ! "${sudo[@]}" apt-get install -y "${packages[@]}" >&2; then
         note "install failed; running apt-get update and trying again"
         "${sudo[@]}" apt-get update >&2 || die "apt-get update failed"
-        "${sudo[@]}" apt-get install -y redis-server redis-tools >&2 \
-            || die "apt-get install redis-server redis-tools failed"
+        "${sudo[@]}" apt-get install -y "${packages[@]}" >&2 \
+            || die "apt-get install ${packages[*]} failed"
     fi
 }
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
-    || ! command -v redis-benchmark >/dev/null; then
-    install_redis
-fi
+for tool in redis-server redis-cli redis-benchmark wrk; do
+    command -v "$tool" >/dev/null || { install_packages; break; }
+done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -272,6 +281,42 @@ print(float(r["messages_per_sec"]))' "$m" <<<"$out") \
     echo "$rate"
 }
 
+# Prints requests per second of one wrk run of single publishes ($1
+# seconds, 50 connections, one thread: redis-benchmark is one thread too)
+# to a fresh topic, after checking that every answer was a success and
+# that the topic holds at least as many messages as wrk counted answers
+# (requests still in flight when wrk stops are published but not counted).
+wrk_run() {
+    local seconds=$1 topic=wrk-$RANDOM$RANDOM out requests held
+    rumor_post publishers "{\"id\": \"$topic\"}"
+    rumor_post topics "{\"name\": \"$topic\", \"publisher\": \"$topic\"}"
+    cat >"$work_dir/publish.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"publisher": "$topic", "payload": "$value"}'
+LUA
+    out=$(wrk --threads 1 --connections "$clients" --duration "${seconds}s" \
+        --script "$work_dir/publish.lua" "http://127.0.0.1:$broker_port/topics/$topic/messages" \
+        2>&1) || { echo "$out" >&2; die "wrk failed"; }
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+        echo "$out" >&2
+        die "wrk saw failed requests"
+    fi
+    requests=$(sed -nE 's/^ *([0-9]+) requests in .*/\1/p' <<<"$out")
+    held=$(curl -sf "http://127.0.0.1:$broker_port/topics/$topic" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])') \
+        || die "cannot read the message count of topic $topic"
+    [[ -n $requests && $held -ge $requests ]] \
+        || die "topic $topic holds $held messages after wrk counted ${requests:-no} answers"
+    sed -nE 's/^Requests\/sec: *([0-9.]+).*/\1/p' <<<"$out"
+}
+
+# POSTs the JSON body $2 to /$1 of the broker, failing on an error status.
+rumor_post() {
+    curl -sf -o /dev/null -H 'Content-Type: application/json' -d "$2" \
+        "http://127.0.0.1:$broker_port/$1" || die "POST /$1 $2 failed"
+}
+
 # ---------------------------------------------------------------- run
 
 git_rev=$(git -C "$root" describe --always --dirty --tags 2>/dev/null || echo unknown)
@@ -289,8 +334,9 @@ note "redis-server on 127.0.0.1:$redis_port (pid $redis_pid), broker on 127.0.0.
 note "warming up"
 redis_run 1000 1 >/dev/null
 rumor_run 1000 "$clients" 1 >/dev/null
+wrk_run 1 >/dev/null
 
-redis_single=() rumor_single=() redis_pipelined=() rumor_batches=()
+redis_single=() rumor_single=() redis_pipelined=() rumor_batches=() rumor_wrk=()
 for ((run = 1; run <= runs; run++)); do
     note "run $run/$runs: Redis XADD"
     redis_single+=("$(redis_run "$redis_n" 1)")
@@ -300,6 +346,8 @@ for ((run = 1; run <= runs; run++)); do
     redis_pipelined+=("$(redis_run "$redis_pipelined_n" "$pipeline")")
     note "run $run/$runs: rumor batches of $batch"
     rumor_batches+=("$(rumor_run "$rumor_batch_m" "$batch_connections" "$batch")")
+    note "run $run/$runs: rumor single publishes by wrk"
+    rumor_wrk+=("$(wrk_run "$wrk_seconds")")
 done
 
 cat <<EOF
@@ -307,6 +355,7 @@ cat <<EOF
 rumor:    $git_rev ($git_head), built --release
 redis:    $(redis-server --version)
           $(redis-benchmark --version)
+wrk:      $(wrk --version 2>&1 | head -n 1)
 machine:  $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -srm)
 data dir: file system ${fs_type:-unknown} (\$TMPDIR); both fsync there
 load avg: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15 min)
@@ -320,7 +369,8 @@ python3 - "$runs" \
     "Redis XADD, $clients clients, ${redis_n} req" "${redis_single[@]}" \
     "rumor publish, $clients conns, batch 1, ${rumor_m} msg" "${rumor_single[@]}" \
     "Redis XADD, $clients clients, -P $pipeline, ${redis_pipelined_n} req" "${redis_pipelined[@]}" \
-    "rumor publish, $batch_connections conns, batch $batch, ${rumor_batch_m} msg" "${rumor_batches[@]}" <<'EOF'
+    "rumor publish, $batch_connections conns, batch $batch, ${rumor_batch_m} msg" "${rumor_batches[@]}" \
+    "rumor publish by wrk, $clients conns, batch 1, ${wrk_seconds} s" "${rumor_wrk[@]}" <<'EOF'
 import statistics
 import sys
 
@@ -344,10 +394,11 @@ print("rumor/Redis: ratio of the medians [min-max of the ratios of each interlea
 for name, (rumor, redis), target in (
     ("single publishes vs XADD", (rows[1][1], rows[0][1]), 1.5),
     ("batches of 1000 vs XADD -P 32", (rows[3][1], rows[2][1]), 1.0),
+    ("single publishes by wrk vs XADD", (rows[4][1], rows[0][1]), 1.5),
 ):
     ratio = statistics.median(rumor) / statistics.median(redis)
     pairs = [a / b for a, b in zip(rumor, redis)]
     verdict = "met" if ratio >= target else "not met"
-    print(f"  {name:<30} {ratio:5.2f}  (target >= {target:.1f}: {verdict})"
+    print(f"  {name:<32} {ratio:5.2f}  (target >= {target:.1f}: {verdict})"
           f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
 EOF
