@@ -446,6 +446,34 @@ mod tests {
         store.close();
     }
 
+    /// The bound the `clock` table holds above every stamp.
+    async fn clock_bound(store: &Store) -> u64 {
+        store
+            .read(|conn| Ok(conn.query_row("SELECT lamport FROM clock", [], |row| row.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_stamps_past_every_stamp_it_issued_or_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        receive(&store, history()).await;
+        store.write(|tx| tx.register_publisher("P2")).await.unwrap();
+        let bound = clock_bound(&store).await;
+        assert!(bound > store.lamport(), "{bound} <= {}", store.lamport());
+        // Commits below the bound leave it as it is.
+        store.write(|tx| tx.register_publisher("P3")).await.unwrap();
+        assert_eq!(clock_bound(&store).await, bound);
+        let last = store.lamport();
+        store.close();
+        let store = open(dir.path());
+        assert!(store.lamport() >= last);
+        store.write(|tx| tx.register_publisher("P4")).await.unwrap();
+        assert!(store.lamport() > last, "{} <= {last}", store.lamport());
+        store.close();
+    }
+
     #[tokio::test]
     async fn a_request_that_fails_after_writing_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
