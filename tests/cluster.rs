@@ -554,6 +554,44 @@ async fn restarted_broker_catches_up_on_ten_thousand_messages() {
     assert_eq!(read, sent);
 }
 
+/// A broker's events reach a peer that missed them through another peer
+/// once their own broker is down: brokers relay other origins' events when
+/// the origin cannot deliver them itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_broker_that_is_down_reach_a_peer_through_another() {
+    const MESSAGES: usize = 500;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let (c0, c1, c2) = (cluster.client(0), cluster.client(1), cluster.client(2));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+
+    cluster.kill(2);
+    let payloads = (0..MESSAGES).map(|k| format!("m{k}")).collect();
+    let batch = c0.publish_batch(T, P1, payloads).await.expect("publish");
+    assert_eq!(batch.messages.len(), MESSAGES);
+    eventually_ok(REPLICATION, "broker 1 holds every message", || async {
+        let info = probe(c1.topic(T)).await?;
+        (info.messages == MESSAGES as u64)
+            .then_some(())
+            .ok_or(format!("{info:?}"))
+    })
+    .await;
+
+    cluster.kill(0);
+    cluster.restart(2).await;
+    eventually_ok(REPLICATION, "broker 2 holds every message", || async {
+        let info = probe(c2.topic(T)).await?;
+        (info.messages == MESSAGES as u64)
+            .then_some(())
+            .ok_or(format!("{info:?}"))
+    })
+    .await;
+    subscribed(&c2, S1, T, StartFrom::Earliest).await;
+    let pulled = c2.pull(S1, &pull_all()).await.expect("pull on broker 2");
+    let sent: Vec<String> = batch.messages.into_iter().map(|m| m.id).collect();
+    assert_eq!(ids(&pulled.messages), sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creations_of_one_topic_converge_on_one_creator() {
     let cluster = Cluster::start(3, &[]).await;

@@ -10,6 +10,7 @@ mod driver;
 mod election;
 mod members;
 mod membership;
+mod relay;
 mod replicator;
 
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ use crate::event::MAX_STAMP;
 use crate::lock;
 use crate::AppState;
 
+/// How long a peer may lack another live broker's events without catching
+/// up before this broker relays them (see `relay`).
+const RELAY_AFTER: Duration = Duration::from_secs(1);
 /// How often each peer is synced when nothing happens (the heartbeat).
 const HEARTBEAT: Duration = Duration::from_millis(200);
 /// A peer not heard from for this long is taken as down.

@@ -1,16 +1,19 @@
 //! One replicator per peer: pushes the events the peer lacks (its own `have`
 //! comes back with every answer), at once when this broker records events
 //! and every heartbeat otherwise. The same exchange is the anti-entropy
-//! (events of any origin are sent, not just this broker's) and the
-//! heartbeat that tells liveness, term and leader.
+//! (events of other origins are relayed when their own broker cannot
+//! deliver them, see `relay`) and the heartbeat that tells liveness, term
+//! and leader.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use client::peer::{Have, SyncRequest};
 use client::ClientError;
 
-use super::{HEARTBEAT, PEER_TIMEOUT};
+use super::relay::Relays;
+use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
 use crate::error::ApiError;
 use crate::store::queries::{self, SyncBudget};
 use crate::wakeups::Key;
@@ -34,6 +37,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     let mut shutdown = app.shutdown.clone();
     // What the peer holds; unknown until it first answers.
     let mut theirs: Option<Have> = None;
+    let mut relays = Relays::new(RELAY_AFTER);
     let mut backoff = HEARTBEAT;
     let mut budget = BUDGET;
     // Ends when the peer is no longer a member.
@@ -41,14 +45,16 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
-        let request = match sync_request(&app, theirs.as_ref(), budget).await {
-            Ok(request) => request,
+        let skip = left_to_their_origin(&app, &peer, &mut relays);
+        let (mine, request) = match sync_request(&app, theirs.as_ref(), skip, budget).await {
+            Ok(read) => read,
             Err(error) => {
                 tracing::error!("cannot read events for {peer}: {error}");
-                SyncRequest {
+                let request = SyncRequest {
                     events: Vec::new(),
                     ..heartbeat(&app)
-                }
+                };
+                (Have::new(), request)
             }
         };
         let sent = request.events.len();
@@ -60,6 +66,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster
                     .peer_holds(&peer, answer.have.clone(), answer.term);
                 app.wakeups.wake(&Key::Committed);
+                relays.observe(&mine, &answer.have, Instant::now());
                 let theirs_of_mine = answer.have.get(app.cluster.me()).copied();
                 app.cluster
                     .check_caught_up(theirs_of_mine.unwrap_or(0), app.store.own_seq());
@@ -85,6 +92,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 log_failure(&peer, &error);
                 app.cluster.failed(&peer);
                 theirs = None;
+                relays = Relays::new(RELAY_AFTER);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 backoff
             }
@@ -97,19 +105,35 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     }
 }
 
-/// The sync to send: the events the peer lacks, when we know what it holds.
+/// The origins whose events this sync to `peer` leaves to their own
+/// broker: the live peers other than `peer`, unless `peer` has lacked their
+/// events too long.
+fn left_to_their_origin(app: &AppState, peer: &str, relays: &mut Relays) -> HashSet<String> {
+    let now = Instant::now();
+    app.cluster
+        .members()
+        .into_iter()
+        .filter(|member| member.alive && member.id != app.cluster.me() && member.id != peer)
+        .filter(|member| !relays.relay(&member.id, now))
+        .map(|member| member.id)
+        .collect()
+}
+
+/// What this broker holds, and the sync to send: the events the peer
+/// lacks but those of the origins in `skip`, when we know what it holds.
 async fn sync_request(
     app: &web::Data<AppState>,
     theirs: Option<&Have>,
+    skip: HashSet<String>,
     budget: SyncBudget,
-) -> Result<SyncRequest, ApiError> {
+) -> Result<(Have, SyncRequest), ApiError> {
     let theirs = theirs.cloned();
     let (mine, events) = app
         .store
         .read(move |conn| {
             let mine = queries::have(conn)?;
             let events = match theirs {
-                Some(theirs) => queries::missing(conn, &mine, &theirs, budget)?,
+                Some(theirs) => queries::missing(conn, &mine, &theirs, &skip, budget)?,
                 None => Vec::new(),
             };
             Ok((mine, events))
@@ -118,11 +142,12 @@ async fn sync_request(
     let committed = app
         .leads_in_order()
         .then(|| app.cluster.commit_vector(&mine));
-    Ok(SyncRequest {
+    let request = SyncRequest {
         events,
         committed,
         ..heartbeat(app)
-    })
+    };
+    Ok((mine, request))
 }
 
 /// A sync without events: this broker's term and leader.

@@ -175,6 +175,7 @@ mod tests {
     use super::*;
     use crate::event::{Change, Event};
     use client::peer::Have;
+    use std::collections::HashSet;
     use std::time::Duration;
 
     fn open(dir: &Path) -> Store {
@@ -298,7 +299,13 @@ mod tests {
         let missing = store
             .read(move |conn| {
                 let mine = queries::have(conn)?;
-                Ok(queries::missing(conn, &mine, &theirs, budget)?)
+                Ok(queries::missing(
+                    conn,
+                    &mine,
+                    &theirs,
+                    &HashSet::new(),
+                    budget,
+                )?)
             })
             .await
             .unwrap();
@@ -323,7 +330,13 @@ mod tests {
         let first_two = store
             .read(move |conn| {
                 let mine = queries::have(conn)?;
-                Ok(queries::missing(conn, &mine, &Have::new(), small)?)
+                Ok(queries::missing(
+                    conn,
+                    &mine,
+                    &Have::new(),
+                    &HashSet::new(),
+                    small,
+                )?)
             })
             .await
             .unwrap();

@@ -1,6 +1,8 @@
 //! Reads, shared by the HTTP handlers (on pooled connections) and the
 //! writer's checks (inside its transaction).
 
+use std::collections::HashSet;
+
 use client::peer::Have;
 use client::wire::{message_id, Message, StartFrom, TopicInfo};
 use client::PeerAddr;
@@ -285,11 +287,13 @@ pub struct SyncBudget {
 }
 
 /// The events this broker holds (`mine`) that a peer lacks (`theirs`), in
-/// seq order per origin; messages deleted since are sent as `Pruned`.
+/// seq order per origin, but none of the origins in `skip`; messages
+/// deleted since are sent as `Pruned`.
 pub fn missing(
     conn: &Connection,
     mine: &Have,
     theirs: &Have,
+    skip: &HashSet<String>,
     budget: SyncBudget,
 ) -> rusqlite::Result<Vec<Event>> {
     let mut batch = Batch {
@@ -297,7 +301,7 @@ pub fn missing(
         bytes: 0,
         budget,
     };
-    for (origin, &have) in mine {
+    for (origin, &have) in mine.iter().filter(|(origin, _)| !skip.contains(*origin)) {
         let after = theirs.get(origin).copied().unwrap_or(0);
         let mut next = after + 1;
         for event in events_between(conn, origin, after, have, budget.events)? {
