@@ -213,6 +213,13 @@ async fn cluster_of_one_names_itself_leader() {
     let after = client.cluster().await.expect("cluster").lamport;
     assert!(after > before, "lamport {before} -> {after}");
     assert!(after >= published.lamport, "clock {after} < {published:?}");
+    // `have`: this broker holds its own events up to the last one.
+    let have = client.cluster().await.expect("cluster").have;
+    assert_eq!(
+        have.get(&published.origin),
+        Some(&published.seq),
+        "{have:?}"
+    );
 }
 
 #[tokio::test]

@@ -4,15 +4,18 @@
 //! request; a progress bar on stderr shows the messages acknowledged.
 //!
 //! With `--replica`, once the last publish was acknowledged, each replica's
-//! count of the topic's messages is read every 10 ms until it holds them
-//! all: whether replication keeps up with one broker's publish rate, and
-//! how far behind it runs.
+//! `GET /cluster` is read every 10 ms until its `have` covers the highest
+//! seq acknowledged of every origin, i.e. it holds every message: whether
+//! replication keeps up with one broker's publish rate, and how far behind
+//! it runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::bench::{PublishReport, ReplicaLag};
+use client::peer::Have;
+use client::wire::Published;
 use client::{Client, ClientError, PeerAddr};
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
@@ -22,14 +25,11 @@ use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
 use crate::{fresh_topic, BrokerArgs, Error};
 
-/// The first pause between reads of a replica's message count; it doubles
-/// up to [`REPLICA_POLL_MAX`]. Counting a topic's messages costs the replica
-/// time in proportion to them: read every 10 ms, a 200,000-message topic
-/// took a core's worth from the replica it was measuring.
-const REPLICA_POLL_FIRST: Duration = Duration::from_millis(10);
-/// The longest pause between reads of a replica's message count: a lag is
-/// known to within this much.
-const REPLICA_POLL_MAX: Duration = Duration::from_millis(250);
+/// The pause between reads of a replica's `have`: a lag is known to
+/// within this much. (Its `GET /cluster` costs the replica a read of one
+/// small table, where counting a topic's messages took time in proportion
+/// to them.)
+const REPLICA_POLL: Duration = Duration::from_millis(10);
 /// How long after the last acknowledgement a replica may take to hold
 /// every message before the run fails.
 const REPLICA_DEADLINE: Duration = Duration::from_secs(60);
@@ -124,20 +124,30 @@ fn request_size(index: u64, messages: u64, batch: u64) -> Option<u64> {
 
 /// Publishes `size` messages of `payload` to `topic` as the publisher of
 /// the same name, in one request: a single publish when `size` is 1, else
-/// a batch.
+/// a batch. Returns the last message's id parts (the highest seq of the
+/// request; `None` when it carried none).
 pub(crate) async fn publish_request(
     client: &Client,
     topic: &str,
     payload: &str,
     size: u64,
-) -> Result<(), ClientError> {
+) -> Result<Option<Published>, ClientError> {
     if size == 1 {
-        client.publish(topic, topic, payload).await?;
-    } else {
-        let payloads = vec![payload.to_string(); size as usize];
-        client.publish_batch(topic, topic, payloads).await?;
+        return Ok(Some(client.publish(topic, topic, payload).await?));
     }
-    Ok(())
+    let payloads = vec![payload.to_string(); size as usize];
+    let batch = client.publish_batch(topic, topic, payloads).await?;
+    Ok(batch.messages.into_iter().last())
+}
+
+/// Per origin, the highest seq of `published`.
+fn highest_seqs<'a>(published: impl IntoIterator<Item = &'a Published>) -> Have {
+    let mut highest = Have::new();
+    for message in published {
+        let seq = highest.entry(message.origin.clone()).or_default();
+        *seq = (*seq).max(message.seq);
+    }
+    highest
 }
 
 /// Creates a fresh topic ([`fresh_topic`]), publishes, waits for the
@@ -158,13 +168,16 @@ pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, Error> {
         tasks.spawn(publish_claimed(args.broker.client(), Arc::clone(&work)));
     }
     let mut samples = Vec::new();
+    let mut lasts = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        samples.extend(joined.expect("a publishing task does not panic")?);
+        let published = joined.expect("a publishing task does not panic")?;
+        samples.extend(published.samples);
+        lasts.extend(published.last);
     }
     let acknowledged = Instant::now();
     work.progress.finish_and_clear();
-    let replicas =
-        replication_lag(&args.replicas, &work.topic, args.messages, acknowledged).await?;
+    let published = highest_seqs(&lasts);
+    let replicas = replication_lag(&args.replicas, &published, acknowledged).await?;
     let seconds = acknowledged.duration_since(started).as_secs_f64();
     let requests = samples.len() as u64;
     let report = PublishReport {
@@ -186,33 +199,43 @@ pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, Error> {
     })
 }
 
-/// Sends claimed requests until none is left; returns each one's time to
-/// answer, in µs.
-async fn publish_claimed(client: Client, work: Arc<Work>) -> Result<Vec<i64>, ClientError> {
-    let mut samples = Vec::new();
-    while let Some(size) = work.claim() {
-        let sent = Instant::now();
-        publish_request(&client, &work.topic, &work.payload, size).await?;
-        samples.push(micros(sent.elapsed()));
-        work.progress.inc(size);
-    }
-    Ok(samples)
+/// What one publishing task did: each request's time to answer, in µs,
+/// and the last message it was acknowledged (the highest seq it got).
+struct TaskPublished {
+    samples: Vec<i64>,
+    last: Option<Published>,
 }
 
-/// Waits, for every replica at once, until it holds all `messages`
-/// messages of `topic`; returns each one's lag behind `acknowledged` (the
-/// last acknowledgement), in the order of `replicas`.
+/// Sends claimed requests until none is left.
+async fn publish_claimed(client: Client, work: Arc<Work>) -> Result<TaskPublished, ClientError> {
+    let mut published = TaskPublished {
+        samples: Vec::new(),
+        last: None,
+    };
+    while let Some(size) = work.claim() {
+        let sent = Instant::now();
+        let last = publish_request(&client, &work.topic, &work.payload, size).await?;
+        published.samples.push(micros(sent.elapsed()));
+        published.last = last.or(published.last);
+        work.progress.inc(size);
+    }
+    Ok(published)
+}
+
+/// Waits, for every replica at once, until it holds every event up to the
+/// seqs of `published` (per origin, the highest acknowledged); returns
+/// each one's lag behind `acknowledged` (the last acknowledgement), in the
+/// order of `replicas`.
 async fn replication_lag(
     replicas: &[PeerAddr],
-    topic: &str,
-    messages: u64,
+    published: &Have,
     acknowledged: Instant,
 ) -> Result<Vec<ReplicaLag>, Error> {
     let mut polls = JoinSet::new();
     for (index, replica) in replicas.iter().enumerate() {
-        let (replica, topic) = (replica.clone(), topic.to_string());
+        let (replica, published) = (replica.clone(), published.clone());
         polls.spawn(async move {
-            let lag = caught_up(&replica, &topic, messages, acknowledged).await;
+            let lag = caught_up(&replica, &published, acknowledged).await;
             (index, lag)
         });
     }
@@ -225,44 +248,39 @@ async fn replication_lag(
     Ok(lags.into_iter().map(|(_, lag)| lag).collect())
 }
 
-/// Reads `replica`'s count of `topic`'s messages, ever less often (see
-/// [`REPLICA_POLL_FIRST`]), until it reaches `messages` (a topic not found
-/// has not reached the replica yet); fails with what the replica held
-/// once [`REPLICA_DEADLINE`] has passed since `acknowledged`.
+/// Reads `replica`'s `have` every [`REPLICA_POLL`] until it covers
+/// `published`; fails with what the replica held once [`REPLICA_DEADLINE`]
+/// has passed since `acknowledged`.
 async fn caught_up(
     replica: &PeerAddr,
-    topic: &str,
-    messages: u64,
+    published: &Have,
     acknowledged: Instant,
 ) -> Result<ReplicaLag, Error> {
     let client = Client::new(replica.base_url());
-    let mut pause = REPLICA_POLL_FIRST;
     loop {
-        let held = match client.topic(topic).await {
-            Ok(info) => Some(info.messages),
-            Err(error) if error.code() == Some("topic_not_found") => None,
-            Err(error) => return Err(error.into()),
-        };
+        let held = client.cluster().await?.have;
         let lag = acknowledged.elapsed();
-        if held.is_some_and(|held| held >= messages) {
+        if covers(&held, published) {
             return Ok(ReplicaLag {
                 replica: replica.to_string(),
                 caught_up_ms: micros(lag) as f64 / 1000.0,
             });
         }
         if lag >= REPLICA_DEADLINE {
-            let held = match held {
-                Some(held) => format!("held {held} of the {messages} messages of"),
-                None => "had not yet got".to_string(),
-            };
             return Err(Error::Failed(format!(
-                "replica {replica} {held} topic {topic} {REPLICA_DEADLINE:?} after the last \
-                 acknowledgement"
+                "replica {replica} held {held:?}, not every message up to {published:?}, \
+                 {REPLICA_DEADLINE:?} after the last acknowledgement"
             )));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(REPLICA_POLL_MAX);
+        tokio::time::sleep(REPLICA_POLL).await;
     }
+}
+
+/// Whether a broker holding `held` holds every event up to `published`.
+fn covers(held: &Have, published: &Have) -> bool {
+    published
+        .iter()
+        .all(|(origin, seq)| held.get(origin).is_some_and(|have| have >= seq))
 }
 
 /// The chart of `--plot`: the distribution of the requests' times to answer.
@@ -358,6 +376,27 @@ mod tests {
             lines[3],
             "replica h:2: every message 12.500 ms after the last acknowledgement"
         );
+    }
+
+    #[test]
+    fn a_replica_holds_every_message_once_its_have_covers_the_highest_seqs() {
+        let message = |origin: &str, seq| Published {
+            id: format!("{origin}/{seq}"),
+            origin: origin.to_string(),
+            seq,
+            lamport: seq,
+        };
+        let published = highest_seqs(&[message("a:1", 7), message("a:1", 9), message("b:1", 2)]);
+        let have = |pairs: &[(&str, u64)]| -> Have {
+            pairs.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+        };
+        assert_eq!(published, have(&[("a:1", 9), ("b:1", 2)]));
+        assert!(covers(
+            &have(&[("a:1", 9), ("b:1", 5), ("c:1", 1)]),
+            &published
+        ));
+        assert!(!covers(&have(&[("a:1", 8), ("b:1", 5)]), &published));
+        assert!(!covers(&have(&[("a:1", 9)]), &published));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct ClusterInfo {
     pub mode: String,
     pub lamport: u64,
     pub members: Vec<Member>,
+    /// Per origin broker, the seq up to which this broker holds every
+    /// event: how far replication has come (absent from older brokers).
+    #[serde(default)]
+    pub have: crate::peer::Have,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

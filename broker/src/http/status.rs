@@ -7,6 +7,7 @@ use super::body::Body;
 use crate::config::Mode;
 use crate::error::ApiError;
 use crate::names::is_broker_id;
+use crate::store::queries;
 
 use crate::AppState;
 
@@ -17,16 +18,18 @@ pub async fn health(app: web::Data<AppState>) -> web::Json<Health> {
     })
 }
 
-pub async fn cluster(app: web::Data<AppState>) -> web::Json<ClusterInfo> {
+pub async fn cluster(app: web::Data<AppState>) -> Result<web::Json<ClusterInfo>, ApiError> {
+    let have = app.store.read(|conn| Ok(queries::have(conn)?)).await?;
     let leadership = app.cluster.leadership();
-    web::Json(ClusterInfo {
+    Ok(web::Json(ClusterInfo {
         self_id: app.config.id.clone(),
         leader: leadership.leader,
         term: leadership.term,
         mode: app.mode().as_str().to_string(),
         lamport: app.store.lamport(),
         members: app.cluster.members(),
-    })
+        have,
+    }))
 }
 
 pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
