@@ -13,8 +13,11 @@ use crate::AppState;
 const MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest pause between sweeps, for tiny retention periods.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
-/// Most messages one sweep step deletes, and looks at for expiry.
-const STEP: u32 = 10_000;
+/// Most messages one sweep step deletes, and looks at for expiry. A step
+/// is one job of the writer, so the publishes committed with it wait for
+/// it: a step of 500 took 1.2–2.4 ms at 3,000 acknowledged messages a
+/// second, one of 10,000 took 9–10 ms, so steps are kept to about 1 ms.
+const STEP: u32 = 256;
 
 pub async fn run(app: web::Data<AppState>) {
     let retention = app.config.retention;
