@@ -35,6 +35,17 @@ const SETTLE: Duration = Duration::from_millis(300);
 // ---------------------------------------------------------------------------
 // Helpers
 
+/// Waits until `client`'s broker holds `messages` messages of topic `T`.
+async fn holds_messages(client: &Client, messages: usize, what: &str) {
+    eventually_ok(REPLICATION, what, || async {
+        let info = probe(client.topic(T)).await?;
+        (info.messages == messages as u64)
+            .then_some(())
+            .ok_or(format!("{info:?}"))
+    })
+    .await;
+}
+
 /// Waits until every live broker knows `topic`.
 async fn known_everywhere(cluster: &Cluster, topic: &str) {
     for i in cluster.live() {
@@ -569,23 +580,11 @@ async fn events_of_a_broker_that_is_down_reach_a_peer_through_another() {
     let payloads = (0..MESSAGES).map(|k| format!("m{k}")).collect();
     let batch = c0.publish_batch(T, P1, payloads).await.expect("publish");
     assert_eq!(batch.messages.len(), MESSAGES);
-    eventually_ok(REPLICATION, "broker 1 holds every message", || async {
-        let info = probe(c1.topic(T)).await?;
-        (info.messages == MESSAGES as u64)
-            .then_some(())
-            .ok_or(format!("{info:?}"))
-    })
-    .await;
+    holds_messages(&c1, MESSAGES, "broker 1 holds every message").await;
 
     cluster.kill(0);
     cluster.restart(2).await;
-    eventually_ok(REPLICATION, "broker 2 holds every message", || async {
-        let info = probe(c2.topic(T)).await?;
-        (info.messages == MESSAGES as u64)
-            .then_some(())
-            .ok_or(format!("{info:?}"))
-    })
-    .await;
+    holds_messages(&c2, MESSAGES, "broker 2 holds every message").await;
     subscribed(&c2, S1, T, StartFrom::Earliest).await;
     let pulled = c2.pull(S1, &pull_all()).await.expect("pull on broker 2");
     let sent: Vec<String> = batch.messages.into_iter().map(|m| m.id).collect();
