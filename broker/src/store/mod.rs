@@ -61,8 +61,12 @@ impl Store {
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(schema::configure_reader);
+        // No test query at each checkout: a local file's connection does
+        // not go stale, and the test (`SELECT 1`, parsed anew each time)
+        // cost every read a statement preparation and a read transaction.
         let pool = r2d2::Pool::builder()
             .max_size(READ_POOL_SIZE)
+            .test_on_check_out(false)
             .build(manager)
             .map_err(|e| format!("cannot open read connections to {}: {e}", path.display()))?;
         let counters = writer::Counters {
