@@ -21,15 +21,39 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 #[tokio::test]
 async fn bench_publish_publishes_every_message_singly_and_in_batches() {
     let broker = Broker::start().await;
-    for (batch, requests) in [("1", 200), ("50", 4)] {
-        let args = ["--connections", "4", "--messages", "200", "--batch", batch];
+    // 210 in batches of 50: four full requests and one of 10.
+    for (batch, messages, requests) in [("1", 200, 200), ("50", 210, 5)] {
+        let count = messages.to_string();
+        let args = ["--connections", "4", "--messages", &count, "--batch", batch];
         let report: PublishReport = run_json(&broker, "publish", &args);
-        assert_eq!((report.messages, report.requests), (200, requests));
+        assert_eq!((report.messages, report.requests), (messages, requests));
         assert_eq!(report.batch.to_string(), batch);
         let topic = topic_info(&broker, &report.topic).await;
-        assert_eq!(topic.messages, 200, "{topic:?}");
+        assert_eq!(topic.messages, messages, "{topic:?}");
         measured(&report.latency_ms);
     }
+}
+
+#[tokio::test]
+async fn bench_publish_fails_with_the_brokers_answer_when_a_publish_is_refused() {
+    let broker = Broker::start_with(&["--max-payload-bytes", "10"]).await;
+    let port = broker.port.to_string();
+    let args = [
+        "publish",
+        "--host",
+        HOST,
+        "--port",
+        &port,
+        "--messages",
+        "5",
+    ];
+    let output = run_bin(BENCH, &args, "", LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("413") && stderr.contains("payload_too_large"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub mod check;
 pub mod connections;
 pub mod fanout;
 pub mod latency;
+pub mod lean;
 pub mod pingpong;
 pub mod plot;
 pub mod publish;

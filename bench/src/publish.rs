@@ -1,7 +1,8 @@
 //! `bench publish`: publish throughput. `--connections` tasks, each with its
-//! own keep-alive client, share out `--messages` messages in requests of
-//! `--batch` (single publishes when 1) to a fresh topic, timing every
-//! request; a progress bar on stderr shows the messages acknowledged.
+//! own keep-alive connection (a lean HTTP/1.1 client, see `lean`), share
+//! out `--messages` messages in requests of `--batch` (single publishes
+//! when 1) to a fresh topic, timing every request; a progress bar on stderr
+//! shows the messages acknowledged.
 //!
 //! With `--replica`, once the last publish was acknowledged, each replica's
 //! `GET /cluster` is read every 10 ms until its `have` covers the highest
@@ -21,6 +22,7 @@ use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
 use crate::connections::ensure_open_files;
+use crate::lean::Publisher;
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
 use crate::{fresh_topic, BrokerArgs, Error};
@@ -165,7 +167,7 @@ pub async fn run(args: &PublishArgs) -> Result<Measured<PublishReport>, Error> {
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..args.connections {
-        tasks.spawn(publish_claimed(args.broker.client(), Arc::clone(&work)));
+        tasks.spawn(publish_claimed(args.broker.clone(), Arc::clone(&work)));
     }
     let mut samples = Vec::new();
     let mut lasts = Vec::new();
@@ -206,15 +208,27 @@ struct TaskPublished {
     last: Option<Published>,
 }
 
-/// Sends claimed requests until none is left.
-async fn publish_claimed(client: Client, work: Arc<Work>) -> Result<TaskPublished, ClientError> {
+/// Sends claimed requests until none is left, on a connection of its own.
+async fn publish_claimed(broker: BrokerArgs, work: Arc<Work>) -> Result<TaskPublished, Error> {
     let mut published = TaskPublished {
         samples: Vec::new(),
         last: None,
     };
+    // A publisher sends one request size; the last request, when the
+    // messages do not divide into batches, gets a connection of its own.
+    let mut connection: Option<(u64, Publisher)> = None;
     while let Some(size) = work.claim() {
+        let (_, publisher) = match connection.take() {
+            Some((sized, publisher)) if sized == size => connection.insert((sized, publisher)),
+            _ => {
+                let (host, port) = (&broker.host, broker.port);
+                let publisher =
+                    Publisher::connect(host, port, &work.topic, &work.payload, size).await?;
+                connection.insert((size, publisher))
+            }
+        };
         let sent = Instant::now();
-        let last = publish_request(&client, &work.topic, &work.payload, size).await?;
+        let last = publisher.publish().await?;
         published.samples.push(micros(sent.elapsed()));
         published.last = last.or(published.last);
         work.progress.inc(size);
