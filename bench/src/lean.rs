@@ -8,10 +8,9 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use tokio::net::TcpStream;
 
-use client::wire::{Published, PublishedBatch};
+use client::wire::{PublishRequest, Published, PublishedBatch};
 
 use crate::Error;
 
@@ -22,18 +21,6 @@ pub struct Publisher {
     path: String,
     body: Bytes,
     batch: bool,
-}
-
-#[derive(Serialize)]
-struct One<'a> {
-    publisher: &'a str,
-    payload: &'a str,
-}
-
-#[derive(Serialize)]
-struct Many<'a> {
-    publisher: &'a str,
-    payloads: Vec<&'a str>,
 }
 
 impl Publisher {
@@ -52,19 +39,16 @@ impl Publisher {
             .await
             .map_err(failed)?;
         tokio::spawn(connection);
-        let body = if size == 1 {
-            serde_json::to_vec(&One {
-                publisher: topic,
-                payload,
-            })
-        } else {
-            let payloads = vec![payload; size as usize];
-            serde_json::to_vec(&Many {
-                publisher: topic,
-                payloads,
-            })
-        }
-        .map_err(failed)?;
+        let (payload, payloads) = match size {
+            1 => (Some(payload.to_string()), None),
+            _ => (None, Some(vec![payload.to_string(); size as usize])),
+        };
+        let request = PublishRequest {
+            publisher: topic.to_string(),
+            payload,
+            payloads,
+        };
+        let body = serde_json::to_vec(&request).map_err(failed)?;
         Ok(Publisher {
             sender,
             host: format!("{host}:{port}"),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use client::bench::{PublishReport, ReplicaLag};
 use client::peer::Have;
 use client::wire::Published;
-use client::{Client, ClientError, PeerAddr};
+use client::{Client, PeerAddr};
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
@@ -122,24 +122,6 @@ impl Work {
 fn request_size(index: u64, messages: u64, batch: u64) -> Option<u64> {
     let first = index.checked_mul(batch)?;
     (first < messages).then(|| batch.min(messages - first))
-}
-
-/// Publishes `size` messages of `payload` to `topic` as the publisher of
-/// the same name, in one request: a single publish when `size` is 1, else
-/// a batch. Returns the last message's id parts (the highest seq of the
-/// request; `None` when it carried none).
-pub(crate) async fn publish_request(
-    client: &Client,
-    topic: &str,
-    payload: &str,
-    size: u64,
-) -> Result<Option<Published>, ClientError> {
-    if size == 1 {
-        return Ok(Some(client.publish(topic, topic, payload).await?));
-    }
-    let payloads = vec![payload.to_string(); size as usize];
-    let batch = client.publish_batch(topic, topic, payloads).await?;
-    Ok(batch.messages.into_iter().last())
 }
 
 /// Per origin, the highest seq of `published`.

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::connections::{connected_clients, ensure_open_files};
 use crate::plot::{LineChart, Panel, PlotArgs, Scale, Series};
-use crate::publish::{publish_request, RequestArgs};
+use crate::publish::RequestArgs;
 use crate::report::{micros, percentiles_ms, progress_bar, rows_table, Measured};
 use crate::{fresh_topic, BrokerArgs, Error};
 
@@ -125,6 +125,24 @@ async fn publish_until(
         samples.push(micros(sent.elapsed()));
     }
     Ok(samples)
+}
+
+/// Publishes `size` messages of `payload` to `topic` as the publisher of
+/// the same name, in one request: a single publish when `size` is 1, else
+/// a batch.
+async fn publish_request(
+    client: &Client,
+    topic: &str,
+    payload: &str,
+    size: u64,
+) -> Result<(), ClientError> {
+    if size == 1 {
+        client.publish(topic, topic, payload).await?;
+    } else {
+        let payloads = vec![payload.to_string(); size as usize];
+        client.publish_batch(topic, topic, payloads).await?;
+    }
+    Ok(())
 }
 
 /// The chart of `--plot`: throughput above request latency (p50, p99),
