@@ -59,7 +59,8 @@ async fn bench_publish_fails_with_the_brokers_answer_when_a_publish_is_refused()
 #[tokio::test]
 async fn bench_latency_receives_every_message_sent() {
     let broker = Broker::start().await;
-    let report: LatencyReport = run_json(&broker, "latency", &["--rate", "200", "--seconds", "1"]);
+    let args = ["--rate", "200", "--seconds", "1", "--connections", "2"];
+    let report: LatencyReport = run_json(&broker, "latency", &args);
     assert_eq!((report.sent, report.received), (200, 200));
     measured(&report.latency_ms);
 }

@@ -1,21 +1,25 @@
 //! `bench latency`: publish-to-delivery latency. One publisher offers
-//! `--rate` messages a second for `--seconds`, each publish in a task of its
-//! own so that a slow answer does not lower the offered rate, each payload
-//! starting with its send time (`<unix µs>:<padding>`). One subscriber, on
-//! the same or another broker, long-polls with auto-acknowledgement and
-//! takes each message's age on arrival.
+//! `--rate` messages a second for `--seconds` over a pool of `--connections`
+//! keep-alive connections (see `lean`), each payload starting with the time
+//! it was due (`<unix µs>:<padding>`). A slow answer does not lower the
+//! offered rate: the next messages wait for a free connection and their age
+//! counts from when they were due, not from when they could be sent. One
+//! subscriber, on the same or another broker, long-polls with
+//! auto-acknowledgement and takes each message's age on arrival.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use client::bench::LatencyReport;
 use client::wire::{PullQuery, StartFrom};
 use client::{Client, ClientError};
+use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
+use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, run_table, Measured};
-use crate::{fresh_topic, BrokerArgs};
+use crate::{fresh_topic, BrokerArgs, Error};
 
 /// How long the subscriber waits for missing messages once every publish
 /// was answered.
@@ -40,6 +44,10 @@ pub struct LatencyArgs {
     /// Bytes of each payload (at least the timestamp and its colon)
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
+    /// Keep-alive connections the publisher sends over, each carrying one
+    /// publish at a time
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
     /// Subscribe on this host instead [default: --host]
     #[arg(long)]
     pub subscriber_host: Option<String>,
@@ -64,17 +72,16 @@ impl LatencyArgs {
 /// Sets up a fresh topic ([`fresh_topic`]) and a subscriber of its name,
 /// then publishes and receives at once, and reports, keeping each
 /// message's age on arrival.
-pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, ClientError> {
-    let publisher = args.broker.client();
-    let name = fresh_topic(&publisher).await?;
+pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, Error> {
+    let name = fresh_topic(&args.broker.client()).await?;
     let subscriber = args.subscriber_broker().client();
     subscriber.register_subscriber(&name).await?;
     subscribe_when_replicated(&subscriber, &name).await?;
     let answered = OnceLock::new();
-    let (sent, ages) = tokio::try_join!(
-        offer(&publisher, &name, args, &answered),
-        receive(&subscriber, &name, message_count(args), &answered)
-    )?;
+    let (sent, ages) = tokio::try_join!(offer(&name, args, &answered), async {
+        let received = receive(&subscriber, &name, message_count(args), &answered).await;
+        received.map_err(Error::from)
+    })?;
     let report = LatencyReport {
         topic: name,
         rate: args.rate,
@@ -112,24 +119,46 @@ fn message_count(args: &LatencyArgs) -> u64 {
     u64::from(args.rate) * args.seconds
 }
 
-/// Publishes [`message_count`] stamped messages, one every 1/rate s, and
-/// sets `answered` when the last answer came; returns how many the broker
-/// acknowledged (all of them, or the first error).
+/// Publishes [`message_count`] stamped messages, one every 1/rate s, each
+/// on the first free connection of the pool, and sets `answered` when the
+/// last answer came; returns how many the broker acknowledged (all of them,
+/// or the first error).
 async fn offer(
-    client: &Client,
     topic: &str,
     args: &LatencyArgs,
     answered: &OnceLock<Instant>,
-) -> Result<u64, ClientError> {
+) -> Result<u64, Error> {
+    let (free, next_free) = mpsc::channel(args.connections as usize);
+    for _ in 0..args.connections {
+        let publisher = Publisher::connect(&args.broker.host, args.broker.port, topic).await?;
+        free.send(publisher).await.expect("the pool is open");
+    }
+    // A fair lock: messages take free connections in the order they came.
+    let next_free = Arc::new(Mutex::new(next_free));
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
-    let mut publishes = JoinSet::new();
+    let (mut publishes, mut sent) = (JoinSet::new(), 0);
     for _ in 0..message_count(args) {
         ticks.tick().await;
-        let (client, topic) = (client.clone(), topic.to_string());
-        let payload = stamped(unix_micros(), args.payload_bytes);
-        publishes.spawn(async move { client.publish(&topic, &topic, &payload).await });
+        // Stamped before waiting for a connection: the wait counts.
+        let body = Body::new(topic, &stamped(unix_micros(), args.payload_bytes), 1)?;
+        let (free, next_free) = (free.clone(), next_free.clone());
+        publishes.spawn(async move {
+            let mut publisher = next_free
+                .lock()
+                .await
+                .recv()
+                .await
+                .expect("the pool is open");
+            let published = publisher.publish(&body).await;
+            // The pool outlives every publish: `offer` joins them all.
+            let _ = free.send(publisher).await;
+            published
+        });
+        while let Some(joined) = publishes.try_join_next() {
+            joined.expect("a publishing task does not panic")?;
+            sent += 1;
+        }
     }
-    let mut sent = 0;
     while let Some(joined) = publishes.join_next().await {
         joined.expect("a publishing task does not panic")?;
         sent += 1;

@@ -22,7 +22,7 @@ use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
 use crate::connections::ensure_open_files;
-use crate::lean::Publisher;
+use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
 use crate::{fresh_topic, BrokerArgs, Error};
@@ -198,19 +198,18 @@ async fn publish_claimed(broker: BrokerArgs, work: Arc<Work>) -> Result<TaskPubl
     };
     // A publisher sends one request size; the last request, when the
     // messages do not divide into batches, gets a connection of its own.
-    let mut connection: Option<(u64, Publisher)> = None;
+    let mut connection: Option<(Body, Publisher)> = None;
     while let Some(size) = work.claim() {
-        let (_, publisher) = match connection.take() {
-            Some((sized, publisher)) if sized == size => connection.insert((sized, publisher)),
+        let (body, publisher) = match connection.take() {
+            Some((body, publisher)) if body.size() == size => connection.insert((body, publisher)),
             _ => {
-                let (host, port) = (&broker.host, broker.port);
-                let publisher =
-                    Publisher::connect(host, port, &work.topic, &work.payload, size).await?;
-                connection.insert((size, publisher))
+                let body = Body::new(&work.topic, &work.payload, size)?;
+                let publisher = Publisher::connect(&broker.host, broker.port, &work.topic).await?;
+                connection.insert((body, publisher))
             }
         };
         let sent = Instant::now();
-        let last = publisher.publish().await?;
+        let last = publisher.publish(body).await?;
         published.samples.push(micros(sent.elapsed()));
         published.last = last.or(published.last);
         work.progress.inc(size);
