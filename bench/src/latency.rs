@@ -1,11 +1,11 @@
 //! `bench latency`: publish-to-delivery latency. One publisher offers
 //! `--rate` messages a second for `--seconds` over a pool of `--connections`
 //! keep-alive connections (see `lean`), each payload starting with the time
-//! it was due (`<unix µs>:<padding>`). A slow answer does not lower the
-//! offered rate: the next messages wait for a free connection and their age
-//! counts from when they were due, not from when they could be sent. One
-//! subscriber, on the same or another broker, long-polls with
-//! auto-acknowledgement and takes each message's age on arrival.
+//! it was offered (`<unix µs>:<padding>`). A slow answer does not lower the
+//! offered rate: later messages wait for a free connection, and the wait
+//! counts in their age. One subscriber, on the same or another broker,
+//! long-polls with auto-acknowledgement and takes each message's age on
+//! arrival.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
