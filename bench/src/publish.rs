@@ -196,17 +196,22 @@ async fn publish_claimed(broker: BrokerArgs, work: Arc<Work>) -> Result<TaskPubl
         samples: Vec::new(),
         last: None,
     };
-    // A publisher sends one request size; the last request, when the
-    // messages do not divide into batches, gets a connection of its own.
-    let mut connection: Option<(Body, Publisher)> = None;
+    // Connected at the first claim. The body is serialized once, and again
+    // for the last, smaller request when the messages do not divide into
+    // batches.
+    let mut connection: Option<Publisher> = None;
+    let mut serialized: Option<Body> = None;
     while let Some(size) = work.claim() {
-        let (body, publisher) = match connection.take() {
-            Some((body, publisher)) if body.size() == size => connection.insert((body, publisher)),
-            _ => {
-                let body = Body::new(&work.topic, &work.payload, size)?;
+        let publisher = match connection.take() {
+            Some(publisher) => connection.insert(publisher),
+            None => {
                 let publisher = Publisher::connect(&broker.host, broker.port, &work.topic).await?;
-                connection.insert((body, publisher))
+                connection.insert(publisher)
             }
+        };
+        let body = match serialized.take() {
+            Some(body) if body.size() == size => serialized.insert(body),
+            _ => serialized.insert(Body::new(&work.topic, &work.payload, size)?),
         };
         let sent = Instant::now();
         let last = publisher.publish(body).await?;
