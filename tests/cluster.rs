@@ -565,6 +565,75 @@ async fn restarted_broker_catches_up_on_ten_thousand_messages() {
     assert_eq!(read, sent);
 }
 
+/// With `--max-replica-lag`, writes wait for a live peer too far behind:
+/// however fast clients publish, an acknowledged publish was taken while
+/// every replica lacked at most that many of the broker's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_wait_for_a_replica_too_far_behind() {
+    const MAX_LAG: u64 = 100;
+    const PUBLISHERS: u64 = 4;
+    const BATCHES: u64 = 25;
+    const BATCH: u64 = 200;
+    let cluster = Cluster::start(3, &["--max-replica-lag", &MAX_LAG.to_string()]).await;
+    let c0 = cluster.client(0);
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+
+    let mut publishers = JoinSet::new();
+    for p in 0..PUBLISHERS {
+        let (c0, origin) = (c0.clone(), cluster.id(0));
+        let replicas = [cluster.client(1), cluster.client(2)];
+        publishers.spawn(async move {
+            for b in 0..BATCHES {
+                let payloads = (0..BATCH).map(|k| format!("{p}.{b}.{k}")).collect();
+                let batch = c0.publish_batch(T, P1, payloads).await.expect("publish");
+                // Taken when the broker held at least this many events (the
+                // other publishers' batches may have been written first).
+                let first = batch.messages[0].seq;
+                let taken_at = (first - 1).saturating_sub((PUBLISHERS - 1) * BATCH);
+                for replica in &replicas {
+                    let info = replica.cluster().await.expect("GET /cluster");
+                    let held = info.have.get(&origin).copied().unwrap_or(0);
+                    assert!(
+                        held + MAX_LAG >= taken_at,
+                        "{} holds {held} of {origin}'s events after seq {first} was acknowledged",
+                        info.self_id
+                    );
+                }
+            }
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done.expect("a publisher failed");
+    }
+    let total = (PUBLISHERS * BATCHES * BATCH) as usize;
+    for i in 1..3 {
+        holds_messages(&cluster.client(i), total, "the replica holds every message").await;
+    }
+}
+
+/// A peer that stops answering holds writes back only until it is taken
+/// as down: publishes go on, and it catches up once it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_does_not_stop_publishes() {
+    const BATCHES: usize = 10;
+    const BATCH: usize = 200;
+    let mut cluster = Cluster::start(3, &["--max-replica-lag", "100"]).await;
+    let c0 = cluster.client(0);
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+
+    cluster.pause(2);
+    for b in 0..BATCHES {
+        let payloads = (0..BATCH).map(|k| format!("{b}.{k}")).collect();
+        let batch = c0.publish_batch(T, P1, payloads).await;
+        let batch = batch.unwrap_or_else(|e| panic!("batch {b} with broker 2 paused: {e}"));
+        assert_eq!(batch.messages.len(), BATCH);
+    }
+    cluster.resume(2);
+    holds_messages(&cluster.client(2), BATCHES * BATCH, "broker 2 caught up").await;
+}
+
 /// A broker's events reach a peer that missed them through another peer
 /// once their own broker is down: brokers relay other origins' events when
 /// the origin cannot deliver them itself.

@@ -65,7 +65,8 @@ impl AppState {
     }
 
     /// Records a change made through this broker, once it may record events
-    /// of its own (see `Cluster::caught_up`). In leader mode only the leader
+    /// of its own (see `Cluster::caught_up`) and no live peer is too far
+    /// behind (see `Cluster::paced`). In leader mode only the leader
     /// records (followers forward, see `http::forward`), only with a
     /// majority alive, and answers once a majority holds the change.
     pub async fn record<T, F>(&self, change: F) -> Result<T, ApiError>
@@ -74,6 +75,7 @@ impl AppState {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
         self.cluster.caught_up().await?;
+        self.cluster.paced(|| self.store.own_seq()).await;
         if self.mode() != Mode::Leader {
             return self.store.write(change).await;
         }

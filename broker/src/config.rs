@@ -40,6 +40,9 @@ pub struct Cli {
     /// Largest accepted message payload in bytes
     #[arg(long, value_name = "N", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub max_payload_bytes: u64,
+    /// Writes wait while a live peer lacks more than this many of this broker's events
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_replica_lag: u64,
 }
 
 /// `HOST:PORT` as a peer address.
@@ -106,6 +109,9 @@ pub struct Config {
     pub durability: Durability,
     pub retention: Duration,
     pub max_payload_bytes: usize,
+    /// How many of this broker's events a live peer may lack before writes
+    /// wait for it (see `cluster::pacing`).
+    pub max_replica_lag: u64,
 }
 
 impl Config {
@@ -139,6 +145,7 @@ impl Config {
             durability: cli.durability,
             retention: cli.retention,
             max_payload_bytes: usize::try_from(cli.max_payload_bytes).unwrap_or(usize::MAX),
+            max_replica_lag: cli.max_replica_lag,
         })
     }
 

@@ -10,6 +10,7 @@ mod driver;
 mod election;
 mod members;
 mod membership;
+mod pacing;
 mod relay;
 mod replicator;
 
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 pub use driver::received as received_election;
 pub use election::Input;
 use membership::Membership;
+use pacing::{Pacing, PeerLag};
 
 use crate::error::ApiError;
 use crate::event::MAX_STAMP;
@@ -51,6 +53,8 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(2);
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// How long a write waits for the broker to catch up on its own history.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Longest a write waits for a peer too far behind (see `pacing`).
+const PACING_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The current peers and a client for each.
 struct Peers {
@@ -98,6 +102,8 @@ pub struct Cluster {
     /// false while a broker that starts without history (a new one, or one
     /// that lost its data) learns from its peers what it had sequenced.
     caught_up: watch::Sender<bool>,
+    /// Whether writes wait for peers too far behind.
+    pacing: Mutex<Pacing>,
 }
 
 /// The election's state machine and channels, until `spawn` starts its task.
@@ -107,8 +113,15 @@ pub struct ElectionParts {
 }
 
 impl Cluster {
-    /// `has_history`: this broker's database holds events it sequenced.
-    pub fn new(me: &str, peers: &[PeerAddr], has_history: bool) -> (Cluster, ElectionParts) {
+    /// `has_history`: this broker's database holds events it sequenced;
+    /// `max_lag`: how many of this broker's events a live peer may lack
+    /// before writes wait for it.
+    pub fn new(
+        me: &str,
+        peers: &[PeerAddr],
+        has_history: bool,
+        max_lag: u64,
+    ) -> (Cluster, ElectionParts) {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let cluster = Cluster {
@@ -122,6 +135,7 @@ impl Cluster {
             leadership,
             inputs: inputs_tx,
             caught_up: watch::Sender::new(has_history || peers.is_empty()),
+            pacing: Mutex::new(Pacing::new(max_lag, PACING_PATIENCE)),
         };
         let parts = ElectionParts {
             inputs,
@@ -235,6 +249,40 @@ impl Cluster {
             tracing::info!("holding this broker's own history (seq {ours}): taking writes");
             self.caught_up.send_replace(true);
         }
+    }
+
+    /// Waits while a live peer lacks too many of this broker's events
+    /// (`own_seq` tells how many there are), at most `PACING_PATIENCE`.
+    pub async fn paced(&self, own_seq: impl Fn() -> u64) {
+        if self.read_peers().list.is_empty() {
+            return;
+        }
+        let mut updates = self.peer_have_changed.subscribe();
+        let caught_up = async {
+            while self.holds_back(own_seq()) {
+                // Every sync answer ticks; the heartbeat bounds how late a
+                // peer that went silent stops counting.
+                let _ = tokio::time::timeout(HEARTBEAT, updates.changed()).await;
+            }
+        };
+        // Past the patience the write goes ahead (see `pacing`).
+        let _ = tokio::time::timeout(PACING_PATIENCE, caught_up).await;
+    }
+
+    /// Whether a write waits now, this broker having `own` events.
+    fn holds_back(&self, own: u64) -> bool {
+        let now = Instant::now();
+        let known = lock(&self.peer_have);
+        let peers: Vec<PeerLag<'_>> = known
+            .iter()
+            .filter(|(id, _)| self.knows(id))
+            .map(|(id, (have, _))| PeerLag {
+                id,
+                lag: own.saturating_sub(have.get(&self.me).copied().unwrap_or(0)),
+                alive: self.membership.is_alive(id, now),
+            })
+            .collect();
+        lock(&self.pacing).holds_back(&peers, now)
     }
 
     /// A peer answered a sync holding `have`, in `term`.
@@ -446,10 +494,10 @@ mod tests {
 
     #[test]
     fn replicated_is_what_every_peer_holds() {
-        let (alone, _) = Cluster::new("h:1", &[], false);
+        let (alone, _) = Cluster::new("h:1", &[], false, 100);
         assert_eq!(alone.replicated(), None);
 
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], false);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], false, 100);
         assert_eq!(cluster.replicated(), Some(Have::new()));
         cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1);
         assert_eq!(
@@ -463,7 +511,7 @@ mod tests {
 
     #[test]
     fn the_commit_vector_is_what_a_majority_holds() {
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], true);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], true, 100);
         let mine = have(&[("h:1", 10), ("h:2", 3)]);
         // Alone of five: nothing is held by a majority (3).
         assert_eq!(

@@ -194,6 +194,7 @@ mod tests {
             durability: Durability::Normal,
             retention: Duration::from_secs(3600),
             max_payload_bytes: 1024,
+            max_replica_lag: 10_000,
         };
         Store::open(&config, Arc::new(Wakeups::default())).unwrap()
     }
