@@ -39,12 +39,15 @@ pub struct PeerEvent {
     pub origin: String,
     pub seq: u64,
     pub lamport: u64,
-    #[serde(flatten)]
     pub change: PeerChange,
 }
 
+/// What an event changes, tagged by its kind: `{"publish": {...}}`, or
+/// `"pruned"`. (An internally tagged enum inside a flattened field made
+/// serde buffer every event before it read the tag: a third of a
+/// replica's parsing.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum PeerChange {
     RegisterPublisher {
         publisher: String,
@@ -114,4 +117,35 @@ pub struct ElectionMessage {
     pub from: String,
     pub kind: ElectionKind,
     pub term: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_names_its_change_by_kind() {
+        let publish = PeerEvent {
+            origin: "h:1".to_string(),
+            seq: 7,
+            lamport: 9,
+            change: PeerChange::Publish {
+                topic: "t".to_string(),
+                publisher: "p".to_string(),
+                payload: "hi".to_string(),
+                published_at_ms: 5,
+            },
+        };
+        let pruned = PeerEvent {
+            change: PeerChange::Pruned,
+            ..publish.clone()
+        };
+        let text = serde_json::to_string(&[&publish, &pruned]).unwrap();
+        assert_eq!(
+            text,
+            r#"[{"origin":"h:1","seq":7,"lamport":9,"change":{"publish":{"topic":"t","publisher":"p","payload":"hi","published_at_ms":5}}},{"origin":"h:1","seq":7,"lamport":9,"change":"pruned"}]"#
+        );
+        let back: Vec<PeerEvent> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [publish, pruned]);
+    }
 }
