@@ -967,3 +967,55 @@ async fn a_broker_that_lost_its_data_never_reuses_an_id() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_and_terms_far_above_the_receivers_are_refused_and_replication_goes_on() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    cluster.agreed_leader(ELECTION).await;
+    topic_of(&a, P1, T).await;
+    holds_messages(&b, 0, "broker 1 knows the topic").await;
+    let before = b.cluster().await.expect("cluster view");
+
+    // A sync and an election message that name broker 0 as the sender (the
+    // brokers take peer requests from loopback) with a stamp, or a term, at
+    // the largest value a broker accepts at all.
+    let huge: u64 = 1 << 62;
+    let event = serde_json::json!({
+        "origin": "127.0.0.1:1", "seq": 1, "lamport": huge,
+        "change": {"register_publisher": {"publisher": "intruder"}}
+    });
+    let syncs = [
+        serde_json::json!({"from": cluster.id(0), "term": before.term, "leader": null,
+                           "events": [event]}),
+        serde_json::json!({"from": cluster.id(0), "term": huge, "leader": cluster.id(0),
+                           "events": []}),
+    ];
+    for sync in syncs {
+        let answer = cluster.broker(1).http_post("/peer/sync", sync).await;
+        answer.assert_error(400, "bad_request");
+    }
+    let election = serde_json::json!({"from": cluster.id(0), "kind": "coordinator", "term": huge});
+    let answer = cluster
+        .broker(1)
+        .http_post("/peer/election", election)
+        .await;
+    answer.assert_error(400, "bad_request");
+    assert!(
+        cluster.broker(1).log().contains("refused"),
+        "the refusals are logged:\n{}",
+        cluster.broker(1).log()
+    );
+
+    let after = b.cluster().await.expect("cluster view");
+    assert!(after.lamport < 1 << 32, "clock {}", after.lamport);
+    assert!(after.term < 1 << 32, "term {}", after.term);
+    // Replication goes on both ways.
+    subscribed(&b, S1, T, StartFrom::Earliest).await;
+    a.publish(T, P1, "from a")
+        .await
+        .expect("publish on broker 0");
+    publish_when_known(&b, P1, "from b").await;
+    holds_messages(&a, 2, "broker 0 holds both messages").await;
+    holds_messages(&b, 2, "broker 1 holds both messages").await;
+}

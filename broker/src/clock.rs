@@ -1,4 +1,15 @@
-//! The Lamport clock: a pure state machine, no I/O.
+//! The Lamport clock: a pure state machine, no I/O; and how far a peer's
+//! stamp or term may run ahead of a broker's own.
+
+/// How far above a broker's own clock (or election term) a peer's stamp (or
+/// term) may be: further is refused (API.md §5.1), so that no message can
+/// push the counters near the largest value they hold.
+pub const REACH: u64 = 1 << 32;
+
+/// Whether a peer's `stamp` is within [`REACH`] of this broker's `own`.
+pub fn within_reach(stamp: u64, own: u64) -> bool {
+    stamp <= own.saturating_add(REACH)
+}
 
 /// A Lamport clock. Every local event ticks it; every received stamp pulls it
 /// forward, so an event's stamp is greater than the stamp of every event its
@@ -50,6 +61,17 @@ mod tests {
         clock.observe(10);
         assert_eq!(clock.now(), 11);
         assert_eq!(clock.tick(), 12);
+    }
+
+    #[test]
+    fn a_stamp_is_within_reach_up_to_two_to_the_32_above_our_own() {
+        assert!(within_reach(0, 0));
+        assert!(within_reach(REACH, 0));
+        assert!(!within_reach(REACH + 1, 0));
+        assert!(within_reach(5, 1_000), "a stamp below ours is always fine");
+        assert!(within_reach(1_000 + REACH, 1_000));
+        assert!(!within_reach(u64::MAX, 1_000));
+        assert!(within_reach(u64::MAX, u64::MAX - 1), "no overflow");
     }
 
     #[test]

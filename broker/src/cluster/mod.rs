@@ -30,6 +30,7 @@ pub use election::Input;
 use membership::Membership;
 use pacing::{Pacing, PeerLag};
 
+use crate::clock::within_reach;
 use crate::error::ApiError;
 use crate::event::MAX_STAMP;
 use crate::lock;
@@ -215,10 +216,14 @@ impl Cluster {
     }
 
     /// A peer answered or called: it is alive, and reports its term and
-    /// leader (a term out of range is not taken in).
+    /// leader (a term out of range or too far above ours is not taken in).
     pub fn heard_from(&self, peer: &str, term: u64, leader: Option<String>) {
         self.membership.heard(peer, Instant::now());
-        if term > MAX_STAMP {
+        let own = self.leadership().term;
+        if term > MAX_STAMP || !within_reach(term, own) {
+            tracing::warn!(
+                "ignored term {term} from {peer}: too far above this broker's term {own}"
+            );
             return;
         }
         self.feed(Input::Heartbeat {

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
 
 use super::body::Body;
+use crate::clock::within_reach;
 use crate::cluster::received_election;
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -26,8 +27,13 @@ pub async fn sync(
         committed,
     } = body.into_inner();
     check_peer(&app, &from)?;
-    check_term(term)?;
-    events.iter().try_for_each(check_event)?;
+    check_term(&app, &from, term)?;
+    let own_lamport = app.store.lamport();
+    for event in &events {
+        check_event(event, own_lamport).inspect_err(|error| {
+            tracing::warn!("refused a sync from {from}: {error}");
+        })?;
+    }
     let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
     if let Some(committed) = committed {
@@ -61,14 +67,15 @@ pub async fn election(
 ) -> Result<HttpResponse, ApiError> {
     let message = body.into_inner();
     check_peer(&app, &message.from)?;
-    check_term(message.term)?;
+    check_term(&app, &message.from, message.term)?;
     app.cluster.feed(received_election(message));
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Refuses an event no broker could have made: seq and stamp out of range,
-/// or names outside the rules.
-fn check_event(event: &Event) -> Result<(), ApiError> {
+/// Refuses an event no broker could have made: seq out of range, a stamp
+/// out of range or too far above this broker's clock (`own_lamport`, see
+/// `clock::REACH`), or names outside the rules.
+fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
     const MAX: u64 = i64::MAX as u64; // SQLite integers
     let names_ok = match &event.change {
         Change::RegisterPublisher { publisher: name }
@@ -101,22 +108,31 @@ fn check_event(event: &Event) -> Result<(), ApiError> {
         Change::Pruned => true,
     };
     let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX_STAMP;
-    if names_ok && in_range && is_broker_id(&event.origin) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
+    if !(names_ok && in_range && is_broker_id(&event.origin)) {
+        return Err(ApiError::BadRequest(format!(
             "invalid event {}/{}",
             event.origin, event.seq
-        )))
+        )));
     }
+    if !within_reach(event.lamport, own_lamport) {
+        return Err(ApiError::BadRequest(format!(
+            "event {}/{} is stamped {}, too far above this broker's clock {own_lamport}",
+            event.origin, event.seq, event.lamport
+        )));
+    }
+    Ok(())
 }
 
-fn check_term(term: u64) -> Result<(), ApiError> {
-    if term <= MAX_STAMP {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!("term {term} is out of range")))
+/// Refuses (and logs) a term out of range or too far above this broker's.
+fn check_term(app: &AppState, from: &str, term: u64) -> Result<(), ApiError> {
+    let own = app.cluster.leadership().term;
+    if term <= MAX_STAMP && within_reach(term, own) {
+        return Ok(());
     }
+    tracing::warn!("refused term {term} from {from}: too far above this broker's term {own}");
+    Err(ApiError::BadRequest(format!(
+        "term {term} is too far above this broker's term {own}"
+    )))
 }
 
 fn check_peer(app: &AppState, id: &str) -> Result<(), ApiError> {
