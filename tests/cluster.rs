@@ -1019,3 +1019,62 @@ async fn stamps_and_terms_far_above_the_receivers_are_refused_and_replication_go
     holds_messages(&a, 2, "broker 0 holds both messages").await;
     holds_messages(&b, 2, "broker 1 holds both messages").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_greatest_broker_takes_its_history_back_before_recording_and_all_converge() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let greatest = cluster.greatest_live();
+    cluster.agreed_leader(ELECTION).await;
+    let c = cluster.client(greatest);
+    topic_of(&c, P1, T).await;
+    let mut old = Vec::new();
+    for k in 0..20 {
+        old.push(
+            c.publish(T, P1, &format!("old {k}"))
+                .await
+                .expect("publish"),
+        );
+    }
+    for i in cluster.live() {
+        holds_messages(
+            &cluster.client(i),
+            20,
+            "every broker holds the old messages",
+        )
+        .await;
+    }
+
+    // The greatest id leads at once when it comes back, with no history.
+    cluster.kill(greatest);
+    std::fs::remove_dir_all(cluster.broker(greatest).data_dir()).expect("wipe its data");
+    cluster.restart(greatest).await;
+    let new = c
+        .publish(T, P1, "new")
+        .await
+        .expect("publish after the wipe");
+    let last_old = old.iter().map(|p| p.seq).max().unwrap_or(0);
+    assert!(
+        new.seq > last_old,
+        "{} reuses a seq up to {last_old}",
+        new.id
+    );
+
+    let reference = cluster.broker(0);
+    eventually_ok(
+        REPLICATION,
+        "every broker holds the same events",
+        || async {
+            let log = reference.event_log();
+            for i in 1..cluster.len() {
+                let other = cluster.broker(i).event_log();
+                if other != log {
+                    let differ: Vec<_> =
+                        log.iter().filter(|e| !other.contains(e)).take(5).collect();
+                    return Err(format!("broker {i} differs from broker 0: {differ:?} ..."));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+}

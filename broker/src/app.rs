@@ -15,6 +15,9 @@ use crate::metrics::Metrics;
 use crate::store::{queries, Store, WriteTx};
 use crate::wakeups::Wakeups;
 
+/// How long a write waits for the broker to catch up on its own history.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// What every request handler shares.
 pub struct AppState {
     pub config: Config,
@@ -65,7 +68,7 @@ impl AppState {
     }
 
     /// Records a change made through this broker, once it may record events
-    /// of its own (see `Cluster::caught_up`) and no live peer is too far
+    /// of its own (see `caught_up`) and no live peer is too far
     /// behind (see `Cluster::paced`). In leader mode only the leader
     /// records (followers forward, see `http::forward`), only with a
     /// majority alive, and answers once a majority holds the change.
@@ -74,7 +77,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        self.cluster.caught_up().await?;
+        self.caught_up().await?;
         self.cluster.paced(|| self.store.own_seq()).await;
         if self.mode() != Mode::Leader {
             return self.store.write(change).await;
@@ -89,6 +92,23 @@ impl AppState {
             return Err(ApiError::NoQuorum);
         }
         Ok(recorded)
+    }
+
+    /// Waits (bounded) until this broker may record events of its own: a
+    /// write before it has its own history back would reuse its seqs (the
+    /// writer refuses it, see `Store::holds_own_history`).
+    pub async fn caught_up(&self) -> Result<(), ApiError> {
+        tokio::time::timeout(CATCH_UP_WAIT, self.store.until_own_history())
+            .await
+            .map_err(|_| ApiError::CatchingUp)
+    }
+
+    /// Lets the writer record events of its own once this broker holds
+    /// its own history (see `Cluster::holds_own_history`).
+    pub fn check_own_history(&self) {
+        if !self.store.holds_own_history() && self.cluster.holds_own_history(self.store.own_seq()) {
+            self.store.own_history_held();
+        }
     }
 
     /// Leader mode: this broker leads, a majority is alive, and it holds

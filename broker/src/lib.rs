@@ -99,12 +99,8 @@ pub async fn run(
         config.data_dir.display(),
         config.peers.len()
     );
-    let (cluster, election) = cluster::Cluster::new(
-        &config.id,
-        &config.peers,
-        store.has_history(),
-        config.max_replica_lag,
-    );
+    let (cluster, election) =
+        cluster::Cluster::new(&config.id, &config.peers, config.max_replica_lag);
     let app = web::Data::new(AppState {
         config,
         cluster,

@@ -581,6 +581,29 @@ impl Broker {
             .collect()
     }
 
+    /// Every event `broker.db` holds, messages included, as
+    /// `(origin, seq, lamport, what)` in `(origin, seq)` order: two brokers
+    /// that hold the same events give the same list.
+    pub fn event_log(&self) -> Vec<(String, u64, u64, String)> {
+        let db = self.open_db_read_only();
+        let mut statement = db
+            .prepare(
+                "SELECT origin, seq, lamport, kind || ' ' || actor || ' ' || coalesce(topic, '')
+                     FROM events
+                 UNION ALL
+                 SELECT origin, seq, lamport, 'publish ' || publisher || ' ' || topic || ' ' || payload
+                     FROM messages
+                 ORDER BY 1, 2",
+            )
+            .expect("prepare SELECT on events and messages");
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .expect("query events");
+        rows.map(|row| row.expect("an event row")).collect()
+    }
+
     /// The payloads stored for `topic` in `broker.db`.
     pub fn stored_payloads(&self, topic: &str) -> Vec<String> {
         self.stored_messages()

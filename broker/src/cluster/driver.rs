@@ -53,10 +53,12 @@ pub async fn run(app: web::Data<AppState>, parts: ElectionParts) {
 }
 
 /// A new leader records the seed members as events, so that brokers that
-/// join later learn every member.
+/// join later learn every member; once it holds its own history, like
+/// every event of its own.
 fn note_members(app: &web::Data<AppState>) {
     let app = app.clone();
     tokio::spawn(async move {
+        app.store.until_own_history().await;
         let mut brokers = app.cluster.peers();
         brokers.push(app.config.me());
         if let Err(error) = app.store.write(move |tx| tx.note_members(&brokers)).await {

@@ -52,8 +52,6 @@ const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a leader-mode write waits for a majority to hold it.
 const QUORUM_WAIT: Duration = Duration::from_secs(3);
-/// How long a write waits for the broker to catch up on its own history.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Longest a write waits for a peer too far behind (see `pacing`).
 const PACING_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -99,10 +97,9 @@ pub struct Cluster {
     leader_commit: Mutex<Option<Have>>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
-    /// Whether this broker holds its own history and may record events;
-    /// false while a broker that starts without history (a new one, or one
-    /// that lost its data) learns from its peers what it had sequenced.
-    caught_up: watch::Sender<bool>,
+    /// When this broker started: a peer not heard from within
+    /// `RECOVERY_DEADLINE` of it is not waited for to learn its own history.
+    started: Instant,
     /// Whether writes wait for peers too far behind.
     pacing: Mutex<Pacing>,
 }
@@ -114,15 +111,9 @@ pub struct ElectionParts {
 }
 
 impl Cluster {
-    /// `has_history`: this broker's database holds events it sequenced;
     /// `max_lag`: how many of this broker's events a live peer may lack
     /// before writes wait for it.
-    pub fn new(
-        me: &str,
-        peers: &[PeerAddr],
-        has_history: bool,
-        max_lag: u64,
-    ) -> (Cluster, ElectionParts) {
+    pub fn new(me: &str, peers: &[PeerAddr], max_lag: u64) -> (Cluster, ElectionParts) {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let cluster = Cluster {
@@ -135,7 +126,7 @@ impl Cluster {
             leader_commit: Mutex::new(None),
             leadership,
             inputs: inputs_tx,
-            caught_up: watch::Sender::new(has_history || peers.is_empty()),
+            started: Instant::now(),
             pacing: Mutex::new(Pacing::new(max_lag, PACING_PATIENCE)),
         };
         let parts = ElectionParts {
@@ -233,27 +224,24 @@ impl Cluster {
         });
     }
 
-    /// Waits (bounded) until this broker may record events of its own: a
-    /// write before it has its own history back would reuse its seqs.
-    pub async fn caught_up(&self) -> Result<(), ApiError> {
-        let mut caught_up = self.caught_up.subscribe();
-        let ready = tokio::time::timeout(CATCH_UP_WAIT, caught_up.wait_for(|ready| *ready))
-            .await
-            .is_ok_and(|seen| seen.is_ok());
-        if ready {
-            Ok(())
-        } else {
-            Err(ApiError::CatchingUp)
-        }
-    }
-
-    /// A peer holds our events up to `theirs_of_mine` and we hold ours up
-    /// to `ours`: once ours covers it, this broker has its history back.
-    fn check_caught_up(&self, theirs_of_mine: u64, ours: u64) {
-        if ours >= theirs_of_mine && !*self.caught_up.borrow() {
-            tracing::info!("holding this broker's own history (seq {ours}): taking writes");
-            self.caught_up.send_replace(true);
-        }
+    /// Whether this broker, holding its own events up to `ours`, holds
+    /// every event of its own that its peers hold: it has heard from every
+    /// peer (or waited `RECOVERY_DEADLINE` for those it has not), and none
+    /// of them holds one of its events that it lacks.
+    pub fn holds_own_history(&self, ours: u64) -> bool {
+        let known = lock(&self.peer_have);
+        let heard_all = self
+            .peers()
+            .iter()
+            .all(|peer| known.contains_key(&peer.id()));
+        let waited = self.started.elapsed() >= RECOVERY_DEADLINE;
+        let theirs = known
+            .values()
+            .filter_map(|(have, _)| have.get(&self.me))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        (heard_all || waited) && ours >= theirs
     }
 
     /// Waits while a live peer lacks too many of this broker's events
@@ -473,13 +461,11 @@ fn is_majority(count: usize, members: usize) -> bool {
     2 * count > members
 }
 
-/// A broker without history that heard from no peer in time is new.
+/// At the deadline, a broker without its history stops waiting for the
+/// peers it has not heard from (a broker that heard from none is new).
 async fn recovery_deadline(app: web::Data<AppState>) {
     tokio::time::sleep(RECOVERY_DEADLINE).await;
-    let cluster = &app.cluster;
-    if lock(&cluster.peer_have).is_empty() {
-        cluster.check_caught_up(0, 0);
-    }
+    app.check_own_history();
 }
 
 #[cfg(test)]
@@ -499,10 +485,10 @@ mod tests {
 
     #[test]
     fn replicated_is_what_every_peer_holds() {
-        let (alone, _) = Cluster::new("h:1", &[], false, 100);
+        let (alone, _) = Cluster::new("h:1", &[], 100);
         assert_eq!(alone.replicated(), None);
 
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], false, 100);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
         assert_eq!(cluster.replicated(), Some(Have::new()));
         cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1);
         assert_eq!(
@@ -515,8 +501,19 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_holds_its_history_once_every_peer_told_what_it_holds_of_it() {
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        assert!(!cluster.holds_own_history(0), "no peer heard from yet");
+        cluster.peer_holds("h:2", have(&[("h:2", 4)]), 1);
+        assert!(!cluster.holds_own_history(0), "h:3 may hold events of ours");
+        cluster.peer_holds("h:3", have(&[("h:1", 7)]), 1);
+        assert!(!cluster.holds_own_history(6), "h:3 holds our seq 7");
+        assert!(cluster.holds_own_history(7));
+    }
+
+    #[test]
     fn the_commit_vector_is_what_a_majority_holds() {
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], true, 100);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], 100);
         let mine = have(&[("h:1", 10), ("h:2", 3)]);
         // Alone of five: nothing is held by a majority (3).
         assert_eq!(

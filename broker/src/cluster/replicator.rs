@@ -67,9 +67,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                     .peer_holds(&peer, answer.have.clone(), answer.term);
                 app.wakeups.wake(&Key::Committed);
                 relays.observe(&mine, &answer.have, Instant::now());
-                let theirs_of_mine = answer.have.get(app.cluster.me()).copied();
-                app.cluster
-                    .check_caught_up(theirs_of_mine.unwrap_or(0), app.store.own_seq());
+                app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
                 if sent == 0 {

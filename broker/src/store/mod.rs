@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
 
 use crate::config::{Config, Durability, Mode};
 use crate::error::ApiError;
@@ -36,6 +37,10 @@ pub struct Store {
     lamport: Arc<AtomicU64>,
     own_seq: Arc<AtomicU64>,
     mode: Arc<Mutex<Option<Mode>>>,
+    /// Whether this broker holds its own history and may record events of
+    /// its own (the writer refuses them until then, see
+    /// [`Store::own_history_held`]).
+    own_history: watch::Sender<bool>,
 }
 
 impl Store {
@@ -69,10 +74,14 @@ impl Store {
             .test_on_check_out(false)
             .build(manager)
             .map_err(|e| format!("cannot open read connections to {}: {e}", path.display()))?;
+        // A broker with events of its own, or without peers to have sent
+        // them to, holds its history; any other learns it from its peers.
+        let own_history = watch::Sender::new(state.last_seq() > 0 || config.peers.is_empty());
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
             mode: mode.clone(),
+            own_history: own_history.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -82,6 +91,7 @@ impl Store {
             lamport,
             own_seq,
             mode,
+            own_history,
         })
     }
 
@@ -100,9 +110,28 @@ impl Store {
         *crate::lock(&self.mode)
     }
 
-    /// Whether this broker's database holds events it sequenced itself.
-    pub fn has_history(&self) -> bool {
-        self.own_seq() > 0
+    /// Whether this broker holds its own history: until then the writer
+    /// refuses to record events of its own, since a broker that lost its
+    /// data would give their seqs out again.
+    pub fn holds_own_history(&self) -> bool {
+        *self.own_history.borrow()
+    }
+
+    /// This broker now holds every event of its own that its peers hold
+    /// (or has none to learn): it may record events of its own.
+    pub fn own_history_held(&self) {
+        if !self.own_history.send_replace(true) {
+            tracing::info!(
+                "holding this broker's own history (seq {}): taking writes",
+                self.own_seq()
+            );
+        }
+    }
+
+    /// Waits until this broker holds its own history.
+    pub async fn until_own_history(&self) {
+        // The sender lives as long as the store.
+        let _ = self.own_history.subscribe().wait_for(|held| *held).await;
     }
 
     /// Runs a read on a pooled connection, on one of the read threads.
@@ -183,11 +212,15 @@ mod tests {
     use std::time::Duration;
 
     fn open(dir: &Path) -> Store {
+        open_with_peers(dir, Vec::new())
+    }
+
+    fn open_with_peers(dir: &Path, peers: Vec<client::PeerAddr>) -> Store {
         let config = Config {
             id: "B:1".to_string(),
             host: "B".to_string(),
             port: 1,
-            peers: Vec::new(),
+            peers,
             join: None,
             data_dir: dir.to_path_buf(),
             mode: Mode::Gossip,
@@ -511,6 +544,33 @@ mod tests {
         // The writer goes on, and the failed request's seq is not used up.
         store.write(|tx| tx.register_publisher("P2")).await.unwrap();
         assert_eq!(store.own_seq(), 1);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn no_event_of_its_own_is_recorded_before_the_broker_holds_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = client::PeerAddr {
+            host: "A".to_string(),
+            port: 1,
+        };
+        let store = open_with_peers(dir.path(), vec![peer]);
+        assert!(!store.holds_own_history(), "new, with a peer to learn from");
+        let refused = store.write(|tx| tx.register_publisher("P9")).await;
+        assert!(matches!(refused, Err(ApiError::CatchingUp)), "{refused:?}");
+        // Its own events come back from the peer, with their seqs.
+        let mine: Vec<Event> = history()
+            .into_iter()
+            .map(|event| Event {
+                origin: "B:1".to_string(),
+                ..event
+            })
+            .collect();
+        receive(&store, mine).await;
+        assert_eq!(store.own_seq(), 5);
+        store.own_history_held();
+        store.write(|tx| tx.register_publisher("P9")).await.unwrap();
+        assert_eq!(store.own_seq(), 6, "the next seq after its history");
         store.close();
     }
 }

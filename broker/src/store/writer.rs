@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use client::peer::Have;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRun};
 use crate::clock::LamportClock;
@@ -86,6 +86,9 @@ pub struct Counters {
     pub own_seq: Arc<AtomicU64>,
     /// The cluster-wide mode, once set at run time.
     pub mode: Arc<Mutex<Option<Mode>>>,
+    /// Whether events of this broker's own may be recorded (see
+    /// `Store::holds_own_history`).
+    pub own_history: watch::Sender<bool>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -100,11 +103,15 @@ pub struct WriteTx<'c> {
     pub(super) conn: &'c Connection,
     state: &'c mut WriterState,
     woken: &'c mut BTreeSet<Key>,
+    /// Whether this broker holds its own history, so that it may record
+    /// events of its own: before, their seqs may be taken already.
+    may_record: bool,
 }
 
 impl WriteTx<'_> {
     /// Numbers and stamps a local change, stores it and merges it into the state.
     pub(super) fn record(&mut self, change: Change) -> Result<Event, ApiError> {
+        self.check_may_record()?;
         self.state.last_seq += 1;
         let event = Event {
             origin: self.state.me.clone(),
@@ -130,6 +137,7 @@ impl WriteTx<'_> {
         payloads: &[String],
         published_at_ms: i64,
     ) -> Result<Vec<(u64, u64)>, ApiError> {
+        self.check_may_record()?;
         let stamped: Vec<(u64, u64)> = payloads
             .iter()
             .map(|_| {
@@ -213,6 +221,14 @@ impl WriteTx<'_> {
             .query_row([origin], |row| row.get(0))
             .optional()?
             .unwrap_or(0))
+    }
+
+    fn check_may_record(&self) -> Result<(), ApiError> {
+        if self.may_record {
+            Ok(())
+        } else {
+            Err(ApiError::CatchingUp)
+        }
     }
 
     /// This broker's id: the origin of the events it records.
@@ -390,6 +406,7 @@ impl WriterThread {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let start_seq = self.state.last_seq;
+        let may_record = *self.counters.own_history.borrow();
         for job in batch {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
@@ -398,6 +415,7 @@ impl WriterThread {
                 conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
+                may_record,
             };
             // A panicking request is a bug: it is left unanswered (its
             // caller gets an internal error); the rest go on.
