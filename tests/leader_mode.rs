@@ -232,3 +232,19 @@ async fn a_paused_leader_cannot_acknowledge_after_the_others_moved_on() {
     .await;
     same_order_everywhere(&cluster, &order).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_leader_that_stops_answering_fails_within_its_deadline() {
+    let mut cluster = leader_cluster().await;
+    let follower = cluster.client(0);
+    follower.publish(T, P1, "before").await.expect("publish");
+    cluster.pause(2);
+    let started = std::time::Instant::now();
+    let answer = follower.publish(T, P1, "to a frozen leader").await;
+    let took = started.elapsed();
+    let error = answer.expect_err("no leader can acknowledge it");
+    assert_eq!(error.code(), Some("no_quorum"), "{error}");
+    // API.md §8: within about 3 s of losing the majority, also forwarded.
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    cluster.resume(2);
+}

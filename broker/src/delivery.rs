@@ -147,11 +147,13 @@ fn acknowledge_in_background(app: web::Data<AppState>, cursor: Cursor) {
 /// leader when this broker follows in leader mode).
 pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError> {
     if app.follows_leader() {
-        let leader = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
-        return leader
-            .ack(&cursor.subscriber, &cursor.encode())
-            .await
-            .map_err(|_| ApiError::NoQuorum);
+        let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
+        let token = cursor.encode();
+        let call = client.ack(&cursor.subscriber, &token);
+        return match app.cluster.while_alive(&leader, call).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) | None => Err(ApiError::NoQuorum),
+        };
     }
     app.record(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
         .await

@@ -15,6 +15,7 @@ mod relay;
 mod replicator;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ const RELAY_AFTER: Duration = Duration::from_secs(1);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 /// A peer not heard from for this long is taken as down.
 const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// How often a call to the leader checks that it is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// Longest time one peer call may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a bully election waits for answers.
@@ -330,11 +333,33 @@ impl Cluster {
         self.leadership().leader.as_deref() == Some(self.me.as_str())
     }
 
-    /// The client of the leader, when another broker leads.
-    pub fn leader_client(&self) -> Option<Client> {
-        self.leadership()
-            .leader
-            .and_then(|leader| self.client(&leader))
+    /// The leader and its client, when another broker leads.
+    pub fn leader_client(&self) -> Option<(String, Client)> {
+        let leader = self.leadership().leader?;
+        let client = self.client(&leader)?;
+        Some((leader, client))
+    }
+
+    /// Runs `call` to the peer `leader` while it is alive: `None` once it
+    /// has been silent for `DEAD_AFTER`, so that a write forwarded to a
+    /// leader cut off from this broker fails within its deadline instead of
+    /// waiting for the heal. Only the leader's answer tells whether the
+    /// write committed, so a change of leader alone does not end the wait
+    /// (the old leader answers within its own deadline).
+    pub async fn while_alive<T>(&self, leader: &str, call: impl Future<Output = T>) -> Option<T> {
+        let silent = async {
+            let mut every = tokio::time::interval(LIVENESS_CHECK);
+            loop {
+                every.tick().await;
+                if !self.membership.is_alive(leader, Instant::now()) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            answer = call => Some(answer),
+            () = silent => None,
+        }
     }
 
     /// Whether a majority of the members (this broker included) is alive.

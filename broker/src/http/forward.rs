@@ -47,9 +47,9 @@ fn is_client_write(request: &ServiceRequest) -> bool {
 }
 
 /// Sends the request to the leader; answers with its status and body, or
-/// `no_quorum` when no leader can be reached.
+/// `no_quorum` when no leader can be reached or it falls silent meanwhile.
 async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse<BoxBody> {
-    let Some(leader) = app.cluster.leader_client() else {
+    let Some((leader, client)) = app.cluster.leader_client() else {
         return refuse(request, ApiError::NoQuorum);
     };
     let body = match request.extract::<web::Bytes>().await {
@@ -69,11 +69,9 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     let method = request.method().as_str().to_string();
-    let answer = leader
-        .forward(&method, &path, content_type.as_deref(), body.to_vec())
-        .await;
-    match answer {
-        Ok(answer) => {
+    let call = client.forward(&method, &path, content_type.as_deref(), body.to_vec());
+    match app.cluster.while_alive(&leader, call).await {
+        Some(Ok(answer)) => {
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = HttpResponse::build(status);
             if let Some(content_type) = answer.content_type {
@@ -81,7 +79,7 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
             }
             request.into_response(response.body(answer.body))
         }
-        Err(_) => refuse(request, ApiError::NoQuorum),
+        Some(Err(_)) | None => refuse(request, ApiError::NoQuorum),
     }
 }
 
