@@ -11,7 +11,8 @@ use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use client::Client;
 use serde_json::{json, Value};
 use support::{
-    at_once, eventually, payloads, start_with_topic, subscribed, topic_of, Answer, Broker,
+    at_once, eventually, metric_now, payloads, start_with_topic, subscribed, topic_of, Answer,
+    Broker,
 };
 
 const P1: &str = "pub-1";
@@ -65,43 +66,6 @@ async fn pull_up_to(client: &Client, sid: &str, topic: Option<&str>, max: u32) -
 /// The number of messages `topic` holds.
 async fn message_count(client: &Client, topic: &str) -> u64 {
     client.topic(topic).await.expect("GET topic").messages
-}
-
-/// The sum of every sample of metric `name` in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let value_part = if rest.starts_with('{') {
-            match rest.rfind('}') {
-                Some(end) => &rest[end + 1..],
-                None => continue,
-            }
-        } else if rest.starts_with(' ') {
-            rest
-        } else {
-            continue; // a longer name with this prefix
-        };
-        if let Some(value) = value_part
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        {
-            *found.get_or_insert(0.0) += value;
-        }
-    }
-    found
-}
-
-/// The value of metric `name` that `/metrics` shows now.
-async fn metric_now(client: &Client, name: &str) -> f64 {
-    let text = client.metrics().await.expect("GET /metrics");
-    metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 /// A request body: (content type, bytes).

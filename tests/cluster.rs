@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use client::wire::{ClusterInfo, Message, Published, PullQuery, StartFrom};
 use client::Client;
 use support::{
-    at_once, eventually, eventually_ok, lines_of, probe, read_all, spawn_piped, subscribed,
-    topic_of, Broker, ChildGuard, Cluster,
+    at_once, eventually, eventually_ok, lines_of, metric_now, probe, read_all, spawn_piped,
+    subscribed, topic_of, Broker, ChildGuard, Cluster,
 };
 use tokio::task::JoinSet;
 
@@ -1077,4 +1077,79 @@ async fn a_wiped_greatest_broker_takes_its_history_back_before_recording_and_all
         },
     )
     .await;
+}
+
+/// Long polls waiting on a broker of three, in `mode`, read nothing while
+/// the cluster is idle (heartbeats and syncs go on), and all wake for a
+/// message published on another broker.
+async fn idle_polls_read_nothing_then_wake(mode: &str) {
+    const POLLS: usize = 10;
+    let cluster = Cluster::start(3, &["--mode", mode]).await;
+    cluster.agreed_leader(ELECTION).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    let mut polls = JoinSet::new();
+    for n in 0..POLLS {
+        let sid = format!("idle-{n}");
+        subscribed(&c1, &sid, T, StartFrom::Latest).await;
+        let poller = c1.clone();
+        polls.spawn(async move {
+            let query = PullQuery {
+                topic: Some(T.to_string()),
+                wait_ms: Some(30_000),
+                ..PullQuery::default()
+            };
+            poller.pull(&sid, &query).await
+        });
+    }
+    eventually(REPLICATION, "every poll waits on broker 1", || async {
+        metric_now(&c1, "rumor_waiting_pulls").await == POLLS as f64
+    })
+    .await;
+    // Broker 0 must know the subscriptions before it stamps the message.
+    eventually(REPLICATION, "broker 0 knows the subscriptions", || async {
+        probe(c0.topic(T))
+            .await
+            .is_ok_and(|t| t.subscribers == POLLS as u64)
+    })
+    .await;
+
+    let reads = metric_now(&c1, "rumor_pull_reads_total").await;
+    let syncs = metric_now(&c1, "rumor_peer_syncs_received_total").await;
+    // About two seconds of heartbeats from both peers.
+    eventually(REPLICATION, "twenty more syncs from the peers", || async {
+        metric_now(&c1, "rumor_peer_syncs_received_total").await >= syncs + 20.0
+    })
+    .await;
+    assert_eq!(
+        metric_now(&c1, "rumor_pull_reads_total").await,
+        reads,
+        "idle polls read while only heartbeats and syncs came ({mode} mode)"
+    );
+
+    let published = c0.publish(T, P1, "wake").await.expect("publish");
+    let all_woken = async {
+        let mut woken = 0;
+        while let Some(pulled) = polls.join_next().await {
+            let pulled = pulled.expect("poll task").expect("pull");
+            assert_eq!(ids(&pulled.messages), vec![published.id.clone()]);
+            woken += 1;
+        }
+        woken
+    };
+    let woken = tokio::time::timeout(REPLICATION, all_woken)
+        .await
+        .expect("the polls answer soon after the publish");
+    assert_eq!(woken, POLLS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_polls_read_nothing_in_gossip_mode() {
+    idle_polls_read_nothing_then_wake("gossip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_polls_read_nothing_in_leader_mode() {
+    idle_polls_read_nothing_then_wake("leader").await;
 }

@@ -9,10 +9,11 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, Mode};
+use crate::deliverable::Deliverable;
 use crate::delivery::AcksInFlight;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{queries, Store, WriteTx};
+use crate::store::{Store, WriteTx};
 use crate::wakeups::Wakeups;
 
 /// How long a write waits for the broker to catch up on its own history.
@@ -29,6 +30,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Pulls' acknowledgements still being committed.
     pub acks: AcksInFlight,
+    /// What pulls may deliver (leader mode: what a majority holds).
+    pub deliverable: Deliverable,
 }
 
 impl AppState {
@@ -43,16 +46,17 @@ impl AppState {
         self.mode() == Mode::Leader && self.cluster.is_leader()
     }
 
-    /// What may be delivered, per origin, given what this broker holds
-    /// (`mine`): everything in gossip mode (`None`); in leader mode only
-    /// events a majority holds, and nothing while this broker lacks one of
-    /// them (so every broker delivers in the same order).
-    pub fn deliverable(&self, mine: &Have) -> Option<Have> {
+    /// What may be delivered now, per origin: everything held in gossip
+    /// mode (`None`); in leader mode only events a majority holds, and
+    /// nothing while this broker lacks one of them (so every broker
+    /// delivers in the same order).
+    pub fn deliverable_now(&self) -> Option<Have> {
         if self.mode() != Mode::Leader {
             return None;
         }
+        let mine = self.store.have();
         let committed = if self.cluster.is_leader() {
-            self.cluster.commit_vector(mine)
+            self.cluster.commit_vector(&mine)
         } else {
             self.cluster.leader_commit().unwrap_or_default()
         };
@@ -120,8 +124,7 @@ impl AppState {
             if !(self.cluster.is_leader() && self.cluster.has_quorum()) {
                 return Err(ApiError::NoQuorum);
             }
-            let mine = self.store.read(|conn| Ok(queries::have(conn)?)).await?;
-            if self.cluster.holds_what_live_peers_hold(&mine) {
+            if self.cluster.holds_what_live_peers_hold(&self.store.have()) {
                 return Ok(());
             }
             tokio::time::sleep(POLL).await;

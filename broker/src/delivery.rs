@@ -41,7 +41,6 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
-    let committed = app.wakeups.watch(Key::Committed);
     let messages = loop {
         // Every wake-up is enabled before the read it guards, so a commit
         // after that read wakes this pull: the subscriber's before its
@@ -49,8 +48,6 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
         // (one read for a pull of one topic).
         let mut subscriptions_changed = Box::pin(subscriber.notified());
         subscriptions_changed.as_mut().enable();
-        let mut commit_moved = Box::pin(committed.notified());
-        commit_moved.as_mut().enable();
         let topics = match &pull.topic {
             Some(topic) => vec![topic.clone()],
             None => Box::pin(subscribed_topics(app, &pull.subscriber)).await?,
@@ -59,7 +56,7 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
             .iter()
             .map(|topic| app.wakeups.watch(Key::Topic(topic.clone())))
             .collect();
-        let mut wakes = vec![subscriptions_changed, commit_moved];
+        let mut wakes = vec![subscriptions_changed];
         for watch in &watches {
             let mut wake = Box::pin(watch.notified());
             wake.as_mut().enable();
@@ -189,7 +186,7 @@ async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<Strin
 }
 
 /// The pending messages of the pull's subscriber on `topics`, as far as
-/// they may be delivered (see `AppState::deliverable`). A pull of one topic
+/// they may be delivered (see `Deliverable`). A pull of one topic
 /// checks here, in the same read, that the subscriber, the topic and the
 /// subscription exist.
 async fn read_pending(
@@ -202,11 +199,10 @@ async fn read_pending(
     let max = pull.max;
     let deliverable = match app.mode() {
         Mode::Gossip => None,
-        Mode::Leader => {
-            let mine = app.store.read(|conn| Ok(queries::have(conn)?)).await?;
-            app.deliverable(&mine)
-        }
+        // Nothing until the leader-mode limit is known.
+        Mode::Leader => Some(app.deliverable.current().unwrap_or_default()),
     };
+    app.metrics.count_pull_read();
     app.store
         .read(move |conn| {
             if let Some(topic) = topic {

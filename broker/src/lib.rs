@@ -14,6 +14,7 @@ mod clock;
 mod cluster;
 mod config;
 mod cursor;
+mod deliverable;
 mod delivery;
 mod error;
 mod event;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 pub use config::{Cli, Config};
 
 pub(crate) use app::AppState;
+use deliverable::Deliverable;
 use delivery::AcksInFlight;
 use metrics::Metrics;
 use store::Store;
@@ -109,9 +111,11 @@ pub async fn run(
         metrics: Metrics::default(),
         shutdown: shutdown_rx,
         acks: AcksInFlight::default(),
+        deliverable: Deliverable::default(),
     });
     let mut tasks = cluster::spawn(app.clone(), election);
     tasks.push(tokio::spawn(retention::run(app.clone())));
+    tasks.push(tokio::spawn(deliverable::run(app.clone())));
     let server_app = app.clone();
     let server = HttpServer::new(move || {
         let counted = server_app.clone();

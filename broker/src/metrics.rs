@@ -9,6 +9,8 @@ pub struct Metrics {
     published: AtomicU64,
     delivered: AtomicU64,
     waiting_pulls: AtomicI64,
+    pull_reads: AtomicU64,
+    peer_syncs: AtomicU64,
 }
 
 impl Metrics {
@@ -22,6 +24,16 @@ impl Metrics {
 
     pub fn count_delivered(&self, messages: usize) {
         self.delivered.fetch_add(messages as u64, Ordering::Relaxed);
+    }
+
+    /// A pull reads pending messages (at first, and each time it is woken).
+    pub fn count_pull_read(&self) {
+        self.pull_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A peer's sync was received.
+    pub fn count_peer_sync(&self) {
+        self.peer_syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a waiting pull until the returned guard is dropped (also when
@@ -64,6 +76,18 @@ impl Metrics {
             "gauge",
             "Long polls waiting for messages now.",
             i128::from(self.waiting_pulls.load(Ordering::Relaxed)),
+        );
+        metric(
+            "rumor_pull_reads_total",
+            "counter",
+            "Reads of pending messages by pulls (one at first, one per wake-up).",
+            load(&self.pull_reads),
+        );
+        metric(
+            "rumor_peer_syncs_received_total",
+            "counter",
+            "Syncs (events and heartbeats) received from peers.",
+            load(&self.peer_syncs),
         );
         metric(
             "rumor_lamport_clock",

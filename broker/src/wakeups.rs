@@ -22,8 +22,6 @@ pub enum Key {
     ModeChanged,
     /// A member was added or removed.
     MembersChanged,
-    /// Leader mode: what a majority holds moved on (more may be delivered).
-    Committed,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some
@@ -51,6 +49,11 @@ impl Wakeups {
         if let Some(notify) = self.lock().get(key) {
             notify.notify_waiters();
         }
+    }
+
+    /// Whether some pull is waiting for messages of a topic.
+    pub fn watches_topics(&self) -> bool {
+        self.lock().keys().any(|key| matches!(key, Key::Topic(_)))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Notify>>> {

@@ -890,3 +890,40 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The sum of every sample of metric `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value_part = if rest.starts_with('{') {
+            match rest.rfind('}') {
+                Some(end) => &rest[end + 1..],
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            continue; // a longer name with this prefix
+        };
+        if let Some(value) = value_part
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// The value of metric `name` that `/metrics` shows now.
+pub async fn metric_now(client: &Client, name: &str) -> f64 {
+    let text = client.metrics().await.expect("GET /metrics");
+    metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}

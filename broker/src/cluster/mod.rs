@@ -93,7 +93,7 @@ pub struct Cluster {
     peers: RwLock<Peers>,
     membership: Membership,
     /// What each peer last said it holds, and its term then; the watch
-    /// ticks on every update.
+    /// ticks on every update, and on a new commit vector from the leader.
     peer_have: Mutex<HashMap<String, (Have, u64)>>,
     peer_have_changed: watch::Sender<u64>,
     /// Leader mode, on a follower: the commit vector the leader last sent.
@@ -323,9 +323,25 @@ impl Cluster {
 
     /// A commit vector from the current leader.
     pub fn leader_committed(&self, from: &str, committed: Have) {
-        if self.leadership().leader.as_deref() == Some(from) {
-            *lock(&self.leader_commit) = Some(committed);
+        if self.leadership().leader.as_deref() != Some(from) {
+            return;
         }
+        let mut known = lock(&self.leader_commit);
+        if known.as_ref() != Some(&committed) {
+            *known = Some(committed);
+            self.peer_have_changed.send_modify(|updates| *updates += 1);
+        }
+    }
+
+    /// Ticks whenever a peer tells what it holds or, in leader mode, the
+    /// leader what a majority holds.
+    pub fn watch_peers(&self) -> watch::Receiver<u64> {
+        self.peer_have_changed.subscribe()
+    }
+
+    /// Changes whenever the term or the leader does.
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     /// Whether this broker leads.

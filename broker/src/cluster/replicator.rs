@@ -65,7 +65,6 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 let progressed = theirs.as_ref() != Some(&answer.have);
                 app.cluster
                     .peer_holds(&peer, answer.have.clone(), answer.term);
-                app.wakeups.wake(&Key::Committed);
                 relays.observe(&mine, &answer.have, Instant::now());
                 app.check_own_history();
                 theirs = Some(answer.have);
@@ -125,18 +124,17 @@ async fn sync_request(
     skip: HashSet<String>,
     budget: SyncBudget,
 ) -> Result<(Have, SyncRequest), ApiError> {
-    let theirs = theirs.cloned();
-    let (mine, events) = app
-        .store
-        .read(move |conn| {
-            let mine = queries::have(conn)?;
-            let events = match theirs {
-                Some(theirs) => queries::missing(conn, &mine, &theirs, &skip, budget)?,
-                None => Vec::new(),
-            };
-            Ok((mine, events))
-        })
-        .await?;
+    let mine = app.store.have();
+    let events = match theirs {
+        Some(theirs) if lacks(theirs, &mine, &skip) => {
+            let (mine, theirs) = (mine.clone(), theirs.clone());
+            app.store
+                .read(move |conn| Ok(queries::missing(conn, &mine, &theirs, &skip, budget)?))
+                .await?
+        }
+        _ => Vec::new(),
+    };
+    let mine = (*mine).clone();
     let committed = app
         .leads_in_order()
         .then(|| app.cluster.commit_vector(&mine));
@@ -146,6 +144,13 @@ async fn sync_request(
         ..heartbeat(app)
     };
     Ok((mine, request))
+}
+
+/// Whether `theirs` lacks events `mine` holds of an origin not in `skip`.
+fn lacks(theirs: &Have, mine: &Have, skip: &HashSet<String>) -> bool {
+    mine.iter()
+        .filter(|(origin, _)| !skip.contains(*origin))
+        .any(|(origin, seq)| theirs.get(origin).copied().unwrap_or(0) < *seq)
 }
 
 /// A sync without events: this broker's term and leader.

@@ -10,8 +10,6 @@ use crate::config::Mode;
 use crate::error::ApiError;
 use crate::event::{Change, Event, MAX_STAMP};
 use crate::names::{is_broker_id, is_valid_name};
-use crate::store::queries;
-use crate::wakeups::Key;
 use crate::AppState;
 
 /// Applies the events a peer sent and answers with what this broker holds.
@@ -27,6 +25,7 @@ pub async fn sync(
         committed,
     } = body.into_inner();
     check_peer(&app, &from)?;
+    app.metrics.count_peer_sync();
     check_term(&app, &from, term)?;
     let own_lamport = app.store.lamport();
     for event in &events {
@@ -38,10 +37,9 @@ pub async fn sync(
     app.cluster.heard_from(&from, term, leader);
     if let Some(committed) = committed {
         app.cluster.leader_committed(&from, committed);
-        app.wakeups.wake(&Key::Committed);
     }
     let have = if events.is_empty() || deposed {
-        app.store.read(|conn| Ok(queries::have(conn)?)).await?
+        (*app.store.have()).clone()
     } else {
         app.store.write(move |tx| tx.receive(events)).await?
     };

@@ -20,6 +20,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
+use client::peer::Have;
+
 use crate::config::{Config, Durability, Mode};
 use crate::error::ApiError;
 use crate::wakeups::Wakeups;
@@ -41,6 +43,8 @@ pub struct Store {
     /// its own (the writer refuses them until then, see
     /// [`Store::own_history_held`]).
     own_history: watch::Sender<bool>,
+    /// What this broker holds, per origin, as of the last commit.
+    have: watch::Sender<Arc<Have>>,
 }
 
 impl Store {
@@ -77,11 +81,15 @@ impl Store {
         // A broker with events of its own, or without peers to have sent
         // them to, holds its history; any other learns it from its peers.
         let own_history = watch::Sender::new(state.last_seq() > 0 || config.peers.is_empty());
+        let have =
+            queries::have(&conn).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let have = watch::Sender::new(Arc::new(have));
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
             mode: mode.clone(),
             own_history: own_history.clone(),
+            have: have.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -92,12 +100,24 @@ impl Store {
             own_seq,
             mode,
             own_history,
+            have,
         })
     }
 
     /// The Lamport clock as of the last commit.
     pub fn lamport(&self) -> u64 {
         self.lamport.load(Ordering::Acquire)
+    }
+
+    /// Per origin, the seq up to which this broker holds every event, as of
+    /// the last commit (no read: the writer publishes it).
+    pub fn have(&self) -> Arc<Have> {
+        self.have.borrow().clone()
+    }
+
+    /// Ticks whenever what this broker holds moves on.
+    pub fn watch_have(&self) -> watch::Receiver<Arc<Have>> {
+        self.have.subscribe()
     }
 
     /// The seq of this broker's latest committed event of its own.

@@ -1,7 +1,7 @@
 //! Reads, shared by the HTTP handlers (on pooled connections) and the
 //! writer's checks (inside its transaction).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use client::peer::Have;
 use client::wire::{message_id, Message, StartFrom, TopicInfo};
@@ -269,6 +269,25 @@ fn pending_run(
     )?
     .take(max as usize)
     .collect()
+}
+
+/// The topics with messages in any of `ranges`: `(origin, after, upto)`,
+/// seqs `after < seq <= upto` (read through the primary key).
+pub fn topics_with_messages_in(
+    conn: &Connection,
+    ranges: &[(String, u64, u64)],
+) -> rusqlite::Result<BTreeSet<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT DISTINCT topic FROM messages WHERE origin = ?1 AND seq > ?2 AND seq <= ?3",
+    )?;
+    let mut topics = BTreeSet::new();
+    for (origin, after, upto) in ranges {
+        let rows = statement.query_map(params![origin, after, upto], |row| row.get(0))?;
+        for topic in rows {
+            topics.insert(topic?);
+        }
+    }
+    Ok(topics)
 }
 
 /// Per origin, the highest seq below which this broker holds every event.

@@ -89,6 +89,8 @@ pub struct Counters {
     /// Whether events of this broker's own may be recorded (see
     /// `Store::holds_own_history`).
     pub own_history: watch::Sender<bool>,
+    /// What this broker holds, per origin, as of the last commit.
+    pub have: watch::Sender<Arc<Have>>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -103,6 +105,8 @@ pub struct WriteTx<'c> {
     pub(super) conn: &'c Connection,
     state: &'c mut WriterState,
     woken: &'c mut BTreeSet<Key>,
+    /// Per origin, how far received events took what this broker holds.
+    received: &'c mut Have,
     /// Whether this broker holds its own history, so that it may record
     /// events of its own: before, their seqs may be taken already.
     may_record: bool,
@@ -202,8 +206,9 @@ impl WriteTx<'_> {
             }
             received.insert(origin, last);
         }
-        for (origin, have) in received.iter().filter(|(o, _)| **o != self.state.me) {
-            raise_have(self.conn, origin, *have)?;
+        for (origin, have) in received.into_iter().filter(|(o, _)| *o != self.state.me) {
+            raise_have(self.conn, &origin, have)?;
+            self.received.insert(origin, have);
         }
         let mut have = super::queries::have(self.conn)?;
         have.insert(self.state.me.clone(), self.state.last_seq);
@@ -358,10 +363,12 @@ impl WriterThread {
     fn commit(&mut self, batch: Vec<Job>) {
         let before = self.state.clone();
         let mut woken = BTreeSet::new();
+        let mut received = Have::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let outcome = self.run_batch(batch, &mut woken, &mut replies);
+        let outcome = self.run_batch(batch, &mut woken, &mut received, &mut replies);
         let committed = match outcome {
             Ok(()) => {
+                self.publish_have(received);
                 let counters = &self.counters;
                 counters
                     .lamport
@@ -388,6 +395,24 @@ impl WriterThread {
         }
     }
 
+    /// Makes what this broker holds after a commit visible to readers, when
+    /// it changed.
+    fn publish_have(&self, received: Have) {
+        let own = (self.state.last_seq > 0).then(|| (self.state.me.clone(), self.state.last_seq));
+        self.counters.have.send_if_modified(|have| {
+            let moved: Vec<(String, u64)> = received
+                .into_iter()
+                .chain(own)
+                .filter(|(origin, seq)| have.get(origin).is_none_or(|held| held < seq))
+                .collect();
+            if moved.is_empty() {
+                return false;
+            }
+            Arc::make_mut(have).extend(moved);
+            true
+        });
+    }
+
     /// Makes a committed change of the cluster's mode visible to readers.
     fn publish_mode(&self) {
         match super::queries::setting(&self.conn, "mode") {
@@ -400,6 +425,7 @@ impl WriterThread {
         &mut self,
         batch: Vec<Job>,
         woken: &mut BTreeSet<Key>,
+        received: &mut Have,
         replies: &mut Vec<Reply>,
     ) -> Result<(), ApiError> {
         let tx = self
@@ -411,10 +437,12 @@ impl WriterThread {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
+            let mut got = Have::new();
             let mut write = WriteTx {
                 conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
+                received: &mut got,
                 may_record,
             };
             // A panicking request is a bug: it is left unanswered (its
@@ -431,6 +459,7 @@ impl WriterThread {
             };
             if ok {
                 woken.append(&mut keys);
+                received.extend(got);
                 continue;
             }
             self.state = snapshot;
