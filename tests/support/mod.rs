@@ -2,6 +2,8 @@
 //! temporary data directories, stopped by pid when the test ends.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod net;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
@@ -31,6 +33,9 @@ pub struct Broker {
     dir: TempDir,
     /// Stopped with SIGSTOP and not yet continued.
     paused: bool,
+    /// The system user the process runs as (see `net`); the test's own
+    /// when `None`.
+    user: Option<net::User>,
 }
 
 impl Broker {
@@ -56,13 +61,23 @@ impl Broker {
     /// it to answer; call [`Broker::wait_healthy`] before using it. Lets a
     /// cluster start all its members at once.
     pub fn spawn_on(port: u16, args: &[&str]) -> Broker {
+        Broker::spawn_as(port, args, None)
+    }
+
+    /// [`Broker::spawn_on`], as the system `user` when given (its working
+    /// and data directories are then that user's).
+    pub fn spawn_as(port: u16, args: &[&str], user: Option<net::User>) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
+        if let Some(user) = &user {
+            user.own(dir.path());
+        }
         let mut broker = Broker {
             child: None,
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             paused: false,
+            user,
         };
         broker.spawn();
         broker
@@ -113,7 +128,11 @@ impl Broker {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        let mut command = match &self.user {
+            Some(user) => user.command(env!("CARGO_BIN_EXE_broker")),
+            None => Command::new(env!("CARGO_BIN_EXE_broker")),
+        };
+        let child = command
             .current_dir(self.dir.path())
             .args(["--host", HOST, "--port", &self.port.to_string()])
             .arg("--data-dir")
@@ -693,6 +712,11 @@ impl Cluster {
     /// `--port`, `--data-dir` and `--peers`) and waits until each answers
     /// `/health`. Does not wait for an election.
     pub async fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        Cluster::start_as(n, extra_args, &[]).await
+    }
+
+    /// [`Cluster::start`] with broker `i` running as `users[i]` (see `net`).
+    pub async fn start_as(n: usize, extra_args: &[&str], users: &[net::User]) -> Cluster {
         assert!(n > 0, "a cluster needs a broker");
         let mut ports = free_ports(n);
         ports.sort_unstable();
@@ -701,12 +725,15 @@ impl Cluster {
         let peers_file = dir.path().join("peers.csv");
         std::fs::write(&peers_file, peers).expect("write the peer file");
         let peers_arg = peers_file.to_str().expect("UTF-8 temp path").to_string();
+        net::readable_by_all(dir.path());
         let mut args: Vec<&str> = extra_args.to_vec();
         args.extend(["--peers", &peers_arg]);
-        let mut cluster = Cluster {
-            brokers: ports.iter().map(|&p| Broker::spawn_on(p, &args)).collect(),
-            dir,
-        };
+        let brokers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| Broker::spawn_as(p, &args, users.get(i).cloned()))
+            .collect();
+        let mut cluster = Cluster { brokers, dir };
         for broker in &mut cluster.brokers {
             broker.wait_healthy().await;
         }
@@ -722,6 +749,11 @@ impl Cluster {
     }
 
     /// Broker `i` (0-based, in id order).
+    /// Each broker's port, in broker order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.brokers.iter().map(|broker| broker.port).collect()
+    }
+
     pub fn broker(&self, i: usize) -> &Broker {
         &self.brokers[i]
     }
