@@ -323,3 +323,67 @@ async fn a_bridge_partition_loses_nothing_in_either_mode() {
         drop(net);
     }
 }
+
+/// Issue 13, item 1 (not fixed yet): leader mode orders by `(lamport,
+/// origin)`, so writes a cut-off leader recorded but never got a majority
+/// for come back after the heal with their old stamps, before messages a
+/// subscriber already consumed. API.md §8 wants one order that never
+/// changes: what a live reader saw is a prefix of what any reader sees
+/// later, on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 13 item 1: leader mode still orders by lamport stamp"]
+async fn leader_mode_order_never_changes_across_an_isolated_leader() {
+    let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
+        return;
+    };
+    let reader = cluster.client(0);
+    support::subscribed(&reader, "live", T, client::wire::StartFrom::Earliest).await;
+    // Never acknowledges: retention keeps every message for the checks.
+    support::subscribed(&reader, "keeper", T, client::wire::StartFrom::Earliest).await;
+    let load = Load::start(&cluster);
+    load.progress(&[0, 1, 2], 5, "writes before the cut").await;
+    net.isolate(2);
+    // Writes the old leader records but cannot get a majority for.
+    let old_leader = cluster.client(2);
+    for n in 0..3 {
+        let _ = old_leader.publish(T, P1, &format!("orphan-{n}")).await;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let consume = |seen: &mut Vec<String>, pulled: client::wire::Pulled| {
+        seen.extend(pulled.messages.iter().map(|m| m.id.clone()));
+        pulled.cursor
+    };
+    load.progress(&[0, 1], 10, "the majority takes writes")
+        .await;
+    let pulled = reader
+        .pull("live", &support::at_once(Some(T), Some(1000)))
+        .await
+        .expect("pull");
+    let cursor = consume(&mut seen, pulled);
+    reader.ack("live", &cursor).await.expect("ack");
+    net.heal_all();
+    sees(&cluster, 2, &[0, 1], true).await;
+    let outcomes = load.stop().await;
+    assert_converged_without_loss(&cluster, &outcomes).await;
+    for i in 0..3 {
+        let client = cluster.client(i);
+        let sid = format!("late-{i}");
+        support::subscribed(&client, &sid, T, client::wire::StartFrom::Earliest).await;
+        let order = eventually_ok(SETTLE, "a late reader reads everything", || async {
+            let pulled = client
+                .pull(&sid, &support::at_once(Some(T), Some(1000)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ids: Vec<String> = pulled.messages.into_iter().map(|m| m.id).collect();
+            (ids.len() >= seen.len())
+                .then_some(ids)
+                .ok_or("fewer".to_string())
+        })
+        .await;
+        assert_eq!(
+            order[..seen.len()],
+            seen[..],
+            "broker {i} orders differently from what the live reader saw"
+        );
+    }
+}
