@@ -1059,24 +1059,7 @@ async fn a_wiped_greatest_broker_takes_its_history_back_before_recording_and_all
         new.id
     );
 
-    let reference = cluster.broker(0);
-    eventually_ok(
-        REPLICATION,
-        "every broker holds the same events",
-        || async {
-            let log = reference.event_log();
-            for i in 1..cluster.len() {
-                let other = cluster.broker(i).event_log();
-                if other != log {
-                    let differ: Vec<_> =
-                        log.iter().filter(|e| !other.contains(e)).take(5).collect();
-                    return Err(format!("broker {i} differs from broker 0: {differ:?} ..."));
-                }
-            }
-            Ok(())
-        },
-    )
-    .await;
+    cluster.same_events_everywhere(REPLICATION).await;
 }
 
 /// Long polls waiting on a broker of three, in `mode`, read nothing while

@@ -173,17 +173,7 @@ fn assert_answered_in_time(outcomes: &[Outcome]) {
 /// and no message that no publisher sent.
 async fn assert_converged_without_loss(cluster: &Cluster, outcomes: &[Outcome]) {
     cluster.agreed_leader(SETTLE).await;
-    let reference = cluster.broker(0);
-    eventually_ok(SETTLE, "every broker holds the same events", || async {
-        let log = reference.event_log();
-        for i in 1..cluster.len() {
-            if cluster.broker(i).event_log() != log {
-                return Err(format!("broker {i} differs from broker 0"));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    cluster.same_events_everywhere(SETTLE).await;
     let sent: BTreeSet<&str> = outcomes.iter().map(|o| o.payload.as_str()).collect();
     let acknowledged: BTreeMap<&str, &str> = outcomes
         .iter()

@@ -749,6 +749,23 @@ impl Cluster {
     }
 
     /// Broker `i` (0-based, in id order).
+    /// Waits (up to `limit`) until every broker holds the same events.
+    pub async fn same_events_everywhere(&self, limit: Duration) {
+        eventually_ok(limit, "every broker holds the same events", || async {
+            let log = self.brokers[0].event_log();
+            for (i, broker) in self.brokers.iter().enumerate().skip(1) {
+                let other = broker.event_log();
+                if other != log {
+                    let differ: Vec<_> =
+                        log.iter().filter(|e| !other.contains(e)).take(5).collect();
+                    return Err(format!("broker {i} differs from broker 0: {differ:?} ..."));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
     /// Each broker's port, in broker order.
     pub fn ports(&self) -> Vec<u16> {
         self.brokers.iter().map(|broker| broker.port).collect()
