@@ -82,7 +82,16 @@ async fn bench_publish_waits_until_the_replica_holds_every_message() {
 async fn bench_fanout_reaches_every_waiting_subscriber() {
     let broker = Broker::start().await;
     let pid = broker.pid().to_string();
-    let args = ["--subscribers", "20", "--rounds", "1", "--broker-pid", &pid];
+    let args = [
+        "--subscribers",
+        "20",
+        "--rounds",
+        "1",
+        "--broker-pid",
+        &pid,
+        "--idle-seconds",
+        "1",
+    ];
     let (report, png): (FanoutReport, _) = run_plotted(&broker, "fanout", &args, "fanout.png");
     assert_eq!((report.subscribers, report.errors), (20, 0), "{report:?}");
     assert_eq!(report.rounds.len(), 1);
@@ -91,6 +100,10 @@ async fn bench_fanout_reaches_every_waiting_subscriber() {
     assert_eq!(report.reach_all_ms, Some(latency.max));
     assert!(report.rss_idle_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
     assert!(report.rss_mb.is_some_and(|mb| mb > 0.0), "{report:?}");
+    assert!(
+        report.idle_cpu_percent.is_some_and(|cpu| cpu >= 0.0),
+        "{report:?}"
+    );
     let topic = topic_info(&broker, &report.topic).await;
     assert_png(&png);
     assert_eq!(topic.subscribers, 20, "{topic:?}");

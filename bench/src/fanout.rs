@@ -49,6 +49,10 @@ pub struct FanoutArgs {
     /// memory while every poll waits
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// With --broker-pid: in each round, measure the broker's CPU over this
+    /// many seconds while every poll waits, before the publish
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=50))]
+    pub idle_seconds: u64,
     /// Print the report as one JSON object instead of a table
     #[arg(long)]
     pub json: bool,
@@ -74,6 +78,8 @@ struct Outcome {
     first_error: Option<String>,
     /// The broker's resident memory with every poll waiting.
     rss_mb: Option<f64>,
+    /// The broker's CPU while every poll waited, in % of one core.
+    idle_cpu_percent: Option<f64>,
 }
 
 /// Everything the rounds share.
@@ -83,6 +89,8 @@ struct Fanout {
     payload: String,
     subscribers: Vec<Subscriber>,
     broker_pid: Option<u32>,
+    /// How long to measure the broker's CPU while every poll waits.
+    idle: Duration,
     progress: ProgressBar,
 }
 
@@ -102,6 +110,7 @@ pub async fn run(args: &FanoutArgs) -> Result<Measured<FanoutReport, Vec<Vec<i64
         topic,
         subscribers,
         broker_pid: args.broker_pid,
+        idle: Duration::from_secs(args.idle_seconds),
         progress,
     };
     let mut outcomes = Vec::new();
@@ -150,6 +159,10 @@ impl Fanout {
         let n = self.subscribers.len() as u64;
         wait_until_waiting(&self.setup, n, &mut polls).await?;
         let rss_mb = self.broker_pid.map(rss_mb).transpose()?;
+        let idle_cpu_percent = match self.broker_pid {
+            Some(pid) if !self.idle.is_zero() => Some(cpu_percent(pid, self.idle).await?),
+            _ => None,
+        };
         let published_at = Instant::now();
         let published = self
             .setup
@@ -157,6 +170,7 @@ impl Fanout {
             .await?;
         let mut outcome = Outcome {
             rss_mb,
+            idle_cpu_percent,
             ..Outcome::default()
         };
         while let Some(joined) = polls.join_next().await {
@@ -256,6 +270,34 @@ fn only_message(answer: Result<Pulled, ClientError>, id: &str) -> Result<(), Str
     }
 }
 
+/// The CPU process `pid` uses over `period`, in % of one core.
+async fn cpu_percent(pid: u32, period: Duration) -> Result<f64, Error> {
+    let before = cpu_ticks(pid)?;
+    tokio::time::sleep(period).await;
+    let used = cpu_ticks(pid)?.saturating_sub(before);
+    // SAFETY: sysconf(3) has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(100.0 * used as f64 / per_second / period.as_secs_f64())
+}
+
+/// User and system time process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64, Error> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Failed(format!("cannot read {path}: {e}")))?;
+    stat_cpu_ticks(&stat).ok_or_else(|| Error::Failed(format!("{path} is not a stat line")))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line: fields 14 and 15, counted
+/// after the command name in parentheses (which may hold spaces).
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Resident memory (VmRSS) of process `pid`, in MB of 1024 kB.
 fn rss_mb(pid: u32) -> Result<f64, Error> {
     let path = format!("/proc/{pid}/status");
@@ -281,6 +323,10 @@ fn report(
     let reach_all_us = outcomes.iter().filter_map(|o| o.samples.iter().max());
     let reach_all_ms = percentiles_ms(reach_all_us.copied().collect()).map(|p| p.p50);
     let rss_mb = outcomes.iter().filter_map(|o| o.rss_mb).reduce(f64::max);
+    let idle_cpu_percent = outcomes
+        .iter()
+        .filter_map(|o| o.idle_cpu_percent)
+        .reduce(f64::max);
     let errors = outcomes.iter().map(|o| o.errors).sum();
     let first_error = outcomes.iter().find_map(|o| o.first_error.clone());
     let rounds = outcomes
@@ -297,6 +343,7 @@ fn report(
         payload_bytes: args.payload_bytes as u64,
         rss_idle_mb,
         rss_mb,
+        idle_cpu_percent,
         rounds,
         reach_all_ms,
         errors,
@@ -362,6 +409,11 @@ pub fn table(report: &FanoutReport) -> String {
         text +=
             &format!("broker RSS: {idle:.1} MB idle, {waiting:.1} MB with every poll waiting\n");
     }
+    if let Some(cpu) = report.idle_cpu_percent {
+        text += &format!(
+            "broker CPU while every poll waited: {cpu:.2}% of a core (most of the rounds)\n"
+        );
+    }
     text
 }
 
@@ -378,6 +430,13 @@ mod tests {
         assert_eq!(gauge(metrics, "rumor_waiting_pulls"), Some(17));
         assert_eq!(gauge(metrics, "rumor_waiting"), None);
         assert_eq!(gauge("", "rumor_waiting_pulls"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_after_the_command_name() {
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 10 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(12));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
     }
 
     #[test]
@@ -421,6 +480,7 @@ mod tests {
             payload_bytes: 10,
             rounds: 3,
             broker_pid: None,
+            idle_seconds: 0,
             json: true,
             plot: PlotArgs { plot: None },
         };
@@ -434,6 +494,7 @@ mod tests {
             errors: 1,
             first_error: Some("timed out".to_string()),
             rss_mb: Some(30.0),
+            idle_cpu_percent: None,
         };
         let outcomes = vec![
             round(vec![1000, 5000], Some(20.0)),

@@ -81,6 +81,10 @@ pub struct FanoutReport {
     /// The broker's resident memory in MB with every poll waiting (the most
     /// over the rounds); `None` without `--broker-pid`.
     pub rss_mb: Option<f64>,
+    /// The broker's CPU while every poll waited, in % of one core (the most
+    /// over the rounds); `None` without `--broker-pid` and `--idle-seconds`.
+    #[serde(default)]
+    pub idle_cpu_percent: Option<f64>,
     /// Each round's figures, in order.
     pub rounds: Vec<FanoutRound>,
     /// The median over the rounds of the time to reach all (a round's
