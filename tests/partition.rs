@@ -314,14 +314,12 @@ async fn a_bridge_partition_loses_nothing_in_either_mode() {
     }
 }
 
-/// Issue 13, item 1 (not fixed yet): leader mode orders by `(lamport,
-/// origin)`, so writes a cut-off leader recorded but never got a majority
-/// for come back after the heal with their old stamps, before messages a
-/// subscriber already consumed. API.md §8 wants one order that never
-/// changes: what a live reader saw is a prefix of what any reader sees
-/// later, on every broker.
+/// Writes a cut-off leader recorded but never got a majority for come back
+/// after the heal with their old stamps; ordered by `(lamport, origin)`
+/// they landed before messages a subscriber had already consumed. API.md
+/// §8 wants one order that never changes: what a live reader saw is a
+/// prefix of what any reader sees later, on every broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13 item 1: leader mode still orders by lamport stamp"]
 async fn leader_mode_order_never_changes_across_an_isolated_leader() {
     let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
         return;
@@ -335,8 +333,16 @@ async fn leader_mode_order_never_changes_across_an_isolated_leader() {
     net.isolate(2);
     // Writes the old leader records but cannot get a majority for.
     let old_leader = cluster.client(2);
+    let mut orphans = Vec::new();
     for n in 0..3 {
-        let _ = old_leader.publish(T, P1, &format!("orphan-{n}")).await;
+        let payload = format!("orphan-{n}");
+        let started = Instant::now();
+        let answer = old_leader.publish(T, P1, &payload).await;
+        orphans.push(Outcome {
+            payload,
+            answer: answer.map(|p| p.id).map_err(|e| e.to_string()),
+            took: started.elapsed(),
+        });
     }
     let mut seen: Vec<String> = Vec::new();
     let consume = |seen: &mut Vec<String>, pulled: client::wire::Pulled| {
@@ -353,7 +359,9 @@ async fn leader_mode_order_never_changes_across_an_isolated_leader() {
     reader.ack("live", &cursor).await.expect("ack");
     net.heal_all();
     sees(&cluster, 2, &[0, 1], true).await;
-    let outcomes = load.stop().await;
+    let mut outcomes = load.stop().await;
+    outcomes.extend(orphans);
+    assert_answered_in_time(&outcomes);
     assert_converged_without_loss(&cluster, &outcomes).await;
     for i in 0..3 {
         let client = cluster.client(i);
@@ -365,9 +373,16 @@ async fn leader_mode_order_never_changes_across_an_isolated_leader() {
                 .await
                 .map_err(|e| e.to_string())?;
             let ids: Vec<String> = pulled.messages.into_iter().map(|m| m.id).collect();
-            (ids.len() >= seen.len())
-                .then_some(ids)
-                .ok_or("fewer".to_string())
+            if ids.len() >= seen.len() {
+                Ok(ids)
+            } else {
+                let info = client.cluster().await.map_err(|e| e.to_string())?;
+                Err(format!(
+                    "broker {i} gives {} of the {} seen; {info:?}",
+                    ids.len(),
+                    seen.len()
+                ))
+            }
         })
         .await;
         assert_eq!(

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::peer::Have;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
@@ -18,6 +17,8 @@ use crate::wakeups::Wakeups;
 
 /// How long a write waits for the broker to catch up on its own history.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// How long a new leader waits to hold what a majority holds.
+const LEAD_WAIT: Duration = Duration::from_secs(3);
 
 /// What every request handler shares.
 pub struct AppState {
@@ -46,26 +47,6 @@ impl AppState {
         self.mode() == Mode::Leader && self.cluster.is_leader()
     }
 
-    /// What may be delivered now, per origin: everything held in gossip
-    /// mode (`None`); in leader mode only events a majority holds, and
-    /// nothing while this broker lacks one of them (so every broker
-    /// delivers in the same order).
-    pub fn deliverable_now(&self) -> Option<Have> {
-        if self.mode() != Mode::Leader {
-            return None;
-        }
-        let mine = self.store.have();
-        let committed = if self.cluster.is_leader() {
-            self.cluster.commit_vector(&mine)
-        } else {
-            self.cluster.leader_commit().unwrap_or_default()
-        };
-        let lacking = committed
-            .iter()
-            .any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
-        Some(if lacking { Have::new() } else { committed })
-    }
-
     /// The replication mode: as set at run time for the cluster, else `--mode`.
     pub fn mode(&self) -> Mode {
         self.store.mode_setting().unwrap_or(self.config.mode)
@@ -88,6 +69,7 @@ impl AppState {
         }
         let term = self.cluster.leadership().term;
         self.lead_with_quorum().await?;
+        self.record_lead(term).await?;
         let recorded = self.store.write(change).await?;
         let seq = self.store.own_seq();
         self.cluster.replicated_to_majority(seq, term).await?;
@@ -116,19 +98,31 @@ impl AppState {
     }
 
     /// Leader mode: this broker leads, a majority is alive, and it holds
-    /// everything the live peers hold (waiting a little for that).
-    async fn lead_with_quorum(&self) -> Result<(), ApiError> {
-        const POLL: Duration = Duration::from_millis(20);
-        const LIMIT: u32 = 150; // 3 s
-        for _ in 0..LIMIT {
-            if !(self.cluster.is_leader() && self.cluster.has_quorum()) {
-                return Err(ApiError::NoQuorum);
+    /// everything a majority told it in this term that they hold (waiting
+    /// up to `LEAD_WAIT` for that, as peers answer and events arrive).
+    pub async fn lead_with_quorum(&self) -> Result<(), ApiError> {
+        let mut peers = self.cluster.watch_peers();
+        let mut have = self.store.watch_have();
+        let ready = async {
+            loop {
+                if !(self.cluster.is_leader() && self.cluster.has_quorum()) {
+                    return Err(ApiError::NoQuorum);
+                }
+                if self.cluster.holds_what_a_majority_holds(&self.store.have()) {
+                    return Ok(());
+                }
+                // Every sync answer ticks (a heartbeat at least every 200 ms).
+                let changed = tokio::select! {
+                    changed = peers.changed() => changed.is_ok(),
+                    changed = have.changed() => changed.is_ok(),
+                };
+                if !changed {
+                    return Err(ApiError::ShuttingDown);
+                }
             }
-            if self.cluster.holds_what_live_peers_hold(&self.store.have()) {
-                return Ok(());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        Err(ApiError::NoQuorum)
+        };
+        tokio::time::timeout(LEAD_WAIT, ready)
+            .await
+            .unwrap_or(Err(ApiError::NoQuorum))
     }
 }

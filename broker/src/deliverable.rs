@@ -1,34 +1,51 @@
-//! What pulls may deliver, per origin, and the wake-ups that follow when it
-//! moves on. In gossip mode everything a broker holds may be delivered and
-//! the writer wakes a topic's pulls when it commits messages of the topic.
-//! In leader mode only what a majority holds may (see
-//! `AppState::deliverable_now`): this task recomputes that limit whenever
-//! its inputs change (what this broker holds, what peers hold, the
-//! leader's commit vector, the leader, the mode) and wakes only the pulls
-//! of topics with messages in the newly deliverable ranges, so that idle
-//! pulls stay asleep through heartbeats.
+//! What pulls may deliver, and in which order, and the wake-ups that follow
+//! when it moves on.
+//!
+//! In gossip mode everything a broker holds may be delivered, in `(lamport,
+//! origin)` order, and the writer wakes a topic's pulls when it commits
+//! messages of the topic. In leader mode only what a majority holds may,
+//! in the order of the leads (`epochs`): this task recomputes the order
+//! whenever its inputs change (what this broker holds, what peers hold,
+//! the leader's commit vector, the leader, the leads, the mode) and wakes
+//! only the pulls of topics with messages in the newly deliverable ranges,
+//! so that idle pulls stay asleep through heartbeats. It also has a new
+//! leader record its lead.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix_web::web;
-use client::peer::Have;
+use client::peer::{EventId, Have};
 
+use crate::config::Mode;
+use crate::epochs::{Epochs, Lead};
+use crate::error::ApiError;
 use crate::store::queries;
 use crate::wakeups::Key;
 use crate::{lock, AppState};
 
-/// The current limit: `None` for everything held (gossip mode).
+/// The current order: `None` in gossip mode (everything held, by stamp).
 #[derive(Default)]
-pub struct Deliverable(Mutex<Option<Have>>);
+pub struct Deliverable {
+    order: Mutex<Option<Arc<Epochs>>>,
+    /// The term this broker recorded its lead for, and the store's mode
+    /// version then (a lead is recorded again after the mode changes).
+    lead_recorded: Mutex<Option<(u64, u64)>>,
+    /// A task is recording this broker's lead.
+    recording: AtomicBool,
+    /// One lead recorded at a time.
+    one_lead: tokio::sync::Mutex<()>,
+}
 
 impl Deliverable {
-    pub fn current(&self) -> Option<Have> {
-        lock(&self.0).clone()
+    pub fn current(&self) -> Option<Arc<Epochs>> {
+        lock(&self.order).clone()
     }
 
-    /// Sets the limit; returns the previous one.
-    fn replace(&self, limit: Option<Have>) -> Option<Have> {
-        std::mem::replace(&mut *lock(&self.0), limit)
+    /// Sets the order; returns the previous one.
+    fn replace(&self, order: Option<Arc<Epochs>>) -> Option<Arc<Epochs>> {
+        std::mem::replace(&mut *lock(&self.order), order)
     }
 }
 
@@ -37,18 +54,32 @@ pub async fn run(app: web::Data<AppState>) {
     let mut peers = app.cluster.watch_peers();
     let mut leadership = app.cluster.watch_leadership();
     let mut shutdown = app.shutdown.clone();
+    // The leads as of a version of the store's.
+    let mut leads: Option<(u64, HashMap<EventId, Lead>)> = None;
     loop {
+        // Enabled before the versions are compared, so no change is missed.
         let mode = app.wakeups.watch(Key::ModeChanged);
         let mut mode_changed = Box::pin(mode.notified());
         mode_changed.as_mut().enable();
+        let new_leads = app.wakeups.watch(Key::LeadsChanged);
+        let mut leads_changed = Box::pin(new_leads.notified());
+        leads_changed.as_mut().enable();
         have.mark_unchanged();
         peers.mark_unchanged();
         leadership.mark_unchanged();
-        // Set before waking, so that a woken pull reads the new limit.
-        let limit = app.deliverable_now();
-        let previous = app.deliverable.replace(limit.clone());
-        if previous != limit {
-            wake_newly_deliverable(&app, previous, limit).await;
+        if app.mode() == Mode::Leader {
+            let version = app.store.leads_version();
+            if leads.as_ref().is_none_or(|(read, _)| *read != version) {
+                leads = read_leads(&app).await.map(|read| (version, read));
+            }
+            start_lead(&app);
+        }
+        // Set before waking, so that a woken pull reads the new order.
+        let order = order_now(&app, leads.as_ref().map(|(_, leads)| leads)).map(Arc::new);
+        let previous = app.deliverable.replace(order.clone());
+        if previous != order {
+            let limit = |order: Option<Arc<Epochs>>| order.map(|o| o.limit());
+            wake_newly_deliverable(&app, limit(previous), limit(order)).await;
         }
         // An input whose sender is gone means the broker is stopping.
         let going_on = tokio::select! {
@@ -56,11 +87,111 @@ pub async fn run(app: web::Data<AppState>) {
             changed = peers.changed() => changed.is_ok(),
             changed = leadership.changed() => changed.is_ok(),
             () = mode_changed => true,
+            () = leads_changed => true,
             _ = shutdown.changed() => false,
         };
         if !going_on {
             return;
         }
+    }
+}
+
+async fn read_leads(app: &AppState) -> Option<HashMap<EventId, Lead>> {
+    match app.store.read(|conn| Ok(queries::leads(conn)?)).await {
+        Ok(leads) => Some(leads.into_iter().map(|l| (l.id.clone(), l)).collect()),
+        Err(error) => {
+            tracing::error!("cannot read the leads: {error}");
+            None
+        }
+    }
+}
+
+/// What may be delivered now and in which order: `None` in gossip mode;
+/// in leader mode the epochs of the current leader's latest committed
+/// lead, and nothing while this broker lacks an event they deliver (or
+/// knows no such lead yet).
+fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<Epochs> {
+    if app.mode() != Mode::Leader {
+        return None;
+    }
+    let nothing = Some(Epochs::default());
+    let (Some(leads), Some(leader)) = (leads, app.cluster.leadership().leader) else {
+        return nothing;
+    };
+    let mine = app.store.have();
+    let committed = if leader == app.cluster.me() {
+        app.cluster.commit_vector(&mine)
+    } else {
+        app.cluster.leader_commit().unwrap_or_default()
+    };
+    let own_committed = committed.get(&leader).copied().unwrap_or(0);
+    let term = app.cluster.leadership().term;
+    let tip = leads
+        .values()
+        .filter(|l| l.id.origin == leader && l.term == term && l.id.seq <= own_committed)
+        .max_by_key(|l| l.id.seq);
+    let Some(epochs) = tip.and_then(|tip| Epochs::build(leads, &tip.id, own_committed)) else {
+        return nothing;
+    };
+    let lacking = epochs
+        .limit()
+        .iter()
+        .any(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) < *seq);
+    if lacking {
+        nothing
+    } else {
+        Some(epochs)
+    }
+}
+
+/// A leader in leader mode that has not recorded its lead for this term
+/// records it (in the background, one attempt at a time; the next input
+/// change tries again after a failure).
+fn start_lead(app: &web::Data<AppState>) {
+    let term = app.cluster.leadership().term;
+    if !app.leads_in_order()
+        || app.lead_recorded(term)
+        || app.deliverable.recording.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(error) = app.record_lead(term).await {
+            tracing::debug!("cannot record the lead of term {term} yet: {error}");
+        }
+        app.deliverable.recording.store(false, Ordering::Release);
+    });
+}
+
+impl AppState {
+    /// Records this broker's lead for `term` unless it did since the mode
+    /// last changed: once it may record events of its own and leads with a
+    /// majority, holding everything the live peers hold.
+    pub async fn record_lead(&self, term: u64) -> Result<(), ApiError> {
+        if self.lead_recorded(term) {
+            return Ok(());
+        }
+        let _one = self.deliverable.one_lead.lock().await;
+        if self.lead_recorded(term) {
+            return Ok(());
+        }
+        self.caught_up().await?;
+        self.lead_with_quorum().await?;
+        if self.cluster.leadership().term != term {
+            return Err(ApiError::NoQuorum);
+        }
+        let mode_version = self.store.mode_version();
+        self.store.write(move |tx| tx.lead(term)).await?;
+        *lock(&self.deliverable.lead_recorded) = Some((term, mode_version));
+        tracing::info!("leading term {term}: lead recorded");
+        Ok(())
+    }
+
+    /// Whether this broker recorded its lead for `term` since the mode
+    /// last changed.
+    fn lead_recorded(&self, term: u64) -> bool {
+        *lock(&self.deliverable.lead_recorded) == Some((term, self.store.mode_version()))
     }
 }
 

@@ -210,7 +210,7 @@ async fn read_pending(
                 queries::require_topic(conn, &topic)?;
                 queries::require_subscription(conn, &subscriber, &topic)?;
             }
-            let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_ref(), max);
+            let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_deref(), max);
             Ok(pending?)
         })
         .await

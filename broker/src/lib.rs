@@ -16,6 +16,7 @@ mod config;
 mod cursor;
 mod deliverable;
 mod delivery;
+mod epochs;
 mod error;
 mod event;
 mod http;

@@ -22,6 +22,8 @@ pub enum Key {
     ModeChanged,
     /// A member was added or removed.
     MembersChanged,
+    /// Leader mode: a lead was recorded or received (the order may change).
+    LeadsChanged,
 }
 
 /// The notifiers that pulls are waiting on; an entry lives only while some

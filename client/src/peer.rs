@@ -97,9 +97,25 @@ pub enum PeerChange {
     SetMode {
         mode: String,
     },
+    /// Leader mode: the leader of `term` starts ordering. Everything in
+    /// `base` (per origin, the seqs up to which it held every event) not
+    /// ordered before is delivered next, then the leader's own events of
+    /// the term; `prev` is the lead it follows on.
+    Lead {
+        term: u64,
+        prev: Option<EventId>,
+        base: Have,
+    },
     /// A message the sender no longer holds (retention deleted it): the
     /// receiver only counts the seq as received.
     Pruned,
+}
+
+/// Names one event: its origin and seq.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventId {
+    pub origin: String,
+    pub seq: u64,
 }
 
 /// A bully election message.

@@ -389,21 +389,27 @@ impl Cluster {
         is_majority(alive, peers.len() + 1)
     }
 
-    /// Whether this broker holds every event that the live peers hold (`mine`
-    /// is what it holds): a new leader first collects what a majority holds,
-    /// so it never orders a write before an earlier acknowledged one.
-    pub fn holds_what_live_peers_hold(&self, mine: &Have) -> bool {
-        let now = Instant::now();
+    /// Whether a majority of the members (this broker included) told this
+    /// broker in its current term what they hold, and it holds all of that
+    /// (`mine`): a new leader first collects what a majority holds, so it
+    /// never orders a write before an earlier acknowledged one. Reports of
+    /// an older term do not count: they may be from before a partition.
+    pub fn holds_what_a_majority_holds(&self, mine: &Have) -> bool {
+        let term = self.leadership().term;
+        let peers = self.peers();
         let known = lock(&self.peer_have);
-        self.peers()
+        let reports: Vec<&Have> = peers
             .iter()
-            .filter(|peer| self.membership.is_alive(&peer.id(), now))
             .filter_map(|peer| known.get(&peer.id()))
-            .all(|(theirs, _)| {
-                theirs
-                    .iter()
-                    .all(|(origin, seq)| mine.get(origin).is_some_and(|held| held >= seq))
-            })
+            .filter(|(_, their_term)| *their_term == term)
+            .map(|(have, _)| have)
+            .collect();
+        let holds_all = reports.iter().all(|theirs| {
+            theirs
+                .iter()
+                .all(|(origin, seq)| mine.get(origin).is_some_and(|held| held >= seq))
+        });
+        holds_all && is_majority(reports.len() + 1, peers.len() + 1)
     }
 
     /// Waits until a majority of the members (this broker included) holds
@@ -550,6 +556,23 @@ mod tests {
         cluster.peer_holds("h:3", have(&[("h:1", 7)]), 1);
         assert!(!cluster.holds_own_history(6), "h:3 holds our seq 7");
         assert!(cluster.holds_own_history(7));
+    }
+
+    #[test]
+    fn a_new_leader_holds_what_a_majority_reported_in_its_term() {
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let mine = have(&[("h:1", 4), ("h:2", 6)]);
+        assert!(!cluster.holds_what_a_majority_holds(&mine), "no report");
+        // A report of another term (from before a partition) does not count.
+        cluster.peer_holds("h:2", have(&[("h:2", 6)]), 3);
+        assert!(!cluster.holds_what_a_majority_holds(&mine));
+        cluster.peer_holds("h:3", have(&[("h:2", 7)]), 0);
+        assert!(
+            !cluster.holds_what_a_majority_holds(&mine),
+            "h:3 holds more"
+        );
+        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6)]), 0);
+        assert!(cluster.holds_what_a_majority_holds(&mine));
     }
 
     #[test]

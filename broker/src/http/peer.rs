@@ -103,6 +103,15 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
         Change::SetMode { mode } => Mode::parse(mode).is_some(),
         Change::AddMember { host, port } => *port != 0 && is_broker_id(&format!("{host}:{port}")),
         Change::RemoveMember { member } => is_broker_id(member),
+        Change::Lead { term, prev, base } => {
+            *term <= MAX_STAMP
+                && prev
+                    .as_ref()
+                    .is_none_or(|p| is_broker_id(&p.origin) && p.seq <= MAX)
+                && base
+                    .iter()
+                    .all(|(origin, seq)| is_broker_id(origin) && *seq <= MAX)
+        }
         Change::Pruned => true,
     };
     let in_range = (1..=MAX).contains(&event.seq) && event.lamport <= MAX_STAMP;

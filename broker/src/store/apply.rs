@@ -111,6 +111,31 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             store_event(conn, event, EventRow::new("set_mode", mode))?;
             merge_setting(conn, "mode", mode, &stamp)?;
         }
+        Change::Lead { term, prev, base } => {
+            let details = serde_json::to_string(&event.change)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let term_text = term.to_string();
+            let row = EventRow {
+                details: Some(&details),
+                ..EventRow::new("lead", &term_text)
+            };
+            store_event(conn, event, row)?;
+            let base = serde_json::to_string(base)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let (prev_origin, prev_seq) = prev.as_ref().map(|p| (&p.origin, p.seq)).unzip();
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO leads (origin, seq, term, prev_origin, prev_seq, base)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                event.origin,
+                event.seq,
+                term,
+                prev_origin,
+                prev_seq,
+                base
+            ])?;
+        }
         Change::Pruned => {}
         Change::Publish {
             topic,
@@ -140,6 +165,8 @@ struct EventRow<'a> {
     topic: Option<&'a str>,
     start: Option<&'static str>,
     ack: Option<(&'a str, u64)>,
+    /// The whole change as JSON, for kinds that do not fit the columns.
+    details: Option<&'a str>,
 }
 
 impl<'a> EventRow<'a> {
@@ -150,6 +177,7 @@ impl<'a> EventRow<'a> {
             topic: None,
             start: None,
             ack: None,
+            details: None,
         }
     }
 
@@ -171,8 +199,9 @@ fn start_name(from: StartFrom) -> &'static str {
 fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite::Result<()> {
     let (ack_origin, ack_seq) = row.ack.unzip();
     conn.prepare_cached(
-        "INSERT INTO events (origin, seq, lamport, kind, actor, topic, start, ack_origin, ack_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events
+             (origin, seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         event.origin,
@@ -183,7 +212,8 @@ fn store_event(conn: &Connection, event: &Event, row: EventRow<'_>) -> rusqlite:
         row.topic,
         row.start,
         ack_origin,
-        ack_seq
+        ack_seq,
+        row.details
     ])?;
     Ok(())
 }
@@ -534,6 +564,8 @@ mod tests {
             "SELECT subscriber || ' ' || topic || ' ' || live FROM subscriptions",
             "SELECT subscriber || ' ' || origin || ' ' || seq FROM positions",
             "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
+            "SELECT origin || ' ' || seq || ' ' || term || ' ' || coalesce(prev_origin, '-')
+                 || ' ' || base FROM leads ORDER BY origin, seq",
         ];
         dumps
             .iter()
@@ -606,6 +638,37 @@ mod tests {
             delete("B", 1, 3),
         ]);
         assert_eq!(state, ["news - 3"]);
+    }
+
+    fn lead(origin: &str, seq: u64, term: u64, prev: Option<(&str, u64)>) -> Event {
+        let change = Change::Lead {
+            term,
+            prev: prev.map(|(origin, seq)| client::peer::EventId {
+                origin: origin.to_string(),
+                seq,
+            }),
+            base: [("A".to_string(), 2)].into_iter().collect(),
+        };
+        event(origin, seq, term * 10, change)
+    }
+
+    #[test]
+    fn leads_are_a_grow_only_set_whatever_else_comes() {
+        let state = same_state_in_every_order(&[
+            lead("A", 3, 1, None),
+            create("A", 1, 1, "P1"),
+            publish("A", 2, 3, "m"),
+            lead("B", 1, 2, Some(("A", 3))),
+        ]);
+        assert_eq!(
+            state,
+            [
+                "news P1 0",
+                "news m",
+                r#"A 3 1 - {"A":2}"#,
+                r#"B 1 2 A {"A":2}"#
+            ]
+        );
     }
 
     #[test]

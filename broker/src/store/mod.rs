@@ -45,6 +45,8 @@ pub struct Store {
     own_history: watch::Sender<bool>,
     /// What this broker holds, per origin, as of the last commit.
     have: watch::Sender<Arc<Have>>,
+    mode_version: Arc<AtomicU64>,
+    leads_version: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -84,12 +86,15 @@ impl Store {
         let have =
             queries::have(&conn).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let have = watch::Sender::new(Arc::new(have));
+        let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
             mode: mode.clone(),
             own_history: own_history.clone(),
             have: have.clone(),
+            mode_version: mode_version.clone(),
+            leads_version: leads_version.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -101,6 +106,8 @@ impl Store {
             mode,
             own_history,
             have,
+            mode_version,
+            leads_version,
         })
     }
 
@@ -118,6 +125,16 @@ impl Store {
     /// Ticks whenever what this broker holds moves on.
     pub fn watch_have(&self) -> watch::Receiver<Arc<Have>> {
         self.have.subscribe()
+    }
+
+    /// Changes whenever a commit sets the cluster's mode.
+    pub fn mode_version(&self) -> u64 {
+        self.mode_version.load(Ordering::Acquire)
+    }
+
+    /// Changes whenever a commit adds leads (see `epochs`).
+    pub fn leads_version(&self) -> u64 {
+        self.leads_version.load(Ordering::Acquire)
     }
 
     /// The seq of this broker's latest committed event of its own.

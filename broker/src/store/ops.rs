@@ -147,6 +147,25 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Leader mode: this broker starts ordering as the leader of `term`. Its
+    /// lead follows on the latest lead it holds, and its base is what it
+    /// holds now, never less than that lead's (see `epochs`).
+    pub fn lead(&mut self, term: u64) -> Result<(), ApiError> {
+        let prev = queries::latest_lead(self.conn)?;
+        let mut base = queries::have(self.conn)?;
+        base.insert(self.me().to_string(), self.last_seq());
+        for (origin, &seq) in prev.iter().flat_map(|lead| &lead.base) {
+            let held = base.entry(origin.clone()).or_default();
+            *held = (*held).max(seq);
+        }
+        self.record(Change::Lead {
+            term,
+            prev: prev.map(|lead| lead.id),
+            base,
+        })?;
+        Ok(())
+    }
+
     /// Sets the cluster's replication mode.
     pub fn set_mode(&mut self, mode: Mode) -> Result<(), ApiError> {
         self.record(Change::SetMode {

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use client::peer::Have;
+use client::peer::{EventId, Have};
 use client::wire::{message_id, Message, StartFrom, TopicInfo};
 use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::epochs::{Epochs, Lead};
 use crate::error::ApiError;
 use crate::event::{Change, Event};
 
@@ -157,9 +158,9 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
     })
 }
 
-/// Messages `subscriber` has not acknowledged on `topics`, oldest first by
-/// `(lamport, origin)`, at most `max`; `deliverable` caps the deliverable
-/// seq per origin (leader mode: what a majority holds).
+/// Messages `subscriber` has not acknowledged on `topics`, at most `max`,
+/// oldest first: by `(lamport, origin)`, or in leader mode (`order`) by
+/// epoch first, up to what the epochs deliver (see `epochs`).
 ///
 /// Each topic is read per origin, from just past the acknowledged seq, in
 /// seq order; per origin, stamps grow with seq, so merging the origins'
@@ -168,22 +169,28 @@ pub fn pending(
     conn: &Connection,
     subscriber: &str,
     topics: &[String],
-    deliverable: Option<&Have>,
+    order: Option<&Epochs>,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     let mut messages = Vec::new();
     for topic in topics {
         for run in readable_runs(conn, subscriber, topic)? {
-            let upto = deliverable.map_or(run.have, |deliverable| {
-                run.have
-                    .min(deliverable.get(&run.origin).copied().unwrap_or(0))
-            });
+            let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
                 messages.extend(pending_run(conn, topic, &run, upto, max)?);
             }
         }
     }
-    messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin)));
+    match order {
+        Some(order) => messages.sort_by_cached_key(|m| {
+            (
+                order.epoch_of(&m.origin, m.seq),
+                m.lamport,
+                m.origin.clone(),
+            )
+        }),
+        None => messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin))),
+    }
     messages.truncate(max as usize);
     Ok(messages)
 }
@@ -290,6 +297,42 @@ pub fn topics_with_messages_in(
     Ok(topics)
 }
 
+/// Every lead event this broker holds (see `epochs`).
+pub fn leads(conn: &Connection) -> rusqlite::Result<Vec<Lead>> {
+    conn.prepare_cached("SELECT origin, seq, term, prev_origin, prev_seq, base FROM leads")?
+        .query_map([], |row| {
+            let prev_origin: Option<String> = row.get(3)?;
+            let prev_seq: Option<u64> = row.get(4)?;
+            let base: String = row.get(5)?;
+            Ok(Lead {
+                id: EventId {
+                    origin: row.get(0)?,
+                    seq: row.get(1)?,
+                },
+                term: row.get(2)?,
+                prev: prev_origin
+                    .zip(prev_seq)
+                    .map(|(origin, seq)| EventId { origin, seq }),
+                base: serde_json::from_str(&base).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?,
+            })
+        })?
+        .collect()
+}
+
+/// The lead a new lead follows on: the one of the greatest term held
+/// (the latest of a term, should a leader lead it twice).
+pub fn latest_lead(conn: &Connection) -> rusqlite::Result<Option<Lead>> {
+    Ok(leads(conn)?
+        .into_iter()
+        .max_by(|a, b| (a.term, a.id.seq).cmp(&(b.term, b.id.seq))))
+}
+
 /// Per origin, the highest seq below which this broker holds every event.
 pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
     conn.prepare_cached("SELECT origin, have FROM origins")?
@@ -393,10 +436,11 @@ fn events_between(
     limit: usize,
 ) -> rusqlite::Result<Vec<Event>> {
     conn.prepare_cached(
-        "SELECT seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, NULL, NULL
+        "SELECT seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, NULL, NULL, details
              FROM events WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
          UNION ALL
-         SELECT seq, lamport, 'publish', publisher, topic, NULL, NULL, NULL, payload, published_at_ms
+         SELECT seq, lamport, 'publish', publisher, topic, NULL, NULL, NULL, payload,
+                published_at_ms, NULL
              FROM messages WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
          ORDER BY seq LIMIT ?4",
     )?
@@ -454,6 +498,16 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             }
         }
         "remove_member" => Change::RemoveMember { member: actor },
+        "lead" => {
+            let details: String = row.get(10)?;
+            serde_json::from_str(&details).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    10,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?
+        }
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

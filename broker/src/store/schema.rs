@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0002_settings.sql"),
     include_str!("../../../migrations/0003_members.sql"),
     include_str!("../../../migrations/0004_fewer_message_indexes.sql"),
+    include_str!("../../../migrations/0005_leads.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

@@ -86,6 +86,9 @@ pub struct Counters {
     pub own_seq: Arc<AtomicU64>,
     /// The cluster-wide mode, once set at run time.
     pub mode: Arc<Mutex<Option<Mode>>>,
+    /// Counts commits that set the mode, and commits that added leads.
+    pub mode_version: Arc<AtomicU64>,
+    pub leads_version: Arc<AtomicU64>,
     /// Whether events of this broker's own may be recorded (see
     /// `Store::holds_own_history`).
     pub own_history: watch::Sender<bool>,
@@ -266,6 +269,7 @@ fn wakes(change: &Change) -> Option<Key> {
         }
         Change::SetMode { .. } => Some(Key::ModeChanged),
         Change::AddMember { .. } | Change::RemoveMember { .. } => Some(Key::MembersChanged),
+        Change::Lead { .. } => Some(Key::LeadsChanged),
         _ => None,
     }
 }
@@ -378,6 +382,10 @@ impl WriterThread {
                     .store(self.state.last_seq, Ordering::Release);
                 if woken.contains(&Key::ModeChanged) {
                     self.publish_mode();
+                    self.counters.mode_version.fetch_add(1, Ordering::Release);
+                }
+                if woken.contains(&Key::LeadsChanged) {
+                    self.counters.leads_version.fetch_add(1, Ordering::Release);
                 }
                 for key in &woken {
                     self.wakeups.wake(key);
