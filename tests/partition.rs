@@ -62,6 +62,8 @@ struct Load {
     stop: Arc<AtomicBool>,
     tasks: JoinSet<Vec<Outcome>>,
     acknowledged: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+    /// The latest error each publisher got.
+    errors: Vec<Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 impl Load {
@@ -69,16 +71,20 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let mut acknowledged = Vec::new();
+        let mut errors = Vec::new();
         for i in 0..cluster.len() {
             let (client, stop) = (cluster.client(i), stop.clone());
             let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let error = Arc::new(std::sync::Mutex::new(None));
             acknowledged.push(acks.clone());
-            tasks.spawn(publish_until(client, i, stop, acks));
+            errors.push(error.clone());
+            tasks.spawn(publish_until(client, i, stop, acks, error));
         }
         Load {
             stop,
             tasks,
             acknowledged,
+            errors,
         }
     }
 
@@ -91,11 +97,18 @@ impl Load {
     /// broker in `through`.
     async fn progress(&self, through: &[usize], more: usize, what: &str) {
         let start: Vec<usize> = through.iter().map(|&i| self.acknowledged(i)).collect();
-        eventually(SETTLE, what, || async {
-            through
+        eventually_ok(SETTLE, what, || async {
+            let behind: Vec<String> = through
                 .iter()
                 .zip(&start)
-                .all(|(&i, &from)| self.acknowledged(i) >= from + more)
+                .filter(|(&i, &from)| self.acknowledged(i) < from + more)
+                .map(|(&i, &from)| {
+                    let error = self.errors[i].lock().unwrap().clone();
+                    let acks = self.acknowledged(i) - from;
+                    format!("broker {i}: {acks} more, last error {error:?}")
+                })
+                .collect();
+            behind.is_empty().then_some(()).ok_or(behind.join("; "))
         })
         .await;
     }
@@ -115,6 +128,7 @@ async fn publish_until(
     broker: usize,
     stop: Arc<AtomicBool>,
     acknowledged: Arc<std::sync::atomic::AtomicUsize>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for n in 0..MAX_PUBLISHES {
@@ -128,6 +142,9 @@ async fn publish_until(
             .await
             .map(|published| published.id)
             .map_err(|error| error.to_string());
+        if let Err(error) = &answer {
+            *last_error.lock().unwrap() = Some(error.clone());
+        }
         if answer.is_ok() {
             acknowledged.fetch_add(1, Ordering::Relaxed);
         } else {

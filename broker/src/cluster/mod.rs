@@ -407,7 +407,7 @@ impl Cluster {
         let holds_all = reports.iter().all(|theirs| {
             theirs
                 .iter()
-                .all(|(origin, seq)| mine.get(origin).is_some_and(|held| held >= seq))
+                .all(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) >= *seq)
         });
         holds_all && is_majority(reports.len() + 1, peers.len() + 1)
     }
@@ -571,7 +571,8 @@ mod tests {
             !cluster.holds_what_a_majority_holds(&mine),
             "h:3 holds more"
         );
-        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6)]), 0);
+        // An origin reported at 0 is held (a broker that recorded nothing).
+        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), 0);
         assert!(cluster.holds_what_a_majority_holds(&mine));
     }
 
