@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use client::wire::{PullQuery, StartFrom};
 use client::Client;
 use support::net::Net;
 use support::{eventually, eventually_ok, topic_of, Cluster};
@@ -331,81 +332,235 @@ async fn a_bridge_partition_loses_nothing_in_either_mode() {
     }
 }
 
-/// Writes a cut-off leader recorded but never got a majority for come back
-/// after the heal with their old stamps; ordered by `(lamport, origin)`
-/// they landed before messages a subscriber had already consumed. API.md
-/// §8 wants one order that never changes: what a live reader saw is a
-/// prefix of what any reader sees later, on every broker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_mode_order_never_changes_across_an_isolated_leader() {
-    let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
-        return;
-    };
-    let reader = cluster.client(0);
-    support::subscribed(&reader, "live", T, client::wire::StartFrom::Earliest).await;
-    // Never acknowledges: retention keeps every message for the checks.
-    support::subscribed(&reader, "keeper", T, client::wire::StartFrom::Earliest).await;
-    let load = Load::start(&cluster);
-    load.progress(&[0, 1, 2], 5, "writes before the cut").await;
-    net.isolate(2);
-    // Writes the old leader records but cannot get a majority for.
-    let old_leader = cluster.client(2);
-    let mut orphans = Vec::new();
-    for n in 0..3 {
-        let payload = format!("orphan-{n}");
-        let started = Instant::now();
-        let answer = old_leader.publish(T, P1, &payload).await;
-        orphans.push(Outcome {
-            payload,
-            answer: answer.map(|p| p.id).map_err(|e| e.to_string()),
-            took: started.elapsed(),
+/// A subscriber that keeps reading `T` through one broker while the
+/// scenario runs, acknowledging what it gets, and remembers the order in
+/// which messages reached it (each id once, should an acknowledgement fail
+/// and a message come again).
+struct LiveReader {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl LiveReader {
+    /// Subscribes "live" (and "keeper", which never acknowledges, so that
+    /// retention keeps every message for the checks) through `client`.
+    async fn start(client: Client) -> LiveReader {
+        for sid in ["live", "keeper"] {
+            support::subscribed(&client, sid, T, StartFrom::Earliest).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            let query = PullQuery {
+                topic: Some(T.to_string()),
+                max: Some(1000),
+                wait_ms: Some(200),
+                auto_ack: None,
+            };
+            for _ in 0..MAX_PUBLISHES {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(pulled) = client.pull("live", &query).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                for message in &pulled.messages {
+                    if !seen.contains(&message.id) {
+                        seen.push(message.id.clone());
+                    }
+                }
+                if !pulled.messages.is_empty() {
+                    let _ = client.ack("live", &pulled.cursor).await;
+                }
+            }
+            seen
         });
+        LiveReader { stop, task }
     }
-    let mut seen: Vec<String> = Vec::new();
-    let consume = |seen: &mut Vec<String>, pulled: client::wire::Pulled| {
-        seen.extend(pulled.messages.iter().map(|m| m.id.clone()));
-        pulled.cursor
-    };
-    load.progress(&[0, 1], 10, "the majority takes writes")
-        .await;
-    let pulled = reader
-        .pull("live", &support::at_once(Some(T), Some(1000)))
-        .await
-        .expect("pull");
-    let cursor = consume(&mut seen, pulled);
-    reader.ack("live", &cursor).await.expect("ack");
-    net.heal_all();
-    sees(&cluster, 2, &[0, 1], true).await;
-    let mut outcomes = load.stop().await;
-    outcomes.extend(orphans);
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
-    for i in 0..3 {
+
+    /// Stops reading; the ids in the order they arrived.
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("live reader")
+    }
+}
+
+/// API.md §8, leader mode: one order that never changes. What the live
+/// reader saw is the beginning of what a new reader reads from the start,
+/// on every broker.
+async fn assert_one_order(cluster: &Cluster, seen: &[String]) {
+    assert!(!seen.is_empty(), "the live reader got nothing");
+    for i in 0..cluster.len() {
         let client = cluster.client(i);
         let sid = format!("late-{i}");
-        support::subscribed(&client, &sid, T, client::wire::StartFrom::Earliest).await;
-        let order = eventually_ok(SETTLE, "a late reader reads everything", || async {
-            let pulled = client
-                .pull(&sid, &support::at_once(Some(T), Some(1000)))
-                .await
-                .map_err(|e| e.to_string())?;
-            let ids: Vec<String> = pulled.messages.into_iter().map(|m| m.id).collect();
-            if ids.len() >= seen.len() {
-                Ok(ids)
-            } else {
-                let info = client.cluster().await.map_err(|e| e.to_string())?;
-                Err(format!(
-                    "broker {i} gives {} of the {} seen; {info:?}",
-                    ids.len(),
-                    seen.len()
-                ))
+        support::subscribed(&client, &sid, T, StartFrom::Earliest).await;
+        let mut order: Vec<String> = Vec::new();
+        let deadline = Instant::now() + SETTLE;
+        let mut last_error = None;
+        while order.len() < seen.len() {
+            assert!(
+                Instant::now() < deadline,
+                "broker {i} gave {} of the {} seen after {SETTLE:?}; last error {last_error:?}",
+                order.len(),
+                seen.len()
+            );
+            let query = support::at_once(Some(T), Some(1000));
+            match client.pull(&sid, &query).await {
+                Ok(pulled) if !pulled.messages.is_empty() => {
+                    // Given again when the acknowledgement failed: once.
+                    for message in &pulled.messages {
+                        if !order.contains(&message.id) {
+                            order.push(message.id.clone());
+                        }
+                    }
+                    if let Err(error) = client.ack(&sid, &pulled.cursor).await {
+                        last_error = Some(error.to_string());
+                    }
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(error) => {
+                    last_error = Some(error.to_string());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
-        })
-        .await;
+        }
         assert_eq!(
             order[..seen.len()],
             seen[..],
             "broker {i} orders differently from what the live reader saw"
         );
     }
+}
+
+/// Publishes `count` writes through broker `i`, each answered (or not).
+async fn publish_some(cluster: &Cluster, i: usize, label: &str, count: usize) -> Vec<Outcome> {
+    let client = cluster.client(i);
+    let mut outcomes = Vec::new();
+    for n in 0..count {
+        let payload = format!("{label}-{n}");
+        let started = Instant::now();
+        let answer = client.publish(T, P1, &payload).await;
+        outcomes.push(Outcome {
+            payload,
+            answer: answer.map(|p| p.id).map_err(|e| e.to_string()),
+            took: started.elapsed(),
+        });
+    }
+    outcomes
+}
+
+/// Writes a cut-off leader recorded but never got a majority for come back
+/// after the heal with their old stamps; ordered by `(lamport, origin)`
+/// they landed before messages a subscriber had already consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_order_never_changes_across_an_isolated_leader() {
+    let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
+        return;
+    };
+    let reader = LiveReader::start(cluster.client(0)).await;
+    let load = Load::start(&cluster);
+    load.progress(&[0, 1, 2], 5, "writes before the cut").await;
+    net.isolate(2);
+    // Writes the old leader records but cannot get a majority for.
+    let orphans = publish_some(&cluster, 2, "orphan", 3).await;
+    load.progress(&[0, 1], 10, "the majority takes writes")
+        .await;
+    net.heal_all();
+    sees(&cluster, 2, &[0, 1], true).await;
+    load.progress(&[0, 1, 2], 5, "writes after the heal").await;
+    let mut outcomes = load.stop().await;
+    outcomes.extend(orphans);
+    let seen = reader.stop().await;
+    assert_answered_in_time(&outcomes);
+    assert_converged_without_loss(&cluster, &outcomes).await;
+    assert_one_order(&cluster, &seen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_an_isolated_follower_refuses_in_time_and_the_rest_go_on() {
+    let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
+        return;
+    };
+    let reader = LiveReader::start(cluster.client(1)).await;
+    let load = Load::start(&cluster);
+    load.progress(&[0, 1, 2], 5, "writes before the cut").await;
+    net.isolate(0);
+    net.assert_cut(0, 1);
+    net.assert_cut(0, 2);
+    sees(&cluster, 0, &[1, 2], false).await;
+    load.progress(&[1, 2], 10, "the leader and the other follower take writes")
+        .await;
+    let refused = publish_some(&cluster, 0, "isolated", 2).await;
+    assert!(
+        refused.iter().all(|o| o.answer.is_err()),
+        "an isolated follower acknowledged {refused:?}"
+    );
+    net.heal_all();
+    sees(&cluster, 0, &[1, 2], true).await;
+    load.progress(&[0, 1, 2], 5, "writes after the heal").await;
+    let mut outcomes = load.stop().await;
+    outcomes.extend(refused);
+    let seen = reader.stop().await;
+    assert_answered_in_time(&outcomes);
+    assert_converged_without_loss(&cluster, &outcomes).await;
+    assert_one_order(&cluster, &seen).await;
+}
+
+/// Several short cuts of the leader during a write burst, each too short or
+/// just long enough for the others to notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_flapping_cuts_lose_nothing_and_keep_one_order() {
+    let Some((mut net, cluster)) = partitioned_cluster("leader").await else {
+        return;
+    };
+    let reader = LiveReader::start(cluster.client(0)).await;
+    let load = Load::start(&cluster);
+    load.progress(&[0, 1, 2], 5, "writes before the cuts").await;
+    for cut in [500, 2_000, 800, 2_500] {
+        let leader = cluster.agreed_leader(SETTLE).await.0;
+        let isolated = cluster
+            .ids()
+            .iter()
+            .position(|id| *id == leader)
+            .unwrap_or(2);
+        net.isolate(isolated);
+        // The fault schedule itself: how long this cut lasts.
+        tokio::time::sleep(Duration::from_millis(cut)).await;
+        net.heal_all();
+        load.progress(&[0, 1, 2], 3, "writes between the cuts")
+            .await;
+    }
+    let outcomes = load.stop().await;
+    let seen = reader.stop().await;
+    assert_answered_in_time(&outcomes);
+    assert_converged_without_loss(&cluster, &outcomes).await;
+    assert_one_order(&cluster, &seen).await;
+}
+
+/// A broker of the majority is killed with SIGKILL and restarted while the
+/// leader is cut off from both others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_a_kill_and_restart_during_a_partition_loses_nothing() {
+    let Some((mut net, mut cluster)) = partitioned_cluster("leader").await else {
+        return;
+    };
+    let reader = LiveReader::start(cluster.client(1)).await;
+    let load = Load::start(&cluster);
+    load.progress(&[0, 1, 2], 5, "writes before the cut").await;
+    net.isolate(2);
+    load.progress(&[0, 1], 5, "the majority takes writes").await;
+    cluster.kill(0);
+    cluster.restart(0).await;
+    load.progress(&[0, 1], 5, "the majority takes writes after the restart")
+        .await;
+    net.heal_all();
+    sees(&cluster, 2, &[0, 1], true).await;
+    load.progress(&[0, 1, 2], 5, "writes after the heal").await;
+    let outcomes = load.stop().await;
+    let seen = reader.stop().await;
+    assert_answered_in_time(&outcomes);
+    assert_converged_without_loss(&cluster, &outcomes).await;
+    assert_one_order(&cluster, &seen).await;
 }
