@@ -21,7 +21,11 @@ pub async fn to_leader(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let app = request.app_data::<web::Data<AppState>>().cloned();
     match app {
-        Some(app) if must_forward(&app, &request) => Ok(forward(&app, request).await),
+        // Boxed: every request's future would otherwise hold room for a
+        // forward's state (with 10,000 connections open, bench fanout: a
+        // broker's RSS 166 -> 128 MB idle, 263 -> 224 MB with every poll
+        // waiting).
+        Some(app) if must_forward(&app, &request) => Ok(Box::pin(forward(&app, request)).await),
         _ => Ok(next.call(request).await?.map_into_boxed_body()),
     }
 }
