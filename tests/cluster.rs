@@ -1072,10 +1072,26 @@ async fn idle_polls_read_nothing_then_wake(mode: &str) {
     let (c0, c1) = (cluster.client(0), cluster.client(1));
     topic_of(&c0, P1, T).await;
     known_everywhere(&cluster, T).await;
+    let sids: Vec<String> = (0..POLLS).map(|n| format!("idle-{n}")).collect();
+    for sid in &sids {
+        subscribed(&c1, sid, T, StartFrom::Latest).await;
+    }
+    // In leader mode a subscription is acknowledged once a majority holds
+    // it, which need not include broker 1 yet.
+    for (i, client) in [(0, &c0), (1, &c1)] {
+        eventually(
+            REPLICATION,
+            &format!("broker {i} knows the subscriptions"),
+            || async {
+                probe(client.topic(T))
+                    .await
+                    .is_ok_and(|t| t.subscribers == POLLS as u64)
+            },
+        )
+        .await;
+    }
     let mut polls = JoinSet::new();
-    for n in 0..POLLS {
-        let sid = format!("idle-{n}");
-        subscribed(&c1, &sid, T, StartFrom::Latest).await;
+    for sid in sids {
         let poller = c1.clone();
         polls.spawn(async move {
             let query = PullQuery {
@@ -1088,13 +1104,6 @@ async fn idle_polls_read_nothing_then_wake(mode: &str) {
     }
     eventually(REPLICATION, "every poll waits on broker 1", || async {
         metric_now(&c1, "rumor_waiting_pulls").await == POLLS as f64
-    })
-    .await;
-    // Broker 0 must know the subscriptions before it stamps the message.
-    eventually(REPLICATION, "broker 0 knows the subscriptions", || async {
-        probe(c0.topic(T))
-            .await
-            .is_ok_and(|t| t.subscribers == POLLS as u64)
     })
     .await;
 

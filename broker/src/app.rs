@@ -12,7 +12,7 @@ use crate::deliverable::Deliverable;
 use crate::delivery::AcksInFlight;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{Store, WriteTx};
+use crate::store::{Store, StoreError, WriteTx};
 use crate::wakeups::Wakeups;
 
 /// How long a write waits for the broker to catch up on its own history.
@@ -60,12 +60,12 @@ impl AppState {
     pub async fn record<T, F>(&self, change: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.caught_up().await?;
         self.cluster.paced(|| self.store.own_seq()).await;
         if self.mode() != Mode::Leader {
-            return self.store.write(change).await;
+            return Ok(self.store.write(change).await?);
         }
         let term = self.cluster.leadership().term;
         self.lead_with_quorum().await?;
@@ -86,7 +86,7 @@ impl AppState {
     pub async fn caught_up(&self) -> Result<(), ApiError> {
         tokio::time::timeout(CATCH_UP_WAIT, self.store.until_own_history())
             .await
-            .map_err(|_| ApiError::CatchingUp)
+            .map_err(|_| StoreError::CatchingUp.into())
     }
 
     /// Lets the writer record events of its own once this broker holds

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use client::{load_peers, PeerAddr, PeersError};
 
+use crate::names::BrokerId;
+
 /// The default peer list, read from the working directory when present.
 const DEFAULT_PEERS_FILE: &str = "globalState.csv";
 
@@ -47,21 +49,15 @@ pub struct Cli {
 
 /// `HOST:PORT` as a peer address.
 fn parse_member(text: &str) -> Result<PeerAddr, String> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| "expected HOST:PORT".to_string())?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("invalid port {port:?}"))?;
-    if host.is_empty() || host.chars().any(char::is_whitespace) {
-        return Err(format!("invalid host {host:?}"));
+    match BrokerId::parse(text) {
+        Some(id) if id.port != 0 => Ok(PeerAddr {
+            host: id.host.to_string(),
+            port: id.port,
+        }),
+        _ => Err(format!(
+            "expected HOST:PORT (a host without spaces, a port of 1-65535), not {text:?}"
+        )),
     }
-    Ok(PeerAddr {
-        host: host.to_string(),
-        port,
-    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

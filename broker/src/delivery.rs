@@ -177,12 +177,14 @@ pub async fn acknowledge_token(
 /// All the topics `subscriber` is subscribed to; checks that it exists.
 async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<String>, ApiError> {
     let subscriber = subscriber.to_string();
-    app.store
+    let topics = app
+        .store
         .read(move |conn| {
             queries::require_subscriber(conn, &subscriber)?;
             Ok(queries::subscribed_topics(conn, &subscriber)?)
         })
-        .await
+        .await?;
+    Ok(topics)
 }
 
 /// The pending messages of the pull's subscriber on `topics`, as far as
@@ -203,7 +205,8 @@ async fn read_pending(
         Mode::Leader => Some(app.deliverable.current().unwrap_or_default()),
     };
     app.metrics.count_pull_read();
-    app.store
+    let pending = app
+        .store
         .read(move |conn| {
             if let Some(topic) = topic {
                 queries::require_subscriber(conn, &subscriber)?;
@@ -213,7 +216,8 @@ async fn read_pending(
             let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_deref(), max);
             Ok(pending?)
         })
-        .await
+        .await?;
+    Ok(pending)
 }
 
 /// The cursor acknowledging `messages`: the highest seq per topic and origin.

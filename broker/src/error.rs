@@ -5,26 +5,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use client::wire::{ErrorBody, ErrorDetail};
 
+use crate::store::StoreError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     InvalidName(String),
-    #[error("topic {topic:?} was created by another publisher than {publisher:?}")]
-    NotTopicOwner { topic: String, publisher: String },
-    #[error("publisher {0:?} is not registered")]
-    PublisherNotFound(String),
-    #[error("subscriber {0:?} is not registered")]
-    SubscriberNotFound(String),
-    #[error("topic {0:?} does not exist")]
-    TopicNotFound(String),
-    #[error("subscriber {subscriber:?} is not subscribed to topic {topic:?}")]
-    NotSubscribed { subscriber: String, topic: String },
-    #[error("{0:?} is not a member of the cluster")]
-    MemberNotFound(String),
-    #[error("topic {0:?} already exists")]
-    TopicExists(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("no such endpoint: {0}")]
@@ -35,59 +23,67 @@ pub enum ApiError {
     NoQuorum,
     #[error("the broker is shutting down")]
     ShuttingDown,
-    #[error("this broker is catching up on its own history from its peers; try again")]
-    CatchingUp,
     #[error("internal error: {0}")]
     Internal(String),
+    /// Refused or failed by the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ApiError {
     /// The stable code of `API.md` §2.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::Store(StoreError::Invalid(_)) => "bad_request",
             ApiError::InvalidName(_) => "invalid_name",
-            ApiError::NotTopicOwner { .. } => "not_topic_owner",
-            ApiError::PublisherNotFound(_) => "publisher_not_found",
-            ApiError::SubscriberNotFound(_) => "subscriber_not_found",
-            ApiError::TopicNotFound(_) => "topic_not_found",
-            ApiError::NotSubscribed { .. } => "not_subscribed",
-            ApiError::MemberNotFound(_) => "member_not_found",
-            ApiError::TopicExists(_) => "topic_exists",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NoQuorum => "no_quorum",
-            ApiError::ShuttingDown | ApiError::CatchingUp => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::ShuttingDown
+            | ApiError::Store(StoreError::Closed | StoreError::CatchingUp) => "unavailable",
+            ApiError::Internal(_) | ApiError::Store(StoreError::Failed(_)) => "internal",
+            ApiError::Store(StoreError::NotTopicOwner { .. }) => "not_topic_owner",
+            ApiError::Store(StoreError::PublisherNotFound(_)) => "publisher_not_found",
+            ApiError::Store(StoreError::SubscriberNotFound(_)) => "subscriber_not_found",
+            ApiError::Store(StoreError::TopicNotFound(_)) => "topic_not_found",
+            ApiError::Store(StoreError::NotSubscribed { .. }) => "not_subscribed",
+            ApiError::Store(StoreError::MemberNotFound(_)) => "member_not_found",
+            ApiError::Store(StoreError::TopicExists(_)) => "topic_exists",
         }
+    }
+
+    /// A failure of the broker itself (logged), not of the request.
+    fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Internal(_) | ApiError::Store(StoreError::Failed(_))
+        )
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) | ApiError::InvalidName(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotTopicOwner { .. } => StatusCode::FORBIDDEN,
-            ApiError::PublisherNotFound(_)
-            | ApiError::SubscriberNotFound(_)
-            | ApiError::TopicNotFound(_)
-            | ApiError::NotSubscribed { .. }
-            | ApiError::MemberNotFound(_)
-            | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::TopicExists(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NoQuorum | ApiError::ShuttingDown | ApiError::CatchingUp => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        match self.code() {
+            "bad_request" | "invalid_name" => StatusCode::BAD_REQUEST,
+            "not_topic_owner" => StatusCode::FORBIDDEN,
+            "publisher_not_found"
+            | "subscriber_not_found"
+            | "topic_not_found"
+            | "not_subscribed"
+            | "member_not_found"
+            | "not_found" => StatusCode::NOT_FOUND,
+            "topic_exists" => StatusCode::CONFLICT,
+            "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "no_quorum" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(reason) = self {
-            tracing::error!("request failed: {reason}");
+        if self.is_internal() {
+            tracing::error!("request failed: {self}");
         }
         HttpResponse::build(self.status_code()).json(ErrorBody {
             error: ErrorDetail {
@@ -95,17 +91,5 @@ impl ResponseError for ApiError {
                 message: self.to_string(),
             },
         })
-    }
-}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(error: rusqlite::Error) -> Self {
-        ApiError::Internal(format!("storage: {error}"))
-    }
-}
-
-impl From<r2d2::Error> for ApiError {
-    fn from(error: r2d2::Error) -> Self {
-        ApiError::Internal(format!("storage pool: {error}"))
     }
 }

@@ -1,4 +1,7 @@
-//! The naming rule for topics, publishers and subscribers (`API.md` §2).
+//! The naming rule for topics, publishers and subscribers (`API.md` §2),
+//! and broker ids (`<host>:<port>`, API.md §1).
+
+use std::cmp::Ordering;
 
 use crate::error::ApiError;
 
@@ -13,15 +16,43 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// True for a broker id: `<host>:<port>`, a host without spaces or control
-/// characters and a port number.
-pub fn is_broker_id(id: &str) -> bool {
-    id.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty()
+/// A broker id, `<host>:<port>` split at its last colon: a host of 1–255
+/// characters without spaces or control characters, and a port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerId<'a> {
+    pub host: &'a str,
+    pub port: u16,
+}
+
+impl<'a> BrokerId<'a> {
+    /// The id `id`, or `None` when it is not one.
+    pub fn parse(id: &'a str) -> Option<BrokerId<'a>> {
+        let (host, port) = id.rsplit_once(':')?;
+        let host_ok = !host.is_empty()
             && host.len() <= 255
-            && !host.chars().any(|c| c.is_whitespace() || c.is_control())
-            && port.parse::<u16>().is_ok()
-    })
+            && !host.chars().any(|c| c.is_whitespace() || c.is_control());
+        let port = port.parse().ok()?;
+        host_ok.then_some(BrokerId { host, port })
+    }
+
+    /// The order of API.md §4 (the greatest id leads): host as text, then
+    /// port as a number; ids that are not ids come after, by whole text.
+    /// Two different ids never compare equal (`h:010` and `h:10` fall back
+    /// to their text), so the order decides every election.
+    pub fn compare(a: &str, b: &str) -> Ordering {
+        match (BrokerId::parse(a), BrokerId::parse(b)) {
+            (Some(a), Some(b)) => a.host.cmp(b.host).then(a.port.cmp(&b.port)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        }
+        .then_with(|| a.cmp(b))
+    }
+}
+
+/// True for a broker id (see [`BrokerId`]).
+pub fn is_broker_id(id: &str) -> bool {
+    BrokerId::parse(id).is_some()
 }
 
 /// Checks a name, naming what it is for in the error.

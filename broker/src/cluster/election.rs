@@ -43,27 +43,11 @@
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
-/// Compares broker ids `<host>:<port>`: host as text, then port as a number
-/// (ids without a parsable port compare after by whole text).
-///
-/// Two different ids never compare equal (e.g. `h:010` and `h:10` fall back
-/// to their text), so the order decides every election.
-pub fn compare_ids(a: &str, b: &str) -> Ordering {
-    match (split_id(a), split_id(b)) {
-        (Some((host_a, port_a)), Some((host_b, port_b))) => {
-            host_a.cmp(host_b).then(port_a.cmp(&port_b))
-        }
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
-    .then_with(|| a.cmp(b))
-}
+use crate::names::BrokerId;
 
-/// Splits `<host>:<port>` at its last colon; `None` without a valid port.
-fn split_id(id: &str) -> Option<(&str, u16)> {
-    let (host, port) = id.rsplit_once(':')?;
-    Some((host, port.parse().ok()?))
+/// Compares broker ids (see [`BrokerId::compare`]).
+pub fn compare_ids(a: &str, b: &str) -> Ordering {
+    BrokerId::compare(a, b)
 }
 
 /// Whether id `a` is greater than id `b`.

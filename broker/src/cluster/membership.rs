@@ -1,14 +1,11 @@
 //! Liveness of peers: a peer is alive while it was heard from recently.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use crate::lock;
 
 pub struct Membership {
     dead_after: Duration,
-    peers: Mutex<HashMap<String, PeerLiveness>>,
+    peers: HashMap<String, PeerLiveness>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +18,12 @@ impl Membership {
     pub fn new(dead_after: Duration) -> Self {
         Membership {
             dead_after,
-            peers: Mutex::new(HashMap::new()),
+            peers: HashMap::new(),
         }
     }
 
-    pub fn heard(&self, peer: &str, now: Instant) {
-        lock(&self.peers).insert(
+    pub fn heard(&mut self, peer: &str, now: Instant) {
+        self.peers.insert(
             peer.to_string(),
             PeerLiveness {
                 last_heard: now,
@@ -36,16 +33,15 @@ impl Membership {
     }
 
     pub fn is_alive(&self, peer: &str, now: Instant) -> bool {
-        lock(&self.peers)
+        self.peers
             .get(peer)
             .is_some_and(|p| now.duration_since(p.last_heard) < self.dead_after)
     }
 
     /// True exactly once when a peer that was alive has now been silent too
     /// long (a peer never heard from is not reported: calls to it just fail).
-    pub fn went_down(&self, peer: &str, now: Instant) -> bool {
-        let mut peers = lock(&self.peers);
-        match peers.get_mut(peer) {
+    pub fn went_down(&mut self, peer: &str, now: Instant) -> bool {
+        match self.peers.get_mut(peer) {
             Some(p) if !p.reported_down && now.duration_since(p.last_heard) >= self.dead_after => {
                 p.reported_down = true;
                 true
@@ -61,7 +57,7 @@ mod tests {
 
     #[test]
     fn a_peer_is_alive_until_silent_too_long_and_reported_down_once() {
-        let membership = Membership::new(Duration::from_secs(1));
+        let mut membership = Membership::new(Duration::from_secs(1));
         let start = Instant::now();
         assert!(!membership.is_alive("a:1", start));
         membership.heard("a:1", start);

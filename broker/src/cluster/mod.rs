@@ -11,12 +11,13 @@ mod election;
 mod members;
 mod membership;
 mod pacing;
+mod quorum;
 mod relay;
 mod replicator;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
@@ -58,21 +59,59 @@ const QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// Longest a write waits for a peer too far behind (see `pacing`).
 const PACING_PATIENCE: Duration = Duration::from_secs(1);
 
-/// The current peers and a client for each.
-struct Peers {
+/// What this broker knows of its peers, behind one lock: the list and a
+/// client for each, their liveness, what each last said it holds, and (on
+/// a follower in leader mode) the leader's commit vector.
+struct PeerTable {
     list: Vec<PeerAddr>,
     clients: HashMap<String, Client>,
+    liveness: Membership,
+    /// What each peer last said it holds, and its term then.
+    reports: HashMap<String, Report>,
+    /// Leader mode, on a follower: the commit vector the leader last sent.
+    leader_commit: Option<Have>,
 }
 
-impl Peers {
-    fn of(list: &[PeerAddr]) -> Peers {
-        Peers {
-            list: list.to_vec(),
-            clients: list
-                .iter()
-                .map(|peer| (peer.id(), Client::new(peer.base_url())))
-                .collect(),
-        }
+/// A peer's `have` as it last reported it, in its term then.
+struct Report {
+    have: Have,
+    term: u64,
+}
+
+impl PeerTable {
+    fn new(list: &[PeerAddr]) -> PeerTable {
+        let mut table = PeerTable {
+            list: Vec::new(),
+            clients: HashMap::new(),
+            liveness: Membership::new(DEAD_AFTER),
+            reports: HashMap::new(),
+            leader_commit: None,
+        };
+        table.set_list(list);
+        table
+    }
+
+    fn set_list(&mut self, list: &[PeerAddr]) {
+        self.list = list.to_vec();
+        self.clients = list
+            .iter()
+            .map(|peer| (peer.id(), Client::new(peer.base_url())))
+            .collect();
+    }
+
+    /// The reports of the current peers made in `term`.
+    fn reports_in(&self, term: u64) -> Vec<&Have> {
+        self.list
+            .iter()
+            .filter_map(|peer| self.reports.get(&peer.id()))
+            .filter(|report| report.term == term)
+            .map(|report| &report.have)
+            .collect()
+    }
+
+    /// This broker and the peers: how many members the cluster has.
+    fn members(&self) -> usize {
+        self.list.len() + 1
     }
 }
 
@@ -89,15 +128,10 @@ pub struct Cluster {
     /// The peer list at start (`--peers`, `--join`): what run-time member
     /// changes apply to.
     seed: Vec<PeerAddr>,
-    /// The current peers and their clients.
-    peers: RwLock<Peers>,
-    membership: Membership,
-    /// What each peer last said it holds, and its term then; the watch
-    /// ticks on every update, and on a new commit vector from the leader.
-    peer_have: Mutex<HashMap<String, (Have, u64)>>,
-    peer_have_changed: watch::Sender<u64>,
-    /// Leader mode, on a follower: the commit vector the leader last sent.
-    leader_commit: Mutex<Option<Have>>,
+    table: Mutex<PeerTable>,
+    /// Ticks whenever a peer reports what it holds or, in leader mode, the
+    /// leader what a majority holds.
+    reported: watch::Sender<u64>,
     leadership: watch::Receiver<Leadership>,
     inputs: mpsc::UnboundedSender<Input>,
     /// When this broker started: a peer not heard from within
@@ -122,11 +156,8 @@ impl Cluster {
         let cluster = Cluster {
             me: me.to_string(),
             seed: peers.to_vec(),
-            peers: RwLock::new(Peers::of(peers)),
-            membership: Membership::new(DEAD_AFTER),
-            peer_have: Mutex::new(HashMap::new()),
-            peer_have_changed: watch::Sender::new(0),
-            leader_commit: Mutex::new(None),
+            table: Mutex::new(PeerTable::new(peers)),
+            reported: watch::Sender::new(0),
             leadership,
             inputs: inputs_tx,
             started: Instant::now(),
@@ -139,22 +170,22 @@ impl Cluster {
         (cluster, parts)
     }
 
+    fn table(&self) -> MutexGuard<'_, PeerTable> {
+        lock(&self.table)
+    }
+
     pub fn me(&self) -> &str {
         &self.me
     }
 
     /// Whether `id` is one of this broker's peers.
     pub fn knows(&self, id: &str) -> bool {
-        self.read_peers().clients.contains_key(id)
+        self.table().clients.contains_key(id)
     }
 
     /// The current peers.
     pub fn peers(&self) -> Vec<PeerAddr> {
-        self.read_peers().list.clone()
-    }
-
-    fn read_peers(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
-        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+        self.table().list.clone()
     }
 
     /// Applies the members added and removed at run time to the seed;
@@ -168,23 +199,22 @@ impl Cluster {
             }
         }
         list.retain(|peer| peer.id() != self.me);
-        let mut peers = self.peers.write().unwrap_or_else(PoisonError::into_inner);
-        let added: Vec<PeerAddr> = list
-            .iter()
-            .filter(|peer| !peers.list.contains(peer))
-            .cloned()
-            .collect();
-        if added.is_empty() && list.len() == peers.list.len() {
-            return added;
-        }
-        *peers = Peers::of(&list);
-        tracing::info!(
-            "members: {:?}",
-            peers.list.iter().map(PeerAddr::id).collect::<Vec<_>>()
-        );
-        self.feed(Input::Members {
-            peers: list.iter().map(PeerAddr::id).collect(),
-        });
+        let added: Vec<PeerAddr> = {
+            let mut table = self.table();
+            let added: Vec<PeerAddr> = list
+                .iter()
+                .filter(|peer| !table.list.contains(peer))
+                .cloned()
+                .collect();
+            if added.is_empty() && list.len() == table.list.len() {
+                return added;
+            }
+            table.set_list(&list);
+            added
+        };
+        let ids: Vec<String> = list.iter().map(PeerAddr::id).collect();
+        tracing::info!("members: {ids:?}");
+        self.feed(Input::Members { peers: ids });
         added
     }
 
@@ -199,20 +229,26 @@ impl Cluster {
             id: self.me.clone(),
             alive: true,
         };
-        let peers = self.peers().into_iter().map(|peer| {
+        let table = self.table();
+        let peers = table.list.iter().map(|peer| {
             let id = peer.id();
             Member {
-                alive: self.membership.is_alive(&id, now),
+                alive: table.liveness.is_alive(&id, now),
                 id,
             }
         });
         std::iter::once(me).chain(peers).collect()
     }
 
+    /// Whether `peer` was heard from within `DEAD_AFTER`.
+    fn is_alive(&self, peer: &str) -> bool {
+        self.table().liveness.is_alive(peer, Instant::now())
+    }
+
     /// A peer answered or called: it is alive, and reports its term and
     /// leader (a term out of range or too far above ours is not taken in).
     pub fn heard_from(&self, peer: &str, term: u64, leader: Option<String>) {
-        self.membership.heard(peer, Instant::now());
+        self.table().liveness.heard(peer, Instant::now());
         let own = self.leadership().term;
         if term > MAX_STAMP || !within_reach(term, own) {
             tracing::warn!(
@@ -232,15 +268,16 @@ impl Cluster {
     /// peer (or waited `RECOVERY_DEADLINE` for those it has not), and none
     /// of them holds one of its events that it lacks.
     pub fn holds_own_history(&self, ours: u64) -> bool {
-        let known = lock(&self.peer_have);
-        let heard_all = self
-            .peers()
+        let table = self.table();
+        let heard_all = table
+            .list
             .iter()
-            .all(|peer| known.contains_key(&peer.id()));
+            .all(|peer| table.reports.contains_key(&peer.id()));
         let waited = self.started.elapsed() >= RECOVERY_DEADLINE;
-        let theirs = known
+        let theirs = table
+            .reports
             .values()
-            .filter_map(|(have, _)| have.get(&self.me))
+            .filter_map(|report| report.have.get(&self.me))
             .max()
             .copied()
             .unwrap_or(0);
@@ -250,10 +287,10 @@ impl Cluster {
     /// Waits while a live peer lacks too many of this broker's events
     /// (`own_seq` tells how many there are), at most `PACING_PATIENCE`.
     pub async fn paced(&self, own_seq: impl Fn() -> u64) {
-        if self.read_peers().list.is_empty() {
+        if self.table().list.is_empty() {
             return;
         }
-        let mut updates = self.peer_have_changed.subscribe();
+        let mut updates = self.reported.subscribe();
         let caught_up = async {
             while self.holds_back(own_seq()) {
                 // Every sync answer ticks; the heartbeat bounds how late a
@@ -268,14 +305,15 @@ impl Cluster {
     /// Whether a write waits now, this broker having `own` events.
     fn holds_back(&self, own: u64) -> bool {
         let now = Instant::now();
-        let known = lock(&self.peer_have);
-        let peers: Vec<PeerLag<'_>> = known
+        let table = self.table();
+        let peers: Vec<PeerLag<'_>> = table
+            .reports
             .iter()
-            .filter(|(id, _)| self.knows(id))
-            .map(|(id, (have, _))| PeerLag {
+            .filter(|(id, _)| table.clients.contains_key(*id))
+            .map(|(id, report)| PeerLag {
                 id,
-                lag: own.saturating_sub(have.get(&self.me).copied().unwrap_or(0)),
-                alive: self.membership.is_alive(id, now),
+                lag: own.saturating_sub(report.have.get(&self.me).copied().unwrap_or(0)),
+                alive: table.liveness.is_alive(id, now),
             })
             .collect();
         lock(&self.pacing).holds_back(&peers, now)
@@ -283,42 +321,23 @@ impl Cluster {
 
     /// A peer answered a sync holding `have`, in `term`.
     pub fn peer_holds(&self, peer: &str, have: Have, term: u64) {
-        lock(&self.peer_have).insert(peer.to_string(), (have, term));
-        self.peer_have_changed.send_modify(|updates| *updates += 1);
+        self.table()
+            .reports
+            .insert(peer.to_string(), Report { have, term });
+        self.reported.send_modify(|updates| *updates += 1);
     }
 
     /// Per origin, the seq up to which a majority (this broker with `mine`
     /// and the peers in its term) holds every event.
     pub fn commit_vector(&self, mine: &Have) -> Have {
         let term = self.leadership().term;
-        let peers = self.peers();
-        let members = peers.len() + 1;
-        let known = lock(&self.peer_have);
-        let held: Vec<&Have> = peers
-            .iter()
-            .filter_map(|peer| known.get(&peer.id()))
-            .filter(|(_, their_term)| *their_term == term)
-            .map(|(have, _)| have)
-            .collect();
-        mine.iter()
-            .map(|(origin, &own)| {
-                let mut seqs: Vec<u64> = held
-                    .iter()
-                    .map(|have| have.get(origin).copied().unwrap_or(0).min(own))
-                    .collect();
-                seqs.push(own);
-                seqs.sort_unstable_by(|a, b| b.cmp(a));
-                // The greatest seq that a majority holds.
-                let majority = members / 2 + 1;
-                let floor = seqs.get(majority - 1).copied().unwrap_or(0);
-                (origin.clone(), floor)
-            })
-            .collect()
+        let table = self.table();
+        quorum::commit_vector(mine, &table.reports_in(term), table.members())
     }
 
     /// Leader mode, on a follower: what the leader last said is committed.
     pub fn leader_commit(&self) -> Option<Have> {
-        lock(&self.leader_commit).clone()
+        self.table().leader_commit.clone()
     }
 
     /// A commit vector from the current leader.
@@ -326,17 +345,18 @@ impl Cluster {
         if self.leadership().leader.as_deref() != Some(from) {
             return;
         }
-        let mut known = lock(&self.leader_commit);
-        if known.as_ref() != Some(&committed) {
-            *known = Some(committed);
-            self.peer_have_changed.send_modify(|updates| *updates += 1);
+        let mut table = self.table();
+        if table.leader_commit.as_ref() != Some(&committed) {
+            table.leader_commit = Some(committed);
+            drop(table);
+            self.reported.send_modify(|updates| *updates += 1);
         }
     }
 
     /// Ticks whenever a peer tells what it holds or, in leader mode, the
     /// leader what a majority holds.
     pub fn watch_peers(&self) -> watch::Receiver<u64> {
-        self.peer_have_changed.subscribe()
+        self.reported.subscribe()
     }
 
     /// Changes whenever the term or the leader does.
@@ -367,7 +387,7 @@ impl Cluster {
             let mut every = tokio::time::interval(LIVENESS_CHECK);
             loop {
                 every.tick().await;
-                if !self.membership.is_alive(leader, Instant::now()) {
+                if !self.is_alive(leader) {
                     return;
                 }
             }
@@ -381,12 +401,13 @@ impl Cluster {
     /// Whether a majority of the members (this broker included) is alive.
     pub fn has_quorum(&self) -> bool {
         let now = Instant::now();
-        let peers = self.peers();
-        let alive = 1 + peers
+        let table = self.table();
+        let alive = table
+            .list
             .iter()
-            .filter(|peer| self.membership.is_alive(&peer.id(), now))
+            .filter(|peer| table.liveness.is_alive(&peer.id(), now))
             .count();
-        is_majority(alive, peers.len() + 1)
+        quorum::is_majority(alive + 1, table.members())
     }
 
     /// Whether a majority of the members (this broker included) told this
@@ -396,20 +417,9 @@ impl Cluster {
     /// an older term do not count: they may be from before a partition.
     pub fn holds_what_a_majority_holds(&self, mine: &Have) -> bool {
         let term = self.leadership().term;
-        let peers = self.peers();
-        let known = lock(&self.peer_have);
-        let reports: Vec<&Have> = peers
-            .iter()
-            .filter_map(|peer| known.get(&peer.id()))
-            .filter(|(_, their_term)| *their_term == term)
-            .map(|(have, _)| have)
-            .collect();
-        let holds_all = reports.iter().all(|theirs| {
-            theirs
-                .iter()
-                .all(|(origin, seq)| mine.get(origin).copied().unwrap_or(0) >= *seq)
-        });
-        holds_all && is_majority(reports.len() + 1, peers.len() + 1)
+        let table = self.table();
+        let reports = table.reports_in(term);
+        quorum::holds_all(mine, &reports) && quorum::is_majority(reports.len() + 1, table.members())
     }
 
     /// Waits until a majority of the members (this broker included) holds
@@ -417,25 +427,15 @@ impl Cluster {
     /// moved on to another term does not count); `no_quorum` after
     /// `QUORUM_WAIT`.
     pub async fn replicated_to_majority(&self, seq: u64, term: u64) -> Result<(), ApiError> {
-        let peers = self.peers();
-        let members = peers.len() + 1;
-        let holders = || {
-            let known = lock(&self.peer_have);
-            1 + peers
-                .iter()
-                .filter_map(|peer| known.get(&peer.id()))
-                .filter(|(have, their_term)| {
-                    *their_term == term && have.get(&self.me).is_some_and(|held| *held >= seq)
-                })
-                .count()
+        let replicated = || {
+            let table = self.table();
+            let holders = quorum::holders(&table.reports_in(term), &self.me, seq);
+            quorum::is_majority(holders + 1, table.members())
         };
-        let mut updates = self.peer_have_changed.subscribe();
-        let replicated = tokio::time::timeout(
-            QUORUM_WAIT,
-            updates.wait_for(|_| is_majority(holders(), members)),
-        )
-        .await
-        .is_ok_and(|seen| seen.is_ok());
+        let mut updates = self.reported.subscribe();
+        let replicated = tokio::time::timeout(QUORUM_WAIT, updates.wait_for(|_| replicated()))
+            .await
+            .is_ok_and(|seen| seen.is_ok());
         if replicated {
             Ok(())
         } else {
@@ -446,34 +446,20 @@ impl Cluster {
     /// Per origin, the seq up to which every peer holds every event; `None`
     /// for a broker alone. A peer not heard from holds nothing yet.
     pub fn replicated(&self) -> Option<Have> {
-        let peers = self.peers();
-        if peers.is_empty() {
-            return None;
-        }
-        let known = lock(&self.peer_have);
-        let Some((first, _)) = peers.first().and_then(|p| known.get(&p.id())) else {
-            return Some(Have::new());
-        };
-        let floor = first
-            .keys()
-            .map(|origin| {
-                let lowest = peers.iter().map(|peer| {
-                    known
-                        .get(&peer.id())
-                        .and_then(|(have, _)| have.get(origin))
-                        .copied()
-                        .unwrap_or(0)
-                });
-                (origin.clone(), lowest.min().unwrap_or(0))
-            })
+        let table = self.table();
+        let reports: Vec<Option<&Have>> = table
+            .list
+            .iter()
+            .map(|peer| table.reports.get(&peer.id()).map(|report| &report.have))
             .collect();
-        Some(floor)
+        quorum::floor(&reports)
     }
 
     /// A call to a peer failed; reports it down to the election once it has
     /// been silent for too long.
     pub fn failed(&self, peer: &str) {
-        if self.membership.went_down(peer, Instant::now()) {
+        let went_down = self.table().liveness.went_down(peer, Instant::now());
+        if went_down {
             tracing::warn!("peer {peer} is down");
             self.feed(Input::PeerDown {
                 peer: peer.to_string(),
@@ -488,7 +474,7 @@ impl Cluster {
     }
 
     fn client(&self, peer: &str) -> Option<Client> {
-        self.read_peers().clients.get(peer).cloned()
+        self.table().clients.get(peer).cloned()
     }
 }
 
@@ -502,10 +488,6 @@ pub fn spawn(app: web::Data<AppState>, parts: ElectionParts) -> Vec<JoinHandle<(
     tasks.push(tokio::spawn(members::run(app.clone())));
     tasks.push(tokio::spawn(members::join(app.clone())));
     tasks
-}
-
-fn is_majority(count: usize, members: usize) -> bool {
-    2 * count > members
 }
 
 /// At the deadline, a broker without its history stops waiting for the

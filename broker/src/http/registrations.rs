@@ -8,10 +8,10 @@ use super::body::Body;
 use super::created_response;
 use crate::error::ApiError;
 use crate::names::check_name;
-use crate::store::WriteTx;
+use crate::store::{StoreError, WriteTx};
 use crate::AppState;
 
-type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, ApiError>;
+type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, StoreError>;
 
 pub async fn publisher(
     app: web::Data<AppState>,

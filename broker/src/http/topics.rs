@@ -10,7 +10,7 @@ use super::body::Body;
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::names::check_name;
-use crate::store::queries;
+use crate::store::{queries, StoreError};
 use crate::AppState;
 
 /// Most payloads in one batch publish: one commit must stay short, because
@@ -45,7 +45,7 @@ pub async fn get(
     check_name("topic", &name)?;
     let topic = app
         .store
-        .read(move |conn| queries::topic(conn, &name)?.ok_or(ApiError::TopicNotFound(name)))
+        .read(move |conn| queries::topic(conn, &name)?.ok_or(StoreError::TopicNotFound(name)))
         .await?;
     Ok(HttpResponse::Ok().json(topic))
 }

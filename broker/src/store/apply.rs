@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 use rusqlite::{params, Connection, Statement};
 
 use crate::event::{Change, Event, Stamp};
+use crate::names::BrokerId;
 
 pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
     let stamp = Stamp::of(event);
@@ -353,12 +354,10 @@ fn deleted_after(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Res
     })
 }
 
-/// `<host>:<port>` as host and port (port 0 when there is none).
+/// `<host>:<port>` as host and port (port 0 when it is not an id: stored
+/// events were checked when they came in).
 pub fn split_id(id: &str) -> (&str, u16) {
-    match id.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().unwrap_or(0)),
-        None => (id, 0),
-    }
+    BrokerId::parse(id).map_or((id, 0), |id| (id.host, id.port))
 }
 
 /// A member joins (`present`) or leaves; the latest stamp wins.

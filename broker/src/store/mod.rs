@@ -7,6 +7,7 @@
 //! that turn requests into events, `queries` the reads.
 
 mod apply;
+mod error;
 mod ops;
 pub mod queries;
 mod schema;
@@ -23,9 +24,9 @@ use tokio::sync::watch;
 use client::peer::Have;
 
 use crate::config::{Config, Durability, Mode};
-use crate::error::ApiError;
 use crate::wakeups::Wakeups;
 
+pub use error::StoreError;
 pub use writer::WriteTx;
 
 /// Read connections: enough for concurrent pulls on a small machine.
@@ -172,25 +173,25 @@ impl Store {
     }
 
     /// Runs a read on a pooled connection, on one of the read threads.
-    pub async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    pub async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.pool.clone();
         self.readers
             .handle
             .spawn_blocking(move || read(&*pool.get()?))
             .await
-            .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::Failed(format!("read task failed: {e}")))?
     }
 
     /// Queues a change for the writer and waits until it is committed
     /// (durably, under `--durability fsync`) or refused.
-    pub async fn write<T, F>(&self, change: F) -> Result<T, ApiError>
+    pub async fn write<T, F>(&self, change: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(change).await
     }
@@ -569,7 +570,7 @@ mod tests {
         let failed = store
             .write(|tx| {
                 tx.register_publisher("P1")?;
-                Err::<(), _>(ApiError::BadRequest("refused after writing".into()))
+                Err::<(), _>(StoreError::Invalid("refused after writing".into()))
             })
             .await;
         assert!(failed.is_err());
@@ -594,7 +595,10 @@ mod tests {
         let store = open_with_peers(dir.path(), vec![peer]);
         assert!(!store.holds_own_history(), "new, with a peer to learn from");
         let refused = store.write(|tx| tx.register_publisher("P9")).await;
-        assert!(matches!(refused, Err(ApiError::CatchingUp)), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::CatchingUp)),
+            "{refused:?}"
+        );
         // Its own events come back from the peer, with their seqs.
         let mine: Vec<Event> = history()
             .into_iter()

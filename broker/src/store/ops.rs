@@ -7,16 +7,16 @@ use client::wire::StartFrom;
 use client::PeerAddr;
 use rusqlite::params;
 
+use super::error::StoreError;
 use super::queries;
 use super::writer::WriteTx;
 use crate::config::Mode;
 use crate::cursor::Position;
-use crate::error::ApiError;
 use crate::event::Change;
 use crate::names::{is_broker_id, is_valid_name};
 
 impl WriteTx<'_> {
-    pub fn register_publisher(&mut self, id: &str) -> Result<Created, ApiError> {
+    pub fn register_publisher(&mut self, id: &str) -> Result<Created, StoreError> {
         if queries::publisher_exists(self.conn, id)? {
             return Ok(Created::Existing);
         }
@@ -26,7 +26,7 @@ impl WriteTx<'_> {
         Ok(Created::New)
     }
 
-    pub fn register_subscriber(&mut self, id: &str) -> Result<Created, ApiError> {
+    pub fn register_subscriber(&mut self, id: &str) -> Result<Created, StoreError> {
         if queries::subscriber_exists(self.conn, id)? {
             return Ok(Created::Existing);
         }
@@ -36,10 +36,10 @@ impl WriteTx<'_> {
         Ok(Created::New)
     }
 
-    pub fn create_topic(&mut self, topic: &str, publisher: &str) -> Result<(), ApiError> {
+    pub fn create_topic(&mut self, topic: &str, publisher: &str) -> Result<(), StoreError> {
         queries::require_publisher(self.conn, publisher)?;
         if queries::topic_owner(self.conn, topic)?.is_some() {
-            return Err(ApiError::TopicExists(topic.to_string()));
+            return Err(StoreError::TopicExists(topic.to_string()));
         }
         self.record(Change::CreateTopic {
             topic: topic.to_string(),
@@ -48,11 +48,11 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    pub fn delete_topic(&mut self, topic: &str, publisher: &str) -> Result<(), ApiError> {
+    pub fn delete_topic(&mut self, topic: &str, publisher: &str) -> Result<(), StoreError> {
         let owner = queries::require_topic(self.conn, topic)?;
         queries::require_publisher(self.conn, publisher)?;
         if owner != publisher {
-            return Err(ApiError::NotTopicOwner {
+            return Err(StoreError::NotTopicOwner {
                 topic: topic.to_string(),
                 publisher: publisher.to_string(),
             });
@@ -73,7 +73,7 @@ impl WriteTx<'_> {
         publisher: &str,
         payloads: Vec<String>,
         published_at_ms: i64,
-    ) -> Result<Vec<(u64, u64)>, ApiError> {
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
         queries::require_topic(self.conn, topic)?;
         queries::require_publisher(self.conn, publisher)?;
         self.record_messages(topic, publisher, &payloads, published_at_ms)
@@ -84,7 +84,7 @@ impl WriteTx<'_> {
         subscriber: &str,
         topic: &str,
         from: StartFrom,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         queries::require_topic(self.conn, topic)?;
         if queries::is_subscribed(self.conn, subscriber, topic)? {
@@ -98,7 +98,7 @@ impl WriteTx<'_> {
         Ok(Created::New)
     }
 
-    pub fn unsubscribe(&mut self, subscriber: &str, topic: &str) -> Result<(), ApiError> {
+    pub fn unsubscribe(&mut self, subscriber: &str, topic: &str) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         queries::require_topic(self.conn, topic)?;
         queries::require_subscription(self.conn, subscriber, topic)?;
@@ -110,7 +110,7 @@ impl WriteTx<'_> {
     }
 
     /// Adds a member (a no-op for a present one).
-    pub fn add_member(&mut self, host: &str, port: u16) -> Result<Created, ApiError> {
+    pub fn add_member(&mut self, host: &str, port: u16) -> Result<Created, StoreError> {
         let id = format!("{host}:{port}");
         if queries::member_present(self.conn, &id)? == Some(true) {
             return Ok(Created::Existing);
@@ -124,7 +124,7 @@ impl WriteTx<'_> {
 
     /// Records as members the brokers never added nor removed at run time
     /// (the seed peer list), so that a broker joining later learns them all.
-    pub fn note_members(&mut self, brokers: &[PeerAddr]) -> Result<(), ApiError> {
+    pub fn note_members(&mut self, brokers: &[PeerAddr]) -> Result<(), StoreError> {
         for broker in brokers {
             if queries::member_present(self.conn, &broker.id())?.is_none() {
                 self.record(Change::AddMember {
@@ -137,9 +137,9 @@ impl WriteTx<'_> {
     }
 
     /// Removes a member; `member_not_found` unless `known` says it is one.
-    pub fn remove_member(&mut self, id: &str, known: bool) -> Result<(), ApiError> {
+    pub fn remove_member(&mut self, id: &str, known: bool) -> Result<(), StoreError> {
         if queries::member_present(self.conn, id)? == Some(false) || !known {
-            return Err(ApiError::MemberNotFound(id.to_string()));
+            return Err(StoreError::MemberNotFound(id.to_string()));
         }
         self.record(Change::RemoveMember {
             member: id.to_string(),
@@ -150,7 +150,7 @@ impl WriteTx<'_> {
     /// Leader mode: this broker starts ordering as the leader of `term`. Its
     /// lead follows on the latest lead it holds, and its base is what it
     /// holds now, never less than that lead's (see `epochs`).
-    pub fn lead(&mut self, term: u64) -> Result<(), ApiError> {
+    pub fn lead(&mut self, term: u64) -> Result<(), StoreError> {
         let prev = queries::latest_lead(self.conn)?;
         let mut base = queries::have(self.conn)?;
         base.insert(self.me().to_string(), self.last_seq());
@@ -167,7 +167,7 @@ impl WriteTx<'_> {
     }
 
     /// Sets the cluster's replication mode.
-    pub fn set_mode(&mut self, mode: Mode) -> Result<(), ApiError> {
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), StoreError> {
         self.record(Change::SetMode {
             mode: mode.as_str().to_string(),
         })?;
@@ -177,7 +177,7 @@ impl WriteTx<'_> {
     /// Records the positions that move forward on the subscriber's topics;
     /// the others are already acknowledged or no longer subscribed. A cursor
     /// no pull could have returned is refused whole.
-    pub fn ack(&mut self, subscriber: &str, positions: Vec<Position>) -> Result<(), ApiError> {
+    pub fn ack(&mut self, subscriber: &str, positions: Vec<Position>) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         for position in &positions {
             self.check_position(position)?;
@@ -198,8 +198,8 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    fn check_position(&self, position: &Position) -> Result<(), ApiError> {
-        let refuse = |why: &str| Err(ApiError::BadRequest(format!("invalid cursor: {why}")));
+    fn check_position(&self, position: &Position) -> Result<(), StoreError> {
+        let refuse = |why: &str| Err(StoreError::Invalid(format!("invalid cursor: {why}")));
         if !is_valid_name(&position.topic) || !is_broker_id(&position.origin) {
             return refuse("it names an invalid topic or origin");
         }
@@ -250,11 +250,11 @@ impl WriteTx<'_> {
         replicated: Option<&Have>,
         resume: ExpiryCursor,
         limit: u32,
-    ) -> Result<Swept, ApiError> {
+    ) -> Result<Swept, StoreError> {
         let replicated = replicated
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|e| ApiError::Internal(format!("cannot encode the replicated floor: {e}")))?;
+            .map_err(|e| StoreError::Failed(format!("cannot encode the replicated floor: {e}")))?;
         let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?;
         let (expired, resume) =
             self.delete_expired(cutoff_ms, replicated.as_deref(), resume, limit)?;
@@ -272,7 +272,7 @@ impl WriteTx<'_> {
         &mut self,
         replicated: Option<&str>,
         limit: u32,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
             &format!(
                 "WITH live AS (
@@ -305,7 +305,7 @@ impl WriteTx<'_> {
         replicated: Option<&str>,
         resume: ExpiryCursor,
         limit: u32,
-    ) -> Result<(usize, ExpiryCursor), ApiError> {
+    ) -> Result<(usize, ExpiryCursor), StoreError> {
         let origins = queries::have(self.conn)?.into_keys();
         let (resume_origin, resume_seq) = resume.unwrap_or_default();
         let mut budget = limit as usize;

@@ -8,40 +8,40 @@ use client::wire::{message_id, Message, StartFrom, TopicInfo};
 use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::error::StoreError;
 use crate::epochs::{Epochs, Lead};
-use crate::error::ApiError;
 use crate::event::{Change, Event};
 
-pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), ApiError> {
+pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), StoreError> {
     if publisher_exists(conn, publisher)? {
         Ok(())
     } else {
-        Err(ApiError::PublisherNotFound(publisher.to_string()))
+        Err(StoreError::PublisherNotFound(publisher.to_string()))
     }
 }
 
-pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), ApiError> {
+pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), StoreError> {
     if subscriber_exists(conn, subscriber)? {
         Ok(())
     } else {
-        Err(ApiError::SubscriberNotFound(subscriber.to_string()))
+        Err(StoreError::SubscriberNotFound(subscriber.to_string()))
     }
 }
 
 /// The creator of the existing `topic`, or `topic_not_found`.
-pub fn require_topic(conn: &Connection, topic: &str) -> Result<String, ApiError> {
-    topic_owner(conn, topic)?.ok_or_else(|| ApiError::TopicNotFound(topic.to_string()))
+pub fn require_topic(conn: &Connection, topic: &str) -> Result<String, StoreError> {
+    topic_owner(conn, topic)?.ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
 }
 
 pub fn require_subscription(
     conn: &Connection,
     subscriber: &str,
     topic: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), StoreError> {
     if is_subscribed(conn, subscriber, topic)? {
         Ok(())
     } else {
-        Err(ApiError::NotSubscribed {
+        Err(StoreError::NotSubscribed {
             subscriber: subscriber.to_string(),
             topic: topic.to_string(),
         })

@@ -20,9 +20,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRun};
+use super::error::StoreError;
 use crate::clock::LamportClock;
 use crate::config::Mode;
-use crate::error::ApiError;
 use crate::event::{Change, Event};
 use crate::lock;
 use crate::wakeups::{Key, Wakeups};
@@ -38,7 +38,7 @@ const MAX_BATCH: usize = 4096;
 const CLOCK_RESERVATION: u64 = 1 << 16;
 
 /// Answers a request once its transaction has committed (`Ok`) or failed.
-type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A queued request: runs in the transaction, says whether it succeeded.
 type Job = Box<dyn for<'c> FnOnce(&mut WriteTx<'c>) -> (bool, Reply) + Send>;
 
@@ -117,7 +117,7 @@ pub struct WriteTx<'c> {
 
 impl WriteTx<'_> {
     /// Numbers and stamps a local change, stores it and merges it into the state.
-    pub(super) fn record(&mut self, change: Change) -> Result<Event, ApiError> {
+    pub(super) fn record(&mut self, change: Change) -> Result<Event, StoreError> {
         self.check_may_record()?;
         self.state.last_seq += 1;
         let event = Event {
@@ -143,7 +143,7 @@ impl WriteTx<'_> {
         publisher: &str,
         payloads: &[String],
         published_at_ms: i64,
-    ) -> Result<Vec<(u64, u64)>, ApiError> {
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
         self.check_may_record()?;
         let stamped: Vec<(u64, u64)> = payloads
             .iter()
@@ -176,7 +176,7 @@ impl WriteTx<'_> {
     /// (`have + 1`) is applied, so what this broker holds stays a gapless
     /// prefix; duplicates and events past a gap are passed over (the peer
     /// sends them again from the `have` returned). Returns `have` afterwards.
-    pub fn receive(&mut self, events: Vec<Event>) -> Result<Have, ApiError> {
+    pub fn receive(&mut self, events: Vec<Event>) -> Result<Have, StoreError> {
         let mut received: HashMap<String, u64> = HashMap::new();
         let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
@@ -219,7 +219,7 @@ impl WriteTx<'_> {
     }
 
     /// The seq up to which this broker holds every event of `origin`.
-    fn have_of(&self, origin: &str) -> Result<u64, ApiError> {
+    fn have_of(&self, origin: &str) -> Result<u64, StoreError> {
         if origin == self.state.me {
             return Ok(self.state.last_seq);
         }
@@ -231,11 +231,11 @@ impl WriteTx<'_> {
             .unwrap_or(0))
     }
 
-    fn check_may_record(&self) -> Result<(), ApiError> {
+    fn check_may_record(&self) -> Result<(), StoreError> {
         if self.may_record {
             Ok(())
         } else {
-            Err(ApiError::CatchingUp)
+            Err(StoreError::CatchingUp)
         }
     }
 
@@ -304,10 +304,10 @@ impl Writer {
         }
     }
 
-    pub async fn submit<T, F>(&self, change: F) -> Result<T, ApiError>
+    pub async fn submit<T, F>(&self, change: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |tx: &mut WriteTx<'_>| {
@@ -323,12 +323,12 @@ impl Writer {
             None => false,
         };
         if !queued {
-            return Err(ApiError::ShuttingDown);
+            return Err(StoreError::Closed);
         }
         // The writer drops a request unanswered only when it failed.
         answered
             .await
-            .map_err(|_| ApiError::Internal("the write was not committed".to_string()))?
+            .map_err(|_| StoreError::Failed("the write was not committed".to_string()))?
     }
 
     /// Closes the queue, lets the thread commit what is in it, and joins it.
@@ -435,7 +435,7 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -475,7 +475,7 @@ impl WriterThread {
             // changed nothing. One that failed after writing (a storage
             // failure or a bug) cannot be undone alone: the batch fails.
             if tx.total_changes() != changes || tx.is_autocommit() {
-                return Err(ApiError::Internal(
+                return Err(StoreError::Failed(
                     "a write failed half-way; its batch was rolled back".to_string(),
                 ));
             }
@@ -504,6 +504,6 @@ fn raise_have(conn: &Connection, origin: &str, have: u64) -> rusqlite::Result<()
     Ok(())
 }
 
-fn clone_failure(error: &ApiError) -> ApiError {
-    ApiError::Internal(error.to_string())
+fn clone_failure(error: &StoreError) -> StoreError {
+    StoreError::Failed(error.to_string())
 }
