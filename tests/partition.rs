@@ -283,6 +283,7 @@ async fn leader_mode_an_isolated_leader_refuses_in_time_and_the_majority_goes_on
     };
     let (old_leader, _) = cluster.agreed_leader(SETTLE).await;
     assert_eq!(old_leader, cluster.id(2), "the greatest id leads");
+    let reader = LiveReader::start(cluster.client(0)).await;
     let load = Load::start(&cluster);
     load.progress(&[0, 1, 2], 10, "writes before the cut").await;
     net.isolate(2);
@@ -304,9 +305,7 @@ async fn leader_mode_an_isolated_leader_refuses_in_time_and_the_majority_goes_on
     net.heal_all();
     sees(&cluster, 2, &[0, 1], true).await;
     load.progress(&[0, 1, 2], 10, "writes after the heal").await;
-    let outcomes = load.stop().await;
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
+    assert_promises_kept(&cluster, "leader", load, Vec::new(), reader).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,6 +314,7 @@ async fn a_bridge_partition_loses_nothing_in_either_mode() {
         let Some((mut net, cluster)) = partitioned_cluster(mode).await else {
             return;
         };
+        let reader = LiveReader::start(cluster.client(1)).await;
         let load = Load::start(&cluster);
         load.progress(&[0, 1, 2], 10, "writes before the cut").await;
         // Brokers 0 and 2 lose each other; both still see broker 1.
@@ -327,9 +327,7 @@ async fn a_bridge_partition_loses_nothing_in_either_mode() {
         net.heal_all();
         sees(&cluster, 0, &[2], true).await;
         load.progress(&[0, 1, 2], 10, "writes after the heal").await;
-        let outcomes = load.stop().await;
-        assert_answered_in_time(&outcomes);
-        assert_converged_without_loss(&cluster, &outcomes).await;
+        assert_promises_kept(&cluster, mode, load, Vec::new(), reader).await;
         drop(cluster);
         drop(net);
     }
@@ -454,6 +452,27 @@ async fn publish_some(cluster: &Cluster, i: usize, label: &str, count: usize) ->
     outcomes
 }
 
+/// Ends a scenario: stops the load (adding `extra` writes sent aside) and
+/// the live reader, then checks API.md §8: answers in time, nothing lost,
+/// duplicated or invented, the same events everywhere after the heal, and
+/// in leader mode one order.
+async fn assert_promises_kept(
+    cluster: &Cluster,
+    mode: &str,
+    load: Load,
+    extra: Vec<Outcome>,
+    reader: LiveReader,
+) {
+    let mut outcomes = load.stop().await;
+    outcomes.extend(extra);
+    let seen = reader.stop().await;
+    assert_answered_in_time(&outcomes);
+    assert_converged_without_loss(cluster, &outcomes).await;
+    if mode == "leader" {
+        assert_one_order(cluster, &seen).await;
+    }
+}
+
 /// Writes a cut-off leader recorded but never got a majority for come back
 /// after the heal with their old stamps; ordered by `(lamport, origin)`
 /// they landed before messages a subscriber had already consumed.
@@ -473,12 +492,7 @@ async fn leader_mode_order_never_changes_across_an_isolated_leader() {
     net.heal_all();
     sees(&cluster, 2, &[0, 1], true).await;
     load.progress(&[0, 1, 2], 5, "writes after the heal").await;
-    let mut outcomes = load.stop().await;
-    outcomes.extend(orphans);
-    let seen = reader.stop().await;
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
-    assert_one_order(&cluster, &seen).await;
+    assert_promises_kept(&cluster, "leader", load, orphans, reader).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,12 +517,7 @@ async fn leader_mode_an_isolated_follower_refuses_in_time_and_the_rest_go_on() {
     net.heal_all();
     sees(&cluster, 0, &[1, 2], true).await;
     load.progress(&[0, 1, 2], 5, "writes after the heal").await;
-    let mut outcomes = load.stop().await;
-    outcomes.extend(refused);
-    let seen = reader.stop().await;
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
-    assert_one_order(&cluster, &seen).await;
+    assert_promises_kept(&cluster, "leader", load, refused, reader).await;
 }
 
 /// Several short cuts of the leader during a write burst, each too short or
@@ -541,13 +550,7 @@ async fn flapping_cuts(mode: &str) {
         load.progress(&[0, 1, 2], 3, "writes between the cuts")
             .await;
     }
-    let outcomes = load.stop().await;
-    let seen = reader.stop().await;
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
-    if mode == "leader" {
-        assert_one_order(&cluster, &seen).await;
-    }
+    assert_promises_kept(&cluster, mode, load, Vec::new(), reader).await;
 }
 
 /// A broker of the majority is killed with SIGKILL and restarted while the
@@ -575,11 +578,5 @@ async fn kill_and_restart_during_a_partition(mode: &str) {
     net.heal_all();
     sees(&cluster, 2, &[0, 1], true).await;
     load.progress(&[0, 1, 2], 5, "writes after the heal").await;
-    let outcomes = load.stop().await;
-    let seen = reader.stop().await;
-    assert_answered_in_time(&outcomes);
-    assert_converged_without_loss(&cluster, &outcomes).await;
-    if mode == "leader" {
-        assert_one_order(&cluster, &seen).await;
-    }
+    assert_promises_kept(&cluster, mode, load, Vec::new(), reader).await;
 }
