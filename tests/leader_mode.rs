@@ -248,3 +248,45 @@ async fn a_write_forwarded_to_a_leader_that_stops_answering_fails_within_its_dea
     assert!(took < Duration::from_secs(4), "answered after {took:?}");
     cluster.resume(2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_before_leader_mode_are_delivered_first_after_the_switch() {
+    let cluster = Cluster::start(3, &[]).await;
+    cluster.agreed_leader(SETTLE).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    subscribed(&c0, "reader", T, StartFrom::Earliest).await;
+    // Gossip mode: each broker sequences its own.
+    let mut before = vec![c0.publish(T, P1, "gossip-0").await.expect("publish").id];
+    let on_1 = eventually_ok(SETTLE, "broker 1 takes a publish", || async {
+        c1.publish(T, P1, "gossip-1")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    before.push(on_1.id);
+
+    set_mode(&cluster, 0, "leader").await.assert_status(200);
+    mode_everywhere(&cluster, "leader").await;
+    let after = eventually_ok(SETTLE, "a publish in leader mode", || async {
+        c0.publish(T, P1, "leader").await.map_err(|e| e.to_string())
+    })
+    .await;
+    for i in 0..3 {
+        let client = cluster.client(i);
+        let ids = eventually_ok(SETTLE, "every message delivered", || async {
+            let ids = delivered_ids(&client, "reader").await?;
+            if ids.len() == 3 {
+                Ok(ids)
+            } else {
+                Err(format!("broker {i} delivers {ids:?}"))
+            }
+        })
+        .await;
+        assert_eq!(
+            ids[2], after.id,
+            "broker {i}: the gossip-mode messages come first"
+        );
+        assert!(before.iter().all(|id| ids.contains(id)), "{ids:?}");
+    }
+}

@@ -72,6 +72,11 @@ pub async fn run(app: web::Data<AppState>) {
             if leads.as_ref().is_none_or(|(read, _)| *read != version) {
                 leads = read_leads(&app).await.map(|read| (version, read));
             }
+            if let Some((_, leads)) = &leads {
+                if lead_falls_short(&app, leads) {
+                    *lock(&app.deliverable.lead_recorded) = None;
+                }
+            }
             start_lead(&app);
         }
         // Set before waking, so that a woken pull reads the new order.
@@ -124,7 +129,14 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
     } else {
         app.cluster.leader_commit().unwrap_or_default()
     };
-    let own_committed = committed.get(&leader).copied().unwrap_or(0);
+    // The last epoch holds only the leader's own events, in seq order: what
+    // this broker holds of them is a prefix of the order (a follower that
+    // lags the majority still delivers what it has).
+    let own_committed = committed
+        .get(&leader)
+        .copied()
+        .unwrap_or(0)
+        .min(mine.get(&leader).copied().unwrap_or(0));
     let term = app.cluster.leadership().term;
     let tip = leads
         .values()
@@ -142,6 +154,29 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
     } else {
         Some(epochs)
     }
+}
+
+/// Whether this broker leads and a majority holds events of another origin
+/// past its latest lead's base (a broker that took writes before it learnt
+/// of leader mode): a new lead brings them into the order, after everything
+/// ordered so far.
+fn lead_falls_short(app: &AppState, leads: &HashMap<EventId, Lead>) -> bool {
+    if !app.leads_in_order() {
+        return false;
+    }
+    let me = app.cluster.me();
+    let term = app.cluster.leadership().term;
+    let Some(latest) = leads
+        .values()
+        .filter(|l| l.id.origin == me && l.term == term)
+        .max_by_key(|l| l.id.seq)
+    else {
+        return false;
+    };
+    let majority = app.cluster.commit_vector(&app.store.have());
+    majority
+        .iter()
+        .any(|(origin, &seq)| origin != me && seq > latest.base.get(origin).copied().unwrap_or(0))
 }
 
 /// A leader in leader mode that has not recorded its lead for this term
@@ -182,7 +217,8 @@ impl AppState {
             return Err(ApiError::NoQuorum);
         }
         let mode_version = self.store.mode_version();
-        self.store.write(move |tx| tx.lead(term)).await?;
+        let majority = self.cluster.commit_vector(&self.store.have());
+        self.store.write(move |tx| tx.lead(term, &majority)).await?;
         *lock(&self.deliverable.lead_recorded) = Some((term, mode_version));
         tracing::info!("leading term {term}: lead recorded");
         Ok(())
@@ -202,7 +238,12 @@ async fn wake_newly_deliverable(app: &AppState, previous: Option<Have>, limit: O
         return;
     }
     let held = app.store.have();
-    let previous = previous.unwrap_or_else(|| (*held).clone());
+    // Leader mode: a pull that read before the first order read nothing.
+    let previous = match (previous, &limit) {
+        (Some(previous), _) => previous,
+        (None, Some(_)) => Have::new(),
+        (None, None) => (*held).clone(),
+    };
     let limit = limit.unwrap_or_else(|| (*held).clone());
     let ranges: Vec<(String, u64, u64)> = limit
         .into_iter()

@@ -68,8 +68,9 @@ struct PeerTable {
     liveness: Membership,
     /// What each peer last said it holds, and its term then.
     reports: HashMap<String, Report>,
-    /// Leader mode, on a follower: the commit vector the leader last sent.
-    leader_commit: Option<Have>,
+    /// Leader mode, on a follower: the commit vector the leader last sent,
+    /// and the term it led then.
+    leader_commit: Option<(u64, Have)>,
 }
 
 /// A peer's `have` as it last reported it, in its term then.
@@ -335,19 +336,29 @@ impl Cluster {
         quorum::commit_vector(mine, &table.reports_in(term), table.members())
     }
 
-    /// Leader mode, on a follower: what the leader last said is committed.
+    /// Leader mode, on a follower: what the current leader last said is
+    /// committed in the current term.
     pub fn leader_commit(&self) -> Option<Have> {
-        self.table().leader_commit.clone()
+        let term = self.leadership().term;
+        match &self.table().leader_commit {
+            Some((their_term, committed)) if *their_term == term => Some(committed.clone()),
+            _ => None,
+        }
     }
 
-    /// A commit vector from the current leader.
-    pub fn leader_committed(&self, from: &str, committed: Have) {
-        if self.leadership().leader.as_deref() != Some(from) {
+    /// A commit vector from `from` leading `term`: taken only from the
+    /// leader this broker follows in that very term (a leader that comes
+    /// back in a new term is not followed on its word before this broker
+    /// has moved to that term).
+    pub fn leader_committed(&self, from: &str, term: u64, committed: Have) {
+        let leadership = self.leadership();
+        if leadership.leader.as_deref() != Some(from) || leadership.term != term {
             return;
         }
+        let known = Some((term, committed));
         let mut table = self.table();
-        if table.leader_commit.as_ref() != Some(&committed) {
-            table.leader_commit = Some(committed);
+        if table.leader_commit != known {
+            table.leader_commit = known;
             drop(table);
             self.reported.send_modify(|updates| *updates += 1);
         }
@@ -556,6 +567,27 @@ mod tests {
         // An origin reported at 0 is held (a broker that recorded nothing).
         cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), 0);
         assert!(cluster.holds_what_a_majority_holds(&mine));
+    }
+
+    #[test]
+    fn a_commit_vector_counts_only_from_the_leader_followed_in_its_term() {
+        let (cluster, parts) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let follow = |term, leader: &str| {
+            parts.leadership.send_replace(Leadership {
+                term,
+                leader: Some(leader.to_string()),
+            });
+        };
+        follow(5, "h:3");
+        cluster.leader_committed("h:2", 5, have(&[("h:2", 4)]));
+        assert_eq!(cluster.leader_commit(), None, "not the leader");
+        // The leader come back in a new term this broker has not seen yet.
+        cluster.leader_committed("h:3", 7, have(&[("h:3", 9)]));
+        assert_eq!(cluster.leader_commit(), None, "not its term yet");
+        cluster.leader_committed("h:3", 5, have(&[("h:3", 6)]));
+        assert_eq!(cluster.leader_commit(), Some(have(&[("h:3", 6)])));
+        follow(8, "h:3");
+        assert_eq!(cluster.leader_commit(), None, "a vector of an older term");
     }
 
     #[test]

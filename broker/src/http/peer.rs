@@ -35,14 +35,15 @@ pub async fn sync(
     }
     let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
-    if let Some(committed) = committed {
-        app.cluster.leader_committed(&from, committed);
-    }
     let have = if events.is_empty() || deposed {
         (*app.store.have()).clone()
     } else {
         app.store.write(move |tx| tx.receive(events)).await?
     };
+    // After the events it came with, so that this broker holds them first.
+    if let Some(committed) = committed {
+        app.cluster.leader_committed(&from, term, committed);
+    }
     let leadership = app.cluster.leadership();
     Ok(HttpResponse::Ok().json(SyncResponse {
         from: app.cluster.me().to_string(),

@@ -614,4 +614,37 @@ mod tests {
         assert_eq!(store.own_seq(), 6, "the next seq after its history");
         store.close();
     }
+
+    #[tokio::test]
+    async fn a_lead_bases_other_origins_on_what_a_majority_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        receive(&store, history()).await; // A:1..5
+        store.write(|tx| tx.register_publisher("P2")).await.unwrap(); // B:1
+        let majority: Have = [("A:1".to_string(), 3)].into_iter().collect();
+        store.write(move |tx| tx.lead(7, &majority)).await.unwrap(); // B:2
+        let leads = store.read(|conn| Ok(queries::leads(conn)?)).await.unwrap();
+        assert_eq!(leads.len(), 1);
+        let lead = &leads[0];
+        assert_eq!(
+            (lead.id.origin.as_str(), lead.id.seq, lead.term),
+            ("B:1", 2, 7)
+        );
+        assert_eq!(lead.prev, None);
+        let base: Have = [("A:1".to_string(), 3), ("B:1".to_string(), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(lead.base, base, "A:4..5 only this broker holds");
+        // The next lead follows on it, never below its base.
+        let fewer: Have = Have::new();
+        store.write(move |tx| tx.lead(8, &fewer)).await.unwrap();
+        let latest = store
+            .read(|conn| Ok(queries::latest_lead(conn)?))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.prev.map(|p| p.seq), Some(2));
+        assert_eq!(latest.base.get("A:1"), Some(&3));
+        store.close();
+    }
 }

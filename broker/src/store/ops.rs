@@ -148,11 +148,19 @@ impl WriteTx<'_> {
     }
 
     /// Leader mode: this broker starts ordering as the leader of `term`. Its
-    /// lead follows on the latest lead it holds, and its base is what it
-    /// holds now, never less than that lead's (see `epochs`).
-    pub fn lead(&mut self, term: u64) -> Result<(), StoreError> {
+    /// lead follows on the latest lead it holds; its base is its own events
+    /// and, of the other origins, what a majority holds (`majority`), never
+    /// less than that lead's base (see `epochs`). Events only this broker
+    /// holds would make every broker wait for them, should it fail.
+    pub fn lead(&mut self, term: u64, majority: &Have) -> Result<(), StoreError> {
         let prev = queries::latest_lead(self.conn)?;
-        let mut base = queries::have(self.conn)?;
+        let mut base: Have = queries::have(self.conn)?
+            .into_iter()
+            .map(|(origin, held)| {
+                let held_by_most = majority.get(&origin).copied().unwrap_or(0);
+                (origin, held.min(held_by_most))
+            })
+            .collect();
         base.insert(self.me().to_string(), self.last_seq());
         for (origin, &seq) in prev.iter().flat_map(|lead| &lead.base) {
             let held = base.entry(origin.clone()).or_default();
