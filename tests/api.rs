@@ -1345,3 +1345,40 @@ async fn acking_one_topic_leaves_the_others() {
     assert_eq!(payloads(&pull_now(&client, S1, "t2").await), ["d"]);
     assert!(pull_now(&client, S1, "t1").await.messages.is_empty());
 }
+
+#[tokio::test]
+async fn bodies_that_are_not_declared_json_are_refused_with_415() {
+    let (broker, client) = broker_with_subscriber().await;
+    let before = client.topics().await.expect("topics");
+    let body = br#"{"publisher": "pub-1", "payload": "from a form"}"#.to_vec();
+    // What a web page can post across sites without asking, and no type.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "", // no Content-Type at all
+    ] {
+        let answer = broker
+            .http_send(
+                "POST",
+                "/topics/news/messages",
+                Some((content_type, body.clone())),
+            )
+            .await;
+        answer.assert_error(415, "unsupported_media_type");
+    }
+    assert_eq!(
+        client.topics().await.expect("topics"),
+        before,
+        "nothing stored"
+    );
+    // JSON with a charset parameter is JSON.
+    broker
+        .http_send(
+            "POST",
+            "/topics/news/messages",
+            Some(("application/json; charset=utf-8", body)),
+        )
+        .await
+        .assert_status(201);
+}

@@ -15,6 +15,8 @@ pub enum ApiError {
     InvalidName(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -37,6 +39,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Store(StoreError::Invalid(_)) => "bad_request",
             ApiError::InvalidName(_) => "invalid_name",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NoQuorum => "no_quorum",
@@ -75,6 +78,7 @@ impl ResponseError for ApiError {
             | "not_found" => StatusCode::NOT_FOUND,
             "topic_exists" => StatusCode::CONFLICT,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "no_quorum" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

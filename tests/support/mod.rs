@@ -526,9 +526,11 @@ pub async fn http_request(
         .expect("http client");
     let mut request = http.request(method.clone(), url);
     if let Some((content_type, bytes)) = body {
-        request = request
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(bytes);
+        // An empty content type sends the body without the header.
+        if !content_type.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        request = request.body(bytes);
     }
     let response = request
         .send()

@@ -2,13 +2,15 @@
 //!
 //! Unlike `web::Json`, it refuses a JSON array where an object is expected
 //! (serde would otherwise read a struct from an array of its fields), and it
-//! reports every failure as `ApiError`: 413 over the body limit, 400 otherwise.
+//! reports every failure as `ApiError`: 415 for a body not declared
+//! `application/json` (so that a web page cannot post a form or text to a
+//! broker across sites), 413 over the body limit, 400 otherwise.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
@@ -27,6 +29,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if let Err(refused) = check_json(request) {
+            return Box::pin(async move { Err(refused) });
+        }
         let bytes = web::Bytes::from_request(request, payload);
         Box::pin(async move {
             let bytes = bytes.await.map_err(|error| {
@@ -39,6 +44,23 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             parse_object(&bytes).map(Body)
         })
     }
+}
+
+/// The body must be declared `application/json` (parameters such as a
+/// charset are fine).
+fn check_json(request: &HttpRequest) -> Result<(), ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let essence = declared.map(|value| value.split(';').next().unwrap_or("").trim());
+    if essence.is_some_and(|essence| essence.eq_ignore_ascii_case("application/json")) {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "the request body must be Content-Type: application/json, not {}",
+        declared.map_or_else(|| "none".to_string(), |value| format!("{value:?}"))
+    )))
 }
 
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
