@@ -1382,3 +1382,28 @@ async fn bodies_that_are_not_declared_json_are_refused_with_415() {
         .await
         .assert_status(201);
 }
+
+#[tokio::test]
+async fn a_cursor_past_what_the_broker_holds_of_any_origin_is_refused() {
+    let (broker, client) = broker_with_subscriber().await;
+    client.publish(T, P1, "m1").await.expect("publish");
+    let path = format!("/subscribers/{S1}/ack");
+    // Another origin, of which this broker holds nothing: acknowledged up
+    // to the largest seq, it would silence that origin for S1 for good.
+    for positions in [
+        json!([[T, "127.0.0.1:1", 9_223_372_036_854_775_807_u64]]),
+        json!([[T, "127.0.0.1:1", 1]]),
+    ] {
+        let cursor = forged_cursor(S1, positions.clone());
+        broker
+            .http_post(&path, json!({ "cursor": cursor }))
+            .await
+            .assert_error(400, "bad_request");
+    }
+    let events = broker.event_log();
+    assert!(
+        events.iter().all(|(.., what)| !what.starts_with("ack ")),
+        "an acknowledgement was recorded: {events:?}"
+    );
+    assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m1"]);
+}

@@ -211,8 +211,14 @@ impl WriteTx<'_> {
         if !is_valid_name(&position.topic) || !is_broker_id(&position.origin) {
             return refuse("it names an invalid topic or origin");
         }
-        if position.origin == self.me() && position.seq > self.last_seq() {
-            return refuse("it acknowledges messages that were never published");
+        // An acknowledgement never moves a position past what this broker
+        // holds (API.md §5.5): one naming a peer origin's greatest seq
+        // would silence that origin for the subscriber on every broker.
+        if position.seq > self.have_of(&position.origin)? {
+            return refuse(&format!(
+                "it acknowledges messages of {} this broker does not hold (yet)",
+                position.origin
+            ));
         }
         Ok(())
     }

@@ -219,7 +219,7 @@ impl WriteTx<'_> {
     }
 
     /// The seq up to which this broker holds every event of `origin`.
-    fn have_of(&self, origin: &str) -> Result<u64, StoreError> {
+    pub(super) fn have_of(&self, origin: &str) -> Result<u64, StoreError> {
         if origin == self.state.me {
             return Ok(self.state.last_seq);
         }
