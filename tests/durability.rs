@@ -412,3 +412,22 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_publish() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_database_and_its_log_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start().await;
+    broker
+        .client()
+        .register_publisher("P1")
+        .await
+        .expect("register");
+    for name in ["broker.db", "broker.db-wal", "broker.db-shm"] {
+        let path = broker.data_dir().join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+    }
+}

@@ -235,10 +235,33 @@ impl Drop for ReadThreads {
 }
 
 fn open_writer(path: &Path, durability: Durability) -> Result<Connection, String> {
+    owner_only(path).map_err(|e| format!("cannot make it private: {e}"))?;
     let mut conn = Connection::open(path).map_err(|e| e.to_string())?;
     schema::configure_writer(&conn, durability).map_err(|e| e.to_string())?;
     schema::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Makes the database readable by its owner only (API.md §5.5), creating
+/// it so when new; SQLite gives its log files the database's permissions.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let private = std::fs::Permissions::from_mode(0o600);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = path.with_file_name(format!(
+            "{}{suffix}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        if file.exists() {
+            std::fs::set_permissions(&file, private.clone())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
