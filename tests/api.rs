@@ -1407,3 +1407,41 @@ async fn a_cursor_past_what_the_broker_holds_of_any_origin_is_refused() {
     );
     assert_eq!(payloads(&pull_now(&client, S1, T).await), ["m1"]);
 }
+
+#[tokio::test]
+async fn topics_are_listed_a_page_at_a_time_in_name_order() {
+    let (broker, client) = start_with_topic(&[], P1, "e").await;
+    for name in ["c", "a", "d", "b"] {
+        topic_of(&client, P1, name).await;
+    }
+    let names = |answer: Answer| -> Vec<String> {
+        answer.assert_status(200);
+        let topics = answer.json();
+        let topics = topics.as_array().expect("an array");
+        topics
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let all = names(broker.http_get("/topics").await);
+    assert_eq!(
+        all,
+        ["a", "b", "c", "d", "e"],
+        "v1: every topic, in name order"
+    );
+    assert_eq!(names(broker.http_get("/topics?limit=2").await), ["a", "b"]);
+    assert_eq!(
+        names(broker.http_get("/topics?limit=2&after=b").await),
+        ["c", "d"]
+    );
+    assert_eq!(names(broker.http_get("/topics?after=d").await), ["e"]);
+    assert!(names(broker.http_get("/topics?after=e").await).is_empty());
+    assert_eq!(
+        names(broker.http_get("/topics?limit=5000").await).len(),
+        5,
+        "capped, not refused"
+    );
+    for bad in ["/topics?limit=0", "/topics?limit=-1", "/topics?limit=x"] {
+        broker.http_get(bad).await.assert_error(400, "bad_request");
+    }
+}

@@ -185,6 +185,19 @@ pub fn message_id(origin: &str, seq: u64) -> String {
     id
 }
 
+/// `GET /topics` query (API.md §5.5): at most `limit` topics (default and
+/// cap [`MAX_TOPICS_PAGE`]) whose names come after `after`, in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// The most topics one `GET /topics` lists.
+pub const MAX_TOPICS_PAGE: u32 = 1000;
+
 /// Pull limits of `API.md` §3: `max` defaults to 100 and is capped at 1000;
 /// `wait_ms` defaults to 30000 and is capped at 60000.
 pub mod pull_limits {

@@ -2,7 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 use client::wire::{
-    message_id, CreateTopic, PublishRequest, Published, PublishedBatch, TopicCreated,
+    message_id, CreateTopic, PublishRequest, Published, PublishedBatch, TopicCreated, TopicsQuery,
+    MAX_TOPICS_PAGE,
 };
 use serde::Deserialize;
 
@@ -32,8 +33,21 @@ pub async fn create(
     }))
 }
 
-pub async fn list(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let topics = app.store.read(|conn| Ok(queries::topics(conn)?)).await?;
+/// `GET /topics`, a page at a time (see `TopicsQuery`).
+pub async fn list(
+    app: web::Data<AppState>,
+    query: web::Query<TopicsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let TopicsQuery { limit, after } = query.into_inner();
+    let limit = match limit.unwrap_or(MAX_TOPICS_PAGE) {
+        0 => return Err(bad_request("limit must be at least 1")),
+        limit => limit.min(MAX_TOPICS_PAGE),
+    };
+    let after = after.unwrap_or_default();
+    let topics = app
+        .store
+        .read(move |conn| Ok(queries::topics(conn, &after, limit)?))
+        .await?;
     Ok(HttpResponse::Ok().json(topics))
 }
 

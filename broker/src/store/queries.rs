@@ -137,9 +137,13 @@ const TOPIC_INFO: &str = "
         (SELECT count(*) FROM subscriptions s WHERE s.topic = t.name AND s.live = 1)
     FROM topics t WHERE t.created_by IS NOT NULL";
 
-pub fn topics(conn: &Connection) -> rusqlite::Result<Vec<TopicInfo>> {
-    conn.prepare_cached(&format!("{TOPIC_INFO} ORDER BY t.name"))?
-        .query_map([], topic_info_row)?
+/// At most `limit` topics whose names come after `after`, in name order.
+/// (Rows come in index order, so taking `limit` of them stops the scan: a
+/// bound `LIMIT ?` would make SQLite prepare the statement anew each time.)
+pub fn topics(conn: &Connection, after: &str, limit: u32) -> rusqlite::Result<Vec<TopicInfo>> {
+    conn.prepare_cached(&format!("{TOPIC_INFO} AND t.name > ?1 ORDER BY t.name"))?
+        .query_map([after], topic_info_row)?
+        .take(limit as usize)
         .collect()
 }
 
