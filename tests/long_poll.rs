@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use client::wire::{PullQuery, Pulled, StartFrom};
 use client::{Client, ClientError};
 use serde_json::json;
-use support::{start_with_topic, subscribed, Broker};
+use support::{at_once, eventually, payloads, start_with_topic, subscribed, Broker};
 use tokio::task::{JoinHandle, JoinSet};
 
 const P: &str = "pub-1";
@@ -345,4 +345,48 @@ async fn unsubscribing_ends_a_waiting_pull_at_once() {
         latency < Duration::from_secs(1),
         "answered after {latency:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_waits_with_at_most_sixteen_pulls_per_broker() {
+    let (broker, client) = start_with_topic(&[], P, T).await;
+    for sid in [S, "sub-2"] {
+        subscribed(&client, sid, T, StartFrom::Latest).await;
+    }
+    let waiting = |client: Client, sid: &'static str| async move {
+        let query = PullQuery {
+            topic: Some(T.to_string()),
+            wait_ms: Some(20_000),
+            ..PullQuery::default()
+        };
+        client.pull(sid, &query).await
+    };
+    let mut polls = JoinSet::new();
+    for _ in 0..16 {
+        polls.spawn(waiting(broker.client(), S));
+    }
+    eventually(Duration::from_secs(10), "16 pulls wait", || async {
+        client
+            .metrics()
+            .await
+            .is_ok_and(|text| text.contains("\nrumor_waiting_pulls 16\n"))
+    })
+    .await;
+    let refused = waiting(broker.client(), S).await.expect_err("a 17th pull");
+    assert_eq!(refused.code(), Some("too_many_requests"), "{refused}");
+    assert!(refused.to_string().contains("429"), "{refused}");
+    // Another subscriber is not held back; the 16 still get the message.
+    let other = tokio::spawn(waiting(broker.client(), "sub-2"));
+    client.publish(T, P, "for all").await.expect("publish");
+    let pulled = other.await.expect("task").expect("sub-2 pulls");
+    assert_eq!(payloads(&pulled), ["for all"]);
+    while let Some(done) = polls.join_next().await {
+        let pulled = done.expect("task").expect("one of the 16");
+        assert_eq!(payloads(&pulled), ["for all"]);
+    }
+    // Their slots are free again.
+    client
+        .pull(S, &at_once(Some(T), None))
+        .await
+        .expect("a pull after the others ended");
 }

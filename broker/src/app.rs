@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::{Config, Mode};
 use crate::deliverable::Deliverable;
-use crate::delivery::AcksInFlight;
+use crate::delivery::{AcksInFlight, PullSlots};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, WriteTx};
@@ -31,6 +31,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Pulls' acknowledgements still being committed.
     pub acks: AcksInFlight,
+    /// The pulls going on, per subscriber (at most 16 each).
+    pub pulls: PullSlots,
     /// What pulls may deliver (leader mode: what a majority holds).
     pub deliverable: Deliverable,
 }

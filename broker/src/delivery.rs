@@ -36,6 +36,7 @@ pub struct Pull {
 /// awaits, and a waiting pull (10,000 of them at a time) should hold only
 /// what it needs while it waits.
 pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiError> {
+    let _slot = app.pulls.take(&pull.subscriber)?;
     let deadline = Instant::now() + pull.wait;
     app.acks.settled(&pull.subscriber).await;
     let mut shutdown = app.shutdown.clone();
@@ -83,6 +84,51 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
         messages,
         cursor: cursor.encode(),
     })
+}
+
+/// Most pulls one subscriber may have going at once on this broker
+/// (API.md §5.5): each waiting pull holds a connection and memory.
+const MAX_PULLS_PER_SUBSCRIBER: usize = 16;
+
+/// The pulls going on now, per subscriber.
+#[derive(Default)]
+pub struct PullSlots(Mutex<HashMap<String, usize>>);
+
+impl PullSlots {
+    /// A slot for one more pull of `subscriber`, held until dropped (also
+    /// when the client goes away); `429 too_many_requests` past the limit.
+    fn take(&self, subscriber: &str) -> Result<PullSlot<'_>, ApiError> {
+        let mut going = lock(&self.0);
+        let count = going.entry(subscriber.to_string()).or_default();
+        if *count >= MAX_PULLS_PER_SUBSCRIBER {
+            return Err(ApiError::TooManyRequests(format!(
+                "subscriber {subscriber:?} already has {MAX_PULLS_PER_SUBSCRIBER} pulls waiting on this broker"
+            )));
+        }
+        *count += 1;
+        Ok(PullSlot {
+            slots: self,
+            subscriber: subscriber.to_string(),
+        })
+    }
+}
+
+/// One pull's place among its subscriber's.
+struct PullSlot<'s> {
+    slots: &'s PullSlots,
+    subscriber: String,
+}
+
+impl Drop for PullSlot<'_> {
+    fn drop(&mut self) {
+        let mut going = lock(&self.slots.0);
+        if let Some(count) = going.get_mut(&self.subscriber) {
+            *count -= 1;
+            if *count == 0 {
+                going.remove(&self.subscriber);
+            }
+        }
+    }
 }
 
 /// Auto-acknowledgements still being committed, per subscriber.

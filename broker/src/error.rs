@@ -21,6 +21,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("no majority of the cluster is reachable")]
     NoQuorum,
     #[error("the broker is shutting down")]
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::NoQuorum => "no_quorum",
             ApiError::ShuttingDown
             | ApiError::Store(StoreError::Closed | StoreError::CatchingUp) => "unavailable",
@@ -80,6 +83,7 @@ impl ResponseError for ApiError {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+            "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             "no_quorum" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

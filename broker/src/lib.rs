@@ -40,7 +40,7 @@ pub use config::{Cli, Config};
 
 pub(crate) use app::AppState;
 use deliverable::Deliverable;
-use delivery::AcksInFlight;
+use delivery::{AcksInFlight, PullSlots};
 use metrics::Metrics;
 use store::Store;
 use wakeups::Wakeups;
@@ -112,6 +112,7 @@ pub async fn run(
         metrics: Metrics::default(),
         shutdown: shutdown_rx,
         acks: AcksInFlight::default(),
+        pulls: PullSlots::default(),
         deliverable: Deliverable::default(),
     });
     let mut tasks = cluster::spawn(app.clone(), election);
