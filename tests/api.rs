@@ -1445,3 +1445,35 @@ async fn topics_are_listed_a_page_at_a_time_in_name_order() {
         broker.http_get(bad).await.assert_error(400, "bad_request");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_within_thirty_seconds_is_refused_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (broker, client) = start_with_topic(&[], P1, T).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+        .await
+        .expect("connect");
+    let head = "POST /publishers HTTP/1.1\r\nHost: rumor\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{\"id\": ";
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(45), async {
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("request_timeout") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 45 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(29), "answered after {took:?}");
+    // The broker goes on.
+    client.health().await.expect("healthy");
+}

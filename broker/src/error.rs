@@ -17,6 +17,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("the request body was not received within {0:?}")]
+    RequestTimeout(std::time::Duration),
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::InvalidName(_) => "invalid_name",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooManyRequests(_) => "too_many_requests",
@@ -82,6 +85,7 @@ impl ResponseError for ApiError {
             "topic_exists" => StatusCode::CONFLICT,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request_timeout" => StatusCode::REQUEST_TIMEOUT,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             "no_quorum" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,10 +4,12 @@
 //! (serde would otherwise read a struct from an array of its fields), and it
 //! reports every failure as `ApiError`: 415 for a body not declared
 //! `application/json` (so that a web page cannot post a form or text to a
-//! broker across sites), 413 over the body limit, 400 otherwise.
+//! broker across sites), 408 when the body does not arrive within 30 s,
+//! 413 over the body limit, 400 otherwise.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
@@ -32,16 +34,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         if let Err(refused) = check_json(request) {
             return Box::pin(async move { Err(refused) });
         }
-        let bytes = web::Bytes::from_request(request, payload);
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(|error| {
-                if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(format!("request body is too large: {error}"))
-                } else {
-                    ApiError::BadRequest(format!("cannot read the request body: {error}"))
-                }
-            })?;
-            parse_object(&bytes).map(Body)
+        let bytes = read_body(request, payload);
+        Box::pin(async move { parse_object(&bytes.await?).map(Body) })
+    }
+}
+
+/// How long a request body may take to arrive (API.md §5.5).
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads a request's whole body, within `BODY_DEADLINE` (`408`) and the
+/// body limit (`413`).
+pub fn read_body(
+    request: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> {
+    let bytes = web::Bytes::from_request(request, payload);
+    async move {
+        let received = tokio::time::timeout(BODY_DEADLINE, bytes)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(BODY_DEADLINE))?;
+        received.map_err(|error| {
+            if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!("request body is too large: {error}"))
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {error}"))
+            }
         })
     }
 }

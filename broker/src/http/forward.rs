@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 
 use client::http::FORWARDED_HEADER;
 
+use super::body::read_body;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -56,12 +57,10 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
     let Some((leader, client)) = app.cluster.leader_client() else {
         return refuse(request, ApiError::NoQuorum);
     };
-    let body = match request.extract::<web::Bytes>().await {
+    let (head, payload) = request.parts_mut();
+    let body = match read_body(head, payload).await {
         Ok(body) => body,
-        Err(error) => {
-            let error = ApiError::PayloadTooLarge(format!("cannot read the request body: {error}"));
-            return refuse(request, error);
-        }
+        Err(error) => return refuse(request, error),
     };
     let path = request
         .uri()
