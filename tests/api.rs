@@ -1477,3 +1477,51 @@ async fn a_body_that_does_not_arrive_within_thirty_seconds_is_refused_with_408()
     // The broker goes on.
     client.health().await.expect("healthy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_the_write_queue_are_refused_with_503_and_retry_after() {
+    let (broker, client) = start_with_topic(&["--max-write-queue", "1"], P1, T).await;
+    let url = format!("{}/topics/{T}/messages", broker.url());
+    let http = reqwest::Client::new();
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let payloads: Vec<String> = (0..500).map(|i| format!("w{n}-{i}")).collect();
+        let request = http
+            .post(&url)
+            .json(&json!({ "publisher": P1, "payloads": payloads }));
+        writes.spawn(async move {
+            let response = request.send().await.expect("an answer");
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|value| value.to_str().unwrap_or_default().to_string());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("a JSON body");
+            (status, retry_after, body)
+        });
+    }
+    let (mut stored, mut refused) = (0, 0);
+    while let Some(done) = writes.join_next().await {
+        let (status, retry_after, body) = done.expect("task");
+        match status {
+            201 => stored += 1,
+            503 => {
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                refused += 1;
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "64 batches at once never filled a queue of one"
+    );
+    assert!(stored > 0, "the writer took none");
+    assert_eq!(
+        message_count(&client, T).await,
+        stored * 500,
+        "only the taken ones"
+    );
+    client.health().await.expect("still healthy");
+}

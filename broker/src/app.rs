@@ -67,12 +67,18 @@ impl AppState {
         self.caught_up().await?;
         self.cluster.paced(|| self.store.own_seq()).await;
         if self.mode() != Mode::Leader {
-            return Ok(self.store.write(change).await?);
+            return Ok(self
+                .store
+                .write_bounded(self.config.max_write_queue, change)
+                .await?);
         }
         let term = self.cluster.leadership().term;
         self.lead_with_quorum().await?;
         self.record_lead(term).await?;
-        let recorded = self.store.write(change).await?;
+        let recorded = self
+            .store
+            .write_bounded(self.config.max_write_queue, change)
+            .await?;
         let seq = self.store.own_seq();
         self.cluster.replicated_to_majority(seq, term).await?;
         // Deposed meanwhile: the write is not acknowledged by a leader.

@@ -45,6 +45,9 @@ pub struct Cli {
     /// Writes wait while a live peer lacks more than this many of this broker's events
     #[arg(long, value_name = "EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_replica_lag: u64,
+    /// Writes waiting for the writer at most before client writes get 503 overloaded
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_write_queue: u64,
 }
 
 /// `HOST:PORT` as a peer address.
@@ -108,6 +111,8 @@ pub struct Config {
     /// How many of this broker's events a live peer may lack before writes
     /// wait for it (see `cluster::pacing`).
     pub max_replica_lag: u64,
+    /// Client writes waiting for the writer at most (API.md §5.5).
+    pub max_write_queue: usize,
 }
 
 impl Config {
@@ -142,6 +147,7 @@ impl Config {
             retention: cli.retention,
             max_payload_bytes: usize::try_from(cli.max_payload_bytes).unwrap_or(usize::MAX),
             max_replica_lag: cli.max_replica_lag,
+            max_write_queue: usize::try_from(cli.max_write_queue).unwrap_or(usize::MAX),
         })
     }
 

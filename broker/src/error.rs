@@ -1,7 +1,7 @@
 //! The one error type of request handling, mapped to HTTP statuses and the
 //! stable error codes of `API.md` §2 here and nowhere else.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use client::wire::{ErrorBody, ErrorDetail};
 
@@ -51,6 +51,7 @@ impl ApiError {
             ApiError::NoQuorum => "no_quorum",
             ApiError::ShuttingDown
             | ApiError::Store(StoreError::Closed | StoreError::CatchingUp) => "unavailable",
+            ApiError::Store(StoreError::Overloaded) => "overloaded",
             ApiError::Internal(_) | ApiError::Store(StoreError::Failed(_)) => "internal",
             ApiError::Store(StoreError::NotTopicOwner { .. }) => "not_topic_owner",
             ApiError::Store(StoreError::PublisherNotFound(_)) => "publisher_not_found",
@@ -88,7 +89,7 @@ impl ResponseError for ApiError {
             "request_timeout" => StatusCode::REQUEST_TIMEOUT,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
-            "no_quorum" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "no_quorum" | "unavailable" | "overloaded" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,7 +98,12 @@ impl ResponseError for ApiError {
         if self.is_internal() {
             tracing::error!("request failed: {self}");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if self.code() == "overloaded" {
+            // Seconds; a writer empties its queue well within one.
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_string(),
                 message: self.to_string(),

@@ -27,6 +27,8 @@ pub enum StoreError {
     CatchingUp,
     #[error("the broker is shutting down")]
     Closed,
+    #[error("too many writes are waiting; retry in a moment")]
+    Overloaded,
     /// SQLite or the pool failed, or a write failed half-way.
     #[error("{0}")]
     Failed(String),

@@ -196,6 +196,20 @@ impl Store {
         self.writer.submit(change).await
     }
 
+    /// [`Store::write`] for a client's write: refused with
+    /// [`StoreError::Overloaded`] while `limit` writes already wait for
+    /// the writer (replication and the broker's own writes are not held).
+    pub async fn write_bounded<T, F>(&self, limit: usize, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.writer.queued() >= limit {
+            return Err(StoreError::Overloaded);
+        }
+        self.writer.submit(change).await
+    }
+
     /// Commits what is queued and stops the writer thread.
     pub fn close(&self) {
         self.writer.stop();
@@ -289,6 +303,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_payload_bytes: 1024,
             max_replica_lag: 10_000,
+            max_write_queue: 10_000,
         };
         Store::open(&config, Arc::new(Wakeups::default())).unwrap()
     }

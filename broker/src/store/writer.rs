@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -277,6 +277,8 @@ fn wakes(change: &Change) -> Option<Key> {
 /// Handle to the writer thread.
 pub struct Writer {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs sent and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -288,11 +290,13 @@ impl Writer {
         counters: Counters,
     ) -> Writer {
         let (queue, jobs) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut thread = WriterThread {
             conn,
             state,
             wakeups,
             counters,
+            queued: queued.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".to_string())
@@ -300,8 +304,14 @@ impl Writer {
             .expect("spawning the writer thread");
         Writer {
             queue: Mutex::new(Some(queue)),
+            queued,
             thread: Mutex::new(Some(handle)),
         }
+    }
+
+    /// Jobs waiting for the writer thread now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     pub async fn submit<T, F>(&self, change: F) -> Result<T, StoreError>
@@ -318,11 +328,13 @@ impl Writer {
             });
             (ok, reply)
         });
-        let queued = match &*lock(&self.queue) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = match &*lock(&self.queue) {
             Some(queue) => queue.send(job).is_ok(),
             None => false,
         };
-        if !queued {
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::Closed);
         }
         // The writer drops a request unanswered only when it failed.
@@ -347,6 +359,7 @@ struct WriterThread {
     state: WriterState,
     wakeups: Arc<Wakeups>,
     counters: Counters,
+    queued: Arc<AtomicUsize>,
 }
 
 impl WriterThread {
@@ -359,6 +372,7 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
+            self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
             self.commit(batch);
         }
     }
