@@ -31,7 +31,7 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Pulls' acknowledgements still being committed.
     pub acks: AcksInFlight,
-    /// The pulls going on, per subscriber (at most 16 each).
+    /// The pulls waiting, per subscriber (at most 16 each).
     pub pulls: PullSlots,
     /// What pulls may deliver (leader mode: what a majority holds).
     pub deliverable: Deliverable,

@@ -120,7 +120,8 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
         return None;
     }
     let nothing = Some(Epochs::default());
-    let (Some(leads), Some(leader)) = (leads, app.cluster.leadership().leader) else {
+    let leadership = app.cluster.leadership();
+    let (Some(leads), Some(leader)) = (leads, leadership.leader) else {
         return nothing;
     };
     let mine = app.store.have();
@@ -137,11 +138,7 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
         .copied()
         .unwrap_or(0)
         .min(mine.get(&leader).copied().unwrap_or(0));
-    let term = app.cluster.leadership().term;
-    let tip = leads
-        .values()
-        .filter(|l| l.id.origin == leader && l.term == term && l.id.seq <= own_committed)
-        .max_by_key(|l| l.id.seq);
+    let tip = latest_lead(leads, &leader, leadership.term, own_committed);
     let Some(epochs) = tip.and_then(|tip| Epochs::build(leads, &tip.id, own_committed)) else {
         return nothing;
     };
@@ -166,17 +163,26 @@ fn lead_falls_short(app: &AppState, leads: &HashMap<EventId, Lead>) -> bool {
     }
     let me = app.cluster.me();
     let term = app.cluster.leadership().term;
-    let Some(latest) = leads
-        .values()
-        .filter(|l| l.id.origin == me && l.term == term)
-        .max_by_key(|l| l.id.seq)
-    else {
+    let Some(latest) = latest_lead(leads, me, term, u64::MAX) else {
         return false;
     };
     let majority = app.cluster.commit_vector(&app.store.have());
     majority
         .iter()
         .any(|(origin, &seq)| origin != me && seq > latest.base.get(origin).copied().unwrap_or(0))
+}
+
+/// The latest lead `leader` recorded in `term`, among those up to seq `upto`.
+fn latest_lead<'l>(
+    leads: &'l HashMap<EventId, Lead>,
+    leader: &str,
+    term: u64,
+    upto: u64,
+) -> Option<&'l Lead> {
+    leads
+        .values()
+        .filter(|l| l.id.origin == leader && l.term == term && l.id.seq <= upto)
+        .max_by_key(|l| l.id.seq)
 }
 
 /// A leader in leader mode that has not recorded its lead for this term
@@ -202,7 +208,7 @@ fn start_lead(app: &web::Data<AppState>) {
 impl AppState {
     /// Records this broker's lead for `term` unless it did since the mode
     /// last changed: once it may record events of its own and leads with a
-    /// majority, holding everything the live peers hold.
+    /// majority, holding everything a majority reported in this term.
     pub async fn record_lead(&self, term: u64) -> Result<(), ApiError> {
         if self.lead_recorded(term) {
             return Ok(());

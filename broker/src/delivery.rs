@@ -36,7 +36,6 @@ pub struct Pull {
 /// awaits, and a waiting pull (10,000 of them at a time) should hold only
 /// what it needs while it waits.
 pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiError> {
-    let _slot = app.pulls.take(&pull.subscriber)?;
     let deadline = Instant::now() + pull.wait;
     app.acks.settled(&pull.subscriber).await;
     let mut shutdown = app.shutdown.clone();
@@ -67,7 +66,13 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
         if !messages.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
             break messages;
         }
-        waiting.get_or_insert_with(|| app.metrics.waiting_pull());
+        if waiting.is_none() {
+            // A slot among the subscriber's waiting pulls (at most 16).
+            waiting = Some((
+                app.pulls.take(&pull.subscriber)?,
+                app.metrics.waiting_pull(),
+            ));
+        }
         tokio::select! {
             _ = select_all(wakes) => {}
             _ = tokio::time::sleep_until(deadline) => {}
@@ -86,17 +91,18 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
     })
 }
 
-/// Most pulls one subscriber may have going at once on this broker
+/// Most pulls one subscriber may have waiting at once on this broker
 /// (API.md §5.5): each waiting pull holds a connection and memory.
 const MAX_PULLS_PER_SUBSCRIBER: usize = 16;
 
-/// The pulls going on now, per subscriber.
+/// The pulls waiting now, per subscriber.
 #[derive(Default)]
 pub struct PullSlots(Mutex<HashMap<String, usize>>);
 
 impl PullSlots {
-    /// A slot for one more pull of `subscriber`, held until dropped (also
-    /// when the client goes away); `429 too_many_requests` past the limit.
+    /// A slot for one more waiting pull of `subscriber`, held until dropped
+    /// (also when the client goes away); `429 too_many_requests` past the
+    /// limit.
     fn take(&self, subscriber: &str) -> Result<PullSlot<'_>, ApiError> {
         let mut going = lock(&self.0);
         let count = going.entry(subscriber.to_string()).or_default();
