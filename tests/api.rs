@@ -1482,6 +1482,7 @@ async fn a_body_that_does_not_arrive_within_thirty_seconds_is_refused_with_408()
 async fn writes_past_the_write_queue_are_refused_with_503_and_retry_after() {
     let (broker, client) = start_with_topic(&["--max-write-queue", "1"], P1, T).await;
     let url = format!("{}/topics/{T}/messages", broker.url());
+    client::connect::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut writes = tokio::task::JoinSet::new();
     for n in 0..64 {

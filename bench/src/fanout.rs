@@ -475,6 +475,8 @@ mod tests {
             broker: BrokerArgs {
                 host: "h".to_string(),
                 port: 1,
+                token_file: None,
+                token: None,
             },
             subscribers: 2,
             payload_bytes: 10,

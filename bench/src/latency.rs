@@ -130,7 +130,7 @@ async fn offer(
 ) -> Result<u64, Error> {
     let (free, next_free) = mpsc::channel(args.connections as usize);
     for _ in 0..args.connections {
-        let publisher = Publisher::connect(&args.broker.host, args.broker.port, topic).await?;
+        let publisher = Publisher::connect(&args.broker, topic).await?;
         free.send(publisher).await.expect("the pool is open");
     }
     // A fair lock: messages take free connections in the order they came.

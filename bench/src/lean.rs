@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use client::wire::{PublishRequest, Published, PublishedBatch};
 
-use crate::Error;
+use crate::{BrokerArgs, Error};
 
 /// The body of one publish request: `size` messages, serialized once.
 pub struct Body {
@@ -52,11 +52,14 @@ pub struct Publisher {
     sender: SendRequest<Full<Bytes>>,
     host: String,
     path: String,
+    /// `Bearer <token>`, with `--token-file` or `RUMOR_TOKEN`.
+    authorization: Option<String>,
 }
 
 impl Publisher {
-    /// Connects to `host:port` to publish to `topic`.
-    pub async fn connect(host: &str, port: u16, topic: &str) -> Result<Publisher, Error> {
+    /// Connects to the broker to publish to `topic` (plain HTTP only).
+    pub async fn connect(broker: &BrokerArgs, topic: &str) -> Result<Publisher, Error> {
+        let (host, port) = (broker.host.as_str(), broker.port);
         let stream = TcpStream::connect((host, port)).await.map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -67,18 +70,24 @@ impl Publisher {
             sender,
             host: format!("{host}:{port}"),
             path: format!("/topics/{topic}/messages"),
+            authorization: broker
+                .token
+                .as_ref()
+                .map(|token| format!("Bearer {}", token.as_str())),
         })
     }
 
     /// Publishes `body`; returns the last message acknowledged.
     pub async fn publish(&mut self, body: &Body) -> Result<Option<Published>, Error> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.path.as_str())
             .header(header::HOST, self.host.as_str())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.json.clone()))
-            .map_err(failed)?;
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Full::new(body.json.clone())).map_err(failed)?;
         self.sender.ready().await.map_err(failed)?;
         let response = self.sender.send_request(request).await.map_err(failed)?;
         let status = response.status();

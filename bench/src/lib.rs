@@ -26,8 +26,9 @@ pub mod sweep;
 use std::future::Future;
 use std::path::PathBuf;
 
+use client::connect::Token;
 use client::delivery::unix_ms;
-use client::{Client, ClientError, PeerAddr};
+use client::{Client, ClientError, Connect, PeerAddr};
 use report::Measured;
 
 /// Benchmark tools for rumor.
@@ -61,6 +62,20 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
 }
 
+impl Command {
+    /// The broker a benchmark runs against (`check` has none).
+    fn broker(&mut self) -> Option<&mut BrokerArgs> {
+        match self {
+            Command::Check(_) => None,
+            Command::Publish(args) => Some(&mut args.broker),
+            Command::Latency(args) => Some(&mut args.broker),
+            Command::Fanout(args) => Some(&mut args.broker),
+            Command::Pingpong(args) => Some(&mut args.broker),
+            Command::Sweep(args) => Some(&mut args.broker),
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Print the report as one JSON object instead of a table
@@ -71,7 +86,8 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// `--host <HOST> --port <PORT>`: the broker to benchmark.
+/// `--host <HOST> --port <PORT>`: the broker to benchmark (plain HTTP),
+/// and the client token, if it needs one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Broker host
@@ -80,6 +96,12 @@ pub struct BrokerArgs {
     /// Broker port
     #[arg(long)]
     pub port: u16,
+    /// Read the client token from FILE [default: the RUMOR_TOKEN environment variable]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The token of `--token-file` or `RUMOR_TOKEN`, read once by `run`.
+    #[arg(skip)]
+    pub token: Option<Token>,
 }
 
 impl BrokerArgs {
@@ -89,7 +111,11 @@ impl BrokerArgs {
             host: self.host.clone(),
             port: self.port,
         };
-        Client::new(broker.base_url())
+        let connect = match &self.token {
+            Some(token) => Connect::default().token(token.clone()),
+            None => Connect::default(),
+        };
+        Client::to(&broker, &connect).expect("a plain-HTTP client always builds")
     }
 
     /// This broker with `host` and `port` replaced where given: the broker
@@ -99,6 +125,7 @@ impl BrokerArgs {
         BrokerArgs {
             host: host.unwrap_or(&self.host).clone(),
             port: port.unwrap_or(self.port),
+            ..self.clone()
         }
     }
 }
@@ -109,6 +136,9 @@ pub enum Error {
     /// Input that cannot be read or parsed.
     #[error(transparent)]
     Input(#[from] check::InputError),
+    /// A token file or `RUMOR_TOKEN` that cannot be used.
+    #[error("{0}")]
+    Token(String),
     /// A check that did not pass.
     #[error("{0}")]
     Failed(String),
@@ -124,7 +154,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) => 2,
+            Error::Input(_) | Error::Token(_) => 2,
             Error::Failed(_) | Error::Broker(_) => 1,
             Error::Plot(error) => error.exit_code(),
         }
@@ -132,7 +162,11 @@ impl Error {
 }
 
 /// Runs the program, printing its report on stdout.
-pub async fn run(cli: Cli) -> Result<(), Error> {
+pub async fn run(mut cli: Cli) -> Result<(), Error> {
+    if let Some(broker) = cli.command.broker() {
+        broker.token = client::cli::token(broker.token_file.as_deref())
+            .map_err(|e| Error::Token(e.to_string()))?;
+    }
     match cli.command {
         Command::Check(args) => run_check(&args),
         Command::Publish(args) => {

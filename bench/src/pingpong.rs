@@ -203,6 +203,8 @@ mod tests {
             broker: BrokerArgs {
                 host: "a".to_string(),
                 port: 1,
+                token_file: None,
+                token: None,
             },
             round_trips: 1,
             payload_bytes: 1,

@@ -205,7 +205,7 @@ async fn publish_claimed(broker: BrokerArgs, work: Arc<Work>) -> Result<TaskPubl
         let publisher = match connection.take() {
             Some(publisher) => connection.insert(publisher),
             None => {
-                let publisher = Publisher::connect(&broker.host, broker.port, &work.topic).await?;
+                let publisher = Publisher::connect(&broker, &work.topic).await?;
                 connection.insert(publisher)
             }
         };

@@ -13,6 +13,7 @@ use crate::delivery::{AcksInFlight, PullSlots};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, WriteTx};
+use crate::trust::Trust;
 use crate::wakeups::Wakeups;
 
 /// How long a write waits for the broker to catch up on its own history.
@@ -35,6 +36,8 @@ pub struct AppState {
     pub pulls: PullSlots,
     /// What pulls may deliver (leader mode: what a majority holds).
     pub deliverable: Deliverable,
+    /// The cluster key and the client principals.
+    pub trust: Trust,
 }
 
 impl AppState {

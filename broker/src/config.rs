@@ -1,26 +1,35 @@
 //! Broker configuration: the command line of `API.md` §1 and what it resolves to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use client::{load_peers, PeerAddr, PeersError};
+use clap::{Parser, Subcommand, ValueEnum};
+use client::peer_auth::ClusterKey;
+use client::{load_peers, Connect, PeerAddr};
 
 use crate::names::BrokerId;
 
 /// The default peer list, read from the working directory when present.
 const DEFAULT_PEERS_FILE: &str = "globalState.csv";
 
-/// `broker --host <HOST> --port <PORT> ...`
+/// `broker --host <HOST> --port <PORT> ...`, or `broker token`.
 #[derive(Debug, Parser)]
-#[command(name = "broker", version, about = "A rumor publish/subscribe broker")]
+#[command(
+    name = "broker",
+    version,
+    about = "A rumor publish/subscribe broker",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Host name this broker is known by (its id is <host>:<port>)
-    #[arg(long)]
-    pub host: String,
+    #[arg(long, required = true)]
+    pub host: Option<String>,
     /// Port to listen on
-    #[arg(long)]
-    pub port: u16,
+    #[arg(long, required = true)]
+    pub port: Option<u16>,
     /// Peer list, one host,port per line [default: globalState.csv when it exists]
     #[arg(long, value_name = "CSV")]
     pub peers: Option<PathBuf>,
@@ -48,6 +57,54 @@ pub struct Cli {
     /// Writes waiting for the writer at most before client writes get 503 overloaded
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_write_queue: u64,
+    /// Shared secret (at least 32 bytes) authenticating the brokers to each other
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Client principals and their token hashes (TOML); clients then need a token
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Certificate authorities (PEM bundle) the peers' certificates are checked against [default: the system's]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new random client token and the token_sha256 line for --auth-file
+    Token,
+}
+
+/// How a broker reaches its peers: over HTTPS when it serves HTTPS
+/// (trusting `ca`, or the system's roots), signing with the cluster key.
+fn peer_connect(
+    https: bool,
+    ca: Option<&Path>,
+    cluster_key: Option<ClusterKey>,
+) -> Result<Connect, String> {
+    let connect = match (https, ca) {
+        (false, _) => Connect::default(),
+        (true, Some(ca)) => Connect::default().tls_ca(ca).map_err(|e| e.to_string())?,
+        (true, None) => Connect::default().system_tls().map_err(|e| e.to_string())?,
+    };
+    Ok(match cluster_key {
+        Some(key) => connect.cluster_key(key),
+        None => connect,
+    })
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1` (API.md §5.1).
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `HOST:PORT` as a peer address.
@@ -113,31 +170,56 @@ pub struct Config {
     pub max_replica_lag: u64,
     /// Client writes waiting for the writer at most (API.md §5.5).
     pub max_write_queue: usize,
+    /// How this broker reaches its peers: HTTP or HTTPS, signed with the
+    /// cluster key when there is one.
+    pub peer_connect: Connect,
+    pub cluster_key: Option<ClusterKey>,
+    pub auth_file: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
-    /// Resolves defaults: the peer list file and the data directory.
-    pub fn from_cli(cli: Cli) -> Result<Config, PeersError> {
-        let me = PeerAddr {
-            host: cli.host,
-            port: cli.port,
+    /// Resolves defaults (the peer list file, the data directory), reads
+    /// the cluster key, and checks that peers outside this machine are only
+    /// named with a cluster key. The error is one line.
+    pub fn from_cli(cli: Cli) -> Result<Config, String> {
+        let (Some(host), Some(port)) = (cli.host, cli.port) else {
+            return Err("--host and --port are required".to_string());
         };
+        let me = PeerAddr { host, port };
         let peers_file = cli.peers.or_else(|| {
             let default = PathBuf::from(DEFAULT_PEERS_FILE);
             default.exists().then_some(default)
         });
         let mut peers = match peers_file {
-            Some(path) => load_peers(&path)?,
+            Some(path) => load_peers(&path).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
         if let Some(join) = cli.join.clone().filter(|join| !peers.contains(join)) {
             peers.push(join);
         }
+        let peers: Vec<PeerAddr> = peers.into_iter().filter(|p| *p != me).collect();
+        let cluster_key = cli
+            .cluster_key_file
+            .as_deref()
+            .map(ClusterKey::load)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        if cluster_key.is_none() {
+            if let Some(remote) = peers.iter().find(|peer| !is_loopback(&peer.host)) {
+                return Err(format!(
+                    "peer {remote} is not on this machine: brokers across machines need --cluster-key-file"
+                ));
+            }
+        }
+        let tls = cli.tls_cert.zip(cli.tls_key);
+        let peer_connect = peer_connect(tls.is_some(), cli.tls_ca.as_deref(), cluster_key.clone())?;
         Ok(Config {
             id: me.id(),
             host: me.host.clone(),
             port: me.port,
-            peers: peers.into_iter().filter(|p| *p != me).collect(),
+            peers,
             join: cli.join,
             data_dir: cli
                 .data_dir
@@ -148,6 +230,10 @@ impl Config {
             max_payload_bytes: usize::try_from(cli.max_payload_bytes).unwrap_or(usize::MAX),
             max_replica_lag: cli.max_replica_lag,
             max_write_queue: usize::try_from(cli.max_write_queue).unwrap_or(usize::MAX),
+            peer_connect,
+            cluster_key,
+            auth_file: cli.auth_file,
+            tls,
         })
     }
 
@@ -163,5 +249,34 @@ impl Config {
     pub fn max_body_bytes(&self) -> usize {
         const FLOOR: usize = 16 * 1024 * 1024;
         self.max_payload_bytes.saturating_mul(8).max(FLOOR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_localhost_127_8_and_ipv6_one() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.3.2.1",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "localhost.example",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

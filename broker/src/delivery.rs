@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::web;
-use client::wire::{Message, Pulled};
+use client::http::ForwardedRequest;
+use client::wire::{Ack, Message, Pulled};
 use futures_util::future::select_all;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,6 +26,9 @@ pub struct Pull {
     pub max: u32,
     pub wait: Duration,
     pub auto_ack: bool,
+    /// The client's `Authorization` header: an auto-acknowledgement a
+    /// follower sends on to the leader acts with it.
+    pub authorization: Option<Vec<u8>>,
 }
 
 /// Answers a pull: the pending messages at once, or the first to arrive
@@ -82,7 +86,7 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
     drop(waiting);
     let cursor = cursor_after(&pull.subscriber, &messages);
     if pull.auto_ack && !messages.is_empty() {
-        acknowledge_in_background(app.clone(), cursor.clone());
+        acknowledge_in_background(app.clone(), cursor.clone(), pull.authorization);
     }
     app.metrics.count_delivered(messages.len());
     Ok(Pulled {
@@ -179,11 +183,15 @@ impl AcksInFlight {
 
 /// Acknowledges a pull's cursor after the pull has answered (see
 /// [`AcksInFlight`]); a failure leaves the messages to be delivered again.
-fn acknowledge_in_background(app: web::Data<AppState>, cursor: Cursor) {
+fn acknowledge_in_background(
+    app: web::Data<AppState>,
+    cursor: Cursor,
+    authorization: Option<Vec<u8>>,
+) {
     let done = app.acks.start(&cursor.subscriber);
     actix_web::rt::spawn(async move {
         let subscriber = cursor.subscriber.clone();
-        if let Err(error) = acknowledge(&app, cursor).await {
+        if let Err(error) = acknowledge(&app, cursor, authorization.as_deref()).await {
             tracing::warn!(
                 "auto-acknowledgement for {subscriber} failed, its messages will come again: {error}"
             );
@@ -193,15 +201,30 @@ fn acknowledge_in_background(app: web::Data<AppState>, cursor: Cursor) {
 }
 
 /// Acknowledges every message up to the cursor's positions (through the
-/// leader when this broker follows in leader mode).
-pub async fn acknowledge(app: &AppState, cursor: Cursor) -> Result<(), ApiError> {
+/// leader when this broker follows in leader mode, as the client whose
+/// `authorization` it is would).
+pub async fn acknowledge(
+    app: &AppState,
+    cursor: Cursor,
+    authorization: Option<&[u8]>,
+) -> Result<(), ApiError> {
     if app.follows_leader() {
         let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
-        let token = cursor.encode();
-        let call = client.ack(&cursor.subscriber, &token);
+        let body = serde_json::to_vec(&Ack {
+            cursor: cursor.encode(),
+        })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let path = format!("/subscribers/{}/ack", cursor.subscriber);
+        let call = client.forward(ForwardedRequest {
+            method: "POST",
+            path: &path,
+            content_type: Some("application/json"),
+            authorization,
+            body,
+        });
         return match app.cluster.while_alive(&leader, call).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) | None => Err(ApiError::NoQuorum),
+            Some(Ok(answer)) if (200..300).contains(&answer.status) => Ok(()),
+            Some(_) | None => Err(ApiError::NoQuorum),
         };
     }
     app.record(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
@@ -214,9 +237,10 @@ pub async fn acknowledge_token(
     app: &AppState,
     subscriber: String,
     token: &str,
+    authorization: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     match Cursor::decode(token, &subscriber) {
-        Ok(cursor) => acknowledge(app, cursor).await,
+        Ok(cursor) => acknowledge(app, cursor, authorization).await,
         Err(invalid) => {
             app.store
                 .read(move |conn| queries::require_subscriber(conn, &subscriber))

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use client::wire::{ErrorBody, ErrorDetail};
 
 use crate::store::StoreError;
+use crate::trust::Denied;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +26,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     TooManyRequests(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("no majority of the cluster is reachable")]
     NoQuorum,
     #[error("the broker is shutting down")]
@@ -34,6 +39,12 @@ pub enum ApiError {
     /// Refused or failed by the store.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Denied> for ApiError {
+    fn from(Denied(reason): Denied) -> ApiError {
+        ApiError::Forbidden(reason)
+    }
 }
 
 impl ApiError {
@@ -48,6 +59,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NoQuorum => "no_quorum",
             ApiError::ShuttingDown
             | ApiError::Store(StoreError::Closed | StoreError::CatchingUp) => "unavailable",
@@ -76,7 +89,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self.code() {
             "bad_request" | "invalid_name" => StatusCode::BAD_REQUEST,
-            "not_topic_owner" => StatusCode::FORBIDDEN,
+            "not_topic_owner" | "forbidden" => StatusCode::FORBIDDEN,
+            "unauthenticated" => StatusCode::UNAUTHORIZED,
             "publisher_not_found"
             | "subscriber_not_found"
             | "topic_not_found"
@@ -102,6 +116,9 @@ impl ResponseError for ApiError {
         if self.code() == "overloaded" {
             // Seconds; a writer empties its queue well within one.
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if self.code() == "unauthenticated" {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(ErrorBody {
             error: ErrorDetail {

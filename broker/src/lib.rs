@@ -7,7 +7,8 @@
 //! that knows SQL), `cluster` (replication, liveness, election), `event` and
 //! `clock` (the event model and Lamport clock), `wakeups` (long-poll
 //! notifications), `retention`, `metrics`, `cursor`, `names`, `error` (the
-//! one request error type), `config`.
+//! one request error type), `trust` (cluster key, client principals, TLS),
+//! `config`.
 
 mod app;
 mod clock;
@@ -24,6 +25,7 @@ mod metrics;
 mod names;
 mod retention;
 mod store;
+mod trust;
 mod wakeups;
 
 use std::future::Future;
@@ -36,13 +38,15 @@ use actix_web::{web, App, HttpServer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Command, Config};
+pub use trust::new_token;
 
 pub(crate) use app::AppState;
 use deliverable::Deliverable;
 use delivery::{AcksInFlight, PullSlots};
 use metrics::Metrics;
 use store::Store;
+use trust::Trust;
 use wakeups::Wakeups;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -91,6 +95,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let trust = Trust::new(&config).map_err(std::io::Error::other)?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(trust::server_config(cert, key).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let wakeups = Arc::new(Wakeups::default());
     let store = Store::open(&config, wakeups.clone()).map_err(std::io::Error::other)?;
     let (stopping, shutdown_rx) = watch::channel(false);
@@ -102,8 +111,12 @@ pub async fn run(
         config.data_dir.display(),
         config.peers.len()
     );
-    let (cluster, election) =
-        cluster::Cluster::new(&config.id, &config.peers, config.max_replica_lag);
+    let (cluster, election) = cluster::Cluster::new(
+        &config.id,
+        &config.peers,
+        config.max_replica_lag,
+        config.peer_connect.clone(),
+    );
     let app = web::Data::new(AppState {
         config,
         cluster,
@@ -114,10 +127,12 @@ pub async fn run(
         acks: AcksInFlight::default(),
         pulls: PullSlots::default(),
         deliverable: Deliverable::default(),
+        trust,
     });
     let mut tasks = cluster::spawn(app.clone(), election);
     tasks.push(tokio::spawn(retention::run(app.clone())));
     tasks.push(tokio::spawn(deliverable::run(app.clone())));
+    tasks.push(tokio::spawn(trust::reload_on_hangup(app.clone())));
     let server_app = app.clone();
     let server = HttpServer::new(move || {
         let counted = server_app.clone();
@@ -128,13 +143,18 @@ pub async fn run(
                 actix_web::dev::Service::call(service, request)
             })
             .wrap(actix_web::middleware::from_fn(http::to_leader))
+            .wrap(actix_web::middleware::from_fn(http::authenticate))
             .configure(http::configure(max_body_bytes))
             .default_service(web::to(http::not_found))
-    })
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-    .run();
+    });
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = server
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .run();
     let handle = server.handle();
     let stopper = tokio::spawn(async move {
         shutdown.await;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use broker::{Cli, Config};
+use broker::{Cli, Command, Config};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -27,8 +27,14 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: Cli) -> Result<(), String> {
-    let address = format!("{}:{}", cli.host, cli.port);
-    let config = Config::from_cli(cli).map_err(|e| e.to_string())?;
+    if let Some(Command::Token) = cli.command {
+        let (token, hash) = broker::new_token();
+        println!("token = {token}");
+        println!("token_sha256 = \"{hash}\"");
+        return Ok(());
+    }
+    let config = Config::from_cli(cli)?;
+    let address = format!("{}:{}", config.host, config.port);
     let listener =
         broker::listen(&address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
     actix_web::rt::System::new()

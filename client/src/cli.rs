@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::connect::{Connect, ConnectError, Token, TOKEN_ENV};
 use crate::http::{Client, ClientError};
 use crate::peers::{load_peers, PeerAddr, PeersError};
 
-/// `--host <HOST> --port <PORT>` or `--peers <CSV>`.
+/// `--host <HOST> --port <PORT>` or `--peers <CSV>`, and how to connect.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Broker host (with --port)
@@ -22,9 +23,68 @@ pub struct BrokerArgs {
         conflicts_with_all = ["host", "port"]
     )]
     pub peers: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `--token-file`, `--tls-ca`, `--tls` (API.md §5.2, §5.3).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// Read the client token from FILE [default: the RUMOR_TOKEN environment variable]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Use HTTPS, trusting the certificate authorities in FILE (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Use HTTPS, trusting the system's certificate authorities
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls: bool,
+}
+
+impl ConnectArgs {
+    /// The transport and token these flags (and `RUMOR_TOKEN`) ask for.
+    pub fn connect(&self) -> Result<Connect, ConnectError> {
+        let connect = match (&self.tls_ca, self.tls) {
+            (Some(ca), _) => Connect::default().tls_ca(ca)?,
+            (None, true) => Connect::default().system_tls()?,
+            (None, false) => Connect::default(),
+        };
+        Ok(match token(self.token_file.as_deref())? {
+            Some(token) => connect.token(token),
+            None => connect,
+        })
+    }
+}
+
+/// The token in `file`, else in `RUMOR_TOKEN`, else none.
+pub fn token(file: Option<&std::path::Path>) -> Result<Option<Token>, ConnectError> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConnectError(format!("cannot read token file {}: {e}", file.display())))?;
+        return Token::new(&text)
+            .map(Some)
+            .map_err(|e| ConnectError(format!("token file {}: {e}", file.display())));
+    }
+    match std::env::var(TOKEN_ENV) {
+        Ok(text) => Token::new(&text)
+            .map(Some)
+            .map_err(|e| ConnectError(format!("{TOKEN_ENV}: {e}"))),
+        Err(_) => Ok(None),
+    }
 }
 
 impl BrokerArgs {
+    /// A failover client over the brokers, connected as the flags say; the
+    /// error is one line.
+    pub fn failover(&self) -> Result<Failover, String> {
+        let brokers = self.brokers().map_err(|e| e.to_string())?;
+        if brokers.is_empty() {
+            return Err("the peer list names no broker".to_string());
+        }
+        let connect = self.connect.connect().map_err(|e| e.to_string())?;
+        Failover::new(&brokers, &connect).map_err(|e| e.to_string())
+    }
+
     /// The brokers to talk to, in the order to try them.
     pub fn brokers(&self) -> Result<Vec<PeerAddr>, PeersError> {
         match (&self.host, self.port, &self.peers) {
@@ -54,12 +114,15 @@ pub struct Failover {
 }
 
 impl Failover {
-    pub fn new(brokers: &[PeerAddr]) -> Self {
-        Failover {
-            clients: brokers.iter().map(|b| Client::new(b.base_url())).collect(),
+    pub fn new(brokers: &[PeerAddr], connect: &Connect) -> Result<Self, ConnectError> {
+        Ok(Failover {
+            clients: brokers
+                .iter()
+                .map(|broker| Client::to(broker, connect))
+                .collect::<Result<_, _>>()?,
             current: 0,
             prepared: None,
-        }
+        })
     }
 
     /// Runs `call` on the current broker, trying each other broker once when

@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::connect::{innermost, Connect, ConnectError};
 use crate::peer::{ElectionMessage, SyncRequest, SyncResponse};
+use crate::peer_auth::{self, ClusterKey, SignedRequest};
+use crate::peers::PeerAddr;
 use crate::wire::*;
 
 /// Why a call failed.
@@ -66,36 +71,47 @@ pub struct Client {
     /// `base` parsed, or why it is not a base URL (reported by every call).
     url: Result<Url, String>,
     http: reqwest::Client,
+    connect: Connect,
+}
+
+/// An answer, read whole (and verified, between brokers).
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: Bytes,
 }
 
 /// Extra time a long poll may take beyond its `wait_ms` before the client gives up.
 const POLL_GRACE: Duration = Duration::from_secs(10);
-/// Time to connect to a broker.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for any call that is not a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle keep-alive connection is kept for the next call: well
-/// below the broker's own keep-alive (actix-web's default, 5 s, counted from
-/// a clock it updates every 500 ms, so shorter on a busy broker), so that a
-/// call never goes out on a connection the broker is closing at that moment
-/// (which fails it with "connection reset by peer" or "connection closed
-/// before message completed").
-const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Client {
+    /// A plain-HTTP client without credentials (v1).
     pub fn new(base_url: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .build()
-            .expect("a client without TLS always builds");
+        Client::with(base_url, &Connect::default()).expect("a client without TLS always builds")
+    }
+
+    /// A client with the transport and credentials of `connect`.
+    pub fn with(base_url: impl Into<String>, connect: &Connect) -> Result<Self, ConnectError> {
+        let http = connect.http_client()?;
         let base = base_url.into().trim_end_matches('/').to_string();
         let url = match Url::parse(&base) {
             Ok(url) if url.cannot_be_a_base() => Err("not a base URL".to_string()),
             Ok(url) => Ok(url),
             Err(error) => Err(error.to_string()),
         };
-        Client { base, url, http }
+        Ok(Client {
+            base,
+            url,
+            http,
+            connect: connect.clone(),
+        })
+    }
+
+    /// A client for `broker` in the transport of `connect`.
+    pub fn to(broker: &PeerAddr, connect: &Connect) -> Result<Self, ConnectError> {
+        Client::with(connect.url(broker), connect)
     }
 
     pub fn base_url(&self) -> &str {
@@ -111,8 +127,11 @@ impl Client {
     }
 
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let response = self.send(self.request(Method::GET, &["metrics"])?).await?;
-        response.text().await.map_err(|e| self.protocol(e))
+        let reply = self.send(self.request(Method::GET, &["metrics"])?).await?;
+        String::from_utf8(reply.body.to_vec()).map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })
     }
 
     pub async fn register_publisher(&self, id: &str) -> Result<Created, ClientError> {
@@ -128,7 +147,7 @@ impl Client {
         let response = self
             .send(self.request(Method::POST, &[kind])?.json(&body))
             .await?;
-        Ok(created(response.status()))
+        Ok(created(response.status))
     }
 
     pub async fn create_topic(
@@ -212,7 +231,7 @@ impl Client {
         let response = self
             .send(self.request(Method::POST, &path)?.json(&body))
             .await?;
-        Ok(created(response.status()))
+        Ok(created(response.status))
     }
 
     pub async fn unsubscribe(&self, subscriber: &str, topic: &str) -> Result<(), ClientError> {
@@ -255,7 +274,7 @@ impl Client {
                     .json(&body),
             )
             .await?;
-        Ok(created(response.status()))
+        Ok(created(response.status))
     }
 
     /// Broker to broker: sends events and a heartbeat, returns the peer's state.
@@ -269,44 +288,31 @@ impl Client {
     }
 
     /// Broker to broker: sends a client's request on to this broker as it
-    /// came (`path` with its query), and returns the status, content type
-    /// and body of the answer.
-    pub async fn forward(
-        &self,
-        method: &str,
-        path: &str,
-        content_type: Option<&str>,
-        body: Vec<u8>,
-    ) -> Result<Forwarded, ClientError> {
-        let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Protocol {
-            url: self.base.clone(),
-            reason: format!("method {method}: {e}"),
-        })?;
-        let url = format!("{}{path}", self.base);
-        let mut request = self
+    /// came (`path` with its query, the client's `Authorization` header),
+    /// and returns the status, content type and body of the answer.
+    pub async fn forward(&self, request: ForwardedRequest<'_>) -> Result<Forwarded, ClientError> {
+        let method =
+            Method::from_bytes(request.method.as_bytes()).map_err(|e| ClientError::Protocol {
+                url: self.base.clone(),
+                reason: format!("method {}: {e}", request.method),
+            })?;
+        let url = format!("{}{}", self.base, request.path);
+        let mut builder = self
             .http
             .request(method, url)
             .header(FORWARDED_HEADER, "1")
             .timeout(REQUEST_TIMEOUT);
-        if let Some(content_type) = content_type {
-            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        if let Some(content_type) = request.content_type {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if let Some(authorization) = request.authorization {
+            builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let reply = self.exchange(builder.body(request.body)).await?;
         Ok(Forwarded {
-            status,
-            content_type,
-            body: body.to_vec(),
+            status: reply.status.as_u16(),
+            content_type: reply.content_type,
+            body: reply.body.to_vec(),
         })
     }
 
@@ -333,26 +339,32 @@ impl Client {
                 reason,
             })?;
         url.path_segments_mut()
-            .expect("checked in `new`: a base URL")
+            .expect("checked in `with`: a base URL")
             .pop_if_empty()
             .extend(segments);
-        Ok(self.http.request(method, url).timeout(REQUEST_TIMEOUT))
+        let request = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        Ok(match self.connect.shown_token() {
+            Some(token) => request.bearer_auth(token.as_str()),
+            None => request,
+        })
     }
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
-        let response = self.send(request).await?;
-        response.json().await.map_err(|e| self.protocol(e))
+        let reply = self.send(request).await?;
+        serde_json::from_slice(&reply.body).map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            reason: format!("invalid JSON: {e}"),
+        })
     }
 
     /// Sends a request and turns transport failures and error statuses into `ClientError`.
-    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
-        if response.status().is_success() {
-            return Ok(response);
+    async fn send(&self, request: RequestBuilder) -> Result<Reply, ClientError> {
+        let reply = self.exchange(request).await?;
+        if reply.status.is_success() {
+            return Ok(reply);
         }
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| self.unreachable(e))?;
-        match serde_json::from_str::<ErrorBody>(&text) {
+        let status = reply.status.as_u16();
+        match serde_json::from_slice::<ErrorBody>(&reply.body) {
             Ok(body) => Err(ClientError::Api {
                 status,
                 code: body.error.code,
@@ -360,9 +372,54 @@ impl Client {
             }),
             Err(_) => Err(ClientError::Protocol {
                 url: self.base.clone(),
-                reason: format!("status {status} with body {text:?}"),
+                reason: format!(
+                    "status {status} with body {:?}",
+                    String::from_utf8_lossy(&reply.body)
+                ),
             }),
         }
+    }
+
+    /// Sends a request and reads the whole answer; with a cluster key the
+    /// request is signed and an answer that is not is refused.
+    async fn exchange(&self, request: RequestBuilder) -> Result<Reply, ClientError> {
+        let mut request = request.build().map_err(|e| self.protocol(e))?;
+        let nonce = self
+            .connect
+            .signing_key()
+            .map(|key| sign(key, &mut request));
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let signature = response
+            .headers()
+            .get(peer_auth::SIGNATURE_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if let (Some(key), Some(nonce)) = (self.connect.signing_key(), nonce) {
+            let signed =
+                signature.is_some_and(|s| key.verifies_answer(&nonce, status.as_u16(), &body, &s));
+            if !signed {
+                return Err(ClientError::Protocol {
+                    url: self.base.clone(),
+                    reason: format!("answer ({status}) not signed with the cluster key"),
+                });
+            }
+        }
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
     }
 
     fn unreachable(&self, error: reqwest::Error) -> ClientError {
@@ -380,6 +437,55 @@ impl Client {
     }
 }
 
+/// A client's request as a follower forwards it to the leader.
+#[derive(Debug, Clone)]
+pub struct ForwardedRequest<'a> {
+    pub method: &'a str,
+    /// The path with its query.
+    pub path: &'a str,
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a [u8]>,
+    pub body: Vec<u8>,
+}
+
+/// Signs a built request with the cluster key; returns its nonce.
+fn sign(key: &ClusterKey, request: &mut reqwest::Request) -> String {
+    let nonce = peer_auth::new_nonce();
+    let time_ms = peer_auth::now_ms();
+    let path = match request.url().query() {
+        Some(query) => format!("{}?{query}", request.url().path()),
+        None => request.url().path().to_string(),
+    };
+    let headers = request.headers();
+    let signed = SignedRequest {
+        method: request.method().as_str(),
+        path: &path,
+        time_ms,
+        nonce: &nonce,
+        forwarded: headers.contains_key(FORWARDED_HEADER),
+        authorization: headers
+            .get(reqwest::header::AUTHORIZATION)
+            .map_or(&[][..], |value| value.as_bytes()),
+        body: request
+            .body()
+            .and_then(|body| body.as_bytes())
+            .unwrap_or_default(),
+    };
+    let signature = key.sign_request(&signed);
+    let headers = request.headers_mut();
+    for (name, value) in [
+        (peer_auth::TIME_HEADER, time_ms.to_string()),
+        (peer_auth::NONCE_HEADER, nonce.clone()),
+        (peer_auth::SIGNATURE_HEADER, signature),
+    ] {
+        headers.insert(
+            name,
+            HeaderValue::from_str(&value).expect("digits and hex are header values"),
+        );
+    }
+    nonce
+}
+
 fn created(status: StatusCode) -> Created {
     if status == StatusCode::CREATED {
         Created::New
@@ -390,13 +496,9 @@ fn created(status: StatusCode) -> Created {
 
 /// The innermost cause of a transport error, e.g. "Connection refused (os error 111)".
 fn describe(error: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = error;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
     if error.is_timeout() {
         "timed out".to_string()
     } else {
-        source.to_string()
+        innermost(error)
     }
 }

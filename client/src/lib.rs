@@ -5,16 +5,21 @@
 //! `bench check`'s report and `bench` the reports of the other `bench`
 //! subcommands (the only types in the workspace that derive
 //! `Serialize`), `peers` reads `globalState.csv`,
-//! `http` is the typed async client, and `cli` holds what the command-line
-//! programs share: broker selection flags and failover.
+//! `http` is the typed async client, `connect` its transport (HTTP or
+//! HTTPS) and credentials, `peer_auth` the brokers' signatures with the
+//! cluster key, and `cli` holds what the command-line programs share:
+//! broker selection and connection flags, and failover.
 
 pub mod bench;
 pub mod cli;
+pub mod connect;
 pub mod delivery;
 pub mod http;
 pub mod peer;
+pub mod peer_auth;
 pub mod peers;
 pub mod wire;
 
+pub use connect::Connect;
 pub use http::{Client, ClientError};
 pub use peers::{load_peers, PeerAddr, PeersError};

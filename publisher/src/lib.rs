@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Record, Sent};
 use client::wire::Published;
@@ -54,10 +54,9 @@ pub struct Cli {
 /// Runs the program; the error is the text of its one error line.
 pub async fn run(cli: Cli) -> Result<()> {
     // The error's text already names its cause.
-    let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
-    ensure!(!brokers.is_empty(), "the peer list names no broker");
+    let failover = cli.broker.failover().map_err(|error| anyhow!("{error}"))?;
     let log = cli.log.as_deref().map(open_log).transpose()?;
-    let mut session = Session::new(&cli, Failover::new(&brokers), log);
+    let mut session = Session::new(&cli, failover, log);
     session.setup().await.map_err(failed)?;
     match cli.count {
         Some(count) => {

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Received, Record};
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
@@ -70,12 +70,9 @@ pub enum Format {
 /// Runs the program; the error is the text of its one error line.
 pub async fn run(cli: Cli) -> Result<()> {
     // The error's text already names its cause.
-    let brokers = cli.broker.brokers().map_err(|error| anyhow!("{error}"))?;
-    ensure!(!brokers.is_empty(), "the peer list names no broker");
+    let failover = cli.broker.failover().map_err(|error| anyhow!("{error}"))?;
     let log = cli.log.as_deref().map(open_log).transpose()?;
-    Subscriber::new(&cli, Failover::new(&brokers), log)
-        .run()
-        .await
+    Subscriber::new(&cli, failover, log).run().await
 }
 
 /// Opens the `--log` file for appending.

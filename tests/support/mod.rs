@@ -88,12 +88,32 @@ impl Broker {
         format!("{HOST}:{}", self.port)
     }
 
+    /// `https://...` when the broker serves TLS (`--tls-cert`).
     pub fn url(&self) -> String {
-        format!("http://{HOST}:{}", self.port)
+        let scheme = if self.flag("--tls-cert").is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{HOST}:{}", self.port)
     }
 
+    /// A client for the broker: over HTTPS trusting its `--tls-ca` when
+    /// it serves TLS; without a token.
     pub fn client(&self) -> Client {
-        Client::new(self.url())
+        let connect = match self.flag("--tls-ca") {
+            Some(ca) if self.flag("--tls-cert").is_some() => client::Connect::default()
+                .tls_ca(Path::new(ca))
+                .expect("CA file"),
+            _ => client::Connect::default(),
+        };
+        Client::with(self.url(), &connect).expect("client")
+    }
+
+    /// The value given to `flag` on the command line, if any.
+    fn flag(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|arg| arg == flag)?;
+        self.args.get(at + 1).map(String::as_str)
     }
 
     /// The broker's working directory (holds its log; no globalState.csv).
@@ -519,6 +539,7 @@ pub async fn http_request(
     url: &str,
     body: Option<(&str, Vec<u8>)>,
 ) -> Answer {
+    client::connect::install_crypto_provider();
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(RAW_TIMEOUT)

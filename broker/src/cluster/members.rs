@@ -49,7 +49,10 @@ pub async fn join(app: web::Data<AppState>) {
     let Some(target) = app.config.join.clone() else {
         return;
     };
-    let client = Client::new(target.base_url());
+    let client = match Client::to(&target, &app.config.peer_connect) {
+        Ok(client) => client,
+        Err(error) => return tracing::error!("cannot join through {target}: {error}"),
+    };
     let mut shutdown = app.shutdown.clone();
     let mut pause = Duration::from_millis(100);
     loop {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use client::peer::Have;
 use client::wire::Member;
-use client::{Client, PeerAddr};
+use client::{Client, Connect, PeerAddr};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -65,6 +65,8 @@ const PACING_PATIENCE: Duration = Duration::from_secs(1);
 struct PeerTable {
     list: Vec<PeerAddr>,
     clients: HashMap<String, Client>,
+    /// How the clients reach the peers.
+    connect: Connect,
     liveness: Membership,
     /// What each peer last said it holds, and its term then.
     reports: HashMap<String, Report>,
@@ -80,10 +82,11 @@ struct Report {
 }
 
 impl PeerTable {
-    fn new(list: &[PeerAddr]) -> PeerTable {
+    fn new(list: &[PeerAddr], connect: Connect) -> PeerTable {
         let mut table = PeerTable {
             list: Vec::new(),
             clients: HashMap::new(),
+            connect,
             liveness: Membership::new(DEAD_AFTER),
             reports: HashMap::new(),
             leader_commit: None,
@@ -96,7 +99,14 @@ impl PeerTable {
         self.list = list.to_vec();
         self.clients = list
             .iter()
-            .map(|peer| (peer.id(), Client::new(peer.base_url())))
+            .filter_map(|peer| match Client::to(peer, &self.connect) {
+                Ok(client) => Some((peer.id(), client)),
+                // The transport was checked at start (`Config::from_cli`).
+                Err(error) => {
+                    tracing::error!("cannot reach peer {peer}: {error}");
+                    None
+                }
+            })
             .collect();
     }
 
@@ -150,14 +160,19 @@ pub struct ElectionParts {
 
 impl Cluster {
     /// `max_lag`: how many of this broker's events a live peer may lack
-    /// before writes wait for it.
-    pub fn new(me: &str, peers: &[PeerAddr], max_lag: u64) -> (Cluster, ElectionParts) {
+    /// before writes wait for it; `connect`: how peers are reached.
+    pub fn new(
+        me: &str,
+        peers: &[PeerAddr],
+        max_lag: u64,
+        connect: Connect,
+    ) -> (Cluster, ElectionParts) {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let cluster = Cluster {
             me: me.to_string(),
             seed: peers.to_vec(),
-            table: Mutex::new(PeerTable::new(peers)),
+            table: Mutex::new(PeerTable::new(peers, connect)),
             reported: watch::Sender::new(0),
             leadership,
             inputs: inputs_tx,
@@ -525,10 +540,10 @@ mod tests {
 
     #[test]
     fn replicated_is_what_every_peer_holds() {
-        let (alone, _) = Cluster::new("h:1", &[], 100);
+        let (alone, _) = Cluster::new("h:1", &[], 100, Connect::default());
         assert_eq!(alone.replicated(), None);
 
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert_eq!(cluster.replicated(), Some(Have::new()));
         cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1);
         assert_eq!(
@@ -542,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_broker_holds_its_history_once_every_peer_told_what_it_holds_of_it() {
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert!(!cluster.holds_own_history(0), "no peer heard from yet");
         cluster.peer_holds("h:2", have(&[("h:2", 4)]), 1);
         assert!(!cluster.holds_own_history(0), "h:3 may hold events of ours");
@@ -553,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_holds_what_a_majority_reported_in_its_term() {
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         let mine = have(&[("h:1", 4), ("h:2", 6)]);
         assert!(!cluster.holds_what_a_majority_holds(&mine), "no report");
         // A report of another term (from before a partition) does not count.
@@ -571,7 +586,7 @@ mod tests {
 
     #[test]
     fn a_commit_vector_counts_only_from_the_leader_followed_in_its_term() {
-        let (cluster, parts) = Cluster::new("h:1", &[peer(2), peer(3)], 100);
+        let (cluster, parts) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         let follow = |term, leader: &str| {
             parts.leadership.send_replace(Leadership {
                 term,
@@ -592,7 +607,12 @@ mod tests {
 
     #[test]
     fn the_commit_vector_is_what_a_majority_holds() {
-        let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3), peer(4), peer(5)], 100);
+        let (cluster, _) = Cluster::new(
+            "h:1",
+            &[peer(2), peer(3), peer(4), peer(5)],
+            100,
+            Connect::default(),
+        );
         let mine = have(&[("h:1", 10), ("h:2", 3)]);
         // Alone of five: nothing is held by a majority (3).
         assert_eq!(

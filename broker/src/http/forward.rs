@@ -8,7 +8,7 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
-use client::http::FORWARDED_HEADER;
+use client::http::{ForwardedRequest, FORWARDED_HEADER};
 
 use super::body::read_body;
 use crate::error::ApiError;
@@ -66,13 +66,16 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
         .uri()
         .path_and_query()
         .map_or_else(|| request.path().to_string(), |p| p.as_str().to_string());
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
-    let method = request.method().as_str().to_string();
-    let call = client.forward(&method, &path, content_type.as_deref(), body.to_vec());
+    let header = |name| request.headers().get(name).map(|value| value.as_bytes());
+    let content_type =
+        header(header::CONTENT_TYPE).and_then(|value| std::str::from_utf8(value).ok());
+    let call = client.forward(ForwardedRequest {
+        method: request.method().as_str(),
+        path: &path,
+        content_type,
+        authorization: header(header::AUTHORIZATION),
+        body: body.to_vec(),
+    });
     match app.cluster.while_alive(&leader, call).await {
         Some(Ok(answer)) => {
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -3,6 +3,7 @@
 
 mod body;
 mod forward;
+mod guard;
 mod peer;
 mod registrations;
 mod status;
@@ -86,6 +87,7 @@ fn resource<const N: usize>(path: &str, routes: [Route; N]) -> impl HttpServiceF
 }
 
 pub use forward::to_leader;
+pub use guard::authenticate;
 
 /// For paths that match no endpoint.
 pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {

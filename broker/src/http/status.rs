@@ -8,6 +8,7 @@ use crate::config::Mode;
 use crate::error::ApiError;
 use crate::names::is_broker_id;
 use crate::store::queries;
+use crate::trust::Caller;
 
 use crate::AppState;
 
@@ -42,8 +43,10 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
 /// replicated like every event).
 pub async fn set_mode(
     app: web::Data<AppState>,
+    caller: Caller,
     body: Body<ModeChange>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_administer()?;
     let ModeChange { mode } = body.into_inner();
     let parsed = Mode::parse(&mode).ok_or_else(|| {
         ApiError::BadRequest(format!("mode must be gossip or leader, not {mode:?}"))
@@ -55,8 +58,10 @@ pub async fn set_mode(
 /// `POST /cluster/members`: adds a broker (recorded by the leader).
 pub async fn add_member(
     app: web::Data<AppState>,
+    caller: Caller,
     body: Body<NewMember>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_administer()?;
     let NewMember { host, port } = body.into_inner();
     let id = format!("{host}:{port}");
     if port == 0 || !is_broker_id(&id) {
@@ -71,8 +76,10 @@ pub async fn add_member(
 /// `DELETE /cluster/members/{id}`: removes a broker (recorded by the leader).
 pub async fn remove_member(
     app: web::Data<AppState>,
+    caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may_administer()?;
     let id = id.into_inner();
     let known = app.cluster.knows(&id) || id == app.config.id;
     app.record(move |tx| tx.remove_member(&id, known)).await?;

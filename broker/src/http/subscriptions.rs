@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
 use client::wire::{Ack, PullQuery, Subscribe, Subscription};
 
@@ -11,10 +12,12 @@ use super::created_response;
 use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::names::check_name;
+use crate::trust::Caller;
 use crate::AppState;
 
 pub async fn subscribe(
     app: web::Data<AppState>,
+    caller: Caller,
     sid: web::Path<String>,
     body: Body<Subscribe>,
 ) -> Result<HttpResponse, ApiError> {
@@ -22,6 +25,8 @@ pub async fn subscribe(
     let Subscribe { topic, from } = body.into_inner();
     check_name("subscriber", &subscriber)?;
     check_name("topic", &topic)?;
+    caller.may_act_as(&subscriber)?;
+    caller.may_subscribe(&topic)?;
     let (who, what) = (subscriber.clone(), topic.clone());
     let created = app
         .record(move |tx| tx.subscribe(&who, &what, from))
@@ -34,11 +39,13 @@ pub async fn subscribe(
 
 pub async fn unsubscribe(
     app: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (subscriber, topic) = path.into_inner();
     check_name("subscriber", &subscriber)?;
     check_name("topic", &topic)?;
+    caller.may_act_as(&subscriber)?;
     app.record(move |tx| tx.unsubscribe(&subscriber, &topic))
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -46,11 +53,14 @@ pub async fn unsubscribe(
 
 pub async fn pull(
     app: web::Data<AppState>,
+    request: HttpRequest,
+    caller: Caller,
     sid: web::Path<String>,
     query: web::Query<PullQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = sid.into_inner();
     check_name("subscriber", &subscriber)?;
+    caller.may_act_as(&subscriber)?;
     let PullQuery {
         topic,
         max,
@@ -59,6 +69,7 @@ pub async fn pull(
     } = query.into_inner();
     if let Some(topic) = &topic {
         check_name("topic", topic)?;
+        caller.may_subscribe(topic)?;
     }
     let max = match max.unwrap_or(DEFAULT_MAX) {
         0 => return Err(ApiError::BadRequest("max must be at least 1".to_string())),
@@ -71,6 +82,7 @@ pub async fn pull(
         max,
         wait,
         auto_ack: auto_ack.unwrap_or(false),
+        authorization: authorization(&request).map(<[u8]>::to_vec),
     };
     // The response is built only once the pull has its messages: a builder
     // made first would hold a response head through the whole long poll.
@@ -80,12 +92,24 @@ pub async fn pull(
 
 pub async fn ack(
     app: web::Data<AppState>,
+    request: HttpRequest,
+    caller: Caller,
     sid: web::Path<String>,
     body: Body<Ack>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = sid.into_inner();
     check_name("subscriber", &subscriber)?;
+    caller.may_act_as(&subscriber)?;
     let Ack { cursor } = body.into_inner();
-    delivery::acknowledge_token(&app, subscriber, &cursor).await?;
+    delivery::acknowledge_token(&app, subscriber, &cursor, authorization(&request)).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The client's `Authorization` header, for what this broker sends on to
+/// the leader on its behalf.
+fn authorization(request: &HttpRequest) -> Option<&[u8]> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes())
 }

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::names::check_name;
 use crate::store::{queries, StoreError};
+use crate::trust::Caller;
 use crate::AppState;
 
 /// Most payloads in one batch publish: one commit must stay short, because
@@ -20,11 +21,14 @@ const MAX_BATCH: usize = 10_000;
 
 pub async fn create(
     app: web::Data<AppState>,
+    caller: Caller,
     body: Body<CreateTopic>,
 ) -> Result<HttpResponse, ApiError> {
     let CreateTopic { name, publisher } = body.into_inner();
     check_name("topic", &name)?;
     check_name("publisher", &publisher)?;
+    caller.may_act_as(&publisher)?;
+    caller.may_publish(&name)?;
     let (topic, by) = (name.clone(), publisher.clone());
     app.record(move |tx| tx.create_topic(&topic, &by)).await?;
     Ok(HttpResponse::Created().json(TopicCreated {
@@ -71,23 +75,34 @@ pub struct DeleteQuery {
 
 pub async fn delete(
     app: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     check_name("topic", &name)?;
-    let publisher = query
-        .into_inner()
-        .publisher
-        .ok_or_else(|| ApiError::BadRequest("query parameter publisher is required".to_string()))?;
-    check_name("publisher", &publisher)?;
-    app.record(move |tx| tx.delete_topic(&name, &publisher))
+    let publisher = query.into_inner().publisher;
+    if let Some(publisher) = &publisher {
+        check_name("publisher", publisher)?;
+    }
+    // An admin deletes any topic; anyone else as its owner.
+    let owner = if caller.overrides_ownership() {
+        None
+    } else {
+        let publisher = publisher.ok_or_else(|| {
+            ApiError::BadRequest("query parameter publisher is required".to_string())
+        })?;
+        caller.may_act_as(&publisher)?;
+        Some(publisher)
+    };
+    app.record(move |tx| tx.delete_topic(&name, owner.as_deref()))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn publish(
     app: web::Data<AppState>,
+    caller: Caller,
     name: web::Path<String>,
     body: Body<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -99,6 +114,8 @@ pub async fn publish(
         payloads,
     } = body.into_inner();
     check_name("publisher", &publisher)?;
+    caller.may_act_as(&publisher)?;
+    caller.may_publish(&topic)?;
     let (payloads, batch) = match (payload, payloads) {
         (Some(one), None) => (vec![one], false),
         (None, Some(many)) if many.len() > MAX_BATCH => {

@@ -304,6 +304,10 @@ mod tests {
             max_payload_bytes: 1024,
             max_replica_lag: 10_000,
             max_write_queue: 10_000,
+            peer_connect: client::Connect::default(),
+            cluster_key: None,
+            auth_file: None,
+            tls: None,
         };
         Store::open(&config, Arc::new(Wakeups::default())).unwrap()
     }

@@ -48,18 +48,22 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    pub fn delete_topic(&mut self, topic: &str, publisher: &str) -> Result<(), StoreError> {
+    /// Deletes `topic` as `publisher`, who must own it (`None`: whoever
+    /// owns it, for an admin).
+    pub fn delete_topic(&mut self, topic: &str, publisher: Option<&str>) -> Result<(), StoreError> {
         let owner = queries::require_topic(self.conn, topic)?;
-        queries::require_publisher(self.conn, publisher)?;
-        if owner != publisher {
-            return Err(StoreError::NotTopicOwner {
-                topic: topic.to_string(),
-                publisher: publisher.to_string(),
-            });
+        if let Some(publisher) = publisher {
+            queries::require_publisher(self.conn, publisher)?;
+            if owner != publisher {
+                return Err(StoreError::NotTopicOwner {
+                    topic: topic.to_string(),
+                    publisher: publisher.to_string(),
+                });
+            }
         }
         self.record(Change::DeleteTopic {
             topic: topic.to_string(),
-            publisher: publisher.to_string(),
+            publisher: owner,
         })?;
         Ok(())
     }
