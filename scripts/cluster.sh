@@ -6,6 +6,10 @@
 # keep running; the script ends once every broker has exited, non-zero if
 # one of them failed.
 #
+# The brokers authenticate each other with data/cluster.key (API.md §5.1),
+# made on the first run (64 random hex characters, mode 0600); copy it to
+# every machine of a cluster that spans several.
+#
 # Usage: scripts/cluster.sh [BROKER_FLAGS...]
 #   Extra flags go to every broker, e.g. scripts/cluster.sh --durability normal
 #   RUMOR_PEERS=FILE uses another peer list instead of globalState.csv.
@@ -48,6 +52,13 @@ fi
 
 cargo build --release --bin broker
 broker_bin=${CARGO_TARGET_DIR:-target}/release/broker
+
+key_file=$PWD/data/cluster.key
+if [[ ! -f $key_file ]]; then
+    mkdir -p data
+    (umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' > "$key_file")
+    echo "cluster.sh: created $key_file (the brokers' shared key)" >&2
+fi
 
 pids=()
 names=()
@@ -103,7 +114,8 @@ prefix() {
 
 for i in "${!hosts[@]}"; do
     name="${hosts[$i]}:${ports[$i]}"
-    "$broker_bin" --host "${hosts[$i]}" --port "${ports[$i]}" --peers "$peers_file" "$@" \
+    "$broker_bin" --host "${hosts[$i]}" --port "${ports[$i]}" --peers "$peers_file" \
+        --cluster-key-file "$key_file" "$@" \
         > >(prefix "$name") 2>&1 &
     pids+=($!)
     names+=("$name")
@@ -123,7 +135,7 @@ while [[ ${#pids[@]} -gt 0 ]]; do
             host=${names[$i]%:*}
             port=${names[$i]##*:}
             echo "cluster.sh: [${names[$i]}] exited with status $code; the others keep running." >&2
-            echo "cluster.sh: restart it with: $broker_bin --host $host --port $port --peers $peers_file" >&2
+            echo "cluster.sh: restart it with: $broker_bin --host $host --port $port --peers $peers_file --cluster-key-file $key_file" >&2
             unset 'pids[i]' 'names[i]'
         fi
     done

@@ -289,6 +289,8 @@ async fn membership_changes_are_validated() {
         json!({"host": "", "port": 4000}),
         json!({"host": HOST}),
         json!({"port": 4000}),
+        // Not on this machine, and the cluster has no key (API.md §5.1).
+        json!({"host": "192.0.2.10", "port": 4000}),
     ];
     for body in bodies {
         let answer = b0.http_post("/cluster/members", body.clone()).await;

@@ -11,6 +11,7 @@ use crate::config::{Config, Mode};
 use crate::deliverable::Deliverable;
 use crate::delivery::{AcksInFlight, PullSlots};
 use crate::error::ApiError;
+use crate::http::BodyBudget;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, WriteTx};
 use crate::trust::Trust;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub deliverable: Deliverable,
     /// The cluster key and the client principals.
     pub trust: Trust,
+    /// Request bodies buffered at once.
+    pub bodies: BodyBudget,
 }
 
 impl AppState {

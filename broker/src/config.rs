@@ -245,6 +245,13 @@ impl Config {
         }
     }
 
+    /// Request bodies buffered at once at most (API.md §5.5): room for
+    /// several of the largest.
+    pub fn max_buffered_body_bytes(&self) -> usize {
+        const FLOOR: usize = 256 * 1024 * 1024;
+        self.max_body_bytes().saturating_mul(4).max(FLOOR)
+    }
+
     /// Largest accepted request body: room for a batch of large payloads.
     pub fn max_body_bytes(&self) -> usize {
         const FLOOR: usize = 16 * 1024 * 1024;

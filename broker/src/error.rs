@@ -28,6 +28,9 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// Past a bound of the broker's (`Retry-After` says when to retry).
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("no majority of the cluster is reachable")]
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::NoQuorum => "no_quorum",
             ApiError::ShuttingDown
             | ApiError::Store(StoreError::Closed | StoreError::CatchingUp) => "unavailable",
-            ApiError::Store(StoreError::Overloaded) => "overloaded",
+            ApiError::Overloaded(_) | ApiError::Store(StoreError::Overloaded) => "overloaded",
             ApiError::Internal(_) | ApiError::Store(StoreError::Failed(_)) => "internal",
             ApiError::Store(StoreError::NotTopicOwner { .. }) => "not_topic_owner",
             ApiError::Store(StoreError::PublisherNotFound(_)) => "publisher_not_found",

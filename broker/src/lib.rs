@@ -44,6 +44,7 @@ pub use trust::new_token;
 pub(crate) use app::AppState;
 use deliverable::Deliverable;
 use delivery::{AcksInFlight, PullSlots};
+use http::BodyBudget;
 use metrics::Metrics;
 use store::Store;
 use trust::Trust;
@@ -104,6 +105,7 @@ pub async fn run(
     let store = Store::open(&config, wakeups.clone()).map_err(std::io::Error::other)?;
     let (stopping, shutdown_rx) = watch::channel(false);
     let max_body_bytes = config.max_body_bytes();
+    let max_buffered_bytes = config.max_buffered_body_bytes();
     tracing::info!(
         "broker {} listening on {} (data in {}, {} peers)",
         config.id,
@@ -128,6 +130,7 @@ pub async fn run(
         pulls: PullSlots::default(),
         deliverable: Deliverable::default(),
         trust,
+        bodies: BodyBudget::new(max_buffered_bytes, max_body_bytes),
     });
     let mut tasks = cluster::spawn(app.clone(), election);
     tasks.push(tokio::spawn(retention::run(app.clone())));
@@ -144,7 +147,7 @@ pub async fn run(
             })
             .wrap(actix_web::middleware::from_fn(http::to_leader))
             .wrap(actix_web::middleware::from_fn(http::authenticate))
-            .configure(http::configure(max_body_bytes))
+            .configure(http::configure)
             .default_service(web::to(http::not_found))
     });
     let server = match tls {

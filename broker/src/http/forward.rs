@@ -74,7 +74,7 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
         path: &path,
         content_type,
         authorization: header(header::AUTHORIZATION),
-        body: body.to_vec(),
+        body: body.bytes.to_vec(),
     });
     match app.cluster.while_alive(&leader, call).await {
         Some(Ok(answer)) => {

@@ -115,7 +115,7 @@ async fn verify(
             .headers()
             .get(header::AUTHORIZATION)
             .map_or(&[][..], HeaderValue::as_bytes),
-        body: &body,
+        body: &body.bytes,
     };
     if !key.verifies_request(&signed, &signature) {
         return Err(unsigned());
@@ -130,7 +130,7 @@ async fn verify(
         tracing::warn!("refused a signed peer request to {}: {why}", request.path());
         ApiError::Unauthenticated(format!("peer request refused: {why}"))
     })?;
-    request.set_payload(Payload::from(body));
+    request.set_payload(Payload::from(body.bytes));
     Ok(nonce)
 }
 

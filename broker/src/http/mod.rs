@@ -19,63 +19,61 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
-/// Registers every endpoint and the JSON, query and path error rules.
-pub fn configure(max_body_bytes: usize) -> impl Fn(&mut web::ServiceConfig) + Clone {
-    move |cfg| {
-        cfg.app_data(web::PayloadConfig::new(max_body_bytes))
-            .app_data(web::QueryConfig::default().error_handler(query_error))
-            .app_data(web::PathConfig::default().error_handler(path_error))
-            .service(resource("/health", [web::get().to(status::health)]))
-            .service(resource("/cluster", [web::get().to(status::cluster)]))
-            .service(resource("/cluster/mode", [web::put().to(status::set_mode)]))
-            .service(resource(
-                "/cluster/members",
-                [web::post().to(status::add_member)],
-            ))
-            .service(resource(
-                "/cluster/members/{id}",
-                [web::delete().to(status::remove_member)],
-            ))
-            .service(resource("/metrics", [web::get().to(status::metrics)]))
-            .service(resource(
-                "/publishers",
-                [web::post().to(registrations::publisher)],
-            ))
-            .service(resource(
-                "/subscribers",
-                [web::post().to(registrations::subscriber)],
-            ))
-            .service(resource(
-                "/topics",
-                [web::get().to(topics::list), web::post().to(topics::create)],
-            ))
-            .service(resource(
-                "/topics/{name}",
-                [web::get().to(topics::get), web::delete().to(topics::delete)],
-            ))
-            .service(resource(
-                "/topics/{name}/messages",
-                [web::post().to(topics::publish)],
-            ))
-            .service(resource(
-                "/subscribers/{sid}/subscriptions",
-                [web::post().to(subscriptions::subscribe)],
-            ))
-            .service(resource(
-                "/subscribers/{sid}/subscriptions/{topic}",
-                [web::delete().to(subscriptions::unsubscribe)],
-            ))
-            .service(resource(
-                "/subscribers/{sid}/messages",
-                [web::get().to(subscriptions::pull)],
-            ))
-            .service(resource(
-                "/subscribers/{sid}/ack",
-                [web::post().to(subscriptions::ack)],
-            ))
-            .service(resource("/peer/sync", [web::post().to(peer::sync)]))
-            .service(resource("/peer/election", [web::post().to(peer::election)]));
-    }
+/// Registers every endpoint and the query and path error rules (bodies:
+/// see `body`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .service(resource("/health", [web::get().to(status::health)]))
+        .service(resource("/cluster", [web::get().to(status::cluster)]))
+        .service(resource("/cluster/mode", [web::put().to(status::set_mode)]))
+        .service(resource(
+            "/cluster/members",
+            [web::post().to(status::add_member)],
+        ))
+        .service(resource(
+            "/cluster/members/{id}",
+            [web::delete().to(status::remove_member)],
+        ))
+        .service(resource("/metrics", [web::get().to(status::metrics)]))
+        .service(resource(
+            "/publishers",
+            [web::post().to(registrations::publisher)],
+        ))
+        .service(resource(
+            "/subscribers",
+            [web::post().to(registrations::subscriber)],
+        ))
+        .service(resource(
+            "/topics",
+            [web::get().to(topics::list), web::post().to(topics::create)],
+        ))
+        .service(resource(
+            "/topics/{name}",
+            [web::get().to(topics::get), web::delete().to(topics::delete)],
+        ))
+        .service(resource(
+            "/topics/{name}/messages",
+            [web::post().to(topics::publish)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/subscriptions",
+            [web::post().to(subscriptions::subscribe)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/subscriptions/{topic}",
+            [web::delete().to(subscriptions::unsubscribe)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/messages",
+            [web::get().to(subscriptions::pull)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/ack",
+            [web::post().to(subscriptions::ack)],
+        ))
+        .service(resource("/peer/sync", [web::post().to(peer::sync)]))
+        .service(resource("/peer/election", [web::post().to(peer::election)]));
 }
 
 /// A resource whose other methods get 405 with the JSON error body.
@@ -86,6 +84,7 @@ fn resource<const N: usize>(path: &str, routes: [Route; N]) -> impl HttpServiceF
         .default_service(web::to(method_not_allowed))
 }
 
+pub use body::BodyBudget;
 pub use forward::to_leader;
 pub use guard::authenticate;
 

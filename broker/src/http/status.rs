@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use client::wire::{ClusterInfo, Health, ModeChange, NewMember, Registration};
 
 use super::body::Body;
-use crate::config::Mode;
+use crate::config::{is_loopback, Mode};
 use crate::error::ApiError;
 use crate::names::is_broker_id;
 use crate::store::queries;
@@ -67,6 +67,11 @@ pub async fn add_member(
     if port == 0 || !is_broker_id(&id) {
         return Err(ApiError::BadRequest(format!(
             "{id:?} is not a host and port"
+        )));
+    }
+    if app.config.cluster_key.is_none() && !is_loopback(&host) {
+        return Err(ApiError::BadRequest(format!(
+            "{id} is not on this machine: brokers across machines need --cluster-key-file"
         )));
     }
     let created = app.record(move |tx| tx.add_member(&host, port)).await?;
