@@ -4,13 +4,15 @@
 //! brokers' own protocol, `delivery` the delivery logs of the CLIs and
 //! `bench check`'s report and `bench` the reports of the other `bench`
 //! subcommands (the only types in the workspace that derive
-//! `Serialize`), `peers` reads `globalState.csv`,
+//! `Serialize`), `envelope` the end-to-end encryption of payloads
+//! (`--key-file`), `peers` reads `globalState.csv`,
 //! `http` is the typed async client, and `cli` holds what the command-line
 //! programs share: broker selection flags and failover.
 
 pub mod bench;
 pub mod cli;
 pub mod delivery;
+pub mod envelope;
 pub mod http;
 pub mod peer;
 pub mod peers;
