@@ -4,7 +4,8 @@
 //! brokers' own protocol, `delivery` the delivery logs of the CLIs and
 //! `bench check`'s report and `bench` the reports of the other `bench`
 //! subcommands (the only types in the workspace that derive
-//! `Serialize`), `peers` reads `globalState.csv`,
+//! `Serialize`), `envelope` the end-to-end encryption of payloads
+//! (`--key-file`), `peers` reads `globalState.csv`,
 //! `http` is the typed async client, `connect` its transport (HTTP or
 //! HTTPS) and credentials, `peer_auth` the brokers' signatures with the
 //! cluster key, and `cli` holds what the command-line programs share:
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod cli;
 pub mod connect;
 pub mod delivery;
+pub mod envelope;
 pub mod http;
 pub mod peer;
 pub mod peer_auth;

@@ -7,8 +7,12 @@
 //! order); a batch from stdin holds only lines that were already read, so a
 //! line typed interactively is published at once.
 //!
+//! With `--key-file FILE` each payload is published sealed in an envelope
+//! with the key in FILE (`client::envelope`, API.md §5.4).
+//!
 //! With `--log FILE` each acknowledged message is also appended to FILE as a
-//! `sent` record (`client::delivery`), for `bench check`.
+//! `sent` record (`client::delivery`), for `bench check`; its digest is of
+//! the plaintext, as the subscriber's is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Record, Sent};
+use client::envelope::Key;
 use client::wire::Published;
 use client::{Client, ClientError};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
@@ -46,6 +51,9 @@ pub struct Cli {
     /// Append a `sent` record (JSON line) per acknowledged message to FILE
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Encrypt each payload (AES-256-GCM) with the key in FILE: 64 hex characters
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Messages to publish, in order [default: each line of stdin]
     #[arg(value_name = "MESSAGE")]
     pub messages: Vec<String>,
@@ -53,10 +61,12 @@ pub struct Cli {
 
 /// Runs the program; the error is the text of its one error line.
 pub async fn run(cli: Cli) -> Result<()> {
-    // The error's text already names its cause.
+    // The errors' text already names their cause.
+    let key = cli.key_file.as_deref().map(Key::read).transpose();
+    let key = key.map_err(|error| anyhow!("{error}"))?;
     let failover = cli.broker.failover().map_err(|error| anyhow!("{error}"))?;
     let log = cli.log.as_deref().map(open_log).transpose()?;
-    let mut session = Session::new(&cli, failover, log);
+    let mut session = Session::new(&cli, failover, log, key);
     session.setup().await.map_err(failed)?;
     match cli.count {
         Some(count) => {
@@ -105,20 +115,27 @@ async fn next_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<St
 struct Session<'c> {
     cli: &'c Cli,
     failover: Failover,
+    /// Payloads as published (envelopes with `--key-file`).
     batch: Vec<String>,
     batch_bytes: usize,
     /// `--log`.
     log: Option<DeliveryLog>,
+    /// With `--log`, the digest of each plaintext in `batch`.
+    digests: Vec<String>,
+    /// `--key-file`.
+    key: Option<Key>,
 }
 
 impl<'c> Session<'c> {
-    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>) -> Self {
+    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>, key: Option<Key>) -> Self {
         Session {
             cli,
             failover,
             batch: Vec::new(),
             batch_bytes: 0,
             log,
+            digests: Vec::new(),
+            key,
         }
     }
 
@@ -132,6 +149,12 @@ impl<'c> Session<'c> {
 
     /// Adds a payload to the batch, first sending the batch when it is full.
     async fn queue(&mut self, payload: String) -> Result<()> {
+        // `bench check` compares plaintexts, so the digest is taken before sealing.
+        let digest = self
+            .log
+            .is_some()
+            .then(|| delivery::digest(payload.as_bytes()));
+        let payload = self.seal(payload)?;
         let full =
             self.batch.len() >= BATCH_MESSAGES || self.batch_bytes + payload.len() > BATCH_BYTES;
         if full && !self.batch.is_empty() {
@@ -139,7 +162,16 @@ impl<'c> Session<'c> {
         }
         self.batch_bytes += payload.len();
         self.batch.push(payload);
+        self.digests.extend(digest);
         Ok(())
+    }
+
+    /// `payload` as published: with `--key-file`, its envelope.
+    fn seal(&self, payload: String) -> Result<String> {
+        match &self.key {
+            Some(key) => Ok(key.seal(&self.cli.topic, &payload)?),
+            None => Ok(payload),
+        }
     }
 
     /// Sends the batch, if any, prints the ids of its messages and logs them.
@@ -148,16 +180,17 @@ impl<'c> Session<'c> {
             return Ok(());
         }
         let payloads = std::mem::take(&mut self.batch);
+        let digests = std::mem::take(&mut self.digests);
         self.batch_bytes = 0;
         let sent_ms = delivery::unix_ms();
         let published = self.publish(&payloads).await.map_err(failed)?;
         let acked_ms = delivery::unix_ms();
         print_ids(&published).context("cannot write to stdout")?;
         if let Some(log) = &mut self.log {
-            for (message, payload) in published.iter().zip(&payloads) {
+            for (message, digest) in published.iter().zip(digests) {
                 let record = Record::Sent(Sent {
                     id: message.id.clone(),
-                    digest: delivery::digest(payload.as_bytes()),
+                    digest,
                     sent_ms,
                     acked_ms,
                 });

@@ -11,9 +11,17 @@
 //! broker the program retries with a growing pause and gives up after
 //! [`GIVE_UP`].
 //!
+//! With `--key-file FILE` each payload is an envelope opened with the key in
+//! FILE (`client::envelope`, API.md §5.4), and the plaintext is printed. A
+//! payload that does not open ends the program with an error naming the
+//! message: nothing of its batch is printed or acknowledged, so a run with
+//! the right key gets all of it.
+//!
 //! With `--log FILE` each printed message is also appended to FILE as a
-//! `received` record (`client::delivery`), for `bench check`.
+//! `received` record (`client::delivery`), for `bench check`; its digest is
+//! of the payload as printed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use client::cli::{describe, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Received, Record};
+use client::envelope::Key;
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use client::{Client, ClientError};
@@ -58,6 +67,10 @@ pub struct Cli {
     /// Append a `received` record (JSON line) per printed message to FILE
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Decrypt each payload (AES-256-GCM) with the key in FILE: 64 hex
+    /// characters; a payload that does not decrypt is an error
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `--format`.
@@ -69,10 +82,12 @@ pub enum Format {
 
 /// Runs the program; the error is the text of its one error line.
 pub async fn run(cli: Cli) -> Result<()> {
-    // The error's text already names its cause.
+    // The errors' text already names their cause.
+    let key = cli.key_file.as_deref().map(Key::read).transpose();
+    let key = key.map_err(|error| anyhow!("{error}"))?;
     let failover = cli.broker.failover().map_err(|error| anyhow!("{error}"))?;
     let log = cli.log.as_deref().map(open_log).transpose()?;
-    Subscriber::new(&cli, failover, log).run().await
+    Subscriber::new(&cli, failover, log, key).run().await
 }
 
 /// Opens the `--log` file for appending.
@@ -90,16 +105,19 @@ struct Subscriber<'c> {
     remaining: Option<u64>,
     /// `--log`.
     log: Option<DeliveryLog>,
+    /// `--key-file`.
+    key: Option<Key>,
 }
 
 impl<'c> Subscriber<'c> {
-    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>) -> Self {
+    fn new(cli: &'c Cli, failover: Failover, log: Option<DeliveryLog>, key: Option<Key>) -> Self {
         Subscriber {
             cli,
             failover,
             printed: HashMap::new(),
             remaining: cli.count,
             log,
+            key,
         }
     }
 
@@ -164,23 +182,41 @@ impl<'c> Subscriber<'c> {
 
     /// Prints the messages not printed before (up to `--count`) and flushes.
     /// True when every message was handled, so the batch may be acknowledged.
+    /// Every payload is opened before any is printed, so a batch holding one
+    /// that does not open is left whole for the next run.
     fn print(&mut self, messages: &[Message]) -> Result<bool> {
+        let fresh: Vec<&Message> = messages.iter().filter(|m| !self.seen(m)).collect();
+        let take = self.remaining.map_or(fresh.len(), |left| {
+            fresh.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+        });
+        let opened = fresh[..take]
+            .iter()
+            .map(|message| self.open(message))
+            .collect::<Result<Vec<_>>>()?;
         let mut out = std::io::stdout().lock();
-        for message in messages {
-            if self.seen(message) {
-                continue;
-            }
-            if self.remaining == Some(0) {
-                // More than asked for: leave the rest unacknowledged.
-                return Ok(false);
-            }
+        for message in &opened {
             write_message(&mut out, message, self.cli.format).context("cannot write to stdout")?;
             self.log_received(message)?;
             self.printed.insert(message.origin.clone(), message.seq);
             self.remaining = self.remaining.map(|left| left - 1);
         }
         out.flush().context("cannot write to stdout")?;
-        Ok(true)
+        // More than asked for: leave the rest unacknowledged.
+        Ok(take == fresh.len())
+    }
+
+    /// `message` as printed: with `--key-file`, with its payload decrypted.
+    fn open<'m>(&self, message: &'m Message) -> Result<Cow<'m, Message>> {
+        let Some(key) = &self.key else {
+            return Ok(Cow::Borrowed(message));
+        };
+        let payload = key
+            .open(&message.topic, &message.payload)
+            .with_context(|| format!("cannot decrypt message {}", message.id))?;
+        Ok(Cow::Owned(Message {
+            payload,
+            ..message.clone()
+        }))
     }
 
     /// Appends a `received` record for `message` to the `--log` file, if any.
