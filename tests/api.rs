@@ -1526,3 +1526,72 @@ async fn writes_past_the_write_queue_are_refused_with_503_and_retry_after() {
     );
     client.health().await.expect("still healthy");
 }
+
+/// Sends raw bytes on a new connection and reads until the broker closes
+/// it (or 15 s pass); returns what came back.
+async fn raw_exchange(broker: &Broker, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+        .await
+        .expect("connect");
+    // The broker may answer and close before it has read everything.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_of_the_http_layer_itself_have_the_json_error_body() {
+    let broker = Broker::start().await;
+    let too_long_header = format!(
+        "GET /health HTTP/1.1\r\nHost: rumor\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(256 * 1024)
+    );
+    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+        (
+            "a malformed request line",
+            b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "a malformed header",
+            b"GET /health HTTP/1.1\r\nHost rumor\r\n\r\n".to_vec(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "a header too large",
+            too_long_header.into_bytes(),
+            "431",
+            "header_too_large",
+        ),
+        // The head never completes: actix-http's head timeout.
+        (
+            "a head that never ends",
+            b"GET /health HTTP/1.1\r\nHost: ru".to_vec(),
+            "408",
+            "request_timeout",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = raw_exchange(&broker, &request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {answer:?}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{what}: {answer:?}"
+        );
+        let body: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {answer:?}"));
+        assert_eq!(body["error"]["code"], code, "{what}");
+        assert!(body["error"]["message"].is_string(), "{what}");
+    }
+    // The broker goes on.
+    broker.client().health().await.expect("healthy");
+}

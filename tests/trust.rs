@@ -96,7 +96,7 @@ fn signed_headers(
         path,
         time_ms,
         nonce,
-        forwarded: false,
+        forwarded: b"",
         authorization: b"",
         body,
     });
@@ -237,7 +237,7 @@ async fn peer_requests_not_signed_with_the_cluster_key_are_refused_and_change_no
     let forwarded = serde_json::to_vec(&json!({"publisher": "p", "payload": "x"})).unwrap();
     post_with(
         &format!("{}/topics/t/messages", broker.url()),
-        &[("x-rumor-forwarded", "1".to_string())],
+        &[("x-rumor-forwarded", "cluster".to_string())],
         forwarded,
     )
     .await
@@ -1114,4 +1114,53 @@ fn secret_files_stay_out_of_the_logs() {
     assert!(!output.status.success());
     assert!(!stderr.contains(KEY), "{stderr}");
     assert!(secrets.path("cluster.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_joins_a_secured_cluster_through_a_member_that_does_not_lead() {
+    let secrets = Secrets::new();
+    let tokens = auth_file(&secrets);
+    let key_file = secrets.write("cluster.key", KEY);
+    let secured = [
+        "--auth-file",
+        tokens.file.as_str(),
+        "--cluster-key-file",
+        key_file.as_str(),
+    ];
+    let cluster = Cluster::start(3, &secured).await;
+    let root = client_as(cluster.broker(0), &tokens.root);
+    let leader = eventually_ok(WAIT, "a leader", || async {
+        let info = root.cluster().await.map_err(|e| e.to_string())?;
+        info.leader.ok_or("no leader yet".to_string())
+    })
+    .await;
+    assert_ne!(leader, cluster.id(0), "broker 0 has the least id");
+    // The new broker names broker 0, which forwards the change to the leader.
+    let join = cluster.id(0);
+    let mut args = secured.to_vec();
+    args.extend(["--join", join.as_str()]);
+    let newcomer = Broker::start_with(&args).await;
+    eventually(WAIT, "every member lists the newcomer", || async {
+        let mut listed = true;
+        for i in 0..3 {
+            let info = client_as(cluster.broker(i), &tokens.root).cluster().await;
+            listed &= info.is_ok_and(|info| {
+                info.members
+                    .iter()
+                    .any(|m| m.id == newcomer.id() && m.alive)
+            });
+        }
+        listed
+    })
+    .await;
+    // A client cannot pass itself off as the cluster through a follower.
+    send_as(
+        cluster.broker(0),
+        Some(&tokens.alice),
+        "POST",
+        "/cluster/members",
+        Some(json!({"host": HOST, "port": 1})),
+    )
+    .await
+    .assert_code(403, "forbidden", "a member added by a non-admin");
 }

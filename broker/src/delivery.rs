@@ -216,6 +216,7 @@ pub async fn acknowledge(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         let path = format!("/subscribers/{}/ack", cursor.subscriber);
         let call = client.forward(ForwardedRequest {
+            for_cluster: false,
             method: "POST",
             path: &path,
             content_type: Some("application/json"),

@@ -34,7 +34,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
@@ -136,28 +136,7 @@ pub async fn run(
     tasks.push(tokio::spawn(retention::run(app.clone())));
     tasks.push(tokio::spawn(deliverable::run(app.clone())));
     tasks.push(tokio::spawn(trust::reload_on_hangup(app.clone())));
-    let server_app = app.clone();
-    let server = HttpServer::new(move || {
-        let counted = server_app.clone();
-        App::new()
-            .app_data(server_app.clone())
-            .wrap_fn(move |request, service| {
-                counted.metrics.count_request();
-                actix_web::dev::Service::call(service, request)
-            })
-            .wrap(actix_web::middleware::from_fn(http::to_leader))
-            .wrap(actix_web::middleware::from_fn(http::authenticate))
-            .configure(http::configure)
-            .default_service(web::to(http::not_found))
-    });
-    let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
-    };
-    let server = server
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .run();
+    let server = http::server(app.clone(), listener, tls, SHUTDOWN_GRACE)?;
     let handle = server.handle();
     let stopper = tokio::spawn(async move {
         shutdown.await;

@@ -84,14 +84,8 @@ impl Key {
 
     /// The key written as 64 hex characters, surrounding whitespace allowed.
     pub fn from_hex(text: &[u8]) -> Option<Key> {
-        let digits = text.trim_ascii();
-        if digits.len() != 2 * 32 {
-            return None;
-        }
         let mut key = CipherKey::<Aes256Gcm>::default();
-        for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
-            *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-        }
+        hex::decode_to_slice(text.trim_ascii(), &mut key).ok()?;
         Some(Key {
             cipher: Aes256Gcm::new(&key),
         })
@@ -140,10 +134,6 @@ impl Key {
 }
 
 /// The value of one hex digit.
-fn nibble(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).map(|value| value as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

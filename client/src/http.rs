@@ -53,8 +53,13 @@ pub enum Created {
     Existing,
 }
 
-/// Marks a request one broker forwards to another (never forwarded again).
+/// Marks a request one broker forwards to another (never forwarded again),
+/// with for whom: a client (`FORWARDED_FOR_CLIENT`: it acts with the
+/// client's token) or the cluster itself (`FORWARDED_FOR_CLUSTER`: a
+/// broker's own request, e.g. a joining broker adding itself).
 pub const FORWARDED_HEADER: &str = "x-rumor-forwarded";
+pub const FORWARDED_FOR_CLIENT: &str = "client";
+pub const FORWARDED_FOR_CLUSTER: &str = "cluster";
 
 /// The answer to a forwarded request.
 #[derive(Debug, Clone)]
@@ -300,7 +305,14 @@ impl Client {
         let mut builder = self
             .http
             .request(method, url)
-            .header(FORWARDED_HEADER, "1")
+            .header(
+                FORWARDED_HEADER,
+                if request.for_cluster {
+                    FORWARDED_FOR_CLUSTER
+                } else {
+                    FORWARDED_FOR_CLIENT
+                },
+            )
             .timeout(REQUEST_TIMEOUT);
         if let Some(content_type) = request.content_type {
             builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
@@ -437,9 +449,12 @@ impl Client {
     }
 }
 
-/// A client's request as a follower forwards it to the leader.
+/// A request as a follower forwards it to the leader.
 #[derive(Debug, Clone)]
 pub struct ForwardedRequest<'a> {
+    /// Made by another broker of the cluster, not a client (see
+    /// `FORWARDED_HEADER`).
+    pub for_cluster: bool,
     pub method: &'a str,
     /// The path with its query.
     pub path: &'a str,
@@ -462,7 +477,9 @@ fn sign(key: &ClusterKey, request: &mut reqwest::Request) -> String {
         path: &path,
         time_ms,
         nonce: &nonce,
-        forwarded: headers.contains_key(FORWARDED_HEADER),
+        forwarded: headers
+            .get(FORWARDED_HEADER)
+            .map_or(&[][..], |value| value.as_bytes()),
         authorization: headers
             .get(reqwest::header::AUTHORIZATION)
             .map_or(&[][..], |value| value.as_bytes()),

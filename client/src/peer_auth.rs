@@ -2,7 +2,7 @@
 //! HMAC-SHA256 signatures over a peer request and over its answer.
 //!
 //! A request is signed over its method, path and query, a timestamp, a
-//! random nonce, whether it is a forwarded client request, the client's
+//! random nonce, the forwarding mark (for whom a request is forwarded), the client's
 //! `Authorization` header and the body; the receiver checks the timestamp
 //! window and that it never saw the nonce (see the broker's replay guard).
 //! The answer is signed over the request's nonce, its status and its body,
@@ -56,8 +56,8 @@ pub struct SignedRequest<'a> {
     pub path: &'a str,
     pub time_ms: u64,
     pub nonce: &'a str,
-    /// A client's request a follower forwards (it acts with the client's token).
-    pub forwarded: bool,
+    /// The forwarding mark's value (`FORWARDED_HEADER`), empty if none.
+    pub forwarded: &'a [u8],
     /// The client's `Authorization` header, forwarded with it.
     pub authorization: &'a [u8],
     pub body: &'a [u8],
@@ -117,7 +117,7 @@ impl ClusterKey {
             request.path.as_bytes(),
             &request.time_ms.to_be_bytes(),
             request.nonce.as_bytes(),
-            &[u8::from(request.forwarded)],
+            request.forwarded,
             request.authorization,
             request.body,
         ] {
@@ -183,7 +183,7 @@ mod tests {
             path: "/peer/sync",
             time_ms: 1_700_000_000_000,
             nonce: "00112233445566778899aabbccddeeff",
-            forwarded: false,
+            forwarded: b"",
             authorization: b"",
             body,
         }
@@ -218,7 +218,7 @@ mod tests {
                 ..signed
             },
             SignedRequest {
-                forwarded: true,
+                forwarded: b"client",
                 ..signed
             },
             SignedRequest {

@@ -6,12 +6,13 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 
 use client::http::{ForwardedRequest, FORWARDED_HEADER};
 
 use super::body::read_body;
 use crate::error::ApiError;
+use crate::trust::Caller;
 use crate::AppState;
 
 /// Middleware: forwards client writes to the leader when this broker
@@ -69,7 +70,9 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
     let header = |name| request.headers().get(name).map(|value| value.as_bytes());
     let content_type =
         header(header::CONTENT_TYPE).and_then(|value| std::str::from_utf8(value).ok());
+    let for_cluster = matches!(request.extensions().get::<Caller>(), Some(Caller::Cluster));
     let call = client.forward(ForwardedRequest {
+        for_cluster,
         method: request.method().as_str(),
         path: &path,
         content_type,

@@ -12,7 +12,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use client::http::FORWARDED_HEADER;
+use client::http::{FORWARDED_FOR_CLUSTER, FORWARDED_HEADER};
 use client::peer_auth::{ClusterKey, SignedRequest, NONCE_HEADER, SIGNATURE_HEADER, TIME_HEADER};
 
 use super::body::read_body;
@@ -110,7 +110,10 @@ async fn verify(
         path,
         time_ms,
         nonce: &nonce,
-        forwarded: request.headers().contains_key(FORWARDED_HEADER),
+        forwarded: request
+            .headers()
+            .get(FORWARDED_HEADER)
+            .map_or(&[][..], HeaderValue::as_bytes),
         authorization: request
             .headers()
             .get(header::AUTHORIZATION)
@@ -146,8 +149,13 @@ fn identify_client(
     if !app.trust.authenticates_clients() || path == "/health" || path.starts_with("/peer/") {
         return Ok(());
     }
-    let forwarded = request.headers().contains_key(FORWARDED_HEADER);
-    let caller = if verified_peer && !forwarded {
+    // A broker's own request, made here or forwarded by one: only what a
+    // signature covers counts.
+    let for_cluster = request
+        .headers()
+        .get(FORWARDED_HEADER)
+        .is_none_or(|value| value == FORWARDED_FOR_CLUSTER);
+    let caller = if verified_peer && for_cluster {
         Caller::Cluster
     } else {
         bearer(request)

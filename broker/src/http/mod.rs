@@ -2,10 +2,12 @@
 //! handlers (a few lines each; the work happens in `store` and `delivery`).
 
 mod body;
+mod conn;
 mod forward;
 mod guard;
 mod peer;
 mod registrations;
+mod server;
 mod status;
 mod subscriptions;
 mod topics;
@@ -87,6 +89,7 @@ fn resource<const N: usize>(path: &str, routes: [Route; N]) -> impl HttpServiceF
 pub use body::BodyBudget;
 pub use forward::to_leader;
 pub use guard::authenticate;
+pub use server::server;
 
 /// For paths that match no endpoint.
 pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {

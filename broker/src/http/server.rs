@@ -1,0 +1,119 @@
+//! The HTTP server: actix-web's application served by actix-http on every
+//! connection of the listener, through TLS with `--tls-cert`. It is put
+//! together here rather than by `actix_web::HttpServer` so that each
+//! connection can be wrapped in `conn::JsonErrors` (actix-http's own error
+//! answers get the JSON error body); the settings are `HttpServer`'s
+//! defaults.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, KeepAlive, Request};
+use actix_server::{GracefulShutdownSignal, Server};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+use actix_web::dev::{AppConfig, ServiceFactory, ServiceResponse};
+use actix_web::{web, App};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::conn::JsonErrors;
+use crate::AppState;
+
+/// How long a request head may take to arrive (actix-web's default): `408`.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to go.
+const DISCONNECT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// A server for `app` on `listener`, not yet started; in-flight requests
+/// get `grace` to finish once it is stopped.
+pub fn server(
+    app: web::Data<AppState>,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    grace: Duration,
+) -> std::io::Result<Server> {
+    let builder = Server::build()
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs());
+    let shutdown = builder.graceful_shutdown_signal();
+    let local = listener.local_addr()?;
+    let builder = match tls {
+        None => builder.listen("rumor", listener, move || {
+            fn_service(|io: TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok((JsonErrors::new(io), peer)))
+            })
+            .and_then(http(app.clone(), shutdown.clone(), local))
+        })?,
+        Some(tls) => builder.listen("rumor-tls", listener, move || {
+            Acceptor::new(tls.clone())
+                .map_init_err(|_| ())
+                .map_err(|error| tracing::debug!("TLS handshake failed: {error:?}"))
+                .map(|io: TlsStream<TcpStream>| {
+                    let peer = io.get_ref().0.peer_addr().ok();
+                    (JsonErrors::new(io), peer)
+                })
+                .and_then(
+                    http(app.clone(), shutdown.clone(), local)
+                        .map_err(|error| tracing::debug!("connection failed: {error}")),
+                )
+        })?,
+    };
+    Ok(builder.run())
+}
+
+/// HTTP/1.1 on a connection of type `IO` (with its peer's address).
+fn http<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
+    app: web::Data<AppState>,
+    shutdown: GracefulShutdownSignal,
+    local: SocketAddr,
+) -> impl ServiceFactory<
+    (IO, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = DispatchError,
+    InitError = (),
+> {
+    HttpService::build()
+        .keep_alive(KeepAlive::default())
+        .client_request_timeout(HEAD_DEADLINE)
+        .client_disconnect_timeout(DISCONNECT_DEADLINE)
+        .h1_allow_half_closed(true)
+        .local_addr(local)
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
+        .h1(application(app))
+}
+
+/// One worker's application, as actix-http takes it.
+fn application(
+    app: web::Data<AppState>,
+) -> impl ServiceFactory<
+    Request,
+    Config = (),
+    Response = ServiceResponse,
+    Error = actix_web::HttpResponse,
+    InitError = (),
+> {
+    let counted = app.clone();
+    let routes = App::new()
+        .app_data(app)
+        .wrap_fn(move |request, service| {
+            counted.metrics.count_request();
+            actix_web::dev::Service::call(service, request)
+        })
+        .wrap(actix_web::middleware::from_fn(super::to_leader))
+        .wrap(actix_web::middleware::from_fn(super::authenticate))
+        .configure(super::configure)
+        .default_service(web::to(super::not_found));
+    map_config(
+        routes
+            .into_factory()
+            .map_err(|error: actix_web::Error| error.error_response()),
+        |_| AppConfig::default(),
+    )
+}
