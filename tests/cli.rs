@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use support::{
-    assert_success, eventually, free_port, payloads, read_all, run_bin, spawn_piped, subscribed,
-    wait_bounded, Broker, HOST,
+    assert_one_line_failure, assert_success, eventually, free_port, lines, payloads, read_all,
+    run_bin, spawn_piped, subscribed, wait_bounded, Broker, HOST,
 };
 
 const PUBLISHER: &str = env!("CARGO_BIN_EXE_publisher");
@@ -373,32 +373,6 @@ fn run_against(program: &str, port: u16, args: &[&str], stdin: &str) -> Output {
     let all = broker_args(port, args);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     run_bin(program, &all, stdin, LIMIT)
-}
-
-/// The lines of `bytes`, read as UTF-8.
-fn lines(bytes: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Asserts a non-zero exit with exactly one line `<program>: error: ...`
-/// on stderr, and no panic; returns that line.
-#[track_caller]
-fn assert_one_line_failure(output: &Output, program: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr:?}");
-    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr:?}");
-    assert!(
-        stderr.starts_with(&format!("{program}: error: ")),
-        "{stderr:?}"
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr:?}"
-    );
-    stderr
 }
 
 /// Publishes `payloads` to `topic` as publisher `P0`, creating the topic if needed.

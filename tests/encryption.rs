@@ -11,8 +11,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use client::delivery::{self, CheckReport, Record};
 use client::envelope::{Key, PREFIX};
-use client::wire::{Message, PullQuery, Pulled};
-use support::{assert_success, free_port, payloads, run_bin, topic_of, Broker, HOST};
+use client::wire::{Message, Pulled};
+use support::{
+    assert_one_line_failure, assert_success, at_once, free_port, lines, payloads, run_bin,
+    topic_of, Broker, HOST,
+};
 
 const PUBLISHER: &str = env!("CARGO_BIN_EXE_publisher");
 const SUBSCRIBER: &str = env!("CARGO_BIN_EXE_subscriber");
@@ -262,12 +265,7 @@ fn run_against<S: AsRef<str>>(program: &str, port: u16, args: &[S]) -> Output {
 
 /// What `subscriber` would be given now on `topic`, without acknowledging.
 async fn pending(broker: &Broker, subscriber: &str, topic: &str) -> Pulled {
-    let query = PullQuery {
-        topic: Some(topic.to_string()),
-        max: Some(100),
-        wait_ms: Some(0),
-        auto_ack: Some(false),
-    };
+    let query = at_once(Some(topic), Some(100));
     broker
         .client()
         .pull(subscriber, &query)
@@ -298,27 +296,4 @@ fn path(dir: &Path, name: &str) -> String {
         .to_str()
         .expect("UTF-8 temp path")
         .to_string()
-}
-
-/// The lines of `bytes`, read as UTF-8.
-fn lines(bytes: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Asserts exit 1 with exactly one line `<program>: error: ...` on stderr
-/// and no panic; returns that line.
-#[track_caller]
-fn assert_one_line_failure(output: &Output, program: &str) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr:?}");
-    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr:?}");
-    assert!(
-        stderr.starts_with(&format!("{program}: error: ")),
-        "{stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr:?}");
-    stderr
 }

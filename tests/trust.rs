@@ -639,42 +639,25 @@ async fn permissions_decide_each_endpoint_class() {
         (bob, "DELETE", "/cluster/members/127.0.0.1:1", None),
     ];
     // What each principal may do.
-    send_as(
-        &broker,
-        alice,
-        "POST",
-        "/publishers",
-        Some(json!({"id": "alice"})),
-    )
-    .await
-    .assert_status(201);
-    send_as(
-        &broker,
-        alice,
-        "POST",
-        "/topics",
-        Some(json!({"name": "news", "publisher": "alice"})),
-    )
-    .await
-    .assert_status(201);
-    send_as(
-        &broker,
-        bob,
-        "POST",
-        "/subscribers",
-        Some(json!({"id": "bob"})),
-    )
-    .await
-    .assert_status(201);
-    send_as(
-        &broker,
-        bob,
-        "POST",
-        "/subscribers/bob/subscriptions",
-        Some(json!({"topic": "news", "from": "earliest"})),
-    )
-    .await
-    .assert_status(201);
+    let allowed = [
+        (alice, "/publishers", json!({"id": "alice"})),
+        (
+            alice,
+            "/topics",
+            json!({"name": "news", "publisher": "alice"}),
+        ),
+        (bob, "/subscribers", json!({"id": "bob"})),
+        (
+            bob,
+            "/subscribers/bob/subscriptions",
+            json!({"topic": "news", "from": "earliest"}),
+        ),
+    ];
+    for (token, path, body) in allowed {
+        send_as(&broker, token, "POST", path, Some(body))
+            .await
+            .assert_status(201);
+    }
     for (token, method, path, body) in &forbidden {
         send_as(&broker, *token, method, path, body.clone())
             .await

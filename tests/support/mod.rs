@@ -999,3 +999,29 @@ pub async fn metric_now(client: &Client, name: &str) -> f64 {
     let text = client.metrics().await.expect("GET /metrics");
     metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
+
+/// The lines of `bytes`, read as UTF-8.
+pub fn lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts a non-zero exit with exactly one line `<program>: error: ...`
+/// on stderr, and no panic; returns that line.
+#[track_caller]
+pub fn assert_one_line_failure(output: &Output, program: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr:?}");
+    assert!(
+        stderr.starts_with(&format!("{program}: error: ")),
+        "{stderr:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr:?}"
+    );
+    stderr
+}
