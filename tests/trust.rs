@@ -51,6 +51,15 @@ impl Secrets {
 
 /// Sends `body` to a broker's `path` with extra headers; raw.
 async fn post_with(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Answer {
+    post_signed(url, headers, body).await.0
+}
+
+/// `post_with`, and the answer's signature header, if any.
+async fn post_signed(
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (Answer, Option<String>) {
     client::connect::install_crypto_provider();
     let http = reqwest::Client::new();
     let mut request = http
@@ -72,38 +81,39 @@ async fn post_with(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Answ
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
     let text = response.text().await.expect("body");
-    Answer {
+    let answer = Answer {
         status,
         content_type,
-        text: match signature {
-            // Kept beside the body for the tests that check it.
-            Some(signature) => format!("{text}\n{signature}"),
-            None => text,
-        },
-    }
+        text,
+    };
+    (answer, signature)
 }
 
-/// The headers of a request signed with `key` at `time_ms` with `nonce`.
+/// The headers of a POST to broker `target`'s `path` signed with `key` at
+/// `time_ms` with `nonce`.
 fn signed_headers(
     key: &ClusterKey,
-    path: &str,
+    (target, path): (&str, &str),
     body: &[u8],
     time_ms: u64,
     nonce: &str,
 ) -> Vec<(&'static str, String)> {
+    let body_sha256 = peer_auth::body_digest(body);
     let signature = key.sign_request(&SignedRequest {
         method: "POST",
         path,
+        target,
         time_ms,
         nonce,
         forwarded: b"",
         authorization: b"",
-        body,
+        body_sha256: &body_sha256,
     });
     vec![
         (peer_auth::TIME_HEADER, time_ms.to_string()),
         (peer_auth::NONCE_HEADER, nonce.to_string()),
         (peer_auth::SIGNATURE_HEADER, signature),
+        (peer_auth::BODY_HEADER, body_sha256),
     ]
 }
 
@@ -210,9 +220,17 @@ async fn peer_requests_not_signed_with_the_cluster_key_are_refused_and_change_no
         post_with(&url, &[], body.clone())
             .await
             .assert_error(401, "unauthenticated");
+        // The same path spelt with an escape routes to the same handler.
+        let escaped = format!("{}/%70eer/sync", broker.url());
+        let answer = post_with(&escaped, &[], body.clone()).await;
+        assert_eq!(
+            answer.status, 401,
+            "{what} to /%70eer/sync: {}",
+            answer.text
+        );
         let headers = signed_headers(
             &wrong,
-            "/peer/sync",
+            (&broker.id(), "/peer/sync"),
             &body,
             peer_auth::now_ms(),
             &peer_auth::new_nonce(),
@@ -272,13 +290,16 @@ async fn a_signed_peer_request_is_taken_once_and_only_while_fresh() {
     let url = format!("{}/peer/sync", broker.url());
     let body = sync_body(&format!("{HOST}:{absent}"), 0, vec![]);
     let nonce = peer_auth::new_nonce();
-    let headers = signed_headers(&key, "/peer/sync", &body, peer_auth::now_ms(), &nonce);
-    let answer = post_with(&url, &headers, body.clone()).await;
+    let to = (broker.id(), "/peer/sync");
+    let to = (to.0.as_str(), to.1);
+    let headers = signed_headers(&key, to, &body, peer_auth::now_ms(), &nonce);
+    let (answer, signature) = post_signed(&url, &headers, body.clone()).await;
     answer.assert_status(200);
     // The answer is signed for this request.
-    let (text, signature) = answer.text.rsplit_once('\n').expect("a signed answer");
-    assert!(key.verifies_answer(&nonce, 200, text.as_bytes(), signature));
-    assert!(!key.verifies_answer(&peer_auth::new_nonce(), 200, text.as_bytes(), signature));
+    let signature = signature.expect("a signed answer");
+    let text = answer.text.as_bytes();
+    assert!(key.verifies_answer(&nonce, 200, text, &signature));
+    assert!(!key.verifies_answer(&peer_auth::new_nonce(), 200, text, &signature));
     // Recorded and sent again: refused.
     post_with(&url, &headers, body.clone())
         .await
@@ -286,7 +307,7 @@ async fn a_signed_peer_request_is_taken_once_and_only_while_fresh() {
     // Signed a minute ago: refused.
     let stale = signed_headers(
         &key,
-        "/peer/sync",
+        to,
         &body,
         peer_auth::now_ms() - 60_000,
         &peer_auth::new_nonce(),
@@ -298,12 +319,23 @@ async fn a_signed_peer_request_is_taken_once_and_only_while_fresh() {
     let other = sync_body(&format!("{HOST}:{absent}"), 1, vec![]);
     let moved = signed_headers(
         &key,
-        "/peer/sync",
+        to,
         &body,
         peer_auth::now_ms(),
         &peer_auth::new_nonce(),
     );
     post_with(&url, &moved, other)
+        .await
+        .assert_error(401, "unauthenticated");
+    // Signed for another broker of the cluster: refused here.
+    let elsewhere = signed_headers(
+        &key,
+        (&format!("{HOST}:{absent}"), "/peer/sync"),
+        &body,
+        peer_auth::now_ms(),
+        &peer_auth::new_nonce(),
+    );
+    post_with(&url, &elsewhere, body.clone())
         .await
         .assert_error(401, "unauthenticated");
     assert!(broker.log().contains("a replay"), "{}", broker.log());
@@ -368,6 +400,10 @@ async fn without_a_cluster_key_a_peer_on_another_machine_stops_the_start() {
         (vec!["--peers", remote.as_str()], "--cluster-key-file"),
         (vec!["--join", "192.0.2.10:3000"], "--cluster-key-file"),
         (vec!["--cluster-key-file", short.as_str()], "at least 32"),
+        (
+            vec!["--join", "127.0.0.1:1", "--auth-file", "/none/auth.toml"],
+            "--join with --auth-file needs --cluster-key-file",
+        ),
     ] {
         let mut all = vec!["--host", HOST, "--port", port.as_str()];
         all.extend(&args);

@@ -212,6 +212,11 @@ impl Config {
                     "peer {remote} is not on this machine: brokers across machines need --cluster-key-file"
                 ));
             }
+            // Adding itself is an admin's change: the member takes it
+            // from a broker only with the cluster key's signature.
+            if cli.join.is_some() && cli.auth_file.is_some() {
+                return Err("--join with --auth-file needs --cluster-key-file".to_string());
+            }
         }
         let tls = cli.tls_cert.zip(cli.tls_key);
         let peer_connect = peer_connect(tls.is_some(), cli.tls_ca.as_deref(), cluster_key.clone())?;

@@ -77,6 +77,8 @@ pub struct Client {
     url: Result<Url, String>,
     http: reqwest::Client,
     connect: Connect,
+    /// The broker's id, `<host>:<port>`, that signed requests are for.
+    target: String,
 }
 
 /// An answer, read whole (and verified, between brokers).
@@ -106,17 +108,29 @@ impl Client {
             Ok(url) => Ok(url),
             Err(error) => Err(error.to_string()),
         };
+        let target = url.as_ref().map_or_else(
+            |_| String::new(),
+            |url| {
+                let host = url.host_str().unwrap_or_default();
+                format!("{host}:{}", url.port_or_known_default().unwrap_or(0))
+            },
+        );
         Ok(Client {
             base,
             url,
             http,
             connect: connect.clone(),
+            target,
         })
     }
 
-    /// A client for `broker` in the transport of `connect`.
+    /// A client for `broker` in the transport of `connect`; its signed
+    /// requests name the broker by its id exactly as given.
     pub fn to(broker: &PeerAddr, connect: &Connect) -> Result<Self, ConnectError> {
-        Client::with(connect.url(broker), connect)
+        Ok(Client {
+            target: broker.id(),
+            ..Client::with(connect.url(broker), connect)?
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -399,7 +413,7 @@ impl Client {
         let nonce = self
             .connect
             .signing_key()
-            .map(|key| sign(key, &mut request));
+            .map(|key| sign(key, &self.target, &mut request));
         let response = self
             .http
             .execute(request)
@@ -449,8 +463,9 @@ impl Client {
     }
 }
 
-/// A request as a follower forwards it to the leader.
-#[derive(Debug, Clone)]
+/// A request as a follower forwards it to the leader (no `Debug`: it
+/// holds the client's credentials).
+#[derive(Clone)]
 pub struct ForwardedRequest<'a> {
     /// Made by another broker of the cluster, not a client (see
     /// `FORWARDED_HEADER`).
@@ -463,18 +478,26 @@ pub struct ForwardedRequest<'a> {
     pub body: Vec<u8>,
 }
 
-/// Signs a built request with the cluster key; returns its nonce.
-fn sign(key: &ClusterKey, request: &mut reqwest::Request) -> String {
+/// Signs a built request for broker `target` with the cluster key;
+/// returns its nonce.
+fn sign(key: &ClusterKey, target: &str, request: &mut reqwest::Request) -> String {
     let nonce = peer_auth::new_nonce();
     let time_ms = peer_auth::now_ms();
     let path = match request.url().query() {
         Some(query) => format!("{}?{query}", request.url().path()),
         None => request.url().path().to_string(),
     };
+    let body_sha256 = peer_auth::body_digest(
+        request
+            .body()
+            .and_then(|body| body.as_bytes())
+            .unwrap_or_default(),
+    );
     let headers = request.headers();
     let signed = SignedRequest {
         method: request.method().as_str(),
         path: &path,
+        target,
         time_ms,
         nonce: &nonce,
         forwarded: headers
@@ -483,10 +506,7 @@ fn sign(key: &ClusterKey, request: &mut reqwest::Request) -> String {
         authorization: headers
             .get(reqwest::header::AUTHORIZATION)
             .map_or(&[][..], |value| value.as_bytes()),
-        body: request
-            .body()
-            .and_then(|body| body.as_bytes())
-            .unwrap_or_default(),
+        body_sha256: &body_sha256,
     };
     let signature = key.sign_request(&signed);
     let headers = request.headers_mut();
@@ -494,6 +514,7 @@ fn sign(key: &ClusterKey, request: &mut reqwest::Request) -> String {
         (peer_auth::TIME_HEADER, time_ms.to_string()),
         (peer_auth::NONCE_HEADER, nonce.clone()),
         (peer_auth::SIGNATURE_HEADER, signature),
+        (peer_auth::BODY_HEADER, body_sha256),
     ] {
         headers.insert(
             name,

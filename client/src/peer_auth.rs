@@ -1,18 +1,22 @@
 //! Authentication between brokers (API.md §5.1): the cluster key, and the
 //! HMAC-SHA256 signatures over a peer request and over its answer.
 //!
-//! A request is signed over its method, path and query, a timestamp, a
-//! random nonce, the forwarding mark (for whom a request is forwarded), the client's
-//! `Authorization` header and the body; the receiver checks the timestamp
-//! window and that it never saw the nonce (see the broker's replay guard).
-//! The answer is signed over the request's nonce, its status and its body,
-//! so an answer recorded once cannot stand in for another.
+//! A request is signed over its method, path and query, the broker it is
+//! for, a timestamp, a random nonce, the forwarding mark (for whom a
+//! request is forwarded), the client's `Authorization` header and the
+//! SHA-256 of its body (sent in a header of its own, so that the receiver
+//! checks the signature before it reads the body, then the body against
+//! it); the receiver checks the timestamp window and that it never saw
+//! the nonce (see the broker's replay guard). The answer is signed over
+//! the request's nonce, its status and its body, so an answer recorded
+//! once cannot stand in for another.
 
 use std::fmt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{KeyInit, Mac};
+use sha2::Digest;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -22,6 +26,8 @@ pub const TIME_HEADER: &str = "x-rumor-peer-time";
 pub const NONCE_HEADER: &str = "x-rumor-peer-nonce";
 /// The request's or the answer's HMAC, hex.
 pub const SIGNATURE_HEADER: &str = "x-rumor-peer-signature";
+/// The SHA-256 of the request body, hex.
+pub const BODY_HEADER: &str = "x-rumor-peer-body-sha256";
 
 /// The shortest cluster key accepted.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -54,13 +60,17 @@ pub struct SignedRequest<'a> {
     pub method: &'a str,
     /// The path with its query, as sent.
     pub path: &'a str,
+    /// The id (`<host>:<port>`) of the broker it is sent to: a request
+    /// taken by another broker does not verify there.
+    pub target: &'a str,
     pub time_ms: u64,
     pub nonce: &'a str,
     /// The forwarding mark's value (`FORWARDED_HEADER`), empty if none.
     pub forwarded: &'a [u8],
     /// The client's `Authorization` header, forwarded with it.
     pub authorization: &'a [u8],
-    pub body: &'a [u8],
+    /// `body_digest` of the body.
+    pub body_sha256: &'a str,
 }
 
 impl ClusterKey {
@@ -115,11 +125,12 @@ impl ClusterKey {
         for field in [
             request.method.as_bytes(),
             request.path.as_bytes(),
+            request.target.as_bytes(),
             &request.time_ms.to_be_bytes(),
             request.nonce.as_bytes(),
             request.forwarded,
             request.authorization,
-            request.body,
+            request.body_sha256.as_bytes(),
         ] {
             add_field(&mut mac, field);
         }
@@ -155,6 +166,11 @@ fn verifies(mac: HmacSha256, signature: &str) -> bool {
     }
 }
 
+/// The SHA-256 of a request body, hex, as `SignedRequest` takes it.
+pub fn body_digest(body: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(body))
+}
+
 /// A fresh nonce: 128 random bits, hex.
 pub fn new_nonce() -> String {
     let mut bytes = [0u8; 16];
@@ -177,28 +193,31 @@ mod tests {
         ClusterKey::new(vec![byte; MIN_KEY_BYTES]).unwrap()
     }
 
-    fn request<'a>(body: &'a [u8]) -> SignedRequest<'a> {
+    fn request(body_sha256: &str) -> SignedRequest<'_> {
         SignedRequest {
             method: "POST",
             path: "/peer/sync",
+            target: "h:2",
             time_ms: 1_700_000_000_000,
             nonce: "00112233445566778899aabbccddeeff",
             forwarded: b"",
             authorization: b"",
-            body,
+            body_sha256,
         }
     }
 
     #[test]
     fn a_request_verifies_with_the_same_key_only() {
-        let signature = key(1).sign_request(&request(b"{}"));
-        assert!(key(1).verifies_request(&request(b"{}"), &signature));
-        assert!(!key(2).verifies_request(&request(b"{}"), &signature));
+        let body = body_digest(b"{}");
+        let signature = key(1).sign_request(&request(&body));
+        assert!(key(1).verifies_request(&request(&body), &signature));
+        assert!(!key(2).verifies_request(&request(&body), &signature));
     }
 
     #[test]
     fn every_signed_field_counts() {
-        let signed = request(b"{}");
+        let (body, other_body) = (body_digest(b"{}"), body_digest(b"{ }"));
+        let signed = request(&body);
         let signature = key(1).sign_request(&signed);
         let changed = [
             SignedRequest {
@@ -207,6 +226,10 @@ mod tests {
             },
             SignedRequest {
                 path: "/peer/election",
+                ..signed
+            },
+            SignedRequest {
+                target: "h:3",
                 ..signed
             },
             SignedRequest {
@@ -226,7 +249,7 @@ mod tests {
                 ..signed
             },
             SignedRequest {
-                body: b"{ }",
+                body_sha256: &other_body,
                 ..signed
             },
         ];
@@ -240,12 +263,12 @@ mod tests {
         let a = SignedRequest {
             path: "/peer/a",
             nonce: "bc",
-            ..request(b"")
+            ..request("")
         };
         let b = SignedRequest {
             path: "/peer/ab",
             nonce: "c",
-            ..request(b"")
+            ..request("")
         };
         assert_ne!(key(1).sign_request(&a), key(1).sign_request(&b));
     }

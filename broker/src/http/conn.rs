@@ -85,7 +85,11 @@ fn rewritten(buf: &[u8]) -> Option<Rewrite> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status_line = head.lines().next()?;
-    let status = status_line.strip_prefix("HTTP/1.1 ")?.split(' ').next()?;
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))?
+        .split(' ')
+        .next()?;
     let (code, message) = match status {
         "400" => ("bad_request", "malformed HTTP request"),
         "408" => (

@@ -11,6 +11,7 @@ use actix_web::{web, HttpMessage, HttpResponse};
 use client::http::{ForwardedRequest, FORWARDED_HEADER};
 
 use super::body::read_body;
+use super::guard::routed_path;
 use crate::error::ApiError;
 use crate::trust::Caller;
 use crate::AppState;
@@ -41,7 +42,7 @@ fn must_forward(app: &AppState, request: &ServiceRequest) -> bool {
     if request.headers().contains_key(FORWARDED_HEADER) {
         return false;
     }
-    let coordinated = request.path().starts_with("/cluster/");
+    let coordinated = routed_path(request).starts_with("/cluster/");
     let leader_only = coordinated && is_client_write(request) && !app.cluster.is_leader();
     (app.follows_leader() && is_client_write(request)) || leader_only
 }
@@ -49,7 +50,7 @@ fn must_forward(app: &AppState, request: &ServiceRequest) -> bool {
 /// POST, PUT and DELETE of the public API (not `/peer/*`).
 fn is_client_write(request: &ServiceRequest) -> bool {
     let writes = [Method::POST, Method::PUT, Method::DELETE];
-    writes.contains(request.method()) && !request.path().starts_with("/peer/")
+    writes.contains(request.method()) && !routed_path(request).starts_with("/peer/")
 }
 
 /// Sends the request to the leader; answers with its status and body, or

@@ -13,15 +13,19 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use client::http::{FORWARDED_FOR_CLUSTER, FORWARDED_HEADER};
-use client::peer_auth::{ClusterKey, SignedRequest, NONCE_HEADER, SIGNATURE_HEADER, TIME_HEADER};
+use client::peer_auth::{
+    body_digest, ClusterKey, SignedRequest, BODY_HEADER, NONCE_HEADER, SIGNATURE_HEADER,
+    TIME_HEADER,
+};
 
 use super::body::read_body;
 use crate::error::ApiError;
 use crate::trust::{Caller, Refusal};
 use crate::AppState;
 
-/// Checks the request's credentials, then signs the answer to a verified
-/// peer request.
+/// Checks the request's credentials, then signs the answer to a request
+/// whose signature holds (also when it is refused after that, so that the
+/// broker that sent it reads the refusal).
 pub async fn authenticate(
     mut request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -29,23 +33,42 @@ pub async fn authenticate(
     let Some(app) = request.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    let verified = match check_peer(&app, &mut request).await {
-        Ok(verified) => verified,
-        Err(error) => return Ok(refuse(request, error)),
+    let (signed_by_peer, checked) = match check_peer(&app, &mut request).await {
+        Ok(nonce) => (nonce, Ok(())),
+        Err(Refused { nonce, error }) => (nonce, Err(error)),
     };
-    if let Err(error) = identify_client(&app, &request, verified.is_some()) {
-        return Ok(refuse(request, error));
-    }
-    let response = next.call(request).await?.map_into_boxed_body();
-    match (verified, app.trust.cluster_key()) {
+    let checked = checked.and_then(|()| identify_client(&app, &request, signed_by_peer.is_some()));
+    let response = match checked {
+        Ok(()) => next.call(request).await?.map_into_boxed_body(),
+        Err(error) => refuse(request, error),
+    };
+    match (signed_by_peer, app.trust.cluster_key()) {
         (Some(nonce), Some(key)) => sign_answer(key, &nonce, response).await,
         _ => Ok(response),
     }
 }
 
+/// The path as the router matches it (percent-encoded characters decoded),
+/// so that no spelling of a path escapes the rules below.
+pub fn routed_path(request: &ServiceRequest) -> &str {
+    request.match_info().as_str()
+}
+
 /// A request only brokers make: the peer protocol and forwarded writes.
 fn is_peer_request(request: &ServiceRequest) -> bool {
-    request.path().starts_with("/peer/") || request.headers().contains_key(FORWARDED_HEADER)
+    routed_path(request).starts_with("/peer/") || request.headers().contains_key(FORWARDED_HEADER)
+}
+
+/// A refused peer request, with its nonce if its signature held.
+struct Refused {
+    nonce: Option<String>,
+    error: ApiError,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused { nonce: None, error }
+    }
 }
 
 /// With a cluster key, verifies a peer request or any signed request and
@@ -53,17 +76,23 @@ fn is_peer_request(request: &ServiceRequest) -> bool {
 async fn check_peer(
     app: &AppState,
     request: &mut ServiceRequest,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Refused> {
     let signed = request.headers().contains_key(SIGNATURE_HEADER);
     match app.trust.cluster_key() {
         Some(key) if signed || is_peer_request(request) => {
-            verify(app, key, request).await.map(Some)
+            let nonce = verify_signature(app, key, request)?;
+            take_body(request, &nonce).await.map_err(|error| Refused {
+                nonce: Some(nonce.clone()),
+                error,
+            })?;
+            Ok(Some(nonce))
         }
         None if is_peer_request(request) && !from_loopback(request) => {
             Err(ApiError::Unauthenticated(
                 "this broker takes peer requests from loopback only (it has no --cluster-key-file)"
                     .to_string(),
-            ))
+            )
+            .into())
         }
         _ => Ok(None),
     }
@@ -75,13 +104,14 @@ fn from_loopback(request: &ServiceRequest) -> bool {
         .is_some_and(|address| address.ip().to_canonical().is_loopback())
 }
 
-/// Checks a peer request's signature over its body (read whole and put
-/// back), its timestamp and its nonce; returns the nonce.
-async fn verify(
+/// Checks a peer request's signature (over the body's digest, before a
+/// byte of the body is read), its timestamp and its nonce; returns the
+/// nonce.
+fn verify_signature(
     app: &AppState,
     key: &ClusterKey,
-    request: &mut ServiceRequest,
-) -> Result<String, ApiError> {
+    request: &ServiceRequest,
+) -> Result<String, Refused> {
     let unsigned =
         || ApiError::Unauthenticated("the request is not signed with the cluster key".to_string());
     let header = |name: &str| {
@@ -89,18 +119,16 @@ async fn verify(
             .headers()
             .get(name)
             .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
     };
-    let (Some(time), Some(nonce), Some(signature)) = (
+    let (Some(time), Some(nonce), Some(signature), Some(body_sha256)) = (
         header(TIME_HEADER),
         header(NONCE_HEADER),
         header(SIGNATURE_HEADER),
+        header(BODY_HEADER),
     ) else {
-        return Err(unsigned());
+        return Err(unsigned().into());
     };
     let time_ms = time.parse::<u64>().map_err(|_| unsigned())?;
-    let (head, payload) = request.parts_mut();
-    let body = read_body(head, payload).await?;
     let path = request
         .uri()
         .path_and_query()
@@ -108,8 +136,9 @@ async fn verify(
     let signed = SignedRequest {
         method: request.method().as_str(),
         path,
+        target: &app.config.id,
         time_ms,
-        nonce: &nonce,
+        nonce,
         forwarded: request
             .headers()
             .get(FORWARDED_HEADER)
@@ -118,11 +147,12 @@ async fn verify(
             .headers()
             .get(header::AUTHORIZATION)
             .map_or(&[][..], HeaderValue::as_bytes),
-        body: &body.bytes,
+        body_sha256,
     };
-    if !key.verifies_request(&signed, &signature) {
-        return Err(unsigned());
+    if !key.verifies_request(&signed, signature) {
+        return Err(unsigned().into());
     }
+    let nonce = nonce.to_string();
     // Only after the signature holds: a forger cannot fill the guard.
     app.trust.admit(&nonce, time_ms).map_err(|refusal| {
         let why = match refusal {
@@ -131,10 +161,32 @@ async fn verify(
             Refusal::BadNonce => "its nonce is malformed",
         };
         tracing::warn!("refused a signed peer request to {}: {why}", request.path());
-        ApiError::Unauthenticated(format!("peer request refused: {why}"))
+        Refused {
+            nonce: Some(nonce.clone()),
+            error: ApiError::Unauthenticated(format!("peer request refused: {why}")),
+        }
     })?;
-    request.set_payload(Payload::from(body.bytes));
     Ok(nonce)
+}
+
+/// Reads the body of a request whose signature holds, checks it against
+/// the digest it was signed with, and puts it back for the handler.
+async fn take_body(request: &mut ServiceRequest, nonce: &str) -> Result<(), ApiError> {
+    let (head, payload) = request.parts_mut();
+    let body = read_body(head, payload).await?;
+    let signed_digest = request
+        .headers()
+        .get(BODY_HEADER)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if body_digest(&body.bytes).as_bytes() != signed_digest {
+        tracing::warn!("refused peer request {nonce}: its body is not the one signed");
+        return Err(ApiError::Unauthenticated(
+            "the request body is not the one signed".to_string(),
+        ));
+    }
+    request.set_payload(Payload::from(body.bytes));
+    Ok(())
 }
 
 /// With `--auth-file`, finds the caller (another broker, or the principal
@@ -145,7 +197,7 @@ fn identify_client(
     request: &ServiceRequest,
     verified_peer: bool,
 ) -> Result<(), ApiError> {
-    let path = request.path();
+    let path = routed_path(request);
     if !app.trust.authenticates_clients() || path == "/health" || path.starts_with("/peer/") {
         return Ok(());
     }

@@ -97,8 +97,22 @@ impl Principals {
     }
 
     fn parse(text: &str) -> Result<Principals, String> {
-        let file: AuthFile = toml::from_str(text)
-            .map_err(|e| e.to_string().lines().collect::<Vec<_>>().join(" "))?;
+        let file: AuthFile = toml::from_str(text).map_err(|error| {
+            // The line number and what is wrong, never the line itself: it
+            // may hold a token pasted by mistake.
+            let line = error.span().map(|span| {
+                text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            let what = error.message().lines().collect::<Vec<_>>().join(" ");
+            match line {
+                Some(line) => format!("line {line}: {what}"),
+                None => what,
+            }
+        })?;
         Ok(Principals(
             file.principal.into_iter().map(Arc::new).collect(),
         ))
@@ -282,11 +296,20 @@ mod tests {
                 ),
                 "admn",
             ),
-            ("[[principal]\n", ""),
+            ("[[principal]\n", "line 1"),
+            (
+                "[[principal]]\nname = \"a\"\ntoken = 0123456789abcdef\n",
+                "line 3",
+            ),
+            (
+                &format!("[[principal]]\nname = \"a\"\ntoken_sha256 = \"{}\"\ntoken = \"0123456789abcdef\"\n", "0".repeat(64)),
+                "line 4",
+            ),
         ] {
             let error = Principals::parse(text).unwrap_err();
             assert!(error.contains(reason), "{error}");
             assert!(!error.contains('\n'), "one line: {error}");
+            assert!(!error.contains("0123456789abcdef"), "echoes a token: {error}");
         }
         assert_eq!(Principals::parse("").unwrap().len(), 0);
     }
