@@ -144,6 +144,8 @@ fn forged_syncs(peer: &str) -> Vec<(&'static str, Vec<u8>)> {
         publisher: "p".to_string(),
         payload: "forged".to_string(),
         published_at_ms: 1,
+        headers: Default::default(),
+        msg_id: None,
     };
     vec![
         (

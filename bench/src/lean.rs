@@ -33,6 +33,7 @@ impl Body {
             publisher: publisher.to_string(),
             payload,
             payloads,
+            ..PublishRequest::default()
         };
         let json = serde_json::to_vec(&request).map_err(failed)?;
         Ok(Body {

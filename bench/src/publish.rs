@@ -385,6 +385,7 @@ mod tests {
             origin: origin.to_string(),
             seq,
             lamport: seq,
+            duplicate: false,
         };
         let published = highest_seqs(&[message("a:1", 7), message("a:1", 9), message("b:1", 2)]);
         let have = |pairs: &[(&str, u64)]| -> Have {

@@ -57,6 +57,9 @@ pub struct Cli {
     /// Writes waiting for the writer at most before client writes get 503 overloaded
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_write_queue: u64,
+    /// A publish repeating the msg_id of one stored this recently stores nothing (e.g. 2m, 1h)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub dedup_window: Duration,
     /// Shared secret (at least 32 bytes) authenticating the brokers to each other
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
@@ -170,6 +173,8 @@ pub struct Config {
     pub max_replica_lag: u64,
     /// Client writes waiting for the writer at most (API.md §5.5).
     pub max_write_queue: usize,
+    /// How long a stored `msg_id` makes a repeat a duplicate (API.md §6.1).
+    pub dedup_window: Duration,
     /// How this broker reaches its peers: HTTP or HTTPS, signed with the
     /// cluster key when there is one.
     pub peer_connect: Connect,
@@ -235,6 +240,7 @@ impl Config {
             max_payload_bytes: usize::try_from(cli.max_payload_bytes).unwrap_or(usize::MAX),
             max_replica_lag: cli.max_replica_lag,
             max_write_queue: usize::try_from(cli.max_write_queue).unwrap_or(usize::MAX),
+            dedup_window: cli.dedup_window,
             peer_connect,
             cluster_key,
             auth_file: cli.auth_file,

@@ -207,7 +207,39 @@ impl Client {
         let body = PublishRequest {
             publisher: publisher.to_string(),
             payload: Some(payload.to_string()),
-            payloads: None,
+            ..PublishRequest::default()
+        };
+        self.post_message(topic, &body).await
+    }
+
+    /// Publishes one message with its headers and `msg_id`.
+    pub async fn publish_message(
+        &self,
+        topic: &str,
+        publisher: &str,
+        message: NewMessage,
+    ) -> Result<Published, ClientError> {
+        let body = PublishRequest {
+            publisher: publisher.to_string(),
+            payload: Some(message.payload),
+            headers: message.headers,
+            msg_id: message.msg_id,
+            ..PublishRequest::default()
+        };
+        self.post_message(topic, &body).await
+    }
+
+    /// Publishes a batch of messages with their headers and `msg_id`s.
+    pub async fn publish_messages(
+        &self,
+        topic: &str,
+        publisher: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<PublishedBatch, ClientError> {
+        let body = PublishRequest {
+            publisher: publisher.to_string(),
+            messages: Some(messages),
+            ..PublishRequest::default()
         };
         self.post_message(topic, &body).await
     }
@@ -220,8 +252,8 @@ impl Client {
     ) -> Result<PublishedBatch, ClientError> {
         let body = PublishRequest {
             publisher: publisher.to_string(),
-            payload: None,
             payloads: Some(payloads),
+            ..PublishRequest::default()
         };
         self.post_message(topic, &body).await
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::StartFrom;
+use crate::wire::{Headers, StartFrom};
 
 /// Per origin, the highest seq below which a broker holds every event.
 pub type Have = BTreeMap<String, u64>;
@@ -83,6 +83,10 @@ pub enum PeerChange {
         publisher: String,
         payload: String,
         published_at_ms: i64,
+        #[serde(default, skip_serializing_if = "Headers::is_empty")]
+        headers: Headers,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg_id: Option<String>,
     },
     /// A broker joins the cluster.
     AddMember {
@@ -150,6 +154,8 @@ mod tests {
                 publisher: "p".to_string(),
                 payload: "hi".to_string(),
                 published_at_ms: 5,
+                headers: Headers::new(),
+                msg_id: None,
             },
         };
         let pruned = PeerEvent {

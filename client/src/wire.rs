@@ -1,6 +1,11 @@
 //! JSON bodies of the HTTP API, exactly as `API.md` §3 writes them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// A message's headers (API.md §6.1): names to string values.
+pub type Headers = BTreeMap<String, String>;
 
 /// A stored message, wherever the API returns one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +18,12 @@ pub struct Message {
     pub payload: String,
     pub lamport: u64,
     pub published_at_ms: i64,
+    /// `{}` when the message has none (absent from v1 brokers).
+    #[serde(default)]
+    pub headers: Headers,
+    /// The publisher's id for it, if it gave one.
+    #[serde(default)]
+    pub msg_id: Option<String>,
 }
 
 /// `GET /health`.
@@ -86,23 +97,51 @@ pub struct TopicInfo {
     pub subscribers: u64,
 }
 
-/// `POST /topics/{name}/messages` request: one `payload` or a batch of `payloads`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /topics/{name}/messages` request: one `payload` (with its
+/// `headers` and `msg_id`), or a batch of `payloads` or of `messages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRequest {
     pub publisher: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payloads: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<NewMessage>>,
 }
 
-/// Where a published message landed.
+/// One message of a batch publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+}
+
+/// Where a published message landed; `duplicate` when its `msg_id` was
+/// stored already within the deduplication window (nothing stored then).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub id: String,
     pub origin: String,
     pub seq: u64,
     pub lamport: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Limits on a message's headers and client id (API.md §6.1).
+pub mod header_limits {
+    /// Most headers on one message.
+    pub const MAX_HEADERS: usize = 32;
+    /// Longest header value, in bytes.
+    pub const MAX_VALUE_BYTES: usize = 4 * 1024;
 }
 
 /// `POST /topics/{name}/messages` response for a batch.

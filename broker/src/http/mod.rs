@@ -6,6 +6,7 @@ mod conn;
 mod forward;
 mod guard;
 mod peer;
+mod publish;
 mod registrations;
 mod server;
 mod status;
@@ -56,7 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource(
             "/topics/{name}/messages",
-            [web::post().to(topics::publish)],
+            [web::post().to(publish::publish)],
         ))
         .service(resource(
             "/subscribers/{sid}/subscriptions",

@@ -12,7 +12,7 @@
 //!
 //! Callers apply each event once (duplicates are recognised before, by seq).
 
-use client::wire::StartFrom;
+use client::wire::{Headers, StartFrom};
 use std::sync::LazyLock;
 
 use rusqlite::{params, Connection, Statement};
@@ -143,14 +143,22 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             publisher,
             payload,
             published_at_ms,
+            headers,
+            msg_id,
         } => {
             if !deleted_after(conn, topic, &stamp)? {
+                let row = MessageRow::new(
+                    (event.seq, event.lamport),
+                    payload,
+                    headers,
+                    msg_id.as_deref(),
+                );
                 let run = MessageRun {
                     origin: &event.origin,
                     topic,
                     publisher,
                     published_at_ms: *published_at_ms,
-                    messages: &[(event.seq, event.lamport, payload)],
+                    messages: &[row],
                 };
                 insert_messages(conn, &run)?;
             }
@@ -226,24 +234,58 @@ pub struct MessageRun<'a> {
     pub topic: &'a str,
     pub publisher: &'a str,
     pub published_at_ms: i64,
-    /// `(seq, lamport, payload)` of each message.
-    pub messages: &'a [(u64, u64, &'a str)],
+    pub messages: &'a [MessageRow<'a>],
 }
+
+/// One message of a run, as stored.
+pub struct MessageRow<'a> {
+    pub seq: u64,
+    pub lamport: u64,
+    pub payload: &'a str,
+    /// The headers as a JSON object, `None` when there are none.
+    pub headers: Option<String>,
+    pub msg_id: Option<&'a str>,
+}
+
+impl<'a> MessageRow<'a> {
+    pub fn new(
+        (seq, lamport): (u64, u64),
+        payload: &'a str,
+        headers: &Headers,
+        msg_id: Option<&'a str>,
+    ) -> MessageRow<'a> {
+        MessageRow {
+            seq,
+            lamport,
+            payload,
+            headers: (!headers.is_empty())
+                .then(|| serde_json::to_string(headers).expect("strings serialize")),
+            msg_id,
+        }
+    }
+}
+
+/// The columns each row binds.
+const ROW_COLUMNS: usize = 5;
 
 /// Rows one multi-row INSERT stores.
 const ROWS_PER_INSERT: usize = 64;
 
 /// The INSERT of `rows` messages of one run: the run's columns are bound
-/// once (`?1`–`?4`), then each row's seq, lamport and payload.
+/// once (`?1`–`?4`), then each row's seq, lamport, payload, headers and
+/// msg_id.
 fn insert_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
-            let first = 5 + 3 * row;
-            format!("(?1, ?2, ?3, ?4, ?{first}, ?{}, ?{})", first + 1, first + 2)
+            let columns: Vec<String> = (0..ROW_COLUMNS)
+                .map(|column| format!("?{}", 5 + ROW_COLUMNS * row + column))
+                .collect();
+            format!("(?1, ?2, ?3, ?4, {})", columns.join(", "))
         })
         .collect();
     format!(
-        "INSERT INTO messages (origin, topic, publisher, published_at_ms, seq, lamport, payload)
+        "INSERT INTO messages
+             (origin, topic, publisher, published_at_ms, seq, lamport, payload, headers, msg_id)
          VALUES {}",
         values.join(", ")
     )
@@ -280,17 +322,19 @@ pub fn insert_messages(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Res
 fn insert_rows(
     statement: &mut Statement<'_>,
     run: &MessageRun<'_>,
-    rows: &[(u64, u64, &str)],
+    rows: &[MessageRow<'_>],
 ) -> rusqlite::Result<()> {
     statement.raw_bind_parameter(1, run.origin)?;
     statement.raw_bind_parameter(2, run.topic)?;
     statement.raw_bind_parameter(3, run.publisher)?;
     statement.raw_bind_parameter(4, run.published_at_ms)?;
-    for (row, (seq, lamport, payload)) in rows.iter().enumerate() {
-        let first = 5 + 3 * row;
-        statement.raw_bind_parameter(first, seq)?;
-        statement.raw_bind_parameter(first + 1, lamport)?;
-        statement.raw_bind_parameter(first + 2, payload)?;
+    for (row, message) in rows.iter().enumerate() {
+        let first = 5 + ROW_COLUMNS * row;
+        statement.raw_bind_parameter(first, message.seq)?;
+        statement.raw_bind_parameter(first + 1, message.lamport)?;
+        statement.raw_bind_parameter(first + 2, message.payload)?;
+        statement.raw_bind_parameter(first + 3, message.headers.as_deref())?;
+        statement.raw_bind_parameter(first + 4, message.msg_id)?;
     }
     statement.raw_execute()?;
     Ok(())
@@ -323,10 +367,20 @@ pub fn apply_run(conn: &Connection, run: &[Event]) -> rusqlite::Result<()> {
         Some(key) if !deleted_after(conn, key.0, &Stamp::of(first))? => key,
         _ => return run.iter().try_for_each(|event| apply(conn, event)),
     };
-    let messages: Vec<(u64, u64, &str)> = run
+    let messages: Vec<MessageRow<'_>> = run
         .iter()
         .filter_map(|event| match &event.change {
-            Change::Publish { payload, .. } => Some((event.seq, event.lamport, payload.as_str())),
+            Change::Publish {
+                payload,
+                headers,
+                msg_id,
+                ..
+            } => Some(MessageRow::new(
+                (event.seq, event.lamport),
+                payload,
+                headers,
+                msg_id.as_deref(),
+            )),
             _ => None,
         })
         .collect();
@@ -522,6 +576,8 @@ mod tests {
             publisher: "P1".into(),
             payload: payload.into(),
             published_at_ms: 0,
+            headers: Headers::new(),
+            msg_id: None,
         };
         event(origin, seq, lamport, change)
     }

@@ -27,6 +27,7 @@ use crate::config::{Config, Durability, Mode};
 use crate::wakeups::Wakeups;
 
 pub use error::StoreError;
+pub use ops::Outcome;
 pub use writer::WriteTx;
 
 /// Read connections: enough for concurrent pulls on a small machine.
@@ -283,6 +284,7 @@ mod tests {
     use super::*;
     use crate::event::{Change, Event};
     use client::peer::Have;
+    use client::wire::{Headers, NewMessage};
     use std::collections::HashSet;
     use std::time::Duration;
 
@@ -304,6 +306,7 @@ mod tests {
             max_payload_bytes: 1024,
             max_replica_lag: 10_000,
             max_write_queue: 10_000,
+            dedup_window: Duration::from_secs(120),
             peer_connect: client::Connect::default(),
             cluster_key: None,
             auth_file: None,
@@ -335,6 +338,8 @@ mod tests {
                     publisher: "P1".into(),
                     payload: payload.into(),
                     published_at_ms,
+                    headers: Headers::new(),
+                    msg_id: None,
                 },
             )
         }
@@ -500,15 +505,25 @@ mod tests {
         let store = open(dir.path());
         // Two full multi-row statements and a remainder.
         let payloads: Vec<String> = (0..130).map(|n| format!("m{n}")).collect();
-        let sent = payloads.clone();
-        let stamped = store
+        let sent = payloads
+            .iter()
+            .map(|payload| new_message(payload, None))
+            .collect();
+        let outcomes = store
             .write(move |tx| {
                 tx.register_publisher("P1")?;
                 tx.create_topic("news", "P1")?;
-                tx.publish("news", "P1", sent, 7)
+                tx.publish("news", "P1", sent, 7, 0)
             })
             .await
             .unwrap();
+        let stamped: Vec<(u64, u64)> = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Outcome::Stored(stamp) => *stamp,
+                Outcome::Duplicate(..) => panic!("no msg_id, no duplicate"),
+            })
+            .collect();
         let seqs: Vec<u64> = stamped.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, (3..133).collect::<Vec<u64>>());
         assert!(stamped.windows(2).all(|pair| pair[0].1 < pair[1].1));
@@ -542,6 +557,70 @@ mod tests {
             );
             assert_eq!((seq, lamport), (sent_seq, sent_lamport));
         }
+        store.close();
+    }
+
+    fn new_message(payload: &str, msg_id: Option<&str>) -> NewMessage {
+        NewMessage {
+            payload: payload.to_string(),
+            headers: None,
+            msg_id: msg_id.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_msg_id_stored_within_the_window_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let first = vec![new_message("a", Some("m1")), new_message("b", Some("m1"))];
+        let outcomes = store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1")?;
+                tx.publish("news", "P1", first, 1_000, 0)
+            })
+            .await
+            .unwrap();
+        // The second of one request repeats the first.
+        let (seq, lamport) = match &outcomes[0] {
+            Outcome::Stored(stamp) => *stamp,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            outcomes[1],
+            Outcome::Duplicate("B:1".to_string(), seq, lamport)
+        );
+        // Within the window (stored at 1,000, looking back to 1,000): stored
+        // nowhere; past it (looking back to 1,001 only): stored again.
+        let outcomes = store
+            .write(|tx| {
+                let within = tx.publish(
+                    "news",
+                    "P1",
+                    vec![new_message("c", Some("m1"))],
+                    5_000,
+                    1_000,
+                )?;
+                let past = tx.publish(
+                    "news",
+                    "P1",
+                    vec![new_message("d", Some("m1"))],
+                    5_000,
+                    1_001,
+                )?;
+                let other =
+                    tx.publish("news", "P1", vec![new_message("e", Some("m2"))], 5_000, 0)?;
+                Ok([within, past, other].concat())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes[0],
+            Outcome::Duplicate("B:1".to_string(), seq, lamport)
+        );
+        assert!(matches!(outcomes[1], Outcome::Stored(_)));
+        assert!(matches!(outcomes[2], Outcome::Stored(_)));
+        assert_eq!(stored_payloads(&store).await, ["a", "d", "e"]);
         store.close();
     }
 

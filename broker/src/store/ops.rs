@@ -1,9 +1,11 @@
 //! Checked operations: each validates a request against the current state
 //! inside the writer's transaction and records the events it makes.
 
+use std::collections::HashMap;
+
 use client::http::Created;
 use client::peer::Have;
-use client::wire::StartFrom;
+use client::wire::{NewMessage, StartFrom};
 use client::PeerAddr;
 use rusqlite::params;
 
@@ -14,6 +16,15 @@ use crate::config::Mode;
 use crate::cursor::Position;
 use crate::event::Change;
 use crate::names::{is_broker_id, is_valid_name};
+
+/// What became of one message of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now as `(seq, lamport)` of this broker.
+    Stored((u64, u64)),
+    /// Stored before as `(origin, seq, lamport)`: nothing stored now.
+    Duplicate(String, u64, u64),
+}
 
 impl WriteTx<'_> {
     pub fn register_publisher(&mut self, id: &str) -> Result<Created, StoreError> {
@@ -68,19 +79,51 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Publishes `payloads` in order, all or none; returns each message's
-    /// `(seq, lamport)`, sequenced by this broker (the caller makes the ids,
-    /// off the writer thread).
+    /// Publishes `messages` in order, all or none, but for those whose
+    /// `msg_id` this publisher stored on the topic at or after
+    /// `dedup_since_ms` (or earlier in this request): those are stored
+    /// again nowhere. Returns what became of each, in order.
     pub fn publish(
         &mut self,
         topic: &str,
         publisher: &str,
-        payloads: Vec<String>,
+        messages: Vec<NewMessage>,
         published_at_ms: i64,
-    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        dedup_since_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
         queries::require_topic(self.conn, topic)?;
         queries::require_publisher(self.conn, publisher)?;
-        self.record_messages(topic, publisher, &payloads, published_at_ms)
+        // Per message: `Ok(k)`: the k-th new one; `Err`: a stored one.
+        let mut planned: Vec<Result<usize, (String, u64, u64)>> = Vec::new();
+        let mut new: Vec<NewMessage> = Vec::new();
+        let mut ids_here: HashMap<String, usize> = HashMap::new();
+        for message in messages {
+            if let Some(msg_id) = &message.msg_id {
+                if let Some(&k) = ids_here.get(msg_id) {
+                    planned.push(Ok(k));
+                    continue;
+                }
+                let since = (topic, publisher, msg_id.as_str(), dedup_since_ms);
+                if let Some(stored) = queries::stored_msg_id(self.conn, since)? {
+                    planned.push(Err(stored));
+                    continue;
+                }
+                ids_here.insert(msg_id.clone(), new.len());
+            }
+            planned.push(Ok(new.len()));
+            new.push(message);
+        }
+        let stamped = self.record_messages(topic, publisher, &new, published_at_ms)?;
+        let me = self.me().to_string();
+        let mut first = vec![true; stamped.len()];
+        Ok(planned
+            .into_iter()
+            .map(|plan| match plan {
+                Ok(k) if std::mem::take(&mut first[k]) => Outcome::Stored(stamped[k]),
+                Ok(k) => Outcome::Duplicate(me.clone(), stamped[k].0, stamped[k].1),
+                Err((origin, seq, lamport)) => Outcome::Duplicate(origin, seq, lamport),
+            })
+            .collect())
     }
 
     pub fn subscribe(

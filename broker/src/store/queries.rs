@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use client::peer::{EventId, Have};
-use client::wire::{message_id, Message, StartFrom, TopicInfo};
+use client::wire::{message_id, Headers, Message, StartFrom, TopicInfo};
 use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -26,6 +26,23 @@ pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), Sto
     } else {
         Err(StoreError::SubscriberNotFound(subscriber.to_string()))
     }
+}
+
+/// The message `(topic, publisher, msg_id)` stored at or after `since_ms`
+/// (`published_at_ms`), if any: `(origin, seq, lamport)` of the first.
+pub fn stored_msg_id(
+    conn: &Connection,
+    (topic, publisher, msg_id, since_ms): (&str, &str, &str, i64),
+) -> rusqlite::Result<Option<(String, u64, u64)>> {
+    conn.prepare_cached(
+        "SELECT origin, seq, lamport FROM messages
+         WHERE topic = ?1 AND publisher = ?2 AND msg_id = ?3 AND published_at_ms >= ?4
+         ORDER BY lamport, origin LIMIT 1",
+    )?
+    .query_row(params![topic, publisher, msg_id, since_ms], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })
+    .optional()
 }
 
 /// The creator of the existing `topic`, or `topic_not_found`.
@@ -248,7 +265,8 @@ fn pending_run(
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     conn.prepare_cached(
-        "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms
+        "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms,
+                m.headers, m.msg_id
          FROM messages m
          WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
            AND (m.lamport, m.origin) > (?5, ?6)
@@ -275,6 +293,8 @@ fn pending_run(
                 publisher: row.get(4)?,
                 payload: row.get(5)?,
                 published_at_ms: row.get(6)?,
+                headers: headers(row, 7)?,
+                msg_id: row.get(8)?,
             })
         },
     )?
@@ -440,11 +460,12 @@ fn events_between(
     limit: usize,
 ) -> rusqlite::Result<Vec<Event>> {
     conn.prepare_cached(
-        "SELECT seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, NULL, NULL, details
+        "SELECT seq, lamport, kind, actor, topic, start, ack_origin, ack_seq, NULL, NULL, details,
+                NULL, NULL
              FROM events WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
          UNION ALL
          SELECT seq, lamport, 'publish', publisher, topic, NULL, NULL, NULL, payload,
-                published_at_ms, NULL
+                published_at_ms, NULL, headers, msg_id
              FROM messages WHERE origin = ?1 AND seq > ?2 AND seq <= ?3
          ORDER BY seq LIMIT ?4",
     )?
@@ -457,6 +478,16 @@ fn events_between(
         })
     })?
     .collect()
+}
+
+/// A message's headers from their stored JSON (NULL: none).
+fn headers(row: &Row<'_>, column: usize) -> rusqlite::Result<Headers> {
+    let Some(json) = row.get::<_, Option<String>>(column)? else {
+        return Ok(Headers::new());
+    };
+    serde_json::from_str(&json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Rebuilds a change from its stored columns (see `apply::store_event`).
@@ -517,6 +548,8 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             publisher: actor,
             payload: row.get(8)?,
             published_at_ms: row.get(9)?,
+            headers: headers(row, 11)?,
+            msg_id: row.get(12)?,
         },
         other => {
             return Err(rusqlite::Error::InvalidColumnType(

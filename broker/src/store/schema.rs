@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0003_members.sql"),
     include_str!("../../../migrations/0004_fewer_message_indexes.sql"),
     include_str!("../../../migrations/0005_leads.sql"),
+    include_str!("../../../migrations/0006_message_headers.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

@@ -16,10 +16,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use client::peer::Have;
+use client::wire::{Headers, NewMessage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
-use super::apply::{insert_messages, MessageRun};
+use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
 use crate::clock::LamportClock;
 use crate::config::Mode;
@@ -141,28 +142,32 @@ impl WriteTx<'_> {
         &mut self,
         topic: &str,
         publisher: &str,
-        payloads: &[String],
+        messages: &[NewMessage],
         published_at_ms: i64,
     ) -> Result<Vec<(u64, u64)>, StoreError> {
         self.check_may_record()?;
-        let stamped: Vec<(u64, u64)> = payloads
+        let stamped: Vec<(u64, u64)> = messages
             .iter()
             .map(|_| {
                 self.state.last_seq += 1;
                 (self.state.last_seq, self.state.clock.tick())
             })
             .collect();
-        let messages: Vec<(u64, u64, &str)> = stamped
+        let no_headers = Headers::new();
+        let rows: Vec<MessageRow<'_>> = stamped
             .iter()
-            .zip(payloads)
-            .map(|(&(seq, lamport), payload)| (seq, lamport, payload.as_str()))
+            .zip(messages)
+            .map(|(&stamp, message)| {
+                let headers = message.headers.as_ref().unwrap_or(&no_headers);
+                MessageRow::new(stamp, &message.payload, headers, message.msg_id.as_deref())
+            })
             .collect();
         let run = MessageRun {
             origin: &self.state.me,
             topic,
             publisher,
             published_at_ms,
-            messages: &messages,
+            messages: &rows,
         };
         insert_messages(self.conn, &run)?;
         if !stamped.is_empty() {

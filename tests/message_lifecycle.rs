@@ -1,0 +1,230 @@
+//! API.md §6.1 end to end: headers and client ids on single and batch
+//! publishes (stored, replicated, delivered), their limits, and
+//! deduplication by `(topic, publisher, msg_id)` within `--dedup-window`,
+//! on one broker and across brokers in leader mode, also across a leader
+//! change.
+
+mod support;
+
+use std::time::Duration;
+
+use client::wire::{Headers, NewMessage, StartFrom};
+use client::Client;
+use serde_json::json;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn message(payload: &str, headers: &[(&str, &str)], msg_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        payload: payload.to_string(),
+        headers: (!headers.is_empty()).then(|| {
+            headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        }),
+        msg_id: msg_id.map(str::to_string),
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_msg_ids_are_stored_replicated_and_delivered() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    topic_of(&a, "p", "t").await;
+    subscribed(&a, "s", "t", StartFrom::Earliest).await;
+    let one = message("one", &[("kind", "greeting"), ("lang", "fr")], Some("m-1"));
+    a.publish_message("t", "p", one).await.unwrap();
+    let batch = vec![
+        message("two", &[("kind", "x")], Some("m-2")),
+        message("three", &[], None),
+    ];
+    a.publish_messages("t", "p", batch).await.unwrap();
+    a.publish_batch("t", "p", vec!["four".to_string()])
+        .await
+        .unwrap();
+    for (name, client) in [("the broker that took them", &a), ("its peer", &b)] {
+        let pulled = eventually_ok(WAIT, "every message arrives", || async {
+            let pulled = client
+                .pull("s", &at_once(Some("t"), None))
+                .await
+                .map_err(|e| e.to_string())?;
+            if pulled.messages.len() == 4 {
+                Ok(pulled)
+            } else {
+                Err(format!("{} messages", pulled.messages.len()))
+            }
+        })
+        .await;
+        let seen: Vec<(&str, Headers, Option<&str>)> = pulled
+            .messages
+            .iter()
+            .map(|m| (m.payload.as_str(), m.headers.clone(), m.msg_id.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "one",
+                    headers(&[("kind", "greeting"), ("lang", "fr")]),
+                    Some("m-1")
+                ),
+                ("two", headers(&[("kind", "x")]), Some("m-2")),
+                ("three", Headers::new(), None),
+                ("four", Headers::new(), None),
+            ],
+            "on {name}"
+        );
+    }
+    // On the wire: `{}` and `null` when a message has none.
+    let raw = cluster
+        .broker(1)
+        .http_get("/subscribers/s/messages?topic=t&wait_ms=0")
+        .await
+        .json();
+    assert_eq!(raw["messages"][2]["headers"], json!({}));
+    assert_eq!(raw["messages"][2]["msg_id"], json!(null));
+    assert_eq!(raw["messages"][0]["headers"]["lang"], json!("fr"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_msg_ids_outside_the_rules_store_nothing() {
+    let (broker, _client) = start_with_topic(&[], "p", "t").await;
+    let long = "v".repeat(4097);
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..33).map(|i| (format!("h{i}"), json!("v"))).collect();
+    for body in [
+        json!({"publisher": "p", "payload": "x", "msg_id": "has space"}),
+        json!({"publisher": "p", "payload": "x", "msg_id": ""}),
+        json!({"publisher": "p", "payload": "x", "msg_id": "m".repeat(129)}),
+        json!({"publisher": "p", "payload": "x", "headers": {"bad name": "v"}}),
+        json!({"publisher": "p", "payload": "x", "headers": {"a": long}}),
+        json!({"publisher": "p", "payload": "x", "headers": many}),
+        json!({"publisher": "p", "payload": "x", "headers": {"a": 1}}),
+        json!({"publisher": "p", "messages": [{"payload": "ok"}, {"payload": "x", "msg_id": "a/b"}]}),
+        json!({"publisher": "p", "payloads": ["x"], "msg_id": "m"}),
+        json!({"publisher": "p", "payload": "x", "messages": [{"payload": "y"}]}),
+    ] {
+        broker
+            .http_post("/topics/t/messages", body.clone())
+            .await
+            .assert_code(400, "bad_request", &body.to_string());
+    }
+    assert!(broker.stored_payloads("t").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_msg_id_within_the_window_is_answered_as_a_duplicate() {
+    let (broker, client) = start_with_topic(&["--dedup-window", "2s"], "p", "t").await;
+    let first = broker
+        .http_post(
+            "/topics/t/messages",
+            json!({"publisher": "p", "payload": "x", "msg_id": "m-1"}),
+        )
+        .await;
+    first.assert_status(201);
+    assert_eq!(first.json().get("duplicate"), None);
+    let again = broker
+        .http_post(
+            "/topics/t/messages",
+            json!({"publisher": "p", "payload": "changed", "msg_id": "m-1"}),
+        )
+        .await;
+    again.assert_status(200);
+    assert_eq!(again.json()["duplicate"], json!(true));
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    // Another publisher's m-1 is its own message.
+    client.register_publisher("q").await.unwrap();
+    let other = client
+        .publish_message("t", "q", message("y", &[], Some("m-1")))
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    // A batch: 201 if it stored anything, per message flags; 200 if not.
+    let mixed = broker
+        .http_post(
+            "/topics/t/messages",
+            json!({"publisher": "p", "messages": [
+                {"payload": "x", "msg_id": "m-1"}, {"payload": "z", "msg_id": "m-2"},
+                {"payload": "z", "msg_id": "m-2"}]}),
+        )
+        .await;
+    mixed.assert_status(201);
+    let flags: Vec<bool> = mixed.json()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["duplicate"] == json!(true))
+        .collect();
+    assert_eq!(flags, [true, false, true]);
+    broker
+        .http_post(
+            "/topics/t/messages",
+            json!({"publisher": "p", "messages": [{"payload": "z", "msg_id": "m-2"}]}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(broker.stored_payloads("t"), ["x", "y", "z"]);
+    // Once the window has passed, m-1 is stored again.
+    eventually(WAIT, "m-1 is stored again after the window", || async {
+        broker
+            .http_post(
+                "/topics/t/messages",
+                json!({"publisher": "p", "payload": "later", "msg_id": "m-1"}),
+            )
+            .await
+            .status
+            == 201
+    })
+    .await;
+    assert_eq!(broker.stored_payloads("t"), ["x", "y", "z", "later"]);
+}
+
+/// Publishes `payload` with `msg_id` through `client`, retrying while the
+/// cluster has no leader; returns whether it was a duplicate.
+async fn publish_once(client: &Client, payload: &str, msg_id: &str) -> bool {
+    eventually_ok(WAIT, "a leader takes the publish", || async {
+        client
+            .publish_message("t", "p", message(payload, &[], Some(msg_id)))
+            .await
+            .map(|published| published.duplicate)
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
+    let mut cluster = Cluster::start(3, &["--mode", "leader"]).await;
+    let (leader, _) = cluster.agreed_leader(WAIT).await;
+    let client = cluster.client(0);
+    eventually_ok(WAIT, "the topic is created", || async {
+        client
+            .register_publisher("p")
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .create_topic("t", "p")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(!publish_once(&cluster.client(0), "x", "m-1").await);
+    assert!(publish_once(&cluster.client(1), "x", "m-1").await);
+    // The leader goes; its successor holds m-1 (a majority had it).
+    let leader_index = (0..3).find(|&i| cluster.id(i) == leader).unwrap();
+    cluster.kill(leader_index);
+    let survivor = (0..3).find(|&i| i != leader_index).unwrap();
+    assert!(publish_once(&cluster.client(survivor), "x", "m-1").await);
+    assert!(!publish_once(&cluster.client(survivor), "y", "m-2").await);
+    let stored = cluster.broker(survivor).stored_payloads("t");
+    assert_eq!(stored, ["x", "y"]);
+}
