@@ -228,3 +228,94 @@ async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
     let stored = cluster.broker(survivor).stored_payloads("t");
     assert_eq!(stored, ["x", "y"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_fails_over_in_leader_mode_without_losing_or_duplicating() {
+    const COUNT: usize = 20_000;
+    let mut cluster = Cluster::start(3, &["--mode", "leader"]).await;
+    let (leader, _) = cluster.agreed_leader(WAIT).await;
+    let leader_index = (0..3).find(|&i| cluster.id(i) == leader).unwrap();
+    let setup = cluster.client(leader_index);
+    topic_of(&setup, "p", "t").await;
+    subscribed(&setup, "s", "t", StartFrom::Earliest).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The publisher talks to the leader first.
+    let order: Vec<usize> = std::iter::once(leader_index)
+        .chain((0..3).filter(|&i| i != leader_index))
+        .collect();
+    let peers = dir.path().join("peers.csv");
+    let lines: String = order
+        .iter()
+        .map(|&i| format!("{HOST},{}\n", cluster.broker(i).port))
+        .collect();
+    std::fs::write(&peers, lines).unwrap();
+    let (peers, sent, recv) = (
+        peers.to_str().unwrap().to_string(),
+        dir.path().join("sent.log").to_str().unwrap().to_string(),
+        dir.path().join("recv.log").to_str().unwrap().to_string(),
+    );
+    let count = COUNT.to_string();
+    let publisher = [
+        "--peers", &peers, "--id", "p", "--topic", "t", "--create", "--count", &count, "--log",
+        &sent,
+    ];
+    let mut publisher = ChildGuard(spawn_piped(env!("CARGO_BIN_EXE_publisher"), &publisher));
+    let mut printed = lines_of(publisher.0.stdout.take().unwrap());
+    let stderr = read_all(publisher.0.stderr.take().unwrap());
+    // Mid-run, the leader it talks to dies.
+    let mut seen = 0;
+    while seen < COUNT / 10 {
+        let line = tokio::time::timeout(WAIT, printed.recv()).await;
+        assert!(matches!(line, Ok(Some(_))), "the publisher stopped early");
+        seen += 1;
+    }
+    cluster.kill(leader_index);
+    let status = publisher.wait(Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(status.success(), "publisher: {status}: {stderr}");
+
+    // Nothing stored twice either, on either survivor (the subscription
+    // keeps every message until it is acknowledged).
+    for i in order[1..].iter().copied() {
+        let broker = cluster.broker(i);
+        eventually_ok(WAIT, "the survivors hold every message once", || async {
+            let mut payloads = broker.stored_payloads("t");
+            let stored = payloads.len();
+            payloads.sort();
+            payloads.dedup();
+            if stored == COUNT && payloads.len() == COUNT {
+                Ok(())
+            } else {
+                Err(format!("{stored} stored, {} distinct", payloads.len()))
+            }
+        })
+        .await;
+    }
+
+    let survivor = order[1];
+    let port = cluster.broker(survivor).port.to_string();
+    let subscriber = [
+        "--host", HOST, "--port", &port, "--id", "s", "--topic", "t", "--from", "earliest",
+        "--count", &count, "--log", &recv,
+    ];
+    let output = run_bin(
+        env!("CARGO_BIN_EXE_subscriber"),
+        &subscriber,
+        "",
+        Duration::from_secs(120),
+    );
+    assert_success(&output);
+    let check = run_bin(
+        env!("CARGO_BIN_EXE_bench"),
+        &["check", "--json", &sent, &recv],
+        "",
+        WAIT,
+    );
+    assert_success(&check);
+    let report: client::delivery::CheckReport = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report.sent, COUNT as u64, "{report:?}");
+    let [s] = &report.subscribers[..] else {
+        panic!("{report:?}")
+    };
+    assert_eq!((s.received, s.lost, s.duplicated), (COUNT as u64, 0, 0));
+}

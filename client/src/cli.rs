@@ -228,6 +228,24 @@ fn first_line(error: &clap::Error) -> String {
     what
 }
 
+/// Whether trying again (on this or another broker) may succeed: no broker
+/// could be reached, or one answered that it cannot take writes right now
+/// (no leader yet, catching up, too busy).
+pub fn is_transient(error: &ClientError) -> bool {
+    error.is_unreachable()
+        || matches!(
+            error.code(),
+            Some("no_quorum" | "unavailable" | "overloaded")
+        )
+}
+
+/// 64 random bits as hex: what makes a program run's ids its own.
+pub fn run_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    hex::encode(bytes)
+}
+
 /// A failed call as a command-line program reports it on its error line:
 /// an API error as `<message> (<code>)`, anything else as it displays
 /// (e.g. `cannot reach broker http://localhost:3000: Connection refused ...`).

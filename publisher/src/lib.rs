@@ -3,9 +3,14 @@
 //! `--count` generated messages, and prints the id of each acknowledged
 //! message on its own line as soon as the broker acknowledges it.
 //!
-//! Messages go out in batches (`publish_batch`, one transaction each, in
+//! Messages go out in batches (`publish_messages`, one transaction each, in
 //! order); a batch from stdin holds only lines that were already read, so a
-//! line typed interactively is published at once.
+//! line typed interactively is published at once. Every message carries a
+//! `msg_id` of its own (`<run>-<n>`, API.md §6.1): a batch that got no
+//! answer, or an answer that no broker can take it now (`no_quorum`,
+//! `unavailable`, `overloaded`), is sent again, to the next broker after a
+//! failover, with the same ids, so the brokers store it once (within their
+//! `--dedup-window`).
 //!
 //! With `--key-file FILE` each payload is published sealed in an envelope
 //! with the key in FILE (`client::envelope`, API.md §5.4).
@@ -17,11 +22,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
 use anyhow::{anyhow, Context, Result};
-use client::cli::{describe, BrokerArgs, Failover};
+use client::cli::{describe, is_transient, run_id, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Record, Sent};
 use client::envelope::Key;
-use client::wire::Published;
+use client::wire::{NewMessage, Published};
 use client::{Client, ClientError};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
@@ -29,6 +36,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 const BATCH_MESSAGES: usize = 100;
 /// Most payload bytes sent in one request (a bigger message goes alone).
 const BATCH_BYTES: usize = 256 * 1024;
+/// First pause before a publish is tried again; it doubles up to `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// How long a batch is tried again while no broker takes it.
+pub const GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Publish messages to a rumor topic, printing the id of each acknowledged message.
 #[derive(Debug, clap::Parser)]
@@ -115,8 +127,13 @@ async fn next_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<St
 struct Session<'c> {
     cli: &'c Cli,
     failover: Failover,
-    /// Payloads as published (envelopes with `--key-file`).
-    batch: Vec<String>,
+    /// Messages as published (envelopes with `--key-file`), each with a
+    /// `msg_id` of this run, so that a batch tried again after a failover
+    /// is stored once.
+    batch: Vec<NewMessage>,
+    /// The `msg_id`s are `<run>-<n>`.
+    run: String,
+    sent: u64,
     batch_bytes: usize,
     /// `--log`.
     log: Option<DeliveryLog>,
@@ -132,6 +149,8 @@ impl<'c> Session<'c> {
             cli,
             failover,
             batch: Vec::new(),
+            run: run_id(),
+            sent: 0,
             batch_bytes: 0,
             log,
             digests: Vec::new(),
@@ -161,7 +180,12 @@ impl<'c> Session<'c> {
             self.flush().await?;
         }
         self.batch_bytes += payload.len();
-        self.batch.push(payload);
+        self.sent += 1;
+        self.batch.push(NewMessage {
+            payload,
+            headers: None,
+            msg_id: Some(format!("{}-{}", self.run, self.sent)),
+        });
         self.digests.extend(digest);
         Ok(())
     }
@@ -179,11 +203,11 @@ impl<'c> Session<'c> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let payloads = std::mem::take(&mut self.batch);
+        let messages = std::mem::take(&mut self.batch);
         let digests = std::mem::take(&mut self.digests);
         self.batch_bytes = 0;
         let sent_ms = delivery::unix_ms();
-        let published = self.publish(&payloads).await.map_err(failed)?;
+        let published = self.publish(&messages).await?;
         let acked_ms = delivery::unix_ms();
         print_ids(&published).context("cannot write to stdout")?;
         if let Some(log) = &mut self.log {
@@ -200,15 +224,37 @@ impl<'c> Session<'c> {
         Ok(())
     }
 
-    /// Publishes one batch, setting up first on any broker failed over to.
-    async fn publish(&mut self, payloads: &[String]) -> Result<Vec<Published>, ClientError> {
+    /// Publishes one batch, setting up first on any broker failed over
+    /// to, and tries again (the same `msg_id`s) while no broker takes it,
+    /// up to `GIVE_UP`.
+    async fn publish(&mut self, messages: &[NewMessage]) -> Result<Vec<Published>> {
+        let started = Instant::now();
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match self.publish_once(messages).await {
+                Err(error) if is_transient(&error) => {
+                    if started.elapsed() >= GIVE_UP {
+                        return Err(anyhow!("{} (gave up after {GIVE_UP:?})", describe(&error)));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                result => return result.map_err(failed),
+            }
+        }
+    }
+
+    async fn publish_once(
+        &mut self,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Published>, ClientError> {
         let cli = self.cli;
         let (topic, id) = (cli.topic.as_str(), cli.id.as_str());
         let batch = self
             .failover
             .call_prepared(
                 async |client: &Client| prepare(client, id, topic, cli.create).await,
-                async |client: &Client| client.publish_batch(topic, id, payloads.to_vec()).await,
+                async |client: &Client| client.publish_messages(topic, id, messages.to_vec()).await,
             )
             .await?;
         Ok(batch.messages)
