@@ -319,3 +319,67 @@ async fn the_publisher_fails_over_in_leader_mode_without_losing_or_duplicating()
     };
     assert_eq!((s.received, s.lost, s.duplicated), (COUNT as u64, 0, 0));
 }
+
+/// What `s` would be given now on `t` through `client`.
+async fn pending_payloads(client: &Client) -> Vec<String> {
+    let pulled = client.pull("s", &at_once(Some("t"), None)).await.unwrap();
+    pulled.messages.into_iter().map(|m| m.payload).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_acknowledged_one_by_one_in_any_order_on_every_broker() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (cluster.client(0), cluster.client(1));
+    topic_of(&a, "p", "t").await;
+    subscribed(&a, "s", "t", StartFrom::Earliest).await;
+    let sent: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    let batch = a.publish_batch("t", "p", sent.clone()).await.unwrap();
+    let ids: Vec<String> = batch.messages.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(pending_payloads(&a).await, sent);
+
+    // Out of order, one unknown id among them (passed over).
+    let unknown = format!("{}/999999", cluster.id(0));
+    a.ack_ids("s", &[ids[3].clone(), ids[1].clone(), unknown])
+        .await
+        .unwrap();
+    assert_eq!(pending_payloads(&a).await, ["m1", "m3", "m5"]);
+    eventually(
+        WAIT,
+        "the other broker knows the acknowledgements",
+        || async { pending_payloads(&b).await == ["m1", "m3", "m5"] },
+    )
+    .await;
+    // Through the other broker, and the v1 cursor form beside it.
+    b.ack_ids("s", &[ids[4].clone()]).await.unwrap();
+    let pulled = b.pull("s", &at_once(Some("t"), Some(1))).await.unwrap();
+    assert_eq!(payloads(&pulled), ["m1"]);
+    b.ack("s", &pulled.cursor).await.unwrap();
+    assert_eq!(pending_payloads(&b).await, ["m3"]);
+    b.ack_ids("s", &[ids[2].clone()]).await.unwrap();
+    assert!(pending_payloads(&b).await.is_empty());
+    eventually(WAIT, "nothing is pending on either broker", || async {
+        pending_payloads(&a).await.is_empty()
+    })
+    .await;
+    // Acknowledged by its only subscriber everywhere: retention deletes them.
+    for i in 0..2 {
+        let broker = cluster.broker(i);
+        eventually(WAIT, "retention deletes what was acknowledged", || async {
+            broker.stored_payloads("t").is_empty()
+        })
+        .await;
+    }
+
+    let broker = cluster.broker(0);
+    for body in [
+        json!({"ids": ["not an id"]}),
+        json!({"ids": ["h:1/0"]}),
+        json!({"cursor": "x", "ids": []}),
+        json!({}),
+    ] {
+        broker
+            .http_post("/subscribers/s/ack", body.clone())
+            .await
+            .assert_code(400, "bad_request", &body.to_string());
+    }
+}

@@ -211,7 +211,8 @@ pub async fn acknowledge(
     if app.follows_leader() {
         let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
         let body = serde_json::to_vec(&Ack {
-            cursor: cursor.encode(),
+            cursor: Some(cursor.encode()),
+            ids: None,
         })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         let path = format!("/subscribers/{}/ack", cursor.subscriber);

@@ -3,6 +3,8 @@
 
 use std::cmp::Ordering;
 
+use client::peer::EventId;
+
 use crate::error::ApiError;
 
 const MAX_NAME_CHARS: usize = 128;
@@ -66,9 +68,42 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A message id, `<origin>/<seq>` (see `client::wire::message_id`), as
+/// the event it names; `None` unless the origin is a broker id and the
+/// seq a number from 1.
+pub fn parse_message_id(id: &str) -> Option<EventId> {
+    let (origin, seq) = id.rsplit_once('/')?;
+    let seq: u64 = seq
+        .parse()
+        .ok()
+        .filter(|&seq| seq >= 1 && seq <= i64::MAX as u64)?;
+    is_broker_id(origin).then(|| EventId {
+        origin: origin.to_string(),
+        seq,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_are_an_origin_and_a_seq() {
+        let id = parse_message_id("localhost:3000/42").unwrap();
+        assert_eq!((id.origin.as_str(), id.seq), ("localhost:3000", 42));
+        for bad in [
+            "",
+            "localhost:3000",
+            "localhost:3000/",
+            "localhost:3000/0",
+            "/4",
+            "a b:1/4",
+            "h:1/x",
+            "h:1/-1",
+        ] {
+            assert!(parse_message_id(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet() {

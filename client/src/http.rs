@@ -306,7 +306,20 @@ impl Client {
     pub async fn ack(&self, subscriber: &str, cursor: &str) -> Result<(), ClientError> {
         let path = ["subscribers", subscriber, "ack"];
         let body = Ack {
-            cursor: cursor.to_string(),
+            cursor: Some(cursor.to_string()),
+            ids: None,
+        };
+        self.send(self.request(Method::POST, &path)?.json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Acknowledges single messages by id, in any order.
+    pub async fn ack_ids(&self, subscriber: &str, ids: &[String]) -> Result<(), ClientError> {
+        let path = ["subscribers", subscriber, "ack"];
+        let body = Ack {
+            cursor: None,
+            ids: Some(ids.to_vec()),
         };
         self.send(self.request(Method::POST, &path)?.json(&body))
             .await

@@ -88,6 +88,13 @@ pub enum PeerChange {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         msg_id: Option<String>,
     },
+    /// A subscriber acknowledged these messages of `topic`, one by one
+    /// (API.md §6.2).
+    AckMessages {
+        subscriber: String,
+        topic: String,
+        ids: Vec<EventId>,
+    },
     /// A broker joins the cluster.
     AddMember {
         host: String,

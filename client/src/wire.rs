@@ -194,10 +194,14 @@ pub struct Pulled {
     pub cursor: String,
 }
 
-/// `POST /subscribers/{sid}/ack` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /subscribers/{sid}/ack` request: the `cursor` of a pull (v1:
+/// everything it returned), or the `ids` of single messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    pub cursor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
 }
 
 /// Every error response: `{"error": {"code", "message"}}`.

@@ -101,6 +101,17 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
                 && is_broker_id(acked_origin)
                 && *acked_seq <= MAX
         }
+        Change::AckMessages {
+            subscriber,
+            topic,
+            ids,
+        } => {
+            is_valid_name(subscriber)
+                && is_valid_name(topic)
+                && ids
+                    .iter()
+                    .all(|id| is_broker_id(&id.origin) && (1..=MAX).contains(&id.seq))
+        }
         Change::SetMode { mode } => Mode::parse(mode).is_some(),
         Change::AddMember { host, port } => *port != 0 && is_broker_id(&format!("{host}:{port}")),
         Change::RemoveMember { member } => is_broker_id(member),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use client::peer::EventId;
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
 use client::wire::{Ack, PullQuery, Subscribe, Subscription};
 
@@ -11,7 +12,7 @@ use super::body::Body;
 use super::created_response;
 use crate::delivery::{self, Pull};
 use crate::error::ApiError;
-use crate::names::check_name;
+use crate::names::{check_name, parse_message_id};
 use crate::trust::Caller;
 use crate::AppState;
 
@@ -100,8 +101,27 @@ pub async fn ack(
     let subscriber = sid.into_inner();
     check_name("subscriber", &subscriber)?;
     caller.may_act_as(&subscriber)?;
-    let Ack { cursor } = body.into_inner();
-    delivery::acknowledge_token(&app, subscriber, &cursor, authorization(&request)).await?;
+    match body.into_inner() {
+        Ack {
+            cursor: Some(cursor),
+            ids: None,
+        } => {
+            delivery::acknowledge_token(&app, subscriber, &cursor, authorization(&request)).await?
+        }
+        Ack {
+            cursor: None,
+            ids: Some(ids),
+        } => {
+            let ids = message_ids(&ids)?;
+            app.record(move |tx| tx.ack_messages(&subscriber, ids))
+                .await?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of cursor or ids".to_string(),
+            ))
+        }
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -112,4 +132,23 @@ fn authorization(request: &HttpRequest) -> Option<&[u8]> {
         .headers()
         .get(header::AUTHORIZATION)
         .map(|value| value.as_bytes())
+}
+
+/// Most message ids in one request.
+const MAX_IDS: usize = 10_000;
+
+/// Message ids (`<origin>/<seq>`) as events; a malformed one is `400`.
+fn message_ids(ids: &[String]) -> Result<Vec<EventId>, ApiError> {
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IDS} ids, not {}",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .map(|id| {
+            parse_message_id(id)
+                .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a message id")))
+        })
+        .collect()
 }

@@ -137,6 +137,26 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 base
             ])?;
         }
+        Change::AckMessages {
+            subscriber,
+            topic,
+            ids,
+        } => {
+            let details = serde_json::to_string(&event.change)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let row = EventRow {
+                details: Some(&details),
+                ..EventRow::new("ack_messages", subscriber).on(topic)
+            };
+            store_event(conn, event, row)?;
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO acks (subscriber, topic, origin, seq)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for id in ids {
+                insert.execute(params![subscriber, topic, id.origin, id.seq])?;
+            }
+        }
         Change::Pruned => {}
         Change::Publish {
             topic,
@@ -621,6 +641,8 @@ mod tests {
             "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
             "SELECT origin || ' ' || seq || ' ' || term || ' ' || coalesce(prev_origin, '-')
                  || ' ' || base FROM leads ORDER BY origin, seq",
+            "SELECT 'acked ' || subscriber || ' ' || topic || ' ' || origin || ' ' || seq
+                 FROM acks ORDER BY subscriber, origin, seq",
         ];
         dumps
             .iter()
@@ -724,6 +746,54 @@ mod tests {
                 r#"B 1 2 A {"A":2}"#
             ]
         );
+    }
+
+    fn ack_messages(origin: &str, seq: u64, lamport: u64, acked: &[(&str, u64)]) -> Event {
+        let change = Change::AckMessages {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            ids: acked
+                .iter()
+                .map(|(origin, seq)| client::peer::EventId {
+                    origin: origin.to_string(),
+                    seq: *seq,
+                })
+                .collect(),
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    #[test]
+    fn acknowledgements_of_single_messages_are_a_grow_only_set() {
+        // Beside the messages they name (before or after them), positions,
+        // an unsubscription and a deletion of the topic.
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            publish("A", 2, 2, "m2"),
+            publish("A", 3, 3, "m3"),
+            ack_messages("B", 1, 4, &[("A", 3)]),
+            ack_messages("C", 1, 5, &[("A", 2), ("A", 3)]),
+            ack("B", 2, 6, 2),
+        ]);
+        assert_eq!(
+            state,
+            [
+                "news P1 0",
+                "news m2",
+                "news m3",
+                "S1 A 2",
+                "acked S1 news A 2",
+                "acked S1 news A 3"
+            ]
+        );
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            subscription("A", 2, 2, true),
+            ack_messages("B", 1, 3, &[("A", 9)]),
+            subscription("B", 2, 4, false),
+            delete("C", 1, 5),
+        ]);
+        assert_eq!(state, ["news - 5", "acked S1 news A 9"]);
     }
 
     #[test]

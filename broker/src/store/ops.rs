@@ -1,10 +1,10 @@
 //! Checked operations: each validates a request against the current state
 //! inside the writer's transaction and records the events it makes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use client::http::Created;
-use client::peer::Have;
+use client::peer::{EventId, Have};
 use client::wire::{NewMessage, StartFrom};
 use client::PeerAddr;
 use rusqlite::params;
@@ -253,6 +253,34 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Acknowledges the messages `ids`, one by one, for `subscriber`
+    /// (API.md §6.2): those this broker holds, on topics the subscriber is
+    /// subscribed to, not acknowledged yet; the others are passed over.
+    /// One event per topic.
+    pub fn ack_messages(&mut self, subscriber: &str, ids: Vec<EventId>) -> Result<(), StoreError> {
+        queries::require_subscriber(self.conn, subscriber)?;
+        let mut by_topic: BTreeMap<String, BTreeSet<EventId>> = BTreeMap::new();
+        for id in ids {
+            let Some(topic) = queries::topic_of_message(self.conn, &id.origin, id.seq)? else {
+                continue;
+            };
+            let message = (id.origin.as_str(), id.seq);
+            if queries::is_subscribed(self.conn, subscriber, &topic)?
+                && !queries::is_acknowledged(self.conn, subscriber, &topic, message)?
+            {
+                by_topic.entry(topic).or_default().insert(id);
+            }
+        }
+        for (topic, ids) in by_topic {
+            self.record(Change::AckMessages {
+                subscriber: subscriber.to_string(),
+                topic,
+                ids: ids.into_iter().collect(),
+            })?;
+        }
+        Ok(())
+    }
+
     fn check_position(&self, position: &Position) -> Result<(), StoreError> {
         let refuse = |why: &str| Err(StoreError::Invalid(format!("invalid cursor: {why}")));
         if !is_valid_name(&position.topic) || !is_broker_id(&position.origin) {
@@ -276,6 +304,18 @@ impl WriteTx<'_> {
 /// peer still lacks stays, or that peer would only be sent it as `pruned`.
 const REPLICATED: &str = "(?2 IS NULL OR m.seq <= coalesce(
     (SELECT value FROM json_each(?2) WHERE key = m.origin), 0))";
+
+/// SQL query: the live subscriptions that still need message `m` (it is
+/// past their start, and they acknowledged it neither by position nor by
+/// id).
+const STILL_NEEDED: &str = "SELECT 1 FROM subscriptions s
+    LEFT JOIN positions p ON p.subscriber = s.subscriber
+        AND p.topic = s.topic AND p.origin = m.origin
+    WHERE s.topic = m.topic AND s.live = 1
+      AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+      AND m.seq > coalesce(p.seq, 0)
+      AND NOT EXISTS (SELECT 1 FROM acks b
+                      WHERE b.subscriber = s.subscriber AND b.origin = m.origin AND b.seq = m.seq)";
 
 /// Where the retention sweep's scan of old messages resumes: after this
 /// `(origin, seq)`.
@@ -316,7 +356,8 @@ impl WriteTx<'_> {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Failed(format!("cannot encode the replicated floor: {e}")))?;
-        let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?;
+        let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?
+            + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?;
         let (expired, resume) =
             self.delete_expired(cutoff_ms, replicated.as_deref(), resume, limit)?;
         let deleted = acknowledged + expired;
@@ -348,6 +389,28 @@ impl WriteTx<'_> {
                  SELECT m.rowid FROM floors f JOIN live l USING (topic)
                  JOIN messages m ON m.topic = f.topic AND m.origin = f.origin AND m.seq <= f.seq
                  WHERE f.subscribers = l.subscribers AND {REPLICATED}
+                 LIMIT ?1)"
+            ),
+            params![limit, replicated],
+        )?)
+    }
+
+    /// Deletes messages acknowledged one by one (API.md §6.2) that every
+    /// live subscriber of their topic acknowledged, by id or by position
+    /// (and every peer holds).
+    fn delete_acknowledged_one_by_one(
+        &mut self,
+        replicated: Option<&str>,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            &format!(
+                "DELETE FROM messages WHERE rowid IN (
+                 SELECT m.rowid FROM acks a
+                 JOIN messages m ON m.origin = a.origin AND m.seq = a.seq
+                 WHERE {REPLICATED}
+                   AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = m.topic AND s.live = 1)
+                   AND NOT EXISTS ({STILL_NEEDED})
                  LIMIT ?1)"
             ),
             params![limit, replicated],
@@ -405,13 +468,8 @@ impl WriteTx<'_> {
     ) -> rusqlite::Result<Vec<Expired>> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT m.rowid, m.seq, m.published_at_ms < ?3 AND {REPLICATED}, EXISTS (
-                     SELECT 1 FROM subscriptions s
-                     LEFT JOIN positions p ON p.subscriber = s.subscriber
-                         AND p.topic = s.topic AND p.origin = m.origin
-                     WHERE s.topic = m.topic AND s.live = 1
-                       AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-                       AND m.seq > coalesce(p.seq, 0))
+                "SELECT m.rowid, m.seq, m.published_at_ms < ?3 AND {REPLICATED},
+                        EXISTS ({STILL_NEEDED})
                  FROM messages m
                  WHERE m.origin = ?1 AND m.seq > ?4
                  ORDER BY m.seq"

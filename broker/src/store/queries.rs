@@ -28,6 +28,33 @@ pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), Sto
     }
 }
 
+/// The topic of the held message `(origin, seq)`, if this broker holds it.
+pub fn topic_of_message(
+    conn: &Connection,
+    origin: &str,
+    seq: u64,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT topic FROM messages WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![origin, seq], |row| row.get(0))
+        .optional()
+}
+
+/// Whether `subscriber` acknowledged message `(origin, seq)` of `topic`,
+/// by a cursor or by its id.
+pub fn is_acknowledged(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
+    (origin, seq): (&str, u64),
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM positions
+                        WHERE subscriber = ?1 AND topic = ?2 AND origin = ?3 AND seq >= ?4)
+             OR EXISTS (SELECT 1 FROM acks WHERE subscriber = ?1 AND origin = ?3 AND seq = ?4)",
+    )?
+    .query_row(params![subscriber, topic, origin, seq], |row| row.get(0))
+}
+
 /// The message `(topic, publisher, msg_id)` stored at or after `since_ms`
 /// (`published_at_ms`), if any: `(origin, seq, lamport)` of the first.
 pub fn stored_msg_id(
@@ -198,7 +225,7 @@ pub fn pending(
         for run in readable_runs(conn, subscriber, topic)? {
             let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
-                messages.extend(pending_run(conn, topic, &run, upto, max)?);
+                messages.extend(pending_run(conn, (subscriber, topic), &run, upto, max)?);
             }
         }
     }
@@ -259,7 +286,7 @@ fn readable_runs(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::
 /// at every run (a bound LIMIT counts as a value the plan depends on).
 fn pending_run(
     conn: &Connection,
-    topic: &str,
+    (subscriber, topic): (&str, &str),
     run: &Run,
     upto: u64,
     max: u32,
@@ -270,6 +297,8 @@ fn pending_run(
          FROM messages m
          WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
            AND (m.lamport, m.origin) > (?5, ?6)
+           AND NOT EXISTS (SELECT 1 FROM acks a
+                           WHERE a.subscriber = ?7 AND a.origin = m.origin AND a.seq = m.seq)
          ORDER BY m.seq",
     )?
     .query_map(
@@ -279,7 +308,8 @@ fn pending_run(
             run.acknowledged,
             upto,
             run.after.0,
-            run.after.1
+            run.after.1,
+            subscriber
         ],
         |row| {
             let origin: String = row.get(0)?;
@@ -533,7 +563,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             }
         }
         "remove_member" => Change::RemoveMember { member: actor },
-        "lead" => {
+        "lead" | "ack_messages" => {
             let details: String = row.get(10)?;
             serde_json::from_str(&details).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(

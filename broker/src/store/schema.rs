@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_fewer_message_indexes.sql"),
     include_str!("../../../migrations/0005_leads.sql"),
     include_str!("../../../migrations/0006_message_headers.sql"),
+    include_str!("../../../migrations/0007_message_acks.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
