@@ -383,3 +383,42 @@ async fn messages_are_acknowledged_one_by_one_in_any_order_on_every_broker() {
             .assert_code(400, "bad_request", &body.to_string());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_settings_are_checked_and_kept() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    client.create_topic("dead", "p").await.unwrap();
+    client.register_subscriber("s").await.unwrap();
+    let subscribe =
+        |body: serde_json::Value| broker.http_post("/subscribers/s/subscriptions", body);
+    for body in [
+        json!({"topic": "t", "ack_wait_ms": 999}),
+        json!({"topic": "t", "ack_wait_ms": 3_600_001}),
+        json!({"topic": "t", "backoff_ms": [10]}),
+        json!({"topic": "t", "max_deliveries": 3, "dead_letter_topic": "dead"}),
+        json!({"topic": "t", "ack_wait_ms": 1000, "max_deliveries": 3}),
+        json!({"topic": "t", "ack_wait_ms": 1000, "dead_letter_topic": "dead"}),
+        json!({"topic": "t", "ack_wait_ms": 1000, "backoff_ms": []}),
+        json!({"topic": "t", "ack_wait_ms": 1000, "max_deliveries": 0, "dead_letter_topic": "dead"}),
+        json!({"topic": "t", "ack_wait_ms": 1000, "max_deliveries": 2, "dead_letter_topic": "t"}),
+    ] {
+        subscribe(body.clone())
+            .await
+            .assert_code(400, "bad_request", &body.to_string());
+    }
+    let missing = json!({"topic": "t", "ack_wait_ms": 1000, "max_deliveries": 2, "dead_letter_topic": "none"});
+    subscribe(missing)
+        .await
+        .assert_error(404, "topic_not_found");
+    let shared = json!({"topic": "t", "ack_wait_ms": 5000, "backoff_ms": [100, 1000],
+                        "max_deliveries": 3, "dead_letter_topic": "dead"});
+    subscribe(shared.clone()).await.assert_status(201);
+    subscribe(shared).await.assert_status(200);
+    // Other settings for the same subscription: unsubscribe first.
+    subscribe(json!({"topic": "t", "ack_wait_ms": 6000}))
+        .await
+        .assert_code(400, "bad_request", "other settings");
+    subscribe(json!({"topic": "t"}))
+        .await
+        .assert_code(400, "bad_request", "v1 over shared");
+}

@@ -277,7 +277,18 @@ impl Client {
         let body = Subscribe {
             topic: topic.to_string(),
             from,
+            ..Subscribe::default()
         };
+        self.subscribe_with(subscriber, &body).await
+    }
+
+    /// Subscribes with every setting of `body` (a shared subscription with
+    /// `ack_wait_ms`).
+    pub async fn subscribe_with(
+        &self,
+        subscriber: &str,
+        body: &Subscribe,
+    ) -> Result<Created, ClientError> {
         let path = ["subscribers", subscriber, "subscriptions"];
         let response = self
             .send(self.request(Method::POST, &path)?.json(&body))

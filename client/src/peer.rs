@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Headers, StartFrom};
+use crate::wire::{Headers, SharedSettings, StartFrom};
 
 /// Per origin, the highest seq below which a broker holds every event.
 pub type Have = BTreeMap<String, u64>;
@@ -67,6 +67,9 @@ pub enum PeerChange {
         subscriber: String,
         topic: String,
         from: StartFrom,
+        /// A shared subscription's settings; `None` for a v1 one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shared: Option<SharedSettings>,
     },
     Unsubscribe {
         subscriber: String,

@@ -159,12 +159,43 @@ pub enum StartFrom {
     Latest,
 }
 
-/// `POST /subscribers/{sid}/subscriptions` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /subscribers/{sid}/subscriptions` request; with `ack_wait_ms` the
+/// subscription is shared (API.md §6.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscribe {
     pub topic: String,
     #[serde(default)]
     pub from: StartFrom,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<Vec<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// How a shared subscription leases its messages (API.md §6.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSettings {
+    pub ack_wait_ms: u64,
+    /// The k-th redelivery waits the k-th delay; the last one repeats.
+    pub backoff_ms: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// Limits of a shared subscription's settings.
+pub mod shared_limits {
+    pub const MIN_ACK_WAIT_MS: u64 = 1_000;
+    pub const MAX_ACK_WAIT_MS: u64 = 3_600_000;
+    /// Longest delay of `backoff_ms` (and of a nack).
+    pub const MAX_DELAY_MS: u64 = 24 * 3_600_000;
+    /// Most delays in `backoff_ms`.
+    pub const MAX_BACKOFF_STEPS: usize = 32;
 }
 
 /// `POST /subscribers/{sid}/subscriptions` response.

@@ -85,9 +85,21 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
             topic, publisher, ..
         } => is_valid_name(topic) && is_valid_name(publisher),
         Change::Subscribe {
-            subscriber, topic, ..
+            subscriber,
+            topic,
+            shared,
+            ..
+        } => {
+            is_valid_name(subscriber)
+                && is_valid_name(topic)
+                && shared.as_ref().is_none_or(|shared| {
+                    shared
+                        .dead_letter_topic
+                        .as_deref()
+                        .is_none_or(is_valid_name)
+                })
         }
-        | Change::Unsubscribe { subscriber, topic } => {
+        Change::Unsubscribe { subscriber, topic } => {
             is_valid_name(subscriber) && is_valid_name(topic)
         }
         Change::Ack {

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use client::peer::EventId;
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
-use client::wire::{Ack, PullQuery, Subscribe, Subscription};
+use client::wire::{Ack, PullQuery, SharedSettings, Subscribe, Subscription};
 
 use super::body::Body;
 use super::created_response;
@@ -23,14 +23,20 @@ pub async fn subscribe(
     body: Body<Subscribe>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = sid.into_inner();
-    let Subscribe { topic, from } = body.into_inner();
+    let request = body.into_inner();
+    let (topic, from) = (request.topic.clone(), request.from);
     check_name("subscriber", &subscriber)?;
     check_name("topic", &topic)?;
     caller.may_act_as(&subscriber)?;
     caller.may_subscribe(&topic)?;
+    let shared = shared_settings(request)?;
+    if let Some(dead_letters) = shared.as_ref().and_then(|s| s.dead_letter_topic.as_ref()) {
+        // The broker publishes there on the subscriber's behalf.
+        caller.may_publish(dead_letters)?;
+    }
     let (who, what) = (subscriber.clone(), topic.clone());
     let created = app
-        .record(move |tx| tx.subscribe(&who, &what, from))
+        .record(move |tx| tx.subscribe(&who, &what, from, shared))
         .await?;
     Ok(created_response(
         created,
@@ -151,4 +157,59 @@ fn message_ids(ids: &[String]) -> Result<Vec<EventId>, ApiError> {
                 .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a message id")))
         })
         .collect()
+}
+
+/// A shared subscription's settings from a subscribe request, checked
+/// (API.md §6.2); `None` without `ack_wait_ms`.
+fn shared_settings(request: Subscribe) -> Result<Option<SharedSettings>, ApiError> {
+    use client::wire::shared_limits::*;
+    let bad = |message: String| Err(ApiError::BadRequest(message));
+    let Subscribe {
+        topic,
+        ack_wait_ms,
+        backoff_ms,
+        max_deliveries,
+        dead_letter_topic,
+        ..
+    } = request;
+    let Some(ack_wait_ms) = ack_wait_ms else {
+        if backoff_ms.is_some() || max_deliveries.is_some() || dead_letter_topic.is_some() {
+            return bad("backoff_ms, max_deliveries and dead_letter_topic need ack_wait_ms".into());
+        }
+        return Ok(None);
+    };
+    if !(MIN_ACK_WAIT_MS..=MAX_ACK_WAIT_MS).contains(&ack_wait_ms) {
+        return bad(format!(
+            "ack_wait_ms must be {MIN_ACK_WAIT_MS}-{MAX_ACK_WAIT_MS}, not {ack_wait_ms}"
+        ));
+    }
+    let backoff_ms = backoff_ms.unwrap_or_else(|| vec![0]);
+    if backoff_ms.is_empty() || backoff_ms.len() > MAX_BACKOFF_STEPS {
+        return bad(format!(
+            "backoff_ms holds 1-{MAX_BACKOFF_STEPS} delays, not {}",
+            backoff_ms.len()
+        ));
+    }
+    if let Some(delay) = backoff_ms.iter().find(|&&delay| delay > MAX_DELAY_MS) {
+        return bad(format!(
+            "a delay of backoff_ms is at most {MAX_DELAY_MS}, not {delay}"
+        ));
+    }
+    match (&max_deliveries, &dead_letter_topic) {
+        (None, None) => {}
+        (Some(0), _) => return bad("max_deliveries must be at least 1".into()),
+        (Some(_), Some(dead_letters)) => {
+            check_name("topic", dead_letters)?;
+            if *dead_letters == topic {
+                return bad("a topic cannot be its own dead_letter_topic".into());
+            }
+        }
+        _ => return bad("max_deliveries and dead_letter_topic go together".into()),
+    }
+    Ok(Some(SharedSettings {
+        ack_wait_ms,
+        backoff_ms,
+        max_deliveries,
+        dead_letter_topic,
+    }))
 }

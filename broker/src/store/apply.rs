@@ -61,9 +61,12 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             subscriber,
             topic,
             from,
+            shared,
         } => {
+            let details = shared.as_ref().map(|_| json(&event.change)).transpose()?;
             let row = EventRow {
                 start: Some(start_name(*from)),
+                details: details.as_deref(),
                 ..EventRow::new("subscribe", subscriber).on(topic)
             };
             store_event(conn, event, row)?;
@@ -71,7 +74,13 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 StartFrom::Earliest => Stamp::zero(),
                 StartFrom::Latest => stamp.clone(),
             };
-            merge_subscription(conn, subscriber, topic, &stamp, true, &start)?;
+            let shared = shared.as_ref().map(json).transpose()?;
+            let record = SubscriptionRecord {
+                live: true,
+                start: &start,
+                shared: shared.as_deref(),
+            };
+            merge_subscription(conn, (subscriber, topic), &stamp, record)?;
         }
         Change::Unsubscribe { subscriber, topic } => {
             store_event(
@@ -79,7 +88,12 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 event,
                 EventRow::new("unsubscribe", subscriber).on(topic),
             )?;
-            merge_subscription(conn, subscriber, topic, &stamp, false, &Stamp::zero())?;
+            let record = SubscriptionRecord {
+                live: false,
+                start: &Stamp::zero(),
+                shared: None,
+            };
+            merge_subscription(conn, (subscriber, topic), &stamp, record)?;
         }
         Change::Ack {
             subscriber,
@@ -113,16 +127,14 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             merge_setting(conn, "mode", mode, &stamp)?;
         }
         Change::Lead { term, prev, base } => {
-            let details = serde_json::to_string(&event.change)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let details = json(&event.change)?;
             let term_text = term.to_string();
             let row = EventRow {
                 details: Some(&details),
                 ..EventRow::new("lead", &term_text)
             };
             store_event(conn, event, row)?;
-            let base = serde_json::to_string(base)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let base = json(base)?;
             let (prev_origin, prev_seq) = prev.as_ref().map(|p| (&p.origin, p.seq)).unzip();
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO leads (origin, seq, term, prev_origin, prev_seq, base)
@@ -142,8 +154,7 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             topic,
             ids,
         } => {
-            let details = serde_json::to_string(&event.change)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let details = json(&event.change)?;
             let row = EventRow {
                 details: Some(&details),
                 ..EventRow::new("ack_messages", subscriber).on(topic)
@@ -527,17 +538,24 @@ fn merge_deletion(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Re
 
 /// Subscribe (`live`) or unsubscribe; the later stamp wins,
 /// and nothing stamped before the topic's latest deletion survives.
+/// A subscription's last-writer-wins record.
+struct SubscriptionRecord<'a> {
+    live: bool,
+    start: &'a Stamp,
+    /// The shared settings as JSON; `None` for a v1 subscription.
+    shared: Option<&'a str>,
+}
+
 fn merge_subscription(
     conn: &Connection,
-    subscriber: &str,
-    topic: &str,
+    (subscriber, topic): (&str, &str),
     stamp: &Stamp,
-    live: bool,
-    start: &Stamp,
+    record: SubscriptionRecord<'_>,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO subscriptions (subscriber, topic, live, lamport, origin, start_lamport, start_origin)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+        "INSERT INTO subscriptions
+             (subscriber, topic, live, lamport, origin, start_lamport, start_origin, shared)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
          WHERE NOT EXISTS (SELECT 1 FROM topics WHERE name = ?2
                            AND (deleted_lamport, deleted_origin) > (?4, ?5))
          ON CONFLICT (subscriber, topic) DO UPDATE SET
@@ -545,19 +563,26 @@ fn merge_subscription(
              lamport = excluded.lamport,
              origin = excluded.origin,
              start_lamport = excluded.start_lamport,
-             start_origin = excluded.start_origin
+             start_origin = excluded.start_origin,
+             shared = excluded.shared
          WHERE (excluded.lamport, excluded.origin) > (lamport, origin)",
         params![
             subscriber,
             topic,
-            live,
+            record.live,
             stamp.lamport,
             stamp.origin,
-            start.lamport,
-            start.origin
+            record.start.lamport,
+            record.start.origin,
+            record.shared
         ],
     )?;
     Ok(())
+}
+
+/// `value` as JSON, for a column.
+fn json(value: &impl serde::Serialize) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 #[cfg(test)]
@@ -609,6 +634,7 @@ mod tests {
                 subscriber,
                 topic,
                 from: StartFrom::Earliest,
+                shared: None,
             }
         } else {
             Change::Unsubscribe { subscriber, topic }
@@ -636,7 +662,8 @@ mod tests {
         let dumps = [
             "SELECT name || ' ' || coalesce(created_by, '-') || ' ' || deleted_lamport FROM topics",
             "SELECT topic || ' ' || payload FROM messages ORDER BY origin, seq",
-            "SELECT subscriber || ' ' || topic || ' ' || live FROM subscriptions",
+            "SELECT subscriber || ' ' || topic || ' ' || live || coalesce(' ' || shared, '')
+                 FROM subscriptions",
             "SELECT subscriber || ' ' || origin || ' ' || seq FROM positions",
             "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
             "SELECT origin || ' ' || seq || ' ' || term || ' ' || coalesce(prev_origin, '-')
@@ -794,6 +821,41 @@ mod tests {
             delete("C", 1, 5),
         ]);
         assert_eq!(state, ["news - 5", "acked S1 news A 9"]);
+    }
+
+    fn shared_subscription(origin: &str, seq: u64, lamport: u64, ack_wait_ms: u64) -> Event {
+        let change = Change::Subscribe {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            from: StartFrom::Earliest,
+            shared: Some(client::wire::SharedSettings {
+                ack_wait_ms,
+                backoff_ms: vec![0],
+                max_deliveries: None,
+                dead_letter_topic: None,
+            }),
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    #[test]
+    fn a_subscriptions_settings_are_part_of_its_last_writer_wins_record() {
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            subscription("A", 2, 2, true),
+            shared_subscription("B", 1, 3, 5000),
+            shared_subscription("C", 1, 3, 9000),
+        ]);
+        assert_eq!(
+            state[1],
+            r#"S1 news 1 {"ack_wait_ms":9000,"backoff_ms":[0]}"#
+        );
+        let state = same_state_in_every_order(&[
+            create("A", 1, 1, "P1"),
+            shared_subscription("B", 1, 3, 5000),
+            subscription("A", 2, 4, false),
+        ]);
+        assert_eq!(state[1], "S1 news 0");
     }
 
     #[test]

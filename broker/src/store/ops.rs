@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use client::http::Created;
 use client::peer::{EventId, Have};
-use client::wire::{NewMessage, StartFrom};
+use client::wire::{NewMessage, SharedSettings, StartFrom};
 use client::PeerAddr;
 use rusqlite::params;
 
@@ -126,21 +126,34 @@ impl WriteTx<'_> {
             .collect())
     }
 
+    /// Subscribes `subscriber` to `topic`, shared with `shared` settings
+    /// (whose dead-letter topic must exist); an existing subscription with
+    /// the same settings is fine, one with others is refused.
     pub fn subscribe(
         &mut self,
         subscriber: &str,
         topic: &str,
         from: StartFrom,
+        shared: Option<SharedSettings>,
     ) -> Result<Created, StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         queries::require_topic(self.conn, topic)?;
-        if queries::is_subscribed(self.conn, subscriber, topic)? {
+        if let Some(dead_letters) = shared.as_ref().and_then(|s| s.dead_letter_topic.as_ref()) {
+            queries::require_topic(self.conn, dead_letters)?;
+        }
+        if let Some(existing) = queries::subscription_settings(self.conn, subscriber, topic)? {
+            if existing != shared {
+                return Err(StoreError::Invalid(format!(
+                    "{subscriber} is subscribed to {topic} with other settings: unsubscribe first"
+                )));
+            }
             return Ok(Created::Existing);
         }
         self.record(Change::Subscribe {
             subscriber: subscriber.to_string(),
             topic: topic.to_string(),
             from,
+            shared,
         })?;
         Ok(Created::New)
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use client::peer::{EventId, Have};
-use client::wire::{message_id, Headers, Message, StartFrom, TopicInfo};
+use client::wire::{message_id, Headers, Message, SharedSettings, StartFrom, TopicInfo};
 use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -116,6 +116,29 @@ pub fn is_subscribed(conn: &Connection, subscriber: &str, topic: &str) -> rusqli
         "SELECT 1 FROM subscriptions WHERE subscriber = ?1 AND topic = ?2 AND live = 1",
     )?
     .exists([subscriber, topic])
+}
+
+/// A live subscription's settings: `Some(None)` for a v1 one, `None`
+/// without a live subscription.
+pub fn subscription_settings(
+    conn: &Connection,
+    subscriber: &str,
+    topic: &str,
+) -> Result<Option<Option<SharedSettings>>, StoreError> {
+    let shared: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT shared FROM subscriptions WHERE subscriber = ?1 AND topic = ?2 AND live = 1",
+        )?
+        .query_row([subscriber, topic], |row| row.get(0))
+        .optional()?;
+    shared
+        .map(|shared| {
+            shared
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .map_err(|e| StoreError::Failed(format!("stored shared settings: {e}")))
+        })
+        .transpose()
 }
 
 /// The topics `subscriber` reads, live subscriptions to existing topics only.
@@ -510,6 +533,14 @@ fn events_between(
     .collect()
 }
 
+/// A change kept whole as JSON in the `details` column (10).
+fn details(row: &Row<'_>) -> rusqlite::Result<Change> {
+    let details: String = row.get(10)?;
+    serde_json::from_str(&details).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// A message's headers from their stored JSON (NULL: none).
 fn headers(row: &Row<'_>, column: usize) -> rusqlite::Result<Headers> {
     let Some(json) = row.get::<_, Option<String>>(column)? else {
@@ -536,9 +567,12 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             topic: topic()?,
             publisher: actor,
         },
+        // A shared subscription keeps its whole change in `details`.
+        "subscribe" if row.get::<_, Option<String>>(10)?.is_some() => details(row)?,
         "subscribe" => Change::Subscribe {
             subscriber: actor,
             topic: topic()?,
+            shared: None,
             from: match row.get::<_, Option<String>>(5)?.as_deref() {
                 Some("earliest") => StartFrom::Earliest,
                 _ => StartFrom::Latest,
@@ -563,16 +597,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             }
         }
         "remove_member" => Change::RemoveMember { member: actor },
-        "lead" | "ack_messages" => {
-            let details: String = row.get(10)?;
-            serde_json::from_str(&details).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    10,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?
-        }
+        "lead" | "ack_messages" => details(row)?,
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

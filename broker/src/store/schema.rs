@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0005_leads.sql"),
     include_str!("../../../migrations/0006_message_headers.sql"),
     include_str!("../../../migrations/0007_message_acks.sql"),
+    include_str!("../../../migrations/0008_shared_subscriptions.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
