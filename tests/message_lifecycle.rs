@@ -422,3 +422,160 @@ async fn shared_subscription_settings_are_checked_and_kept() {
         .await
         .assert_code(400, "bad_request", "v1 over shared");
 }
+
+/// Registers `s` and subscribes it to `t` with `settings` (shared ones).
+async fn shared_subscriber(broker: &Broker, settings: serde_json::Value) {
+    broker
+        .http_post("/subscribers", json!({"id": "s"}))
+        .await
+        .assert_status(201);
+    let mut body = settings;
+    body["topic"] = json!("t");
+    body["from"] = json!("earliest");
+    broker
+        .http_post("/subscribers/s/subscriptions", body)
+        .await
+        .assert_status(201);
+}
+
+fn pull_query(max: u32, wait_ms: u64) -> client::wire::PullQuery {
+    client::wire::PullQuery {
+        topic: Some("t".to_string()),
+        max: Some(max),
+        wait_ms: Some(wait_ms),
+        auto_ack: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_leases_each_message_to_one_pull_until_its_lease_ends() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    shared_subscriber(&broker, json!({"ack_wait_ms": 1000})).await;
+    let sent: Vec<String> = (1..=10).map(|n| format!("m{n}")).collect();
+    client.publish_batch("t", "p", sent.clone()).await.unwrap();
+    // v1 pulls would each get all ten; these split them.
+    let first = client.pull("s", &pull_query(4, 0)).await.unwrap();
+    let second = client.pull("s", &pull_query(100, 0)).await.unwrap();
+    let third = client.pull("s", &pull_query(100, 0)).await.unwrap();
+    assert_eq!(payloads(&first), ["m1", "m2", "m3", "m4"]);
+    assert_eq!(payloads(&second), ["m5", "m6", "m7", "m8", "m9", "m10"]);
+    assert!(third.messages.is_empty());
+    assert!(first.messages.iter().all(|m| m.deliveries == 1));
+    // The first pull's messages are acknowledged (by its cursor), the
+    // second's are not: once their leases end (1 s) they come again, to a
+    // pull that was waiting for them.
+    client.ack("s", &first.cursor).await.unwrap();
+    let again = client.pull("s", &pull_query(100, 5_000)).await.unwrap();
+    assert_eq!(payloads(&again), ["m5", "m6", "m7", "m8", "m9", "m10"]);
+    assert!(
+        again.messages.iter().all(|m| m.deliveries == 2),
+        "{again:?}"
+    );
+    let ids: Vec<String> = again.messages.iter().map(|m| m.id.clone()).collect();
+    client.ack_ids("s", &ids).await.unwrap();
+    let none = client.pull("s", &pull_query(100, 1_500)).await.unwrap();
+    assert!(none.messages.is_empty(), "{none:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_gives_a_message_out_again_and_max_deliveries_moves_it_to_the_dead_letters() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    client.create_topic("dead", "p").await.unwrap();
+    let settings = json!({"ack_wait_ms": 60_000, "max_deliveries": 2, "dead_letter_topic": "dead"});
+    shared_subscriber(&broker, settings).await;
+    client
+        .publish_message("t", "p", message("work", &[("kind", "job")], Some("j-1")))
+        .await
+        .unwrap();
+    let first = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    assert_eq!(payloads(&first), ["work"]);
+    let id = vec![first.messages[0].id.clone()];
+    // Leased for a minute: no other pull gets it, an extension keeps it.
+    client.extend("s", &id).await.unwrap();
+    assert!(client
+        .pull("s", &pull_query(10, 0))
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    client.nack("s", &id, 0).await.unwrap();
+    let second = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    assert_eq!(payloads(&second), ["work"]);
+    assert_eq!(second.messages[0].deliveries, 2);
+    client.nack("s", &id, 0).await.unwrap();
+    // Given out twice already: the next pull moves it instead.
+    let third = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    assert!(third.messages.is_empty(), "{third:?}");
+    client.register_subscriber("d").await.unwrap();
+    client
+        .subscribe("d", "dead", StartFrom::Earliest)
+        .await
+        .unwrap();
+    let dead = client
+        .pull("d", &at_once(Some("dead"), None))
+        .await
+        .unwrap();
+    assert_eq!(payloads(&dead), ["work"]);
+    let headers = &dead.messages[0].headers;
+    assert_eq!(headers["kind"], "job");
+    assert_eq!(headers["rumor-dead-letter-id"], id[0]);
+    assert_eq!(headers["rumor-dead-letter-topic"], "t");
+    assert_eq!(headers["rumor-deliveries"], "2");
+    // A nack of what is not leased is passed over.
+    client.nack("s", &id, 0).await.unwrap();
+    assert!(client
+        .pull("s", &pull_query(10, 0))
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_pulls_count_deliveries_until_acknowledged() {
+    let (_broker, client) = start_with_topic(&[], "p", "t").await;
+    subscribed(&client, "s", "t", StartFrom::Earliest).await;
+    client.publish("t", "p", "x").await.unwrap();
+    let first = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    let second = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    assert_eq!(
+        (first.messages[0].deliveries, second.messages[0].deliveries),
+        (1, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_leases_through_the_leader_from_any_broker() {
+    let cluster = Cluster::start(3, &["--mode", "leader"]).await;
+    cluster.agreed_leader(WAIT).await;
+    let client = cluster.client(0);
+    eventually_ok(WAIT, "the topic is created", || async {
+        client
+            .register_publisher("p")
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .create_topic("t", "p")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    shared_subscriber(cluster.broker(0), json!({"ack_wait_ms": 60_000})).await;
+    let sent: Vec<String> = (1..=6).map(|n| format!("m{n}")).collect();
+    client.publish_batch("t", "p", sent).await.unwrap();
+    // Pulls through every broker: each message given out once.
+    let mut given = Vec::new();
+    for i in [0, 1, 2, 0] {
+        let pulled = eventually_ok(WAIT, "a pull is answered", || async {
+            cluster
+                .client(i)
+                .pull("s", &pull_query(2, 0))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        given.extend(pulled.messages.into_iter().map(|m| m.payload));
+    }
+    given.sort();
+    assert_eq!(given, ["m1", "m2", "m3", "m4", "m5", "m6"]);
+}

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::{Config, Mode};
 use crate::deliverable::Deliverable;
-use crate::delivery::{AcksInFlight, PullSlots};
+use crate::delivery::{AcksInFlight, GivenCounts, PullSlots};
 use crate::error::ApiError;
 use crate::http::BodyBudget;
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub struct AppState {
     pub trust: Trust,
     /// Request bodies buffered at once.
     pub bodies: BodyBudget,
+    /// How often each v1 subscriber was given each unacknowledged message.
+    pub given: GivenCounts,
 }
 
 impl AppState {

@@ -1,9 +1,13 @@
-//! Pull cursors: tokens naming how far a pull read, per topic and origin.
-//! Clients treat them as opaque; the broker checks every position in one
-//! before acknowledging it (see `WriteTx::ack`).
+//! Pull cursors: tokens naming how far a pull read, per topic and origin,
+//! and the single messages it leased on shared subscriptions. Clients
+//! treat them as opaque; the broker checks every position in one before
+//! acknowledging it (see `WriteTx::ack`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+
+use client::peer::EventId;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
@@ -15,14 +19,22 @@ pub struct Position {
     pub seq: u64,
 }
 
-/// The positions reached by one pull, bound to the subscriber that pulled.
+/// The positions reached by one pull, bound to the subscriber that pulled,
+/// and the messages it leased (acknowledged one by one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     pub subscriber: String,
     pub positions: Vec<Position>,
+    pub ids: Vec<EventId>,
 }
 
-type Encoded = (String, Vec<(String, String, u64)>);
+/// A v1 cursor, or one with leased messages.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Encoded {
+    Positions(String, Vec<(String, String, u64)>),
+    WithIds(String, Vec<(String, String, u64)>, Vec<(String, u64)>),
+}
 
 /// A pull returns at most 1000 messages, so its cursor has at most 1000 positions.
 const MAX_POSITIONS: usize = client::wire::pull_limits::MAX_MAX as usize;
@@ -31,13 +43,21 @@ const MAX_SEQ: u64 = i64::MAX as u64;
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let encoded: Encoded = (
-            self.subscriber.clone(),
-            self.positions
+        let positions = self
+            .positions
+            .iter()
+            .map(|p| (p.topic.clone(), p.origin.clone(), p.seq))
+            .collect();
+        let encoded = if self.ids.is_empty() {
+            Encoded::Positions(self.subscriber.clone(), positions)
+        } else {
+            let ids = self
+                .ids
                 .iter()
-                .map(|p| (p.topic.clone(), p.origin.clone(), p.seq))
-                .collect(),
-        );
+                .map(|id| (id.origin.clone(), id.seq))
+                .collect();
+            Encoded::WithIds(self.subscriber.clone(), positions, ids)
+        };
         let json = serde_json::to_vec(&encoded).expect("tuples of strings and numbers serialize");
         URL_SAFE_NO_PAD.encode(json)
     }
@@ -48,13 +68,20 @@ impl Cursor {
             ApiError::BadRequest("cursor is malformed: pass the cursor a pull returned".to_string())
         };
         let json = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let (owner, positions): Encoded = serde_json::from_slice(&json).map_err(|_| invalid())?;
+        let (owner, positions, ids) = match serde_json::from_slice(&json).map_err(|_| invalid())? {
+            Encoded::Positions(owner, positions) => (owner, positions, Vec::new()),
+            Encoded::WithIds(owner, positions, ids) => (owner, positions, ids),
+        };
         if owner != subscriber {
             return Err(ApiError::BadRequest(format!(
                 "cursor belongs to subscriber {owner:?}, not {subscriber:?}"
             )));
         }
-        if positions.len() > MAX_POSITIONS || positions.iter().any(|(_, _, seq)| *seq > MAX_SEQ) {
+        if positions.len() > MAX_POSITIONS
+            || ids.len() > MAX_POSITIONS
+            || positions.iter().any(|(_, _, seq)| *seq > MAX_SEQ)
+            || ids.iter().any(|(_, seq)| *seq > MAX_SEQ)
+        {
             return Err(invalid());
         }
         let positions = positions
@@ -64,6 +91,10 @@ impl Cursor {
         Ok(Cursor {
             subscriber: owner,
             positions,
+            ids: ids
+                .into_iter()
+                .map(|(origin, seq)| EventId { origin, seq })
+                .collect(),
         })
     }
 }
@@ -87,7 +118,20 @@ mod tests {
                     seq: 7,
                 },
             ],
+            ids: vec![],
         }
+    }
+
+    #[test]
+    fn leased_messages_round_trip_beside_positions() {
+        let leased = Cursor {
+            ids: vec![EventId {
+                origin: "localhost:3002".into(),
+                seq: 9,
+            }],
+            ..cursor()
+        };
+        assert_eq!(Cursor::decode(&leased.encode(), "S1").unwrap(), leased);
     }
 
     #[test]
@@ -104,6 +148,7 @@ mod tests {
         let empty = Cursor {
             subscriber: "S1".into(),
             positions: vec![],
+            ids: vec![],
         };
         assert_eq!(Cursor::decode(&empty.encode(), "S1").unwrap(), empty);
     }

@@ -1,5 +1,9 @@
 //! Pulls: reading a subscriber's pending messages, waiting for them (long
-//! polling), cursors and acknowledgements.
+//! polling), cursors and acknowledgements. A pull leases what it gives
+//! out of shared subscriptions (API.md §6.2, `WriteTx::lease`: a write, so
+//! in leader mode a follower sends such pulls on to the leader) and reads
+//! the rest; how often a v1 subscriber was given a message is counted here
+//! (`GivenCounts`), per broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -7,6 +11,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use client::http::ForwardedRequest;
+use client::peer::EventId;
 use client::wire::{Ack, Message, Pulled};
 use futures_util::future::select_all;
 use tokio::sync::watch;
@@ -15,6 +20,7 @@ use tokio::time::Instant;
 use crate::config::Mode;
 use crate::cursor::{Cursor, Position};
 use crate::error::ApiError;
+use crate::event::now_ms;
 use crate::store::queries;
 use crate::wakeups::Key;
 use crate::{lock, AppState};
@@ -66,10 +72,18 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
             wake.as_mut().enable();
             wakes.push(wake);
         }
-        let messages = Box::pin(read_pending(app, &pull, topics)).await?;
-        if !messages.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
-            break messages;
+        let (read, leased, next_eligible) = Box::pin(read_pending(app, &pull, topics)).await?;
+        let empty = read.is_empty() && leased.is_empty();
+        if !empty || Instant::now() >= deadline || *shutdown.borrow() {
+            break (read, leased);
         }
+        // A lease that ends meanwhile lets its message out again.
+        let wake_at = next_eligible
+            .map(|at_ms| {
+                let wait_ms = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+                Instant::now() + Duration::from_millis(wait_ms)
+            })
+            .map_or(deadline, |at| at.min(deadline));
         if waiting.is_none() {
             // A slot among the subscriber's waiting pulls (at most 16).
             waiting = Some((
@@ -79,12 +93,15 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
         }
         tokio::select! {
             _ = select_all(wakes) => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
             _ = shutdown.changed() => {}
         }
     };
     drop(waiting);
-    let cursor = cursor_after(&pull.subscriber, &messages);
+    let (read, leased) = messages;
+    let cursor = cursor_after(&pull.subscriber, &read, &leased);
+    let mut messages = read;
+    messages.extend(leased);
     if pull.auto_ack && !messages.is_empty() {
         acknowledge_in_background(app.clone(), cursor.clone(), pull.authorization);
     }
@@ -223,14 +240,24 @@ pub async fn acknowledge(
             content_type: Some("application/json"),
             authorization,
             body,
+            timeout: None,
         });
         return match app.cluster.while_alive(&leader, call).await {
             Some(Ok(answer)) if (200..300).contains(&answer.status) => Ok(()),
             Some(_) | None => Err(ApiError::NoQuorum),
         };
     }
-    app.record(move |tx| tx.ack(&cursor.subscriber, cursor.positions))
-        .await
+    app.given.forget(&cursor);
+    let Cursor {
+        subscriber,
+        positions,
+        ids,
+    } = cursor;
+    app.record(move |tx| {
+        tx.ack(&subscriber, positions)?;
+        tx.ack_messages(&subscriber, ids)
+    })
+    .await
 }
 
 /// Acknowledges a cursor given back by `subscriber`. An unknown subscriber
@@ -266,14 +293,16 @@ async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<Strin
 }
 
 /// The pending messages of the pull's subscriber on `topics`, as far as
-/// they may be delivered (see `Deliverable`). A pull of one topic
-/// checks here, in the same read, that the subscriber, the topic and the
+/// they may be delivered (see `Deliverable`): those of shared
+/// subscriptions leased to this pull, the others read; and when a lease of
+/// the pull's shared subscriptions next ends. A pull of one topic checks
+/// here, in the same read, that the subscriber, the topic and the
 /// subscription exist.
 async fn read_pending(
     app: &AppState,
     pull: &Pull,
     topics: Vec<String>,
-) -> Result<Vec<Message>, ApiError> {
+) -> Result<(Vec<Message>, Vec<Message>, Option<i64>), ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
     let max = pull.max;
@@ -283,25 +312,111 @@ async fn read_pending(
         Mode::Leader => Some(app.deliverable.current().unwrap_or_default()),
     };
     app.metrics.count_pull_read();
-    let pending = app
+    let now = now_ms();
+    let order = deliverable.clone();
+    let (mut messages, shared, next_eligible) = app
         .store
         .read(move |conn| {
-            if let Some(topic) = topic {
+            if let Some(topic) = &topic {
                 queries::require_subscriber(conn, &subscriber)?;
-                queries::require_topic(conn, &topic)?;
-                queries::require_subscription(conn, &subscriber, &topic)?;
+                queries::require_topic(conn, topic)?;
+                queries::require_subscription(conn, &subscriber, topic)?;
             }
-            let pending = queries::pending(conn, &subscriber, &topics, deliverable.as_deref(), max);
-            Ok(pending?)
+            let shared = queries::shared_topics(conn, &subscriber, &topics)?;
+            let v1: Vec<String> = topics
+                .into_iter()
+                .filter(|topic| shared.iter().all(|(name, _)| name != topic))
+                .collect();
+            let order = order.as_deref();
+            let pending = queries::pending(conn, (&subscriber, now), &v1, order, max)?;
+            let shared_names: Vec<String> = shared.iter().map(|(name, _)| name.clone()).collect();
+            let next = queries::next_eligible(conn, &subscriber, &shared_names, now)?;
+            Ok((pending, shared, next))
         })
         .await?;
-    Ok(pending)
+    app.given.count(&pull.subscriber, &mut messages);
+    let room = max.saturating_sub(messages.len() as u32);
+    if shared.is_empty() || room == 0 {
+        return Ok((messages, Vec::new(), next_eligible));
+    }
+    let subscriber = pull.subscriber.clone();
+    let leased = app
+        .record(move |tx| tx.lease(&subscriber, &shared, deliverable.as_deref(), (room, now)))
+        .await?;
+    Ok((messages, leased, next_eligible))
 }
 
-/// The cursor acknowledging `messages`: the highest seq per topic and origin.
-fn cursor_after(subscriber: &str, messages: &[Message]) -> Cursor {
+/// Whether a pull of `subscriber` (of `topic`, or of every subscription)
+/// reads a shared subscription.
+pub async fn reads_shared(
+    app: &AppState,
+    subscriber: &str,
+    topic: Option<&str>,
+) -> Result<bool, ApiError> {
+    let (subscriber, topic) = (subscriber.to_string(), topic.map(str::to_string));
+    Ok(app
+        .store
+        .read(move |conn| {
+            let topics = match topic {
+                Some(topic) => vec![topic],
+                None => queries::subscribed_topics(conn, &subscriber)?,
+            };
+            Ok(!queries::shared_topics(conn, &subscriber, &topics)?.is_empty())
+        })
+        .await?)
+}
+
+/// How many times this broker gave each v1 subscriber each message it has
+/// not acknowledged yet: forgotten at the acknowledgement, so it holds at
+/// most what the subscriber's pulls return.
+#[derive(Default)]
+pub struct GivenCounts(Mutex<HashMap<String, Counts>>);
+
+/// Per message `(origin, seq)`, how often one subscriber was given it.
+type Counts = BTreeMap<(String, u64), u32>;
+
+impl GivenCounts {
+    /// Counts one more delivery of each of `messages` to `subscriber`
+    /// (those leased carry their count already).
+    fn count(&self, subscriber: &str, messages: &mut [Message]) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut given = lock(&self.0);
+        let counts = given.entry(subscriber.to_string()).or_default();
+        for message in messages {
+            let count = counts
+                .entry((message.origin.clone(), message.seq))
+                .or_default();
+            *count += 1;
+            message.deliveries = *count;
+        }
+    }
+
+    /// Forgets what `cursor` acknowledges.
+    fn forget(&self, cursor: &Cursor) {
+        let mut given = lock(&self.0);
+        let Some(counts) = given.get_mut(&cursor.subscriber) else {
+            return;
+        };
+        counts.retain(|(origin, seq), _| {
+            !cursor
+                .positions
+                .iter()
+                .any(|p| p.origin == *origin && *seq <= p.seq)
+        });
+        if counts.is_empty() {
+            given.remove(&cursor.subscriber);
+        }
+    }
+}
+
+/// The cursor acknowledging what a pull gave out: of the messages `read`,
+/// the highest seq per topic and origin; the `leased` ones one by one (a
+/// position would pass over messages leased to other pulls).
+fn cursor_after(subscriber: &str, read: &[Message], leased: &[Message]) -> Cursor {
     let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for message in messages {
+    for message in read {
         let seq = highest
             .entry((&message.topic, &message.origin))
             .or_default();
@@ -315,6 +430,13 @@ fn cursor_after(subscriber: &str, messages: &[Message]) -> Cursor {
                 topic: topic.to_string(),
                 origin: origin.to_string(),
                 seq,
+            })
+            .collect(),
+        ids: leased
+            .iter()
+            .map(|message| EventId {
+                origin: message.origin.clone(),
+                seq: message.seq,
             })
             .collect(),
     }

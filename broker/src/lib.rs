@@ -43,7 +43,7 @@ pub use trust::new_token;
 
 pub(crate) use app::AppState;
 use deliverable::Deliverable;
-use delivery::{AcksInFlight, PullSlots};
+use delivery::{AcksInFlight, GivenCounts, PullSlots};
 use http::BodyBudget;
 use metrics::Metrics;
 use store::Store;
@@ -131,6 +131,7 @@ pub async fn run(
         deliverable: Deliverable::default(),
         trust,
         bodies: BodyBudget::new(max_buffered_bytes, max_body_bytes),
+        given: GivenCounts::default(),
     });
     let mut tasks = cluster::spawn(app.clone(), election);
     tasks.push(tokio::spawn(retention::run(app.clone())));

@@ -337,6 +337,32 @@ impl Client {
             .map(drop)
     }
 
+    /// Ends the leases of `ids` now; they are given out again after `delay_ms`.
+    pub async fn nack(
+        &self,
+        subscriber: &str,
+        ids: &[String],
+        delay_ms: u64,
+    ) -> Result<(), ClientError> {
+        let path = ["subscribers", subscriber, "nack"];
+        let body = Nack {
+            ids: ids.to_vec(),
+            delay_ms,
+        };
+        self.send(self.request(Method::POST, &path)?.json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Restarts the leases of `ids`.
+    pub async fn extend(&self, subscriber: &str, ids: &[String]) -> Result<(), ClientError> {
+        let path = ["subscribers", subscriber, "extend"];
+        let body = Extend { ids: ids.to_vec() };
+        self.send(self.request(Method::POST, &path)?.json(&body))
+            .await
+            .map(drop)
+    }
+
     /// Adds a broker to the cluster (`POST /cluster/members`).
     pub async fn add_member(&self, host: &str, port: u16) -> Result<Created, ClientError> {
         let body = NewMember {
@@ -383,7 +409,7 @@ impl Client {
                     FORWARDED_FOR_CLIENT
                 },
             )
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(request.timeout.unwrap_or(REQUEST_TIMEOUT));
         if let Some(content_type) = request.content_type {
             builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
         }
@@ -532,6 +558,9 @@ pub struct ForwardedRequest<'a> {
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a [u8]>,
     pub body: Vec<u8>,
+    /// How long the answer may take (a long poll's wait and more); the
+    /// default for any other call without it.
+    pub timeout: Option<Duration>,
 }
 
 /// Signs a built request for broker `target` with the cluster key;

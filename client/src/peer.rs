@@ -98,6 +98,18 @@ pub enum PeerChange {
         topic: String,
         ids: Vec<EventId>,
     },
+    /// A shared subscription's messages `ids` of `topic` are leased until
+    /// `until_ms` and may be given out again from `eligible_ms`; with
+    /// `delivered`, they were given out now (a pull), else a lease changed
+    /// (nack, extend).
+    Lease {
+        subscriber: String,
+        topic: String,
+        ids: Vec<EventId>,
+        until_ms: i64,
+        eligible_ms: i64,
+        delivered: bool,
+    },
     /// A broker joins the cluster.
     AddMember {
         host: String,

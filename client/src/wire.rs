@@ -24,6 +24,10 @@ pub struct Message {
     /// The publisher's id for it, if it gave one.
     #[serde(default)]
     pub msg_id: Option<String>,
+    /// How many times this subscriber has been given it, this time
+    /// included (0 where a message is not being delivered).
+    #[serde(default)]
+    pub deliveries: u32,
 }
 
 /// `GET /health`.
@@ -233,6 +237,21 @@ pub struct Ack {
     pub cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<String>>,
+}
+
+/// `POST /subscribers/{sid}/nack`: end these leases now and give the
+/// messages out again after `delay_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// `POST /subscribers/{sid}/extend`: restart these leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extend {
+    pub ids: Vec<String>,
 }
 
 /// Every error response: `{"error": {"code", "message"}}`.

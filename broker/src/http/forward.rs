@@ -56,9 +56,6 @@ fn is_client_write(request: &ServiceRequest) -> bool {
 /// Sends the request to the leader; answers with its status and body, or
 /// `no_quorum` when no leader can be reached or it falls silent meanwhile.
 async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse<BoxBody> {
-    let Some((leader, client)) = app.cluster.leader_client() else {
-        return refuse(request, ApiError::NoQuorum);
-    };
     let (head, payload) = request.parts_mut();
     let body = match read_body(head, payload).await {
         Ok(body) => body,
@@ -72,24 +69,46 @@ async fn forward(app: &AppState, mut request: ServiceRequest) -> ServiceResponse
     let content_type =
         header(header::CONTENT_TYPE).and_then(|value| std::str::from_utf8(value).ok());
     let for_cluster = matches!(request.extensions().get::<Caller>(), Some(Caller::Cluster));
-    let call = client.forward(ForwardedRequest {
-        for_cluster,
-        method: request.method().as_str(),
-        path: &path,
-        content_type,
-        authorization: header(header::AUTHORIZATION),
-        body: body.bytes.to_vec(),
-    });
-    match app.cluster.while_alive(&leader, call).await {
+    let sent = send_to_leader(
+        app,
+        ForwardedRequest {
+            for_cluster,
+            method: request.method().as_str(),
+            path: &path,
+            content_type,
+            authorization: header(header::AUTHORIZATION),
+            body: body.bytes.to_vec(),
+            timeout: None,
+        },
+    )
+    .await;
+    match sent {
+        Ok(response) => request.into_response(response),
+        Err(error) => refuse(request, error),
+    }
+}
+
+/// Sends a request on to the leader and answers with its answer, or
+/// `no_quorum` when no leader can be reached or it falls silent meanwhile.
+pub async fn send_to_leader(
+    app: &AppState,
+    request: ForwardedRequest<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
+    match app
+        .cluster
+        .while_alive(&leader, client.forward(request))
+        .await
+    {
         Some(Ok(answer)) => {
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = HttpResponse::build(status);
             if let Some(content_type) = answer.content_type {
                 response.content_type(content_type);
             }
-            request.into_response(response.body(answer.body))
+            Ok(response.body(answer.body))
         }
-        Some(Err(_)) | None => refuse(request, ApiError::NoQuorum),
+        Some(Err(_)) | None => Err(ApiError::NoQuorum),
     }
 }
 

@@ -75,6 +75,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/subscribers/{sid}/ack",
             [web::post().to(subscriptions::ack)],
         ))
+        .service(resource(
+            "/subscribers/{sid}/nack",
+            [web::post().to(subscriptions::nack)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/extend",
+            [web::post().to(subscriptions::extend)],
+        ))
         .service(resource("/peer/sync", [web::post().to(peer::sync)]))
         .service(resource("/peer/election", [web::post().to(peer::election)]));
 }

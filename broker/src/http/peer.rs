@@ -117,6 +117,12 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
             subscriber,
             topic,
             ids,
+        }
+        | Change::Lease {
+            subscriber,
+            topic,
+            ids,
+            ..
         } => {
             is_valid_name(subscriber)
                 && is_valid_name(topic)

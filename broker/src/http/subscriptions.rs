@@ -4,14 +4,18 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use client::http::ForwardedRequest;
 use client::peer::EventId;
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
-use client::wire::{Ack, PullQuery, SharedSettings, Subscribe, Subscription};
+use client::wire::shared_limits::MAX_DELAY_MS;
+use client::wire::{Ack, Extend, Nack, PullQuery, SharedSettings, Subscribe, Subscription};
 
 use super::body::Body;
 use super::created_response;
+use super::forward::send_to_leader;
 use crate::delivery::{self, Pull};
 use crate::error::ApiError;
+use crate::event::now_ms;
 use crate::names::{check_name, parse_message_id};
 use crate::trust::Caller;
 use crate::AppState;
@@ -83,6 +87,23 @@ pub async fn pull(
         max => max.min(MAX_MAX),
     };
     let wait = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    // Leader mode: only the leader leases a shared subscription's messages.
+    if app.follows_leader() && delivery::reads_shared(&app, &subscriber, topic.as_deref()).await? {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.path(), |p| p.as_str());
+        let forwarded = ForwardedRequest {
+            for_cluster: false,
+            method: "GET",
+            path,
+            content_type: None,
+            authorization: authorization(&request),
+            body: Vec::new(),
+            timeout: Some(wait + LEADER_GRACE),
+        };
+        return send_to_leader(&app, forwarded).await;
+    }
     let pull = Pull {
         subscriber,
         topic,
@@ -131,6 +152,57 @@ pub async fn ack(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `POST /subscribers/{sid}/nack`: ends the leases of these messages now;
+/// they are given out again after `delay_ms`.
+pub async fn nack(
+    app: web::Data<AppState>,
+    caller: Caller,
+    sid: web::Path<String>,
+    body: Body<Nack>,
+) -> Result<HttpResponse, ApiError> {
+    let Nack { ids, delay_ms } = body.into_inner();
+    if delay_ms > MAX_DELAY_MS {
+        return Err(ApiError::BadRequest(format!(
+            "delay_ms is at most {MAX_DELAY_MS}, not {delay_ms}"
+        )));
+    }
+    relet(&app, &caller, sid.into_inner(), &ids, Some(delay_ms)).await
+}
+
+/// `POST /subscribers/{sid}/extend`: restarts the leases of these messages.
+pub async fn extend(
+    app: web::Data<AppState>,
+    caller: Caller,
+    sid: web::Path<String>,
+    body: Body<Extend>,
+) -> Result<HttpResponse, ApiError> {
+    relet(
+        &app,
+        &caller,
+        sid.into_inner(),
+        &body.into_inner().ids,
+        None,
+    )
+    .await
+}
+
+/// Changes the leases of `ids` (see `WriteTx::relet`).
+async fn relet(
+    app: &AppState,
+    caller: &Caller,
+    subscriber: String,
+    ids: &[String],
+    nack_delay_ms: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
+    check_name("subscriber", &subscriber)?;
+    caller.may_act_as(&subscriber)?;
+    let ids = message_ids(ids)?;
+    let now = now_ms();
+    app.record(move |tx| tx.relet(&subscriber, ids, nack_delay_ms, now))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// The client's `Authorization` header, for what this broker sends on to
 /// the leader on its behalf.
 fn authorization(request: &HttpRequest) -> Option<&[u8]> {
@@ -139,6 +211,9 @@ fn authorization(request: &HttpRequest) -> Option<&[u8]> {
         .get(header::AUTHORIZATION)
         .map(|value| value.as_bytes())
 }
+
+/// How much longer than its wait a pull sent on to the leader may take.
+const LEADER_GRACE: Duration = Duration::from_secs(10);
 
 /// Most message ids in one request.
 const MAX_IDS: usize = 10_000;

@@ -168,6 +168,48 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 insert.execute(params![subscriber, topic, id.origin, id.seq])?;
             }
         }
+        Change::Lease {
+            subscriber,
+            topic,
+            ids,
+            until_ms,
+            eligible_ms,
+            delivered,
+        } => {
+            let details = json(&event.change)?;
+            let row = EventRow {
+                details: Some(&details),
+                ..EventRow::new("lease", subscriber).on(topic)
+            };
+            store_event(conn, event, row)?;
+            let mut merge = conn.prepare_cached(
+                "INSERT INTO leases (subscriber, origin, seq, topic, deliveries, until_ms,
+                                     eligible_ms, lamport, stamp_origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (subscriber, origin, seq) DO UPDATE SET
+                     deliveries = deliveries + excluded.deliveries,
+                     until_ms = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
+                                    excluded.until_ms, until_ms),
+                     eligible_ms = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
+                                       excluded.eligible_ms, eligible_ms),
+                     stamp_origin = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
+                                        excluded.stamp_origin, stamp_origin),
+                     lamport = max(lamport, excluded.lamport)",
+            )?;
+            for id in ids {
+                merge.execute(params![
+                    subscriber,
+                    id.origin,
+                    id.seq,
+                    topic,
+                    u32::from(*delivered),
+                    until_ms,
+                    eligible_ms,
+                    stamp.lamport,
+                    stamp.origin
+                ])?;
+            }
+        }
         Change::Pruned => {}
         Change::Publish {
             topic,
@@ -670,6 +712,8 @@ mod tests {
                  || ' ' || base FROM leads ORDER BY origin, seq",
             "SELECT 'acked ' || subscriber || ' ' || topic || ' ' || origin || ' ' || seq
                  FROM acks ORDER BY subscriber, origin, seq",
+            "SELECT 'lease ' || subscriber || ' ' || origin || ' ' || seq || ' ' || deliveries
+                 || ' ' || until_ms || ' ' || eligible_ms FROM leases ORDER BY subscriber, origin, seq",
         ];
         dumps
             .iter()
@@ -856,6 +900,35 @@ mod tests {
             subscription("A", 2, 4, false),
         ]);
         assert_eq!(state[1], "S1 news 0");
+    }
+
+    fn lease(origin: &str, seq: u64, lamport: u64, until_ms: i64, delivered: bool) -> Event {
+        let change = Change::Lease {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            ids: vec![client::peer::EventId {
+                origin: "A".to_string(),
+                seq: 2,
+            }],
+            until_ms,
+            eligible_ms: until_ms + 5,
+            delivered,
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    #[test]
+    fn leases_count_deliveries_and_keep_the_latest_change() {
+        // Two brokers leased the message at once (gossip), one nacked it
+        // later, one extended it at the same stamp from another origin.
+        let state = same_state_in_every_order(&[
+            publish("A", 2, 2, "m"),
+            lease("B", 1, 5, 100, true),
+            lease("C", 1, 5, 200, true),
+            lease("B", 2, 9, 50, false),
+            lease("D", 1, 9, 70, false),
+        ]);
+        assert_eq!(state, ["news m", "lease S1 A 2 2 70 75"]);
     }
 
     #[test]

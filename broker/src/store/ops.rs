@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use client::http::Created;
 use client::peer::{EventId, Have};
-use client::wire::{NewMessage, SharedSettings, StartFrom};
+use client::wire::{Message, NewMessage, SharedSettings, StartFrom};
 use client::PeerAddr;
 use rusqlite::params;
 
@@ -14,7 +14,8 @@ use super::queries;
 use super::writer::WriteTx;
 use crate::config::Mode;
 use crate::cursor::Position;
-use crate::event::Change;
+use crate::epochs::Epochs;
+use crate::event::{now_ms, Change};
 use crate::names::{is_broker_id, is_valid_name};
 
 /// What became of one message of a publish.
@@ -289,6 +290,157 @@ impl WriteTx<'_> {
                 subscriber: subscriber.to_string(),
                 topic,
                 ids: ids.into_iter().collect(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Gives out up to `max` messages of `subscriber`'s shared
+    /// subscriptions `shared` that are neither acknowledged nor leased at
+    /// `now_ms`, in delivery order (`order` in leader mode), leasing each
+    /// for its subscription's `ack_wait_ms` (one event per topic and
+    /// redelivery delay). A message given out `max_deliveries` times
+    /// already goes to the dead-letter topic instead (see `dead_letter`).
+    /// Returns the messages with their delivery counts.
+    pub fn lease(
+        &mut self,
+        subscriber: &str,
+        shared: &[(String, SharedSettings)],
+        order: Option<&Epochs>,
+        (max, now_ms): (u32, i64),
+    ) -> Result<Vec<Message>, StoreError> {
+        let topics: Vec<String> = shared.iter().map(|(topic, _)| topic.clone()).collect();
+        let candidates = queries::pending(self.conn, (subscriber, now_ms), &topics, order, max)?;
+        let mut given = Vec::new();
+        // Per topic and eligible time: the ids of one lease event.
+        let mut leases: BTreeMap<(String, i64, i64), Vec<EventId>> = BTreeMap::new();
+        for mut message in candidates {
+            let Some((_, settings)) = shared.iter().find(|(topic, _)| *topic == message.topic)
+            else {
+                continue;
+            };
+            let before =
+                queries::deliveries(self.conn, subscriber, (&message.origin, message.seq))?;
+            if settings.max_deliveries.is_some_and(|most| before >= most) {
+                self.dead_letter(subscriber, settings, &message, before)?;
+                continue;
+            }
+            message.deliveries = before + 1;
+            let until_ms = now_ms.saturating_add(settings.ack_wait_ms as i64);
+            let backoff = &settings.backoff_ms;
+            let delay = backoff[(message.deliveries as usize - 1).min(backoff.len() - 1)];
+            let eligible_ms = until_ms.saturating_add(delay as i64);
+            leases
+                .entry((message.topic.clone(), until_ms, eligible_ms))
+                .or_default()
+                .push(EventId {
+                    origin: message.origin.clone(),
+                    seq: message.seq,
+                });
+            given.push(message);
+        }
+        for ((topic, until_ms, eligible_ms), ids) in leases {
+            self.record(Change::Lease {
+                subscriber: subscriber.to_string(),
+                topic,
+                ids,
+                until_ms,
+                eligible_ms,
+                delivered: true,
+            })?;
+        }
+        Ok(given)
+    }
+
+    /// Moves `message`, given out `deliveries` times without an
+    /// acknowledgement, to the subscription's dead-letter topic, in this
+    /// transaction: published there (payload unchanged, headers plus
+    /// where it came from) and acknowledged here (API.md §6.2).
+    fn dead_letter(
+        &mut self,
+        subscriber: &str,
+        settings: &SharedSettings,
+        message: &Message,
+        deliveries: u32,
+    ) -> Result<(), StoreError> {
+        let Some(dead_letters) = &settings.dead_letter_topic else {
+            return Ok(());
+        };
+        let mut headers = message.headers.clone();
+        headers.insert("rumor-dead-letter-id".to_string(), message.id.clone());
+        headers.insert("rumor-dead-letter-topic".to_string(), message.topic.clone());
+        headers.insert("rumor-deliveries".to_string(), deliveries.to_string());
+        let moved = NewMessage {
+            payload: message.payload.clone(),
+            headers: Some(headers),
+            msg_id: message.msg_id.clone(),
+        };
+        queries::require_topic(self.conn, dead_letters)?;
+        self.record_messages(dead_letters, &message.publisher, &[moved], now_ms())?;
+        self.record(Change::AckMessages {
+            subscriber: subscriber.to_string(),
+            topic: message.topic.clone(),
+            ids: vec![EventId {
+                origin: message.origin.clone(),
+                seq: message.seq,
+            }],
+        })?;
+        Ok(())
+    }
+
+    /// Changes the leases of `ids` that `subscriber` holds on its shared
+    /// subscriptions: ends them now, and lets the messages out again after
+    /// `delay_ms` (a nack), or (`None`) restarts them for `ack_wait_ms` (an
+    /// extension). Ids not leased now are passed over.
+    pub fn relet(
+        &mut self,
+        subscriber: &str,
+        ids: Vec<EventId>,
+        nack_delay_ms: Option<u64>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        queries::require_subscriber(self.conn, subscriber)?;
+        let mut changes: BTreeMap<(String, i64, i64), BTreeSet<EventId>> = BTreeMap::new();
+        for id in ids {
+            let Some(lease) = queries::lease_of(self.conn, subscriber, (&id.origin, id.seq))?
+            else {
+                continue;
+            };
+            let Some(Some(settings)) =
+                queries::subscription_settings(self.conn, subscriber, &lease.topic)?
+            else {
+                continue;
+            };
+            if lease.until_ms <= now_ms
+                || queries::is_acknowledged(
+                    self.conn,
+                    subscriber,
+                    &lease.topic,
+                    (&id.origin, id.seq),
+                )?
+            {
+                continue;
+            }
+            let (until_ms, eligible_ms) = match nack_delay_ms {
+                Some(delay) => (now_ms, now_ms.saturating_add(delay as i64)),
+                None => {
+                    let until = now_ms.saturating_add(settings.ack_wait_ms as i64);
+                    (until, until + (lease.eligible_ms - lease.until_ms))
+                }
+            };
+            changes
+                .entry((lease.topic, until_ms, eligible_ms))
+                .or_default()
+                .insert(id);
+        }
+        for ((topic, until_ms, eligible_ms), ids) in changes {
+            self.record(Change::Lease {
+                subscriber: subscriber.to_string(),
+                topic,
+                ids: ids.into_iter().collect(),
+                until_ms,
+                eligible_ms,
+                delivered: false,
             })?;
         }
         Ok(())

@@ -28,6 +28,94 @@ pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), Sto
     }
 }
 
+/// How many times `subscriber` has been given message `(origin, seq)` by
+/// leases.
+pub fn deliveries(
+    conn: &Connection,
+    subscriber: &str,
+    (origin, seq): (&str, u64),
+) -> rusqlite::Result<u32> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT deliveries FROM leases WHERE subscriber = ?1 AND origin = ?2 AND seq = ?3",
+        )?
+        .query_row(params![subscriber, origin, seq], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// A lease as stored.
+pub struct Lease {
+    pub topic: String,
+    pub until_ms: i64,
+    pub eligible_ms: i64,
+}
+
+/// `subscriber`'s lease of message `(origin, seq)`, if it ever had one.
+pub fn lease_of(
+    conn: &Connection,
+    subscriber: &str,
+    (origin, seq): (&str, u64),
+) -> rusqlite::Result<Option<Lease>> {
+    conn.prepare_cached(
+        "SELECT topic, until_ms, eligible_ms FROM leases
+         WHERE subscriber = ?1 AND origin = ?2 AND seq = ?3",
+    )?
+    .query_row(params![subscriber, origin, seq], |row| {
+        Ok(Lease {
+            topic: row.get(0)?,
+            until_ms: row.get(1)?,
+            eligible_ms: row.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// When the next of `subscriber`'s leases on `topics` that ends after
+/// `now_ms` lets its message out again, if the message is still
+/// unacknowledged.
+pub fn next_eligible(
+    conn: &Connection,
+    subscriber: &str,
+    topics: &[String],
+    now_ms: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let mut next: Option<i64> = None;
+    let mut statement = conn.prepare_cached(
+        "SELECT min(l.eligible_ms) FROM leases l
+         WHERE l.subscriber = ?1 AND l.topic = ?2 AND l.eligible_ms > ?3
+           AND NOT EXISTS (SELECT 1 FROM acks a
+                           WHERE a.subscriber = l.subscriber AND a.origin = l.origin AND a.seq = l.seq)
+           AND NOT EXISTS (SELECT 1 FROM positions p
+                           WHERE p.subscriber = l.subscriber AND p.topic = l.topic
+                             AND p.origin = l.origin AND p.seq >= l.seq)",
+    )?;
+    for topic in topics {
+        let eligible: Option<i64> =
+            statement.query_row(params![subscriber, topic, now_ms], |row| row.get(0))?;
+        next = match (next, eligible) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(next)
+}
+
+/// The shared settings of `subscriber`'s live subscriptions among `topics`.
+pub fn shared_topics(
+    conn: &Connection,
+    subscriber: &str,
+    topics: &[String],
+) -> Result<Vec<(String, SharedSettings)>, StoreError> {
+    let mut shared = Vec::new();
+    for topic in topics {
+        if let Some(Some(settings)) = subscription_settings(conn, subscriber, topic)? {
+            shared.push((topic.clone(), settings));
+        }
+    }
+    Ok(shared)
+}
+
 /// The topic of the held message `(origin, seq)`, if this broker holds it.
 pub fn topic_of_message(
     conn: &Connection,
@@ -229,7 +317,8 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
     })
 }
 
-/// Messages `subscriber` has not acknowledged on `topics`, at most `max`,
+/// Messages `subscriber` has not acknowledged and that are not leased at
+/// `now_ms` (shared subscriptions) on `topics`, at most `max`,
 /// oldest first: by `(lamport, origin)`, or in leader mode (`order`) by
 /// epoch first, up to what the epochs deliver (see `epochs`).
 ///
@@ -238,7 +327,7 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
 /// runs by stamp gives the delivery order without sorting the backlog.
 pub fn pending(
     conn: &Connection,
-    subscriber: &str,
+    (subscriber, now_ms): (&str, i64),
     topics: &[String],
     order: Option<&Epochs>,
     max: u32,
@@ -248,7 +337,8 @@ pub fn pending(
         for run in readable_runs(conn, subscriber, topic)? {
             let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
-                messages.extend(pending_run(conn, (subscriber, topic), &run, upto, max)?);
+                let reader = (subscriber, topic.as_str(), now_ms);
+                messages.extend(pending_run(conn, reader, &run, upto, max)?);
             }
         }
     }
@@ -309,7 +399,7 @@ fn readable_runs(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::
 /// at every run (a bound LIMIT counts as a value the plan depends on).
 fn pending_run(
     conn: &Connection,
-    (subscriber, topic): (&str, &str),
+    (subscriber, topic, now_ms): (&str, &str, i64),
     run: &Run,
     upto: u64,
     max: u32,
@@ -322,6 +412,9 @@ fn pending_run(
            AND (m.lamport, m.origin) > (?5, ?6)
            AND NOT EXISTS (SELECT 1 FROM acks a
                            WHERE a.subscriber = ?7 AND a.origin = m.origin AND a.seq = m.seq)
+           AND NOT EXISTS (SELECT 1 FROM leases l
+                           WHERE l.subscriber = ?7 AND l.origin = m.origin AND l.seq = m.seq
+                             AND l.eligible_ms > ?8)
          ORDER BY m.seq",
     )?
     .query_map(
@@ -332,7 +425,8 @@ fn pending_run(
             upto,
             run.after.0,
             run.after.1,
-            subscriber
+            subscriber,
+            now_ms
         ],
         |row| {
             let origin: String = row.get(0)?;
@@ -348,6 +442,7 @@ fn pending_run(
                 published_at_ms: row.get(6)?,
                 headers: headers(row, 7)?,
                 msg_id: row.get(8)?,
+                deliveries: 0,
             })
         },
     )?
@@ -597,7 +692,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             }
         }
         "remove_member" => Change::RemoveMember { member: actor },
-        "lead" | "ack_messages" => details(row)?,
+        "lead" | "ack_messages" | "lease" => details(row)?,
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_message_headers.sql"),
     include_str!("../../../migrations/0007_message_acks.sql"),
     include_str!("../../../migrations/0008_shared_subscriptions.sql"),
+    include_str!("../../../migrations/0009_leases.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

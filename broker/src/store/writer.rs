@@ -266,9 +266,10 @@ fn continues_run(last: &Event, next: &Event) -> bool {
 /// Which long polls a committed change concerns.
 fn wakes(change: &Change) -> Option<Key> {
     match change {
-        Change::Publish { topic, .. } | Change::DeleteTopic { topic, .. } => {
-            Some(Key::Topic(topic.clone()))
-        }
+        // A lease change may give messages out again (a nack).
+        Change::Publish { topic, .. }
+        | Change::DeleteTopic { topic, .. }
+        | Change::Lease { topic, .. } => Some(Key::Topic(topic.clone())),
         Change::Subscribe { subscriber, .. } | Change::Unsubscribe { subscriber, .. } => {
             Some(Key::Subscriber(subscriber.clone()))
         }
