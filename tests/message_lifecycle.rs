@@ -579,3 +579,109 @@ async fn leader_mode_leases_through_the_leader_from_any_broker() {
     given.sort();
     assert_eq!(given, ["m1", "m2", "m3", "m4", "m5", "m6"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_subscribers_split_a_topic_and_a_killed_ones_leases_go_to_the_others() {
+    const COUNT: usize = 3_000;
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    // Payloads of about 200 bytes: a worker whose output nobody reads
+    // blocks once its pipe (64 KiB) is full, holding a leased batch.
+    let sent: Vec<String> = (0..COUNT)
+        .map(|n| format!("{n:05}-{}", "x".repeat(200)))
+        .collect();
+    for chunk in sent.chunks(1_000) {
+        client
+            .publish_batch("t", "p", chunk.to_vec())
+            .await
+            .unwrap();
+    }
+    let port = broker.port.to_string();
+    let args = [
+        "--host",
+        HOST,
+        "--port",
+        &port,
+        "--id",
+        "w",
+        "--topic",
+        "t",
+        "--from",
+        "earliest",
+        "--ack-wait",
+        "2s",
+    ];
+    let spawn = || ChildGuard(spawn_piped(env!("CARGO_BIN_EXE_subscriber"), &args));
+    let (mut stuck, mut a, mut b) = (spawn(), spawn(), spawn());
+    let mut a_lines = lines_of(a.0.stdout.take().unwrap());
+    let mut b_lines = lines_of(b.0.stdout.take().unwrap());
+    let mut printed: Vec<String> = Vec::new();
+    let mut collect = |printed: &mut Vec<String>| {
+        while let Ok(line) = a_lines.try_recv() {
+            printed.push(line);
+        }
+        while let Ok(line) = b_lines.try_recv() {
+            printed.push(line);
+        }
+    };
+    // The others go on while the first is stuck; then it dies.
+    eventually(
+        Duration::from_secs(60),
+        "the others print most messages",
+        || {
+            collect(&mut printed);
+            let enough = printed.len() >= COUNT / 2;
+            async move { enough }
+        },
+    )
+    .await;
+    stuck.0.kill().unwrap();
+    stuck.0.wait().unwrap();
+    let mut stuck_out = String::new();
+    std::io::Read::read_to_string(&mut stuck.0.stdout.take().unwrap(), &mut stuck_out).unwrap();
+    let stuck_printed: Vec<String> = stuck_out.lines().map(str::to_string).collect();
+    assert!(
+        !stuck_printed.is_empty(),
+        "the first worker printed nothing"
+    );
+    // What it held comes to the others once its leases end (2 s).
+    eventually(Duration::from_secs(60), "every message is printed", || {
+        collect(&mut printed);
+        let mut all: Vec<&String> = printed.iter().chain(&stuck_printed).collect();
+        all.sort();
+        all.dedup();
+        let done = all.len() == COUNT;
+        async move { done }
+    })
+    .await;
+    let db = broker.open_db_read_only();
+    eventually(WAIT, "every message is acknowledged exactly once", || {
+        let (acks, distinct): (i64, i64) = db
+            .query_row(
+                "SELECT count(*), count(DISTINCT j.value ->> 'origin' || '/' || (j.value ->> 'seq'))
+                 FROM events e, json_each(e.details -> '$.ack_messages.ids') j
+                 WHERE e.kind = 'ack_messages'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(acks, distinct, "a message was acknowledged twice");
+        async move { acks == COUNT as i64 }
+    })
+    .await;
+    let redelivered: i64 = db
+        .query_row(
+            "SELECT count(*) FROM leases WHERE subscriber = 'w' AND deliveries >= 2",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        redelivered > 0,
+        "the stuck worker's leases were not given out again"
+    );
+    eprintln!(
+        "printed: {} by the killed worker, {} by the others; {redelivered} given out twice",
+        stuck_printed.len(),
+        printed.len()
+    );
+}

@@ -11,6 +11,12 @@
 //! broker the program retries with a growing pause and gives up after
 //! [`GIVE_UP`].
 //!
+//! With `--ack-wait DURATION` the subscription is shared (API.md §6.2):
+//! several `subscriber` processes with one `--id` split the messages, each
+//! leased to one of them until acknowledged or until DURATION passes; a
+//! message a process printed but could not acknowledge in time may be
+//! printed by another too (at least once).
+//!
 //! With `--key-file FILE` each payload is an envelope opened with the key in
 //! FILE (`client::envelope`, API.md §5.4), and the plaintext is printed. A
 //! payload that does not open ends the program with an error naming the
@@ -32,7 +38,7 @@ use client::cli::{describe, BrokerArgs, Failover};
 use client::delivery::{self, DeliveryLog, Received, Record};
 use client::envelope::Key;
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
-use client::wire::{Message, PullQuery, Pulled, StartFrom};
+use client::wire::{Message, PullQuery, Pulled, StartFrom, Subscribe};
 use client::{Client, ClientError};
 
 /// Most messages asked for in one poll.
@@ -71,6 +77,11 @@ pub struct Cli {
     /// characters; a payload that does not decrypt is an error
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Subscribe shared: each message is leased to one of the subscribers
+    /// with this id for DURATION (e.g. 30s), and given out again unless
+    /// acknowledged by then
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ack_wait: Option<Duration>,
 }
 
 /// `--format`.
@@ -145,7 +156,7 @@ impl<'c> Subscriber<'c> {
         let cli = self.cli;
         self.failover
             .call_prepared(
-                async |client: &Client| prepare(client, &cli.id, &cli.topic, cli.from).await,
+                async |client: &Client| prepare(client, cli).await,
                 async |client: &Client| client.pull(&cli.id, &query).await,
             )
             .await
@@ -176,7 +187,7 @@ impl<'c> Subscriber<'c> {
     async fn setup(&mut self) -> Result<(), ClientError> {
         let cli = self.cli;
         self.failover
-            .prepare(async |client: &Client| prepare(client, &cli.id, &cli.topic, cli.from).await)
+            .prepare(async |client: &Client| prepare(client, cli).await)
             .await
     }
 
@@ -238,9 +249,13 @@ impl<'c> Subscriber<'c> {
 
     /// Whether this run already printed `message`.
     fn seen(&self, message: &Message) -> bool {
-        self.printed
-            .get(&message.origin)
-            .is_some_and(|&seq| message.seq <= seq)
+        // A shared subscription gives an origin's messages out of order
+        // (another subscriber's lease ends): every one it gives is new.
+        self.cli.ack_wait.is_none()
+            && self
+                .printed
+                .get(&message.origin)
+                .is_some_and(|&seq| message.seq <= seq)
     }
 }
 
@@ -268,14 +283,17 @@ async fn persist<'c, T>(
 }
 
 /// Registers `id` and subscribes it to `topic` (both idempotent).
-async fn prepare(
-    client: &Client,
-    id: &str,
-    topic: &str,
-    from: StartFrom,
-) -> Result<(), ClientError> {
-    client.register_subscriber(id).await?;
-    client.subscribe(id, topic, from).await?;
+async fn prepare(client: &Client, cli: &Cli) -> Result<(), ClientError> {
+    client.register_subscriber(&cli.id).await?;
+    let subscription = Subscribe {
+        topic: cli.topic.clone(),
+        from: cli.from,
+        ack_wait_ms: cli
+            .ack_wait
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        ..Subscribe::default()
+    };
+    client.subscribe_with(&cli.id, &subscription).await?;
     Ok(())
 }
 
