@@ -372,8 +372,8 @@ pub async fn reads_shared(
 #[derive(Default)]
 pub struct GivenCounts(Mutex<HashMap<String, Counts>>);
 
-/// Per message `(origin, seq)`, how often one subscriber was given it.
-type Counts = BTreeMap<(String, u64), u32>;
+/// Per origin, per seq, how often one subscriber was given the message.
+type Counts = HashMap<String, BTreeMap<u64, u32>>;
 
 impl GivenCounts {
     /// Counts one more delivery of each of `messages` to `subscriber`
@@ -385,9 +385,12 @@ impl GivenCounts {
         let mut given = lock(&self.0);
         let counts = given.entry(subscriber.to_string()).or_default();
         for message in messages {
-            let count = counts
-                .entry((message.origin.clone(), message.seq))
-                .or_default();
+            // Looked up by reference: an origin's name is copied once.
+            if !counts.contains_key(&message.origin) {
+                counts.insert(message.origin.clone(), BTreeMap::new());
+            }
+            let of_origin = counts.get_mut(&message.origin).expect("inserted above");
+            let count = of_origin.entry(message.seq).or_default();
             *count += 1;
             message.deliveries = *count;
         }
@@ -399,12 +402,12 @@ impl GivenCounts {
         let Some(counts) = given.get_mut(&cursor.subscriber) else {
             return;
         };
-        counts.retain(|(origin, seq), _| {
-            !cursor
-                .positions
-                .iter()
-                .any(|p| p.origin == *origin && *seq <= p.seq)
-        });
+        for position in &cursor.positions {
+            if let Some(of_origin) = counts.get_mut(&position.origin) {
+                *of_origin = of_origin.split_off(&(position.seq + 1));
+            }
+        }
+        counts.retain(|_, of_origin| !of_origin.is_empty());
         if counts.is_empty() {
             given.remove(&cursor.subscriber);
         }

@@ -20,6 +20,9 @@ pub struct JsonErrors<IO> {
     rewrite: Option<Rewrite>,
 }
 
+/// The longest head actix-http writes for its own errors.
+const MAX_HEAD_BYTES: usize = 512;
+
 struct Rewrite {
     bytes: Vec<u8>,
     written: usize,
@@ -82,7 +85,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for JsonErrors<IO> {
 /// The answer to write instead, when `buf` starts with one of
 /// actix-http's own empty-bodied error answers.
 fn rewritten(buf: &[u8]) -> Option<Rewrite> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    // Cheap checks first: this runs on every write of every answer.
+    let status_class = buf.get(b"HTTP/1.1 ".len())?;
+    if !(buf.starts_with(b"HTTP/1.") && *status_class == b'4') {
+        return None;
+    }
+    // An empty-bodied error's head is short.
+    let head = &buf[..buf.len().min(MAX_HEAD_BYTES)];
+    let head_end = head.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status_line = head.lines().next()?;
     let status = status_line

@@ -568,11 +568,18 @@ impl WriteTx<'_> {
         replicated: Option<&str>,
         limit: u32,
     ) -> Result<usize, StoreError> {
+        let none = !self.conn.prepare_cached("SELECT 1 FROM acks")?.exists([])?;
+        if none {
+            return Ok(0);
+        }
         Ok(self.conn.execute(
             &format!(
+                // CROSS JOIN: the acknowledgements drive the scan (the
+                // planner would otherwise walk every message, with two
+                // subqueries each, at every sweep).
                 "DELETE FROM messages WHERE rowid IN (
                  SELECT m.rowid FROM acks a
-                 JOIN messages m ON m.origin = a.origin AND m.seq = a.seq
+                 CROSS JOIN messages m ON m.origin = a.origin AND m.seq = a.seq
                  WHERE {REPLICATED}
                    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = m.topic AND s.live = 1)
                    AND NOT EXISTS ({STILL_NEEDED})

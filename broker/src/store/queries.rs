@@ -333,11 +333,12 @@ pub fn pending(
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
     let mut messages = Vec::new();
+    let skips = skips(conn, subscriber, now_ms)?;
     for topic in topics {
         for run in readable_runs(conn, subscriber, topic)? {
             let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
-                let reader = (subscriber, topic.as_str(), now_ms);
+                let reader = (subscriber, topic.as_str(), now_ms, skips);
                 messages.extend(pending_run(conn, reader, &run, upto, max)?);
             }
         }
@@ -354,6 +355,47 @@ pub fn pending(
     }
     messages.truncate(max as usize);
     Ok(messages)
+}
+
+/// Which of a subscriber's messages besides its positions a read must
+/// skip: acknowledged one by one, leased now. A subscriber with neither
+/// (every v1 one) is read without the two lookups per message.
+#[derive(Debug, Clone, Copy)]
+struct Skips {
+    acked: bool,
+    leased: bool,
+}
+
+fn skips(conn: &Connection, subscriber: &str, now_ms: i64) -> rusqlite::Result<Skips> {
+    Ok(Skips {
+        acked: conn
+            .prepare_cached("SELECT 1 FROM acks WHERE subscriber = ?1")?
+            .exists([subscriber])?,
+        leased: conn
+            .prepare_cached("SELECT 1 FROM leases WHERE subscriber = ?1 AND eligible_ms > ?2")?
+            .exists(params![subscriber, now_ms])?,
+    })
+}
+
+/// The read of one run (`?1`-`?6`), skipping what `skips` says (`?7`: the
+/// subscriber, `?8`: now).
+fn pending_sql(skips: Skips) -> String {
+    let acked = "AND NOT EXISTS (SELECT 1 FROM acks a
+                       WHERE a.subscriber = ?7 AND a.origin = m.origin AND a.seq = m.seq)";
+    let leased = "AND NOT EXISTS (SELECT 1 FROM leases l
+                       WHERE l.subscriber = ?7 AND l.origin = m.origin AND l.seq = m.seq
+                         AND l.eligible_ms > ?8)";
+    format!(
+        "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms,
+                m.headers, m.msg_id
+         FROM messages m
+         WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
+           AND (m.lamport, m.origin) > (?5, ?6)
+           {} {}
+         ORDER BY m.seq",
+        if skips.acked { acked } else { "" },
+        if skips.leased { leased } else { "" },
+    )
 }
 
 /// What a subscriber may read of one topic's messages from one origin:
@@ -399,36 +441,26 @@ fn readable_runs(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::
 /// at every run (a bound LIMIT counts as a value the plan depends on).
 fn pending_run(
     conn: &Connection,
-    (subscriber, topic, now_ms): (&str, &str, i64),
+    (subscriber, topic, now_ms, skips): (&str, &str, i64, Skips),
     run: &Run,
     upto: u64,
     max: u32,
 ) -> rusqlite::Result<Vec<Message>> {
-    conn.prepare_cached(
-        "SELECT m.origin, m.seq, m.lamport, m.topic, m.publisher, m.payload, m.published_at_ms,
-                m.headers, m.msg_id
-         FROM messages m
-         WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
-           AND (m.lamport, m.origin) > (?5, ?6)
-           AND NOT EXISTS (SELECT 1 FROM acks a
-                           WHERE a.subscriber = ?7 AND a.origin = m.origin AND a.seq = m.seq)
-           AND NOT EXISTS (SELECT 1 FROM leases l
-                           WHERE l.subscriber = ?7 AND l.origin = m.origin AND l.seq = m.seq
-                             AND l.eligible_ms > ?8)
-         ORDER BY m.seq",
-    )?
-    .query_map(
-        params![
-            topic,
-            run.origin,
-            run.acknowledged,
-            upto,
-            run.after.0,
-            run.after.1,
-            subscriber,
-            now_ms
-        ],
-        |row| {
+    let params = params![
+        topic,
+        run.origin,
+        run.acknowledged,
+        upto,
+        run.after.0,
+        run.after.1,
+        subscriber,
+        now_ms
+    ];
+    let mut statement = conn.prepare_cached(&pending_sql(skips))?;
+    // A statement without the skips takes the first six only.
+    let used = statement.parameter_count();
+    let messages = statement
+        .query_map(&params[..used], |row| {
             let origin: String = row.get(0)?;
             let seq: u64 = row.get(1)?;
             Ok(Message {
@@ -444,10 +476,10 @@ fn pending_run(
                 msg_id: row.get(8)?,
                 deliveries: 0,
             })
-        },
-    )?
-    .take(max as usize)
-    .collect()
+        })?
+        .take(max as usize)
+        .collect();
+    messages
 }
 
 /// The topics with messages in any of `ranges`: `(origin, after, upto)`,
