@@ -201,9 +201,10 @@ async fn publish_once(client: &Client, payload: &str, msg_id: &str) -> bool {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
-    let mut cluster = Cluster::start(3, &["--mode", "leader"]).await;
+/// Three brokers in leader mode, agreed on a leader, with publisher `p`
+/// and topic `t`; returns them and the leader's id.
+async fn leader_mode_with_topic() -> (Cluster, String) {
+    let cluster = Cluster::start(3, &["--mode", "leader"]).await;
     let (leader, _) = cluster.agreed_leader(WAIT).await;
     let client = cluster.client(0);
     eventually_ok(WAIT, "the topic is created", || async {
@@ -217,6 +218,12 @@ async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
             .map_err(|e| e.to_string())
     })
     .await;
+    (cluster, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
+    let (mut cluster, leader) = leader_mode_with_topic().await;
     assert!(!publish_once(&cluster.client(0), "x", "m-1").await);
     assert!(publish_once(&cluster.client(1), "x", "m-1").await);
     // The leader goes; its successor holds m-1 (a majority had it).
@@ -546,20 +553,8 @@ async fn v1_pulls_count_deliveries_until_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_mode_leases_through_the_leader_from_any_broker() {
-    let cluster = Cluster::start(3, &["--mode", "leader"]).await;
-    cluster.agreed_leader(WAIT).await;
+    let (cluster, _) = leader_mode_with_topic().await;
     let client = cluster.client(0);
-    eventually_ok(WAIT, "the topic is created", || async {
-        client
-            .register_publisher("p")
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .create_topic("t", "p")
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
     shared_subscriber(cluster.broker(0), json!({"ack_wait_ms": 60_000})).await;
     let sent: Vec<String> = (1..=6).map(|n| format!("m{n}")).collect();
     client.publish_batch("t", "p", sent).await.unwrap();
