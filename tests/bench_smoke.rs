@@ -1,5 +1,5 @@
 //! Smoke tests of `bench publish`, `bench latency`, `bench fanout`, `bench
-//! pingpong` and `bench sweep` against real brokers: each run finishes,
+//! pingpong`, `bench sweep` and `bench queue` against real brokers: each run finishes,
 //! prints one JSON report, and the counts add up; `--plot` draws its chart
 //! and `publish --replica` waits for the replica.
 
@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use client::bench::{FanoutReport, LatencyReport, PingPongReport, PublishReport, SweepReport};
+use client::bench::{
+    FanoutReport, LatencyReport, PingPongReport, PublishReport, QueueReport, SweepReport,
+};
 use client::delivery::Latency;
 use client::wire::TopicInfo;
 use support::{assert_success, run_bin, Broker, Cluster, HOST};
@@ -191,6 +193,25 @@ fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
 /// Runs `bench <command> --json` against `broker` with `args`; asserts exit
 /// 0 and returns the one JSON report.
 #[track_caller]
+#[tokio::test]
+async fn bench_queue_drains_a_shared_subscription_with_one_worker_and_with_many() {
+    let broker = Broker::start().await;
+    let args = ["--messages", "300", "--workers", "4", "--work-ms", "0"];
+    let report: QueueReport = run_json(&broker, "queue", &args);
+    assert_eq!((report.messages, report.workers), (300, 4));
+    assert_eq!((report.one.workers, report.many.workers), (1, 4));
+    for run in [&report.one, &report.many] {
+        assert!(run.messages_per_sec > 0.0, "{report:?}");
+        assert_eq!(run.redelivered, 0, "{report:?}");
+        // Every message acknowledged: nothing left for the queue's subscriber.
+        let subscriber = format!("{}-queue", run.topic);
+        let query = support::at_once(Some(&run.topic), None);
+        let left = broker.client().pull(&subscriber, &query).await.unwrap();
+        assert!(left.messages.is_empty(), "{left:?}");
+    }
+    assert!(report.speedup > 0.0);
+}
+
 fn run_json<R: serde::de::DeserializeOwned>(broker: &Broker, command: &str, args: &[&str]) -> R {
     let port = broker.port.to_string();
     let at_broker = [command, "--host", HOST, "--port", &port, "--json"];

@@ -3,8 +3,10 @@
 //! throughput (see [`publish`]) and `bench latency` publish-to-delivery
 //! latency (see [`latency`]). `bench fanout` times one message reaching
 //! many waiting long polls (see [`fanout`]), `bench pingpong` round trips
-//! through two topics (see [`pingpong`]) and `bench sweep` publish
-//! throughput and latency as the number of clients grows (see [`sweep`]).
+//! through two topics (see [`pingpong`]), `bench sweep` publish
+//! throughput and latency as the number of clients grows (see [`sweep`])
+//! and `bench queue` a work queue drained by one worker and by many (see
+//! [`queue`]).
 //!
 //! Exit codes: 0 when every check passes, 1 when a check fails or a broker
 //! call fails or a `--plot` chart cannot be written (one line on stderr
@@ -20,6 +22,7 @@ pub mod lean;
 pub mod pingpong;
 pub mod plot;
 pub mod publish;
+pub mod queue;
 pub mod report;
 pub mod sweep;
 
@@ -60,6 +63,9 @@ pub enum Command {
     /// Publish in a closed loop from more and more concurrent clients, and
     /// report throughput and per-request latency at each step
     Sweep(sweep::SweepArgs),
+    /// Drain a work queue (a shared subscription) with one worker, then
+    /// with many, each message taking --work-ms, and report both rates
+    Queue(queue::QueueArgs),
 }
 
 impl Command {
@@ -72,6 +78,7 @@ impl Command {
             Command::Fanout(args) => Some(&mut args.broker),
             Command::Pingpong(args) => Some(&mut args.broker),
             Command::Sweep(args) => Some(&mut args.broker),
+            Command::Queue(args) => Some(&mut args.broker),
         }
     }
 }
@@ -192,6 +199,11 @@ pub async fn run(mut cli: Cli) -> Result<(), Error> {
         Command::Sweep(args) => {
             let run = sweep::run(&args);
             measure(args.json, &args.plot, run, sweep::table, sweep::chart).await?;
+            Ok(())
+        }
+        Command::Queue(args) => {
+            let run = queue::run(&args);
+            measure(args.json, &args.plot, run, queue::table, queue::chart).await?;
             Ok(())
         }
     }

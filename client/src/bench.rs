@@ -162,3 +162,30 @@ pub struct SweepStep {
     /// without requests.
     pub latency_ms: Option<Latency<f64>>,
 }
+
+/// `bench queue`: one shared subscription drained by one worker, then by
+/// `workers` workers, each message taking `work_ms` to handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueReport {
+    pub messages: u64,
+    pub work_ms: u64,
+    pub workers: u64,
+    /// The run with one worker.
+    pub one: QueueRun,
+    /// The run with `workers` workers.
+    pub many: QueueRun,
+    /// `many.messages_per_sec / one.messages_per_sec`.
+    pub speedup: f64,
+}
+
+/// One drain of a fresh topic through a shared subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRun {
+    pub topic: String,
+    pub workers: u64,
+    /// From the first pull to the last acknowledgement.
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    /// Messages given out more than once (a lease ended before its ack).
+    pub redelivered: u64,
+}
