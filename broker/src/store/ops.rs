@@ -286,10 +286,47 @@ impl WriteTx<'_> {
             }
         }
         for (topic, ids) in by_topic {
+            let origins: BTreeSet<String> = ids.iter().map(|id| id.origin.clone()).collect();
             self.record(Change::AckMessages {
                 subscriber: subscriber.to_string(),
-                topic,
+                topic: topic.clone(),
                 ids: ids.into_iter().collect(),
+            })?;
+            for origin in origins {
+                self.advance_position(subscriber, &topic, &origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `subscriber`'s position on `topic` for `origin` over the
+    /// messages now acknowledged one by one right after it, up to the
+    /// first one that is not (or what this broker holds): later reads and
+    /// acknowledgements start there instead of passing over them again.
+    /// The same acknowledgements, as a position: nothing changes meaning.
+    fn advance_position(
+        &mut self,
+        subscriber: &str,
+        topic: &str,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        let position = queries::position(self.conn, subscriber, topic, origin)?;
+        let have = self.have_of(origin)?;
+        let reach = match queries::first_unacknowledged(
+            self.conn,
+            (subscriber, topic, origin),
+            position,
+            have,
+        )? {
+            Some(seq) => seq - 1,
+            None => have,
+        };
+        if reach > position {
+            self.record(Change::Ack {
+                subscriber: subscriber.to_string(),
+                topic: topic.to_string(),
+                acked_origin: origin.to_string(),
+                acked_seq: reach,
             })?;
         }
         Ok(())

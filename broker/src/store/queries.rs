@@ -28,6 +28,30 @@ pub fn require_subscriber(conn: &Connection, subscriber: &str) -> Result<(), Sto
     }
 }
 
+/// The first message of `origin` on `topic` after seq `after` and up to
+/// `upto` that `subscriber` reads (stamped after its subscription's start)
+/// and did not acknowledge by id, if any.
+pub fn first_unacknowledged(
+    conn: &Connection,
+    (subscriber, topic, origin): (&str, &str, &str),
+    after: u64,
+    upto: u64,
+) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached(
+        "SELECT m.seq FROM messages m
+         JOIN subscriptions s ON s.subscriber = ?5 AND s.topic = m.topic
+         WHERE m.topic = ?1 AND m.origin = ?2 AND m.seq > ?3 AND m.seq <= ?4
+           AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+           AND NOT EXISTS (SELECT 1 FROM acks a
+                           WHERE a.subscriber = ?5 AND a.origin = m.origin AND a.seq = m.seq)
+         ORDER BY m.seq LIMIT 1",
+    )?
+    .query_row(params![topic, origin, after, upto, subscriber], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
 /// How many times `subscriber` has been given message `(origin, seq)` by
 /// leases.
 pub fn deliveries(
