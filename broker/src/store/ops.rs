@@ -558,6 +558,7 @@ impl WriteTx<'_> {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Failed(format!("cannot encode the replicated floor: {e}")))?;
+        self.forget_covered_acks()?;
         let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?
             + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?;
         let (expired, resume) =
@@ -595,6 +596,24 @@ impl WriteTx<'_> {
             ),
             params![limit, replicated],
         )?)
+    }
+
+    /// Drops the acknowledgements by id, and the leases, of messages a
+    /// position covers (acknowledging by id moves positions over them, see
+    /// `advance_position`): the position says the same, and the tables stay
+    /// as small as the acknowledgements that are out of order.
+    fn forget_covered_acks(&mut self) -> Result<(), StoreError> {
+        for table in ["acks", "leases"] {
+            self.conn
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE EXISTS (
+                         SELECT 1 FROM positions p
+                         WHERE p.subscriber = {table}.subscriber AND p.topic = {table}.topic
+                           AND p.origin = {table}.origin AND p.seq >= {table}.seq)"
+                ))?
+                .execute([])?;
+        }
+        Ok(())
     }
 
     /// Deletes messages acknowledged one by one (API.md §6.2) that every

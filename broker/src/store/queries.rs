@@ -106,17 +106,19 @@ pub fn next_eligible(
 ) -> rusqlite::Result<Option<i64>> {
     let mut next: Option<i64> = None;
     let mut statement = conn.prepare_cached(
-        "SELECT min(l.eligible_ms) FROM leases l
-         WHERE l.subscriber = ?1 AND l.topic = ?2 AND l.eligible_ms > ?3
+        "SELECT l.eligible_ms FROM leases l INDEXED BY leases_by_eligible
+         WHERE l.subscriber = ?1 AND l.eligible_ms > ?3 AND l.topic = ?2
            AND NOT EXISTS (SELECT 1 FROM acks a
                            WHERE a.subscriber = l.subscriber AND a.origin = l.origin AND a.seq = l.seq)
            AND NOT EXISTS (SELECT 1 FROM positions p
                            WHERE p.subscriber = l.subscriber AND p.topic = l.topic
-                             AND p.origin = l.origin AND p.seq >= l.seq)",
+                             AND p.origin = l.origin AND p.seq >= l.seq)
+         ORDER BY l.eligible_ms LIMIT 1",
     )?;
     for topic in topics {
-        let eligible: Option<i64> =
-            statement.query_row(params![subscriber, topic, now_ms], |row| row.get(0))?;
+        let eligible: Option<i64> = statement
+            .query_row(params![subscriber, topic, now_ms], |row| row.get(0))
+            .optional()?;
         next = match (next, eligible) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

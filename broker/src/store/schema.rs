@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_message_acks.sql"),
     include_str!("../../../migrations/0008_shared_subscriptions.sql"),
     include_str!("../../../migrations/0009_leases.sql"),
+    include_str!("../../../migrations/0010_leases_by_eligible.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
