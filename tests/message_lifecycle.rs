@@ -686,3 +686,22 @@ async fn three_subscribers_split_a_topic_and_a_killed_ones_leases_go_to_the_othe
         printed.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_dead_letter_topic_does_not_stop_the_subscription() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    client.create_topic("dead", "p").await.unwrap();
+    let settings = json!({"ack_wait_ms": 60_000, "max_deliveries": 1, "dead_letter_topic": "dead"});
+    shared_subscriber(&broker, settings).await;
+    client.publish("t", "p", "work").await.unwrap();
+    let first = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    client
+        .nack("s", &[first.messages[0].id.clone()], 0)
+        .await
+        .unwrap();
+    client.delete_topic("dead", "p").await.unwrap();
+    // Nowhere to move it: it is given out again rather than the pull failing.
+    let again = client.pull("s", &pull_query(10, 0)).await.unwrap();
+    assert_eq!(payloads(&again), ["work"]);
+    assert_eq!(again.messages[0].deliveries, 2);
+}

@@ -358,8 +358,9 @@ impl WriteTx<'_> {
             };
             let before =
                 queries::deliveries(self.conn, subscriber, (&message.origin, message.seq))?;
-            if settings.max_deliveries.is_some_and(|most| before >= most) {
-                self.dead_letter(subscriber, settings, &message, before)?;
+            if settings.max_deliveries.is_some_and(|most| before >= most)
+                && self.dead_letter(subscriber, settings, &message, before)?
+            {
                 continue;
             }
             message.deliveries = before + 1;
@@ -392,17 +393,22 @@ impl WriteTx<'_> {
     /// Moves `message`, given out `deliveries` times without an
     /// acknowledgement, to the subscription's dead-letter topic, in this
     /// transaction: published there (payload unchanged, headers plus
-    /// where it came from) and acknowledged here (API.md §6.2).
+    /// where it came from) and acknowledged here (API.md §6.2). False when
+    /// the dead-letter topic is gone (deleted since): the message stays,
+    /// to be given out again, rather than the subscription failing.
     fn dead_letter(
         &mut self,
         subscriber: &str,
         settings: &SharedSettings,
         message: &Message,
         deliveries: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let Some(dead_letters) = &settings.dead_letter_topic else {
-            return Ok(());
+            return Ok(false);
         };
+        if queries::topic_owner(self.conn, dead_letters)?.is_none() {
+            return Ok(false);
+        }
         let mut headers = message.headers.clone();
         headers.insert("rumor-dead-letter-id".to_string(), message.id.clone());
         headers.insert("rumor-dead-letter-topic".to_string(), message.topic.clone());
@@ -412,7 +418,6 @@ impl WriteTx<'_> {
             headers: Some(headers),
             msg_id: message.msg_id.clone(),
         };
-        queries::require_topic(self.conn, dead_letters)?;
         self.record_messages(dead_letters, &message.publisher, &[moved], now_ms())?;
         self.record(Change::AckMessages {
             subscriber: subscriber.to_string(),
@@ -422,7 +427,7 @@ impl WriteTx<'_> {
                 seq: message.seq,
             }],
         })?;
-        Ok(())
+        Ok(true)
     }
 
     /// Changes the leases of `ids` that `subscriber` holds on its shared
