@@ -226,14 +226,13 @@ pub async fn acknowledge(
     authorization: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     if app.follows_leader() {
-        let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
         let body = serde_json::to_vec(&Ack {
             cursor: Some(cursor.encode()),
             ids: None,
         })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         let path = format!("/subscribers/{}/ack", cursor.subscriber);
-        let call = client.forward(ForwardedRequest {
+        let forwarded = ForwardedRequest {
             for_cluster: false,
             method: "POST",
             path: &path,
@@ -241,9 +240,9 @@ pub async fn acknowledge(
             authorization,
             body,
             timeout: None,
-        });
-        return match app.cluster.while_alive(&leader, call).await {
-            Some(Ok(answer)) if (200..300).contains(&answer.status) => Ok(()),
+        };
+        return match app.cluster.forward_to_leader(forwarded).await {
+            Some(answer) if (200..300).contains(&answer.status) => Ok(()),
             Some(_) | None => Err(ApiError::NoQuorum),
         };
     }

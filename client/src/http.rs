@@ -315,26 +315,20 @@ impl Client {
     }
 
     pub async fn ack(&self, subscriber: &str, cursor: &str) -> Result<(), ClientError> {
-        let path = ["subscribers", subscriber, "ack"];
         let body = Ack {
             cursor: Some(cursor.to_string()),
             ids: None,
         };
-        self.send(self.request(Method::POST, &path)?.json(&body))
-            .await
-            .map(drop)
+        self.post_for_subscriber(subscriber, "ack", &body).await
     }
 
     /// Acknowledges single messages by id, in any order.
     pub async fn ack_ids(&self, subscriber: &str, ids: &[String]) -> Result<(), ClientError> {
-        let path = ["subscribers", subscriber, "ack"];
         let body = Ack {
             cursor: None,
             ids: Some(ids.to_vec()),
         };
-        self.send(self.request(Method::POST, &path)?.json(&body))
-            .await
-            .map(drop)
+        self.post_for_subscriber(subscriber, "ack", &body).await
     }
 
     /// Ends the leases of `ids` now; they are given out again after `delay_ms`.
@@ -344,21 +338,28 @@ impl Client {
         ids: &[String],
         delay_ms: u64,
     ) -> Result<(), ClientError> {
-        let path = ["subscribers", subscriber, "nack"];
         let body = Nack {
             ids: ids.to_vec(),
             delay_ms,
         };
-        self.send(self.request(Method::POST, &path)?.json(&body))
-            .await
-            .map(drop)
+        self.post_for_subscriber(subscriber, "nack", &body).await
     }
 
     /// Restarts the leases of `ids`.
     pub async fn extend(&self, subscriber: &str, ids: &[String]) -> Result<(), ClientError> {
-        let path = ["subscribers", subscriber, "extend"];
         let body = Extend { ids: ids.to_vec() };
-        self.send(self.request(Method::POST, &path)?.json(&body))
+        self.post_for_subscriber(subscriber, "extend", &body).await
+    }
+
+    /// `POST /subscribers/{subscriber}/{action}` with `body`, answered 2xx.
+    async fn post_for_subscriber(
+        &self,
+        subscriber: &str,
+        action: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), ClientError> {
+        let path = ["subscribers", subscriber, action];
+        self.send(self.request(Method::POST, &path)?.json(body))
             .await
             .map(drop)
     }

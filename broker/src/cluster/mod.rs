@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
+use client::http::{Forwarded, ForwardedRequest};
 use client::peer::Have;
 use client::wire::Member;
 use client::{Client, Connect, PeerAddr};
@@ -400,6 +401,16 @@ impl Cluster {
         let leader = self.leadership().leader?;
         let client = self.client(&leader)?;
         Some((leader, client))
+    }
+
+    /// Sends a request on to the leader and returns its answer; `None` when
+    /// no leader can be reached or it falls silent meanwhile (see
+    /// `while_alive`).
+    pub async fn forward_to_leader(&self, request: ForwardedRequest<'_>) -> Option<Forwarded> {
+        let (leader, client) = self.leader_client()?;
+        self.while_alive(&leader, client.forward(request))
+            .await?
+            .ok()
     }
 
     /// Runs `call` to the peer `leader` while it is alive: `None` once it

@@ -94,22 +94,17 @@ pub async fn send_to_leader(
     app: &AppState,
     request: ForwardedRequest<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let (leader, client) = app.cluster.leader_client().ok_or(ApiError::NoQuorum)?;
-    match app
+    let answer = app
         .cluster
-        .while_alive(&leader, client.forward(request))
+        .forward_to_leader(request)
         .await
-    {
-        Some(Ok(answer)) => {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = HttpResponse::build(status);
-            if let Some(content_type) = answer.content_type {
-                response.content_type(content_type);
-            }
-            Ok(response.body(answer.body))
-        }
-        Some(Err(_)) | None => Err(ApiError::NoQuorum),
+        .ok_or(ApiError::NoQuorum)?;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    if let Some(content_type) = answer.content_type {
+        response.content_type(content_type);
     }
+    Ok(response.body(answer.body))
 }
 
 fn refuse(request: ServiceRequest, error: ApiError) -> ServiceResponse<BoxBody> {
