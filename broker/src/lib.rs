@@ -6,7 +6,7 @@
 //! `delivery` (pulls, long polling, acks), `store` (SQLite: the only module
 //! that knows SQL), `cluster` (replication, liveness, election), `event` and
 //! `clock` (the event model and Lamport clock), `wakeups` (long-poll
-//! notifications), `retention`, `metrics`, `cursor`, `names`, `error` (the
+//! notifications), `retention` (with `topic_limits`), `metrics`, `cursor`, `names`, `error` (the
 //! one request error type), `trust` (cluster key, client principals, TLS),
 //! `config`.
 
@@ -25,6 +25,7 @@ mod metrics;
 mod names;
 mod retention;
 mod store;
+mod topic_limits;
 mod trust;
 mod wakeups;
 

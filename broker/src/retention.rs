@@ -33,11 +33,12 @@ pub async fn run(app: web::Data<AppState>) {
                 _ = shutdown.changed() => return,
             }
         }
-        let cutoff_ms = now_ms().saturating_sub(retention_ms);
+        let now = now_ms();
+        let cutoff_ms = now.saturating_sub(retention_ms);
         let replicated = app.cluster.replicated();
         match app
             .store
-            .write(move |tx| tx.sweep(cutoff_ms, replicated.as_ref(), resume, STEP))
+            .write(move |tx| tx.sweep((now, cutoff_ms), replicated.as_ref(), resume, STEP))
             .await
         {
             Ok(swept) => {

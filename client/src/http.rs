@@ -177,6 +177,7 @@ impl Client {
         let body = CreateTopic {
             name: name.to_string(),
             publisher: publisher.to_string(),
+            limits: None,
         };
         self.json(self.request(Method::POST, &["topics"])?.json(&body))
             .await

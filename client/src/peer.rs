@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Headers, SharedSettings, StartFrom};
+use crate::wire::{Headers, SharedSettings, StartFrom, TopicLimits};
 
 /// Per origin, the highest seq below which a broker holds every event.
 pub type Have = BTreeMap<String, u64>;
@@ -58,6 +58,14 @@ pub enum PeerChange {
     CreateTopic {
         topic: String,
         publisher: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<TopicLimits>,
+    },
+    /// The topic's limits from now on (API.md §6.3).
+    SetLimits {
+        topic: String,
+        publisher: String,
+        limits: TopicLimits,
     },
     DeleteTopic {
         topic: String,
@@ -80,6 +88,8 @@ pub enum PeerChange {
         topic: String,
         acked_origin: String,
         acked_seq: u64,
+        #[serde(default, skip_serializing_if = "Epoch::is_initial")]
+        epoch: Epoch,
     },
     Publish {
         topic: String,
@@ -97,6 +107,8 @@ pub enum PeerChange {
         subscriber: String,
         topic: String,
         ids: Vec<EventId>,
+        #[serde(default, skip_serializing_if = "Epoch::is_initial")]
+        epoch: Epoch,
     },
     /// A shared subscription's messages `ids` of `topic` are leased until
     /// `until_ms` and may be given out again from `eligible_ms`; with
@@ -109,6 +121,18 @@ pub enum PeerChange {
         until_ms: i64,
         eligible_ms: i64,
         delivered: bool,
+        #[serde(default, skip_serializing_if = "Epoch::is_initial")]
+        epoch: Epoch,
+    },
+    /// The subscriber's position on `topic` becomes `positions` (per
+    /// origin, the seq read up to; 0 for an origin not named), backwards or
+    /// forwards (API.md §6.4). The event's stamp starts a new epoch of the
+    /// subscription: acknowledgements and leases of earlier epochs no
+    /// longer count.
+    Seek {
+        subscriber: String,
+        topic: String,
+        positions: Have,
     },
     /// A broker joins the cluster.
     AddMember {
@@ -135,6 +159,21 @@ pub enum PeerChange {
     /// A message the sender no longer holds (retention deleted it): the
     /// receiver only counts the seq as received.
     Pruned,
+}
+
+/// The epoch an acknowledgement or a lease was made in: the stamp
+/// (`lamport`, `origin`) of the subscription's latest seek that its broker
+/// held, or before any seek the initial epoch (0, ""). Ordered by stamp.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    pub lamport: u64,
+    pub origin: String,
+}
+
+impl Epoch {
+    pub fn is_initial(&self) -> bool {
+        self.lamport == 0 && self.origin.is_empty()
+    }
 }
 
 /// Names one event: its origin and seq.

@@ -83,6 +83,8 @@ pub struct Registration {
 pub struct CreateTopic {
     pub name: String,
     pub publisher: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TopicLimits>,
 }
 
 /// `POST /topics` response.
@@ -90,6 +92,9 @@ pub struct CreateTopic {
 pub struct TopicCreated {
     pub name: String,
     pub created_by: String,
+    /// The limits it was created with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TopicLimits>,
 }
 
 /// `GET /topics` entry and `GET /topics/{name}`.
@@ -99,6 +104,31 @@ pub struct TopicInfo {
     pub created_by: String,
     pub messages: u64,
     pub subscribers: u64,
+    /// `{}` for a topic without limits (absent from v1 brokers).
+    #[serde(default)]
+    pub limits: TopicLimits,
+}
+
+/// A topic's limits (API.md §6.3): past one, its oldest messages go first,
+/// acknowledged or not. An absent limit is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    /// Payload bytes (UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// In the syntax of `--retention` (`90s`, `12h`, `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// `PUT /topics/{name}/limits` request: `limits` replace the topic's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLimits {
+    pub publisher: String,
+    pub limits: TopicLimits,
 }
 
 /// `POST /topics/{name}/messages` request: one `payload` (with its
@@ -237,6 +267,24 @@ pub struct Ack {
     pub cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<String>>,
+}
+
+/// `POST /subscribers/{sid}/subscriptions/{topic}/seek` (API.md §6.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seek {
+    pub to: SeekTo,
+}
+
+/// Where a seek moves a subscriber's position: the next pull starts there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SeekTo {
+    /// `"earliest"` or `"latest"`.
+    Edge(StartFrom),
+    /// At the first message published at or after `time_ms`.
+    Time { time_ms: i64 },
+    /// At the message `id` (`<origin>/<seq>`) itself.
+    Id { id: String },
 }
 
 /// `POST /subscribers/{sid}/nack`: end these leases now and give the

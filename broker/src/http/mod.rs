@@ -56,6 +56,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             [web::get().to(topics::get), web::delete().to(topics::delete)],
         ))
         .service(resource(
+            "/topics/{name}/limits",
+            [web::put().to(topics::set_limits)],
+        ))
+        .service(resource(
             "/topics/{name}/messages",
             [web::post().to(publish::publish)],
         ))
@@ -66,6 +70,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/subscribers/{sid}/subscriptions/{topic}",
             [web::delete().to(subscriptions::unsubscribe)],
+        ))
+        .service(resource(
+            "/subscribers/{sid}/subscriptions/{topic}/seek",
+            [web::post().to(subscriptions::seek)],
         ))
         .service(resource(
             "/subscribers/{sid}/messages",

@@ -1,7 +1,7 @@
 //! `/peer/*`: the brokers' own protocol (see `cluster`).
 
 use actix_web::{web, HttpResponse};
-use client::peer::{ElectionMessage, SyncRequest, SyncResponse};
+use client::peer::{ElectionMessage, Epoch, SyncRequest, SyncResponse};
 
 use super::body::Body;
 use crate::clock::within_reach;
@@ -79,7 +79,12 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
     let names_ok = match &event.change {
         Change::RegisterPublisher { publisher: name }
         | Change::RegisterSubscriber { subscriber: name } => is_valid_name(name),
-        Change::CreateTopic { topic, publisher }
+        Change::CreateTopic {
+            topic, publisher, ..
+        }
+        | Change::SetLimits {
+            topic, publisher, ..
+        }
         | Change::DeleteTopic { topic, publisher }
         | Change::Publish {
             topic, publisher, ..
@@ -107,28 +112,44 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
             topic,
             acked_origin,
             acked_seq,
+            epoch,
         } => {
             is_valid_name(subscriber)
                 && is_valid_name(topic)
                 && is_broker_id(acked_origin)
                 && *acked_seq <= MAX
+                && valid_epoch(epoch)
         }
         Change::AckMessages {
             subscriber,
             topic,
             ids,
+            epoch,
         }
         | Change::Lease {
             subscriber,
             topic,
             ids,
+            epoch,
             ..
         } => {
             is_valid_name(subscriber)
                 && is_valid_name(topic)
+                && valid_epoch(epoch)
                 && ids
                     .iter()
                     .all(|id| is_broker_id(&id.origin) && (1..=MAX).contains(&id.seq))
+        }
+        Change::Seek {
+            subscriber,
+            topic,
+            positions,
+        } => {
+            is_valid_name(subscriber)
+                && is_valid_name(topic)
+                && positions
+                    .iter()
+                    .all(|(origin, seq)| is_broker_id(origin) && *seq <= MAX)
         }
         Change::SetMode { mode } => Mode::parse(mode).is_some(),
         Change::AddMember { host, port } => *port != 0 && is_broker_id(&format!("{host}:{port}")),
@@ -158,6 +179,11 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// An epoch is the initial one or a seek's stamp.
+fn valid_epoch(epoch: &Epoch) -> bool {
+    epoch.is_initial() || (epoch.lamport <= MAX_STAMP && is_broker_id(&epoch.origin))
 }
 
 /// Refuses (and logs) a term out of range or too far above this broker's.

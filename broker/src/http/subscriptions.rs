@@ -1,4 +1,5 @@
-//! `/subscribers/{sid}/...`: subscribe, unsubscribe, pull, ack.
+//! `/subscribers/{sid}/...`: subscribe, unsubscribe, seek, pull, ack, nack,
+//! extend.
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use client::http::ForwardedRequest;
 use client::peer::EventId;
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
 use client::wire::shared_limits::MAX_DELAY_MS;
-use client::wire::{Ack, Extend, Nack, PullQuery, SharedSettings, Subscribe, Subscription};
+use client::wire::{
+    Ack, Extend, Nack, PullQuery, Seek, SeekTo, SharedSettings, StartFrom, Subscribe,
+    Subscription,
+};
 
 use super::body::Body;
 use super::created_response;
@@ -17,6 +21,7 @@ use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::names::{check_name, parse_message_id};
+use crate::store::SeekPoint;
 use crate::trust::Caller;
 use crate::AppState;
 
@@ -58,6 +63,29 @@ pub async fn unsubscribe(
     check_name("topic", &topic)?;
     caller.may_act_as(&subscriber)?;
     app.record(move |tx| tx.unsubscribe(&subscriber, &topic))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /subscribers/{sid}/subscriptions/{topic}/seek` (API.md §6.4).
+pub async fn seek(
+    app: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: Body<Seek>,
+) -> Result<HttpResponse, ApiError> {
+    let (subscriber, topic) = path.into_inner();
+    check_name("subscriber", &subscriber)?;
+    check_name("topic", &topic)?;
+    caller.may_act_as(&subscriber)?;
+    caller.may_subscribe(&topic)?;
+    let to = match body.into_inner().to {
+        SeekTo::Edge(StartFrom::Earliest) => SeekPoint::Earliest,
+        SeekTo::Edge(StartFrom::Latest) => SeekPoint::Latest,
+        SeekTo::Time { time_ms } => SeekPoint::Time(time_ms),
+        SeekTo::Id { id } => SeekPoint::Message(message_ids(&[id])?.remove(0)),
+    };
+    app.record(move |tx| tx.seek(&subscriber, &topic, to))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

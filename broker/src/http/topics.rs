@@ -1,13 +1,14 @@
-//! `/topics`: create, list, get, delete (publishing: `publish`).
+//! `/topics`: create, list, get, delete, limits (publishing: `publish`).
 
 use actix_web::{web, HttpResponse};
-use client::wire::{CreateTopic, TopicCreated, TopicsQuery, MAX_TOPICS_PAGE};
+use client::wire::{CreateTopic, SetLimits, TopicCreated, TopicsQuery, MAX_TOPICS_PAGE};
 use serde::Deserialize;
 
 use super::body::Body;
 use crate::error::ApiError;
 use crate::names::check_name;
 use crate::store::{queries, StoreError};
+use crate::topic_limits;
 use crate::trust::Caller;
 use crate::AppState;
 
@@ -16,17 +17,51 @@ pub async fn create(
     caller: Caller,
     body: Body<CreateTopic>,
 ) -> Result<HttpResponse, ApiError> {
-    let CreateTopic { name, publisher } = body.into_inner();
+    let CreateTopic {
+        name,
+        publisher,
+        limits,
+    } = body.into_inner();
     check_name("topic", &name)?;
     check_name("publisher", &publisher)?;
+    if let Some(limits) = &limits {
+        topic_limits::check(limits).map_err(ApiError::BadRequest)?;
+    }
     caller.may_act_as(&publisher)?;
     caller.may_publish(&name)?;
-    let (topic, by) = (name.clone(), publisher.clone());
-    app.record(move |tx| tx.create_topic(&topic, &by)).await?;
+    let (topic, by, with) = (name.clone(), publisher.clone(), limits.clone());
+    app.record(move |tx| tx.create_topic(&topic, &by, with))
+        .await?;
     Ok(HttpResponse::Created().json(TopicCreated {
         name,
         created_by: publisher,
+        limits,
     }))
+}
+
+/// `PUT /topics/{name}/limits`: the owner (or an admin) replaces the
+/// topic's limits; answers with the topic.
+pub async fn set_limits(
+    app: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+    body: Body<SetLimits>,
+) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    let SetLimits { publisher, limits } = body.into_inner();
+    check_name("topic", &name)?;
+    check_name("publisher", &publisher)?;
+    topic_limits::check(&limits).map_err(ApiError::BadRequest)?;
+    let owner = if caller.overrides_ownership() {
+        None
+    } else {
+        caller.may_act_as(&publisher)?;
+        Some(publisher)
+    };
+    let topic = app
+        .record(move |tx| tx.set_limits(&name, owner.as_deref(), limits))
+        .await?;
+    Ok(HttpResponse::Ok().json(topic))
 }
 
 /// `GET /topics`, a page at a time (see `TopicsQuery`).

@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 use rusqlite::{params, Connection, Statement};
 
 use crate::event::{Change, Event, Stamp};
+use client::peer::{Epoch, Have};
 use crate::names::BrokerId;
 
 pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
@@ -41,13 +42,20 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 [subscriber],
             )?;
         }
-        Change::CreateTopic { topic, publisher } => {
-            store_event(
-                conn,
-                event,
-                EventRow::new("create_topic", publisher).on(topic),
-            )?;
+        Change::CreateTopic {
+            topic,
+            publisher,
+            limits,
+        } => {
+            // A creation with limits keeps them in `details` (see `refresh_limits`).
+            let details = limits.as_ref().map(|_| json(&event.change)).transpose()?;
+            let row = EventRow {
+                details: details.as_deref(),
+                ..EventRow::new("create_topic", publisher).on(topic)
+            };
+            store_event(conn, event, row)?;
             merge_creation(conn, topic, publisher, &stamp)?;
+            refresh_limits(conn, topic)?;
         }
         Change::DeleteTopic { topic, publisher } => {
             store_event(
@@ -56,6 +64,31 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 EventRow::new("delete_topic", publisher).on(topic),
             )?;
             merge_deletion(conn, topic, &stamp)?;
+            refresh_limits(conn, topic)?;
+        }
+        Change::SetLimits {
+            topic, publisher, ..
+        } => {
+            let details = json(&event.change)?;
+            let row = EventRow {
+                details: Some(&details),
+                ..EventRow::new("set_limits", publisher).on(topic)
+            };
+            store_event(conn, event, row)?;
+            refresh_limits(conn, topic)?;
+        }
+        Change::Seek {
+            subscriber,
+            topic,
+            positions,
+        } => {
+            let details = json(&event.change)?;
+            let row = EventRow {
+                details: Some(&details),
+                ..EventRow::new("seek", subscriber).on(topic)
+            };
+            store_event(conn, event, row)?;
+            merge_seek(conn, (subscriber, topic), &stamp, positions)?;
         }
         Change::Subscribe {
             subscriber,
@@ -100,17 +133,19 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             topic,
             acked_origin,
             acked_seq,
+            epoch,
         } => {
+            // An acknowledgement after a seek keeps its epoch in `details`.
+            let details = (!epoch.is_initial())
+                .then(|| json(&event.change))
+                .transpose()?;
             let row = EventRow {
                 ack: Some((acked_origin, *acked_seq)),
+                details: details.as_deref(),
                 ..EventRow::new("ack", subscriber).on(topic)
             };
             store_event(conn, event, row)?;
-            conn.prepare_cached(
-                "INSERT INTO positions (subscriber, topic, origin, seq) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (subscriber, topic, origin) DO UPDATE SET seq = max(seq, excluded.seq)",
-            )?
-            .execute(params![subscriber, topic, acked_origin, acked_seq])?;
+            merge_position(conn, (subscriber, topic, acked_origin), *acked_seq, epoch)?;
         }
         Change::AddMember { host, port } => {
             let id = format!("{host}:{port}");
@@ -153,6 +188,7 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             subscriber,
             topic,
             ids,
+            epoch,
         } => {
             let details = json(&event.change)?;
             let row = EventRow {
@@ -160,12 +196,26 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 ..EventRow::new("ack_messages", subscriber).on(topic)
             };
             store_event(conn, event, row)?;
-            let mut insert = conn.prepare_cached(
-                "INSERT OR IGNORE INTO acks (subscriber, topic, origin, seq)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            // A grow-only set per epoch; a later epoch's row replaces an
+            // earlier one's.
+            let mut insert = conn.prepare_cached(&format!(
+                "INSERT INTO acks (subscriber, topic, origin, seq, epoch_lamport, epoch_origin)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE {NOT_SUPERSEDED}
+                 ON CONFLICT (subscriber, origin, seq) DO UPDATE SET
+                     topic = excluded.topic,
+                     epoch_lamport = excluded.epoch_lamport,
+                     epoch_origin = excluded.epoch_origin
+                 WHERE {LATER_EPOCH}"
+            ))?;
             for id in ids {
-                insert.execute(params![subscriber, topic, id.origin, id.seq])?;
+                insert.execute(params![
+                    subscriber,
+                    topic,
+                    id.origin,
+                    id.seq,
+                    epoch.lamport,
+                    epoch.origin
+                ])?;
             }
         }
         Change::Lease {
@@ -175,6 +225,7 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             until_ms,
             eligible_ms,
             delivered,
+            epoch,
         } => {
             let details = json(&event.change)?;
             let row = EventRow {
@@ -182,26 +233,32 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 ..EventRow::new("lease", subscriber).on(topic)
             };
             store_event(conn, event, row)?;
-            let mut merge = conn.prepare_cached(
-                "INSERT INTO leases (subscriber, origin, seq, topic, deliveries, until_ms,
-                                     eligible_ms, lamport, stamp_origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            // Within an epoch: deliveries add up, the later stamp sets the
+            // times; a later epoch's lease replaces the row.
+            let same = "(excluded.epoch_lamport, excluded.epoch_origin) = (epoch_lamport, epoch_origin)";
+            let later = "(excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin)";
+            let mut merge = conn.prepare_cached(&format!(
+                "INSERT INTO leases (subscriber, topic, origin, seq, deliveries, until_ms,
+                                     eligible_ms, lamport, stamp_origin, epoch_lamport, epoch_origin)
+                 SELECT ?1, ?2, ?3, ?4, ?7, ?8, ?9, ?10, ?11, ?5, ?6 WHERE {NOT_SUPERSEDED}
                  ON CONFLICT (subscriber, origin, seq) DO UPDATE SET
-                     deliveries = deliveries + excluded.deliveries,
-                     until_ms = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
-                                    excluded.until_ms, until_ms),
-                     eligible_ms = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
-                                       excluded.eligible_ms, eligible_ms),
-                     stamp_origin = iif((excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin),
-                                        excluded.stamp_origin, stamp_origin),
-                     lamport = max(lamport, excluded.lamport)",
-            )?;
+                     deliveries = iif({same}, deliveries + excluded.deliveries, excluded.deliveries),
+                     until_ms = iif(NOT {same} OR {later}, excluded.until_ms, until_ms),
+                     eligible_ms = iif(NOT {same} OR {later}, excluded.eligible_ms, eligible_ms),
+                     stamp_origin = iif(NOT {same} OR {later}, excluded.stamp_origin, stamp_origin),
+                     lamport = iif({same}, max(lamport, excluded.lamport), excluded.lamport),
+                     epoch_lamport = excluded.epoch_lamport,
+                     epoch_origin = excluded.epoch_origin
+                 WHERE {LATER_OR_SAME_EPOCH}"
+            ))?;
             for id in ids {
                 merge.execute(params![
                     subscriber,
+                    topic,
                     id.origin,
                     id.seq,
-                    topic,
+                    epoch.lamport,
+                    epoch.origin,
                     u32::from(*delivered),
                     until_ms,
                     eligible_ms,
@@ -578,8 +635,6 @@ fn merge_deletion(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Re
     Ok(())
 }
 
-/// Subscribe (`live`) or unsubscribe; the later stamp wins,
-/// and nothing stamped before the topic's latest deletion survives.
 /// A subscription's last-writer-wins record.
 struct SubscriptionRecord<'a> {
     live: bool,
@@ -588,6 +643,9 @@ struct SubscriptionRecord<'a> {
     shared: Option<&'a str>,
 }
 
+/// Subscribe (`live`) or unsubscribe; the later stamp wins, and nothing
+/// stamped before the topic's latest deletion survives. A seek later than
+/// the record makes it read from its position alone (start: zero).
 fn merge_subscription(
     conn: &Connection,
     (subscriber, topic): (&str, &str),
@@ -597,7 +655,10 @@ fn merge_subscription(
     conn.execute(
         "INSERT INTO subscriptions
              (subscriber, topic, live, lamport, origin, start_lamport, start_origin, shared)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+         SELECT ?1, ?2, ?3, ?4, ?5,
+                iif(sought.later, 0, ?6), iif(sought.later, '', ?7), ?8
+         FROM (SELECT EXISTS (SELECT 1 FROM seeks k WHERE k.subscriber = ?1 AND k.topic = ?2
+                                AND (k.lamport, k.origin) > (?4, ?5)) AS later) sought
          WHERE NOT EXISTS (SELECT 1 FROM topics WHERE name = ?2
                            AND (deleted_lamport, deleted_origin) > (?4, ?5))
          ON CONFLICT (subscriber, topic) DO UPDATE SET
@@ -619,6 +680,109 @@ fn merge_subscription(
             record.shared
         ],
     )?;
+    Ok(())
+}
+
+/// SQL condition: no seek of subscriber `?1` on topic `?2` is later than
+/// the epoch `(?5, ?6)` of the row being merged (else it no longer counts).
+const NOT_SUPERSEDED: &str = "NOT EXISTS (SELECT 1 FROM seeks k
+    WHERE k.subscriber = ?1 AND k.topic = ?2 AND (k.lamport, k.origin) > (?5, ?6))";
+
+/// SQL condition of an upsert: the new row's epoch is later than the stored one's.
+const LATER_EPOCH: &str =
+    "(excluded.epoch_lamport, excluded.epoch_origin) > (epoch_lamport, epoch_origin)";
+
+/// SQL condition of an upsert: the new row's epoch is the stored one's or later.
+const LATER_OR_SAME_EPOCH: &str =
+    "(excluded.epoch_lamport, excluded.epoch_origin) >= (epoch_lamport, epoch_origin)";
+
+/// A position: per epoch the max seq, and the later epoch wins.
+fn merge_position(
+    conn: &Connection,
+    (subscriber, topic, origin): (&str, &str, &str),
+    seq: u64,
+    epoch: &Epoch,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO positions (subscriber, topic, origin, seq, epoch_lamport, epoch_origin)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE {NOT_SUPERSEDED}
+         ON CONFLICT (subscriber, topic, origin) DO UPDATE SET
+             seq = iif({LATER_EPOCH}, excluded.seq, max(seq, excluded.seq)),
+             epoch_lamport = excluded.epoch_lamport,
+             epoch_origin = excluded.epoch_origin
+         WHERE {LATER_OR_SAME_EPOCH}"
+    ))?
+    .execute(params![
+        subscriber,
+        topic,
+        origin,
+        seq,
+        epoch.lamport,
+        epoch.origin
+    ])?;
+    Ok(())
+}
+
+/// A seek later than every other of the subscription starts its epoch:
+/// what earlier epochs acknowledged and leased is dropped, the position
+/// becomes the seek's, and the subscription reads from that position alone
+/// (not from where it started; see `merge_subscription`).
+fn merge_seek(
+    conn: &Connection,
+    (subscriber, topic): (&str, &str),
+    stamp: &Stamp,
+    positions: &Have,
+) -> rusqlite::Result<()> {
+    let latest = conn
+        .prepare_cached(
+            "INSERT INTO seeks (subscriber, topic, lamport, origin) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (subscriber, topic) DO UPDATE SET
+                 lamport = excluded.lamport, origin = excluded.origin
+             WHERE (excluded.lamport, excluded.origin) > (lamport, origin)",
+        )?
+        .execute(params![subscriber, topic, stamp.lamport, stamp.origin])?
+        == 1;
+    if !latest {
+        return Ok(());
+    }
+    for table in ["positions", "acks", "leases"] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE subscriber = ?1 AND topic = ?2
+                 AND (epoch_lamport, epoch_origin) < (?3, ?4)"
+        ))?
+        .execute(params![subscriber, topic, stamp.lamport, stamp.origin])?;
+    }
+    let epoch = Epoch {
+        lamport: stamp.lamport,
+        origin: stamp.origin.clone(),
+    };
+    for (origin, seq) in positions {
+        merge_position(conn, (subscriber, topic, origin), *seq, &epoch)?;
+    }
+    conn.prepare_cached(
+        "UPDATE subscriptions SET start_lamport = 0, start_origin = ''
+         WHERE subscriber = ?1 AND topic = ?2 AND (lamport, origin) < (?3, ?4)",
+    )?
+    .execute(params![subscriber, topic, stamp.lamport, stamp.origin])?;
+    Ok(())
+}
+
+/// Sets a topic's `limits` column to those of its live incarnation's
+/// latest `set_limits` event, else of its creation (NULL without any, or
+/// while the topic does not exist).
+fn refresh_limits(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE topics SET limits = coalesce(
+             (SELECT json_extract(e.details, '$.set_limits.limits') FROM events e
+              WHERE e.kind = 'set_limits' AND e.topic = ?1
+                AND (e.lamport, e.origin) > (topics.created_lamport, topics.created_origin)
+              ORDER BY e.lamport DESC, e.origin DESC LIMIT 1),
+             (SELECT json_extract(e.details, '$.create_topic.limits') FROM events e
+              WHERE e.kind = 'create_topic' AND e.topic = ?1
+                AND e.lamport = topics.created_lamport AND e.origin = topics.created_origin))
+         WHERE name = ?1",
+    )?
+    .execute([topic])?;
     Ok(())
 }
 
@@ -645,6 +809,7 @@ mod tests {
         let change = Change::CreateTopic {
             topic: "news".into(),
             publisher: publisher.into(),
+            limits: None,
         };
         event(origin, seq, lamport, change)
     }
@@ -690,6 +855,7 @@ mod tests {
             topic: "news".into(),
             acked_origin: "A".into(),
             acked_seq,
+            epoch: Epoch::default(),
         };
         event(origin, seq, lamport, change)
     }
@@ -702,23 +868,29 @@ mod tests {
             apply(&conn, event).unwrap();
         }
         let dumps = [
-            "SELECT name || ' ' || coalesce(created_by, '-') || ' ' || deleted_lamport FROM topics",
+            "SELECT name || ' ' || coalesce(created_by, '-') || ' ' || deleted_lamport
+                 || coalesce(' ' || limits, '') FROM topics",
             "SELECT topic || ' ' || payload FROM messages ORDER BY origin, seq",
             "SELECT subscriber || ' ' || topic || ' ' || live || coalesce(' ' || shared, '')
+                 || iif(start_lamport > 0, ' from ' || start_lamport || start_origin, '')
                  FROM subscriptions",
-            "SELECT subscriber || ' ' || origin || ' ' || seq FROM positions",
+            "SELECT subscriber || ' ' || origin || ' ' || seq || {EPOCH} FROM positions",
+            "SELECT 'seek ' || subscriber || ' ' || topic || ' @' || lamport || origin FROM seeks",
             "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
             "SELECT origin || ' ' || seq || ' ' || term || ' ' || coalesce(prev_origin, '-')
                  || ' ' || base FROM leads ORDER BY origin, seq",
             "SELECT 'acked ' || subscriber || ' ' || topic || ' ' || origin || ' ' || seq
-                 FROM acks ORDER BY subscriber, origin, seq",
+                 || {EPOCH} FROM acks ORDER BY subscriber, origin, seq",
             "SELECT 'lease ' || subscriber || ' ' || origin || ' ' || seq || ' ' || deliveries
-                 || ' ' || until_ms || ' ' || eligible_ms FROM leases ORDER BY subscriber, origin, seq",
+                 || ' ' || until_ms || ' ' || eligible_ms || {EPOCH}
+                 FROM leases ORDER BY subscriber, origin, seq",
         ];
+        // A row's epoch, when a seek started it: " @<lamport><origin>".
+        const EPOCH: &str = "iif(epoch_lamport > 0, ' @' || epoch_lamport || epoch_origin, '')";
         dumps
             .iter()
             .flat_map(|sql| {
-                let mut statement = conn.prepare(sql).unwrap();
+                let mut statement = conn.prepare(&sql.replace("{EPOCH}", EPOCH)).unwrap();
                 let rows: Vec<String> = statement
                     .query_map([], |row| row.get(0))
                     .unwrap()
@@ -830,6 +1002,7 @@ mod tests {
                     seq: *seq,
                 })
                 .collect(),
+            epoch: Epoch::default(),
         };
         event(origin, seq, lamport, change)
     }
@@ -913,6 +1086,7 @@ mod tests {
             until_ms,
             eligible_ms: until_ms + 5,
             delivered,
+            epoch: Epoch::default(),
         };
         event(origin, seq, lamport, change)
     }
@@ -936,5 +1110,138 @@ mod tests {
         let state =
             same_state_in_every_order(&[ack("A", 1, 1, 7), ack("B", 1, 2, 3), ack("A", 2, 3, 5)]);
         assert_eq!(state, ["S1 A 7"]);
+    }
+
+    fn with_limits(mut event: Event, max_messages: u64) -> Event {
+        let limits = client::wire::TopicLimits {
+            max_messages: Some(max_messages),
+            ..Default::default()
+        };
+        match &mut event.change {
+            Change::CreateTopic { limits: set, .. } => *set = Some(limits),
+            other => panic!("{other:?} has no limits"),
+        }
+        event
+    }
+
+    fn set_limits(origin: &str, seq: u64, lamport: u64, max_bytes: u64) -> Event {
+        let change = Change::SetLimits {
+            topic: "news".into(),
+            publisher: "P1".into(),
+            limits: client::wire::TopicLimits {
+                max_bytes: Some(max_bytes),
+                ..Default::default()
+            },
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    #[test]
+    fn a_topics_limits_are_its_incarnations_latest() {
+        let state = same_state_in_every_order(&[
+            with_limits(create("A", 1, 1, "P1"), 5),
+            set_limits("B", 1, 3, 7),
+            set_limits("C", 1, 4, 9),
+        ]);
+        assert_eq!(state, [r#"news P1 0 {"max_bytes":9}"#]);
+        let state = same_state_in_every_order(&[
+            with_limits(create("A", 1, 1, "P1"), 5),
+            set_limits("B", 1, 3, 7),
+            delete("A", 2, 5),
+            with_limits(create("D", 1, 10, "P2"), 6),
+        ]);
+        assert_eq!(state, [r#"news P2 5 {"max_messages":6}"#]);
+        let state = same_state_in_every_order(&[
+            with_limits(create("A", 1, 1, "P1"), 5),
+            delete("A", 2, 5),
+            create("D", 1, 10, "P2"),
+            set_limits("B", 1, 3, 7),
+            set_limits("E", 1, 12, 8),
+        ]);
+        assert_eq!(state, [r#"news P2 5 {"max_bytes":8}"#]);
+    }
+
+    fn seek(origin: &str, seq: u64, lamport: u64, positions: &[(&str, u64)]) -> Event {
+        let change = Change::Seek {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            positions: positions
+                .iter()
+                .map(|(origin, seq)| (origin.to_string(), *seq))
+                .collect(),
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    /// `event`, an acknowledgement or a lease, made after the seek stamped
+    /// `(lamport, origin)`.
+    fn after_seek(mut event: Event, (lamport, origin): (u64, &str)) -> Event {
+        let made_in = Epoch {
+            lamport,
+            origin: origin.to_string(),
+        };
+        match &mut event.change {
+            Change::Ack { epoch, .. }
+            | Change::AckMessages { epoch, .. }
+            | Change::Lease { epoch, .. } => *epoch = made_in,
+            other => panic!("{other:?} has no epoch"),
+        }
+        event
+    }
+
+    fn subscribe_latest(origin: &str, seq: u64, lamport: u64) -> Event {
+        let change = Change::Subscribe {
+            subscriber: "S1".into(),
+            topic: "news".into(),
+            from: StartFrom::Latest,
+            shared: None,
+        };
+        event(origin, seq, lamport, change)
+    }
+
+    #[test]
+    fn a_seek_replaces_the_position_and_only_later_acknowledgements_count() {
+        // Acknowledged before the seek, and concurrently without knowing
+        // it: both void. After it (in its epoch): counted from its position.
+        // The subscription started at "latest" now reads from the position.
+        let state = same_state_in_every_order(&[
+            subscribe_latest("A", 2, 2),
+            ack("B", 1, 3, 5),
+            seek("C", 1, 6, &[("A", 2)]),
+            after_seek(ack("D", 1, 7, 4), (6, "C")),
+            ack("B", 2, 8, 9),
+            seek("E", 1, 5, &[("A", 1)]),
+        ]);
+        assert_eq!(state, ["S1 news 1", "S1 A 4 @6C", "seek S1 news @6C"]);
+        // A later subscription record starts where it says again.
+        let state = same_state_in_every_order(&[
+            subscribe_latest("A", 2, 2),
+            seek("C", 1, 6, &[("A", 2)]),
+            subscribe_latest("B", 1, 7),
+        ]);
+        assert_eq!(
+            state,
+            ["S1 news 1 from 7B", "S1 A 2 @6C", "seek S1 news @6C"]
+        );
+    }
+
+    #[test]
+    fn a_seek_drops_earlier_acknowledgements_by_id_and_leases() {
+        let state = same_state_in_every_order(&[
+            ack_messages("B", 1, 3, &[("A", 7), ("A", 2)]),
+            lease("B", 2, 4, 100, true),
+            seek("C", 1, 6, &[]),
+            after_seek(ack_messages("D", 1, 7, &[("A", 8)]), (6, "C")),
+            after_seek(lease("D", 2, 8, 300, true), (6, "C")),
+            after_seek(lease("B", 3, 9, 50, false), (6, "C")),
+        ]);
+        assert_eq!(
+            state,
+            [
+                "seek S1 news @6C",
+                "acked S1 news A 8 @6C",
+                "lease S1 A 2 1 50 55 @6C"
+            ]
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::config::{Config, Durability, Mode};
 use crate::wakeups::Wakeups;
 
 pub use error::StoreError;
-pub use ops::Outcome;
+pub use ops::{Outcome, SeekPoint};
 pub use writer::WriteTx;
 
 /// Read connections: enough for concurrent pulls on a small machine.
@@ -358,6 +358,7 @@ mod tests {
                 Change::CreateTopic {
                     topic: "news".into(),
                     publisher: "P1".into(),
+                    limits: None,
                 },
             ),
             publish(3, "a"),
@@ -487,7 +488,7 @@ mod tests {
         for step in 0.. {
             assert!(step < 10, "the sweep never finished");
             let swept = store
-                .write(move |tx| tx.sweep(500, None, resume, 2))
+                .write(move |tx| tx.sweep((1_000, 500), None, resume, 2))
                 .await
                 .unwrap();
             resume = swept.resume;
@@ -512,7 +513,7 @@ mod tests {
         let outcomes = store
             .write(move |tx| {
                 tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1")?;
+                tx.create_topic("news", "P1", None)?;
                 tx.publish("news", "P1", sent, 7, 0)
             })
             .await
@@ -576,7 +577,7 @@ mod tests {
         let outcomes = store
             .write(move |tx| {
                 tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1")?;
+                tx.create_topic("news", "P1", None)?;
                 tx.publish("news", "P1", first, 1_000, 0)
             })
             .await

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use client::http::Created;
 use client::peer::{EventId, Have};
-use client::wire::{Message, NewMessage, SharedSettings, StartFrom};
+use client::wire::{
+    message_id, Message, NewMessage, SharedSettings, StartFrom, TopicInfo, TopicLimits,
+};
 use client::PeerAddr;
 use rusqlite::params;
 
@@ -17,6 +19,20 @@ use crate::cursor::Position;
 use crate::epochs::Epochs;
 use crate::event::{now_ms, Change};
 use crate::names::{is_broker_id, is_valid_name};
+use crate::topic_limits;
+
+/// Where a seek moves a position (API.md §6.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeekPoint {
+    /// Before every message the topic holds.
+    Earliest,
+    /// After every message this broker holds.
+    Latest,
+    /// At the first message published at or after this time (ms).
+    Time(i64),
+    /// At this message itself.
+    Message(EventId),
+}
 
 /// What became of one message of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +64,13 @@ impl WriteTx<'_> {
         Ok(Created::New)
     }
 
-    pub fn create_topic(&mut self, topic: &str, publisher: &str) -> Result<(), StoreError> {
+    /// Creates `topic` as `publisher`, with `limits` (checked by the caller).
+    pub fn create_topic(
+        &mut self,
+        topic: &str,
+        publisher: &str,
+        limits: Option<TopicLimits>,
+    ) -> Result<(), StoreError> {
         queries::require_publisher(self.conn, publisher)?;
         if queries::topic_owner(self.conn, topic)?.is_some() {
             return Err(StoreError::TopicExists(topic.to_string()));
@@ -56,6 +78,7 @@ impl WriteTx<'_> {
         self.record(Change::CreateTopic {
             topic: topic.to_string(),
             publisher: publisher.to_string(),
+            limits: limits.filter(|limits| *limits != TopicLimits::default()),
         })?;
         Ok(())
     }
@@ -63,6 +86,34 @@ impl WriteTx<'_> {
     /// Deletes `topic` as `publisher`, who must own it (`None`: whoever
     /// owns it, for an admin).
     pub fn delete_topic(&mut self, topic: &str, publisher: Option<&str>) -> Result<(), StoreError> {
+        let owner = self.require_owner(topic, publisher)?;
+        self.record(Change::DeleteTopic {
+            topic: topic.to_string(),
+            publisher: owner,
+        })?;
+        Ok(())
+    }
+
+    /// Replaces `topic`'s limits (checked by the caller) as `publisher`,
+    /// who must own it (`None`: an admin). Returns the topic as it is now.
+    pub fn set_limits(
+        &mut self,
+        topic: &str,
+        publisher: Option<&str>,
+        limits: TopicLimits,
+    ) -> Result<TopicInfo, StoreError> {
+        let owner = self.require_owner(topic, publisher)?;
+        self.record(Change::SetLimits {
+            topic: topic.to_string(),
+            publisher: publisher.unwrap_or(&owner).to_string(),
+            limits,
+        })?;
+        queries::topic(self.conn, topic)?.ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
+    }
+
+    /// The owner of the existing `topic`, which must be `publisher` (`None`:
+    /// anyone may act, an admin).
+    fn require_owner(&self, topic: &str, publisher: Option<&str>) -> Result<String, StoreError> {
         let owner = queries::require_topic(self.conn, topic)?;
         if let Some(publisher) = publisher {
             queries::require_publisher(self.conn, publisher)?;
@@ -73,9 +124,53 @@ impl WriteTx<'_> {
                 });
             }
         }
-        self.record(Change::DeleteTopic {
+        Ok(owner)
+    }
+
+    /// Per origin of `have`, the seq just before its first held message of
+    /// `topic` that a seek to `from` starts at (all it holds when none).
+    fn positions_before(
+        &self,
+        topic: &str,
+        have: Have,
+        from: &queries::SeekFrom<'_>,
+    ) -> Result<Have, StoreError> {
+        let mut positions = Have::new();
+        for (origin, upto) in have {
+            let first = queries::first_from(self.conn, (topic, &origin, upto), from)?;
+            positions.insert(origin, first.map_or(upto, |first| first - 1));
+        }
+        Ok(positions)
+    }
+
+    /// Moves `subscriber`'s position on `topic` to `to` (API.md §6.4), as a
+    /// version vector over what this broker holds: per origin, just before
+    /// the first held message the seek starts at (all it holds when none).
+    pub fn seek(&mut self, subscriber: &str, topic: &str, to: SeekPoint) -> Result<(), StoreError> {
+        queries::require_subscriber(self.conn, subscriber)?;
+        queries::require_topic(self.conn, topic)?;
+        queries::require_subscription(self.conn, subscriber, topic)?;
+        let have = queries::have(self.conn)?;
+        let positions = match to {
+            SeekPoint::Earliest => Have::new(),
+            SeekPoint::Latest => have,
+            SeekPoint::Time(time_ms) => {
+                self.positions_before(topic, have, &queries::SeekFrom::Time(time_ms))?
+            }
+            SeekPoint::Message(id) => {
+                let stamp = queries::message_stamp(self.conn, topic, &id)?.ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "{} is not a message of {topic} this broker holds",
+                        message_id(&id.origin, id.seq)
+                    ))
+                })?;
+                self.positions_before(topic, have, &queries::SeekFrom::Stamp(&stamp))?
+            }
+        };
+        self.record(Change::Seek {
+            subscriber: subscriber.to_string(),
             topic: topic.to_string(),
-            publisher: owner,
+            positions,
         })?;
         Ok(())
     }
@@ -257,11 +352,13 @@ impl WriteTx<'_> {
             {
                 continue;
             }
+            let epoch = queries::epoch(self.conn, subscriber, &topic)?;
             self.record(Change::Ack {
                 subscriber: subscriber.to_string(),
                 topic,
                 acked_origin: origin,
                 acked_seq: seq,
+                epoch,
             })?;
         }
         Ok(())
@@ -291,6 +388,7 @@ impl WriteTx<'_> {
                 subscriber: subscriber.to_string(),
                 topic: topic.clone(),
                 ids: ids.into_iter().collect(),
+                epoch: queries::epoch(self.conn, subscriber, &topic)?,
             })?;
             for origin in origins {
                 self.advance_position(subscriber, &topic, &origin)?;
@@ -327,6 +425,7 @@ impl WriteTx<'_> {
                 topic: topic.to_string(),
                 acked_origin: origin.to_string(),
                 acked_seq: reach,
+                epoch: queries::epoch(self.conn, subscriber, topic)?,
             })?;
         }
         Ok(())
@@ -378,6 +477,7 @@ impl WriteTx<'_> {
             given.push(message);
         }
         for ((topic, until_ms, eligible_ms), ids) in leases {
+            let epoch = queries::epoch(self.conn, subscriber, &topic)?;
             self.record(Change::Lease {
                 subscriber: subscriber.to_string(),
                 topic,
@@ -385,6 +485,7 @@ impl WriteTx<'_> {
                 until_ms,
                 eligible_ms,
                 delivered: true,
+                epoch,
             })?;
         }
         Ok(given)
@@ -426,6 +527,7 @@ impl WriteTx<'_> {
                 origin: message.origin.clone(),
                 seq: message.seq,
             }],
+            epoch: queries::epoch(self.conn, subscriber, &message.topic)?,
         })?;
         Ok(true)
     }
@@ -476,6 +578,7 @@ impl WriteTx<'_> {
                 .insert(id);
         }
         for ((topic, until_ms, eligible_ms), ids) in changes {
+            let epoch = queries::epoch(self.conn, subscriber, &topic)?;
             self.record(Change::Lease {
                 subscriber: subscriber.to_string(),
                 topic,
@@ -483,6 +586,7 @@ impl WriteTx<'_> {
                 until_ms,
                 eligible_ms,
                 delivered: false,
+                epoch,
             })?;
         }
         Ok(())
@@ -548,13 +652,14 @@ pub struct Swept {
 impl WriteTx<'_> {
     /// Retention, as a local decision of each broker (not an event), in
     /// bounded steps of at most `limit` messages each way. Deletes the
-    /// messages every live subscriber of their topic has acknowledged, and
+    /// messages every live subscriber of their topic has acknowledged, the
+    /// oldest messages of topics past their limits (at `now_ms`), and
     /// the messages published before `cutoff_ms` that no live subscriber
     /// still needs (acknowledged, or stamped before its subscription started),
     /// scanning old messages onwards from `resume`.
     pub fn sweep(
         &mut self,
-        cutoff_ms: i64,
+        (now_ms, cutoff_ms): (i64, i64),
         replicated: Option<&Have>,
         resume: ExpiryCursor,
         limit: u32,
@@ -565,13 +670,14 @@ impl WriteTx<'_> {
             .map_err(|e| StoreError::Failed(format!("cannot encode the replicated floor: {e}")))?;
         self.forget_covered_acks()?;
         let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?
-            + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?;
+            + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?
+            + self.trim_to_limits(now_ms, limit)?;
         let (expired, resume) =
             self.delete_expired(cutoff_ms, replicated.as_deref(), resume, limit)?;
         let deleted = acknowledged + expired;
         Ok(Swept {
             deleted,
-            more: deleted > 0 && (acknowledged == limit as usize || resume.is_some()),
+            more: deleted > 0 && (acknowledged >= limit as usize || resume.is_some()),
             resume,
         })
     }
@@ -603,6 +709,54 @@ impl WriteTx<'_> {
         )?)
     }
 
+    /// Deletes the oldest messages (in delivery order) of each topic past
+    /// one of its limits (API.md §6.3), acknowledged or not, at most
+    /// `limit`. Unlike the rest of retention it does not wait for every
+    /// peer to hold them: every broker trims its copy the same way.
+    fn trim_to_limits(&mut self, now_ms: i64, limit: u32) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for (topic, limits) in queries::limited_topics(self.conn)? {
+            // Stored limits were checked when they were set.
+            let Ok(bounds) = topic_limits::check(&limits) else {
+                continue;
+            };
+            let budget = limit as usize - deleted;
+            if let Some(max_age_ms) = bounds.max_age_ms {
+                deleted += self.conn.prepare_cached(
+                    "DELETE FROM messages WHERE rowid IN (
+                         SELECT rowid FROM messages WHERE topic = ?1 AND published_at_ms < ?2 LIMIT ?3)",
+                )?
+                .execute(params![topic, now_ms.saturating_sub(max_age_ms), budget])?;
+            }
+            let budget = limit as usize - deleted;
+            if let Some(max_messages) = bounds.max_messages {
+                deleted += self.conn.prepare_cached(
+                    "DELETE FROM messages WHERE rowid IN (
+                         SELECT rowid FROM messages WHERE topic = ?1
+                         ORDER BY lamport DESC, origin DESC LIMIT ?3 OFFSET ?2)",
+                )?
+                .execute(params![topic, max_messages, budget])?;
+            }
+            let budget = limit as usize - deleted;
+            if let Some(max_bytes) = bounds.max_bytes {
+                // Payload bytes of this message and every younger one.
+                deleted += self.conn.prepare_cached(
+                    "DELETE FROM messages WHERE rowid IN (
+                         SELECT rowid FROM (
+                             SELECT rowid, sum(length(CAST(payload AS BLOB)))
+                                 OVER (ORDER BY lamport DESC, origin DESC) AS bytes
+                             FROM messages WHERE topic = ?1)
+                         WHERE bytes > ?2 LIMIT ?3)",
+                )?
+                .execute(params![topic, max_bytes, budget])?;
+            }
+            if deleted >= limit as usize {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Drops the acknowledgements by id, and the leases, of messages a
     /// position covers (acknowledging by id moves positions over them, see
     /// `advance_position`): the position says the same, and the tables stay
@@ -614,7 +768,9 @@ impl WriteTx<'_> {
                     "DELETE FROM {table} WHERE EXISTS (
                          SELECT 1 FROM positions p
                          WHERE p.subscriber = {table}.subscriber AND p.topic = {table}.topic
-                           AND p.origin = {table}.origin AND p.seq >= {table}.seq)"
+                           AND p.origin = {table}.origin AND p.seq >= {table}.seq
+                           AND p.epoch_lamport = {table}.epoch_lamport
+                           AND p.epoch_origin = {table}.epoch_origin)"
                 ))?
                 .execute([])?;
         }

@@ -3,8 +3,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use client::peer::{EventId, Have};
-use client::wire::{message_id, Headers, Message, SharedSettings, StartFrom, TopicInfo};
+use client::peer::{Epoch, EventId, Have};
+use client::wire::{
+    message_id, Headers, Message, SharedSettings, StartFrom, TopicInfo, TopicLimits,
+};
 use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -315,7 +317,8 @@ const TOPIC_INFO: &str = "
     SELECT t.name, t.created_by,
         (SELECT count(*) FROM messages m WHERE m.topic = t.name
             AND (m.lamport, m.origin) > (t.created_lamport, t.created_origin)),
-        (SELECT count(*) FROM subscriptions s WHERE s.topic = t.name AND s.live = 1)
+        (SELECT count(*) FROM subscriptions s WHERE s.topic = t.name AND s.live = 1),
+        t.limits
     FROM topics t WHERE t.created_by IS NOT NULL";
 
 /// At most `limit` topics whose names come after `after`, in name order.
@@ -340,7 +343,88 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
         created_by: row.get(1)?,
         messages: row.get(2)?,
         subscribers: row.get(3)?,
+        limits: limits(row, 4)?.unwrap_or_default(),
     })
+}
+
+/// A topic's limits from their stored JSON (NULL: none).
+fn limits(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<TopicLimits>> {
+    let Some(json) = row.get::<_, Option<String>>(column)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&json).map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// The existing topics that have limits, with them.
+pub fn limited_topics(conn: &Connection) -> rusqlite::Result<Vec<(String, TopicLimits)>> {
+    conn.prepare_cached(
+        "SELECT name, limits FROM topics WHERE limits IS NOT NULL AND created_by IS NOT NULL",
+    )?
+    .query_map([], |row| Ok((row.get(0)?, limits(row, 1)?.unwrap_or_default())))?
+    .collect()
+}
+
+/// The epoch of `subscriber`'s subscription to `topic`: its latest seek's
+/// stamp, or the initial epoch.
+pub fn epoch(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::Result<Epoch> {
+    Ok(conn
+        .prepare_cached("SELECT lamport, origin FROM seeks WHERE subscriber = ?1 AND topic = ?2")?
+        .query_row([subscriber, topic], |row| {
+            Ok(Epoch {
+                lamport: row.get(0)?,
+                origin: row.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// The stamp `(lamport, origin)` of the held message `id` of `topic`.
+pub fn message_stamp(
+    conn: &Connection,
+    topic: &str,
+    id: &EventId,
+) -> rusqlite::Result<Option<(u64, String)>> {
+    conn.prepare_cached("SELECT lamport FROM messages WHERE origin = ?1 AND seq = ?2 AND topic = ?3")?
+        .query_row(params![id.origin, id.seq, topic], |row| {
+            Ok((row.get(0)?, id.origin.clone()))
+        })
+        .optional()
+}
+
+/// Where a seek starts reading `origin`'s messages of `topic`.
+pub enum SeekFrom<'a> {
+    /// At the first published at or after this time (ms).
+    Time(i64),
+    /// At the first stamped at or after this `(lamport, origin)`.
+    Stamp(&'a (u64, String)),
+}
+
+/// The seq of `origin`'s first held message of `topic`, up to `upto`,
+/// that a seek to `from` starts at, if any.
+pub fn first_from(
+    conn: &Connection,
+    (topic, origin, upto): (&str, &str, u64),
+    from: &SeekFrom<'_>,
+) -> rusqlite::Result<Option<u64>> {
+    let base = "SELECT seq FROM messages WHERE topic = ?1 AND origin = ?2 AND seq <= ?3";
+    let first = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+        conn.prepare_cached(&format!("{base} AND {sql} ORDER BY seq LIMIT 1"))?
+            .query_row(params, |row| row.get(0))
+            .optional()
+    };
+    match from {
+        SeekFrom::Time(time_ms) => first(
+            "published_at_ms >= ?4",
+            params![topic, origin, upto, time_ms],
+        ),
+        SeekFrom::Stamp((lamport, stamp_origin)) => first(
+            "(lamport, origin) >= (?4, ?5)",
+            params![topic, origin, upto, lamport, stamp_origin],
+        ),
+    }
 }
 
 /// Messages `subscriber` has not acknowledged and that are not leased at
@@ -712,9 +796,13 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
     Ok(match kind.as_str() {
         "register_publisher" => Change::RegisterPublisher { publisher: actor },
         "register_subscriber" => Change::RegisterSubscriber { subscriber: actor },
+        // A creation with limits, and an acknowledgement after a seek,
+        // keep their whole change in `details`.
+        "create_topic" | "ack" if row.get::<_, Option<String>>(10)?.is_some() => details(row)?,
         "create_topic" => Change::CreateTopic {
             topic: topic()?,
             publisher: actor,
+            limits: None,
         },
         "delete_topic" => Change::DeleteTopic {
             topic: topic()?,
@@ -740,6 +828,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             topic: topic()?,
             acked_origin: row.get(6)?,
             acked_seq: row.get(7)?,
+            epoch: Epoch::default(),
         },
         "set_mode" => Change::SetMode { mode: actor },
         "add_member" => {
@@ -750,7 +839,7 @@ fn stored_change(row: &Row<'_>) -> rusqlite::Result<Change> {
             }
         }
         "remove_member" => Change::RemoveMember { member: actor },
-        "lead" | "ack_messages" | "lease" => details(row)?,
+        "lead" | "ack_messages" | "lease" | "set_limits" | "seek" => details(row)?,
         "publish" => Change::Publish {
             topic: topic()?,
             publisher: actor,

@@ -18,6 +18,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_shared_subscriptions.sql"),
     include_str!("../../../migrations/0009_leases.sql"),
     include_str!("../../../migrations/0010_leases_by_eligible.sql"),
+    include_str!("../../../migrations/0011_topic_limits.sql"),
+    include_str!("../../../migrations/0012_seeks.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

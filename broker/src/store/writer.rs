@@ -270,7 +270,9 @@ fn wakes(change: &Change) -> Option<Key> {
         Change::Publish { topic, .. }
         | Change::DeleteTopic { topic, .. }
         | Change::Lease { topic, .. } => Some(Key::Topic(topic.clone())),
-        Change::Subscribe { subscriber, .. } | Change::Unsubscribe { subscriber, .. } => {
+        Change::Subscribe { subscriber, .. }
+        | Change::Unsubscribe { subscriber, .. }
+        | Change::Seek { subscriber, .. } => {
             Some(Key::Subscriber(subscriber.clone()))
         }
         Change::SetMode { .. } => Some(Key::ModeChanged),
