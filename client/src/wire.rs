@@ -277,7 +277,7 @@ pub struct Seek {
 
 /// Where a seek moves a subscriber's position: the next pull starts there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum SeekTo {
     /// `"earliest"` or `"latest"`.
     Edge(StartFrom),

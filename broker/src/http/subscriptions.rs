@@ -10,8 +10,7 @@ use client::peer::EventId;
 use client::wire::pull_limits::{DEFAULT_MAX, DEFAULT_WAIT_MS, MAX_MAX, MAX_WAIT_MS};
 use client::wire::shared_limits::MAX_DELAY_MS;
 use client::wire::{
-    Ack, Extend, Nack, PullQuery, Seek, SeekTo, SharedSettings, StartFrom, Subscribe,
-    Subscription,
+    Ack, Extend, Nack, PullQuery, Seek, SeekTo, SharedSettings, StartFrom, Subscribe, Subscription,
 };
 
 use super::body::Body;

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use rusqlite::{params, Connection, Statement};
 
 use crate::event::{Change, Event, Stamp};
-use client::peer::{Epoch, Have};
 use crate::names::BrokerId;
+use client::peer::{Epoch, Have};
 
 pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
     let stamp = Stamp::of(event);
@@ -235,7 +235,8 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             store_event(conn, event, row)?;
             // Within an epoch: deliveries add up, the later stamp sets the
             // times; a later epoch's lease replaces the row.
-            let same = "(excluded.epoch_lamport, excluded.epoch_origin) = (epoch_lamport, epoch_origin)";
+            let same =
+                "(excluded.epoch_lamport, excluded.epoch_origin) = (epoch_lamport, epoch_origin)";
             let later = "(excluded.lamport, excluded.stamp_origin) > (lamport, stamp_origin)";
             let mut merge = conn.prepare_cached(&format!(
                 "INSERT INTO leases (subscriber, topic, origin, seq, deliveries, until_ms,

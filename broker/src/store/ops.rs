@@ -108,7 +108,8 @@ impl WriteTx<'_> {
             publisher: publisher.unwrap_or(&owner).to_string(),
             limits,
         })?;
-        queries::topic(self.conn, topic)?.ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
+        queries::topic(self.conn, topic)?
+            .ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
     }
 
     /// The owner of the existing `topic`, which must be `publisher` (`None`:
@@ -730,25 +731,29 @@ impl WriteTx<'_> {
             }
             let budget = limit as usize - deleted;
             if let Some(max_messages) = bounds.max_messages {
-                deleted += self.conn.prepare_cached(
-                    "DELETE FROM messages WHERE rowid IN (
+                deleted += self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE rowid IN (
                          SELECT rowid FROM messages WHERE topic = ?1
                          ORDER BY lamport DESC, origin DESC LIMIT ?3 OFFSET ?2)",
-                )?
-                .execute(params![topic, max_messages, budget])?;
+                    )?
+                    .execute(params![topic, max_messages, budget])?;
             }
             let budget = limit as usize - deleted;
             if let Some(max_bytes) = bounds.max_bytes {
                 // Payload bytes of this message and every younger one.
-                deleted += self.conn.prepare_cached(
-                    "DELETE FROM messages WHERE rowid IN (
+                deleted += self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE rowid IN (
                          SELECT rowid FROM (
                              SELECT rowid, sum(length(CAST(payload AS BLOB)))
                                  OVER (ORDER BY lamport DESC, origin DESC) AS bytes
                              FROM messages WHERE topic = ?1)
                          WHERE bytes > ?2 LIMIT ?3)",
-                )?
-                .execute(params![topic, max_bytes, budget])?;
+                    )?
+                    .execute(params![topic, max_bytes, budget])?;
             }
             if deleted >= limit as usize {
                 break;

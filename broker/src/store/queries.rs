@@ -362,7 +362,9 @@ pub fn limited_topics(conn: &Connection) -> rusqlite::Result<Vec<(String, TopicL
     conn.prepare_cached(
         "SELECT name, limits FROM topics WHERE limits IS NOT NULL AND created_by IS NOT NULL",
     )?
-    .query_map([], |row| Ok((row.get(0)?, limits(row, 1)?.unwrap_or_default())))?
+    .query_map([], |row| {
+        Ok((row.get(0)?, limits(row, 1)?.unwrap_or_default()))
+    })?
     .collect()
 }
 
@@ -387,11 +389,13 @@ pub fn message_stamp(
     topic: &str,
     id: &EventId,
 ) -> rusqlite::Result<Option<(u64, String)>> {
-    conn.prepare_cached("SELECT lamport FROM messages WHERE origin = ?1 AND seq = ?2 AND topic = ?3")?
-        .query_row(params![id.origin, id.seq, topic], |row| {
-            Ok((row.get(0)?, id.origin.clone()))
-        })
-        .optional()
+    conn.prepare_cached(
+        "SELECT lamport FROM messages WHERE origin = ?1 AND seq = ?2 AND topic = ?3",
+    )?
+    .query_row(params![id.origin, id.seq, topic], |row| {
+        Ok((row.get(0)?, id.origin.clone()))
+    })
+    .optional()
 }
 
 /// Where a seek starts reading `origin`'s messages of `topic`.

@@ -272,9 +272,7 @@ fn wakes(change: &Change) -> Option<Key> {
         | Change::Lease { topic, .. } => Some(Key::Topic(topic.clone())),
         Change::Subscribe { subscriber, .. }
         | Change::Unsubscribe { subscriber, .. }
-        | Change::Seek { subscriber, .. } => {
-            Some(Key::Subscriber(subscriber.clone()))
-        }
+        | Change::Seek { subscriber, .. } => Some(Key::Subscriber(subscriber.clone())),
         Change::SetMode { .. } => Some(Key::ModeChanged),
         Change::AddMember { .. } | Change::RemoveMember { .. } => Some(Key::MembersChanged),
         Change::Lead { .. } => Some(Key::LeadsChanged),
