@@ -485,6 +485,29 @@ async fn a_shared_subscription_leases_each_message_to_one_pull_until_its_lease_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_by_id_on_a_shared_subscription_pass_over_messages_never_given_out() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    shared_subscriber(&broker, json!({"ack_wait_ms": 60000})).await;
+    let first = client.publish("t", "p", "m1").await.unwrap();
+    let second = client.publish("t", "p", "m2").await.unwrap();
+    // Neither was leased yet: passed over (204), both still to come.
+    client
+        .ack_ids("s", &[first.id.clone(), second.id.clone()])
+        .await
+        .unwrap();
+    let pulled = client.pull("s", &pull_query(1, 0)).await.unwrap();
+    assert_eq!(payloads(&pulled), ["m1"]);
+    // m1 is leased now: acknowledged; m2 is still passed over.
+    client
+        .ack_ids("s", &[first.id.clone(), second.id.clone()])
+        .await
+        .unwrap();
+    let rest = client.pull("s", &pull_query(100, 0)).await.unwrap();
+    assert_eq!(payloads(&rest), ["m2"]);
+    assert_eq!(rest.messages[0].deliveries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_gives_a_message_out_again_and_max_deliveries_moves_it_to_the_dead_letters() {
     let (broker, client) = start_with_topic(&[], "p", "t").await;
     client.create_topic("dead", "p").await.unwrap();

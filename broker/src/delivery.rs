@@ -254,6 +254,9 @@ pub async fn acknowledge(
     } = cursor;
     app.record(move |tx| {
         tx.ack(&subscriber, positions)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
         tx.ack_messages(&subscriber, ids)
     })
     .await
@@ -328,9 +331,16 @@ async fn read_pending(
                 .collect();
             let order = order.as_deref();
             let pending = queries::pending(conn, (&subscriber, now), &v1, order, max)?;
+            if shared.is_empty() {
+                return Ok((pending, shared, None));
+            }
             let shared_names: Vec<String> = shared.iter().map(|(name, _)| name.clone()).collect();
             let next = queries::next_eligible(conn, &subscriber, &shared_names, now)?;
-            Ok((pending, shared, next))
+            // Nothing to lease: no write (in leader mode a majority round)
+            // for an idle pull waking up.
+            let leasable =
+                !queries::pending(conn, (&subscriber, now), &shared_names, order, 1)?.is_empty();
+            Ok((pending, if leasable { shared } else { Vec::new() }, next))
         })
         .await?;
     app.given.count(&pull.subscriber, &mut messages);
@@ -366,67 +376,99 @@ pub async fn reads_shared(
 }
 
 /// How many times this broker gave each v1 subscriber each message it has
-/// not acknowledged yet: forgotten at the acknowledgement, so it holds at
-/// most what the subscriber's pulls return.
+/// not acknowledged yet. A v1 pull gives out, per topic and origin, a run
+/// of messages from just past the subscriber's position up to some seq, so
+/// it is remembered by that last seq alone: a message was given once by
+/// every earlier pull whose run reached it. An acknowledgement forgets the
+/// runs it covers, so a subscriber that acknowledges what it pulls costs a
+/// number per topic and origin, and a pull reads no more than that.
 #[derive(Default)]
-pub struct GivenCounts(Mutex<HashMap<String, Counts>>);
+pub struct GivenCounts(Mutex<HashMap<String, Runs>>);
 
-/// Per origin, per seq, how often one subscriber was given the message.
-type Counts = HashMap<String, BTreeMap<u64, u32>>;
+/// Per topic, per origin: where each earlier pull's run ended, ascending.
+type Runs = HashMap<String, HashMap<String, Vec<u64>>>;
+
+/// Most runs remembered per subscriber, topic and origin (a subscriber
+/// that pulls without ever acknowledging); past it the lowest is dropped
+/// and its messages' counts come out low.
+const MAX_RUNS: usize = 1024;
 
 impl GivenCounts {
-    /// Counts one more delivery of each of `messages` to `subscriber`
-    /// (those leased carry their count already).
+    /// Counts one more delivery of each of `messages` (read by one pull)
+    /// to `subscriber`.
     fn count(&self, subscriber: &str, messages: &mut [Message]) {
         if messages.is_empty() {
             return;
         }
         let mut given = lock(&self.0);
-        let counts = given.entry(subscriber.to_string()).or_default();
-        for message in messages {
-            // Looked up by reference: an origin's name is copied once.
-            if !counts.contains_key(&message.origin) {
-                counts.insert(message.origin.clone(), BTreeMap::new());
+        let runs = given.entry(subscriber.to_string()).or_default();
+        for message in messages.iter_mut() {
+            let earlier = runs
+                .get(message.topic.as_str())
+                .and_then(|origins| origins.get(message.origin.as_str()))
+                .map_or(0, |ends| {
+                    ends.len() - ends.partition_point(|&end| end < message.seq)
+                });
+            message.deliveries = 1 + u32::try_from(earlier).unwrap_or(u32::MAX - 1);
+        }
+        for ((topic, origin), end) in run_ends(messages) {
+            let ends = runs
+                .entry(topic.to_string())
+                .or_default()
+                .entry(origin.to_string())
+                .or_default();
+            ends.insert(ends.partition_point(|&earlier| earlier < end), end);
+            if ends.len() > MAX_RUNS {
+                ends.remove(0);
             }
-            let of_origin = counts.get_mut(&message.origin).expect("inserted above");
-            let count = of_origin.entry(message.seq).or_default();
-            *count += 1;
-            message.deliveries = *count;
         }
     }
 
-    /// Forgets what `cursor` acknowledges.
+    /// Forgets the runs `cursor` acknowledges.
     fn forget(&self, cursor: &Cursor) {
         let mut given = lock(&self.0);
-        let Some(counts) = given.get_mut(&cursor.subscriber) else {
+        let Some(runs) = given.get_mut(&cursor.subscriber) else {
             return;
         };
         for position in &cursor.positions {
-            if let Some(of_origin) = counts.get_mut(&position.origin) {
-                *of_origin = of_origin.split_off(&(position.seq + 1));
+            let Some(origins) = runs.get_mut(&position.topic) else {
+                continue;
+            };
+            if let Some(ends) = origins.get_mut(&position.origin) {
+                ends.drain(..ends.partition_point(|&end| end <= position.seq));
+                if ends.is_empty() {
+                    origins.remove(&position.origin);
+                }
+            }
+            if origins.is_empty() {
+                runs.remove(&position.topic);
             }
         }
-        counts.retain(|_, of_origin| !of_origin.is_empty());
-        if counts.is_empty() {
+        if runs.is_empty() {
             given.remove(&cursor.subscriber);
         }
     }
+}
+
+/// Per topic and origin, the highest seq among `messages`.
+fn run_ends(messages: &[Message]) -> BTreeMap<(&str, &str), u64> {
+    let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for message in messages {
+        let seq = highest
+            .entry((&message.topic, &message.origin))
+            .or_default();
+        *seq = (*seq).max(message.seq);
+    }
+    highest
 }
 
 /// The cursor acknowledging what a pull gave out: of the messages `read`,
 /// the highest seq per topic and origin; the `leased` ones one by one (a
 /// position would pass over messages leased to other pulls).
 fn cursor_after(subscriber: &str, read: &[Message], leased: &[Message]) -> Cursor {
-    let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for message in read {
-        let seq = highest
-            .entry((&message.topic, &message.origin))
-            .or_default();
-        *seq = (*seq).max(message.seq);
-    }
     Cursor {
         subscriber: subscriber.to_string(),
-        positions: highest
+        positions: run_ends(read)
             .into_iter()
             .map(|((topic, origin), seq)| Position {
                 topic: topic.to_string(),
@@ -441,5 +483,58 @@ fn cursor_after(subscriber: &str, read: &[Message], leased: &[Message]) -> Curso
                 seq: message.seq,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(topic: &str, seqs: &[u64]) -> Vec<Message> {
+        seqs.iter()
+            .map(|&seq| Message {
+                id: client::wire::message_id("A:1", seq),
+                origin: "A:1".to_string(),
+                seq,
+                topic: topic.to_string(),
+                publisher: "P".to_string(),
+                payload: String::new(),
+                lamport: seq,
+                published_at_ms: 0,
+                headers: Default::default(),
+                msg_id: None,
+                deliveries: 0,
+            })
+            .collect()
+    }
+
+    fn given(counts: &GivenCounts, topic: &str, seqs: &[u64]) -> Vec<u32> {
+        let mut pulled = messages(topic, seqs);
+        counts.count("S", &mut pulled);
+        pulled.iter().map(|m| m.deliveries).collect()
+    }
+
+    #[test]
+    fn a_message_was_given_once_by_every_earlier_run_that_reached_it() {
+        let counts = GivenCounts::default();
+        assert_eq!(given(&counts, "t", &[1, 2, 3]), [1, 1, 1]);
+        assert_eq!(given(&counts, "t", &[1, 2, 3, 4]), [2, 2, 2, 1]);
+        assert_eq!(given(&counts, "u", &[1, 2]), [1, 1], "another topic");
+        // Acknowledging up to 2 forgets nothing the runs to 3 and 4 hold
+        // above it.
+        let mut cursor = cursor_after("S", &messages("t", &[1, 2]), &[]);
+        counts.forget(&cursor);
+        assert_eq!(given(&counts, "t", &[3, 4, 5]), [3, 2, 1]);
+        cursor = cursor_after("S", &messages("t", &[5]), &[]);
+        counts.forget(&cursor);
+        assert_eq!(given(&counts, "t", &[6]), [1]);
+        cursor = cursor_after("S", &messages("u", &[2]), &[]);
+        counts.forget(&cursor);
+        assert_eq!(given(&counts, "t", &[6]), [2]);
+        counts.forget(&cursor_after("S", &messages("t", &[6]), &[]));
+        assert!(
+            lock(&counts.0).is_empty(),
+            "nothing left once all is acknowledged"
+        );
     }
 }

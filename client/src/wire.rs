@@ -259,6 +259,84 @@ pub struct Pulled {
     pub cursor: String,
 }
 
+impl Pulled {
+    /// This answer as JSON: the same bytes as `serde_json::to_vec` (tested),
+    /// written in larger pieces. Serde writes every key, quote and comma
+    /// by a call of its own; for a pull of 1,000 messages that was a fifth
+    /// of the broker's work.
+    pub fn to_json(&self) -> Vec<u8> {
+        let room: usize = self
+            .messages
+            .iter()
+            .map(|m| 256 + m.id.len() + m.payload.len())
+            .sum();
+        let mut out = Vec::with_capacity(room + self.cursor.len() + 32);
+        out.extend_from_slice(b"{\"messages\":[");
+        for (i, message) in self.messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            message.write_json(&mut out);
+        }
+        out.extend_from_slice(b"],\"cursor\":");
+        write_json_str(&mut out, &self.cursor);
+        out.push(b'}');
+        out
+    }
+}
+
+impl Message {
+    /// Appends this message as JSON, fields in declaration order (as serde).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"id\":");
+        write_json_str(out, &self.id);
+        out.extend_from_slice(b",\"origin\":");
+        write_json_str(out, &self.origin);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(number.format(self.seq).as_bytes());
+        out.extend_from_slice(b",\"topic\":");
+        write_json_str(out, &self.topic);
+        out.extend_from_slice(b",\"publisher\":");
+        write_json_str(out, &self.publisher);
+        out.extend_from_slice(b",\"payload\":");
+        write_json_str(out, &self.payload);
+        out.extend_from_slice(b",\"lamport\":");
+        out.extend_from_slice(number.format(self.lamport).as_bytes());
+        out.extend_from_slice(b",\"published_at_ms\":");
+        out.extend_from_slice(number.format(self.published_at_ms).as_bytes());
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(out, name);
+            out.push(b':');
+            write_json_str(out, value);
+        }
+        out.extend_from_slice(b"},\"msg_id\":");
+        match &self.msg_id {
+            Some(msg_id) => write_json_str(out, msg_id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"deliveries\":");
+        out.extend_from_slice(number.format(self.deliveries).as_bytes());
+        out.push(b'}');
+    }
+}
+
+/// Appends `text` as a JSON string: as it is when nothing in it needs an
+/// escape (the usual case), else as serde_json escapes it.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("a string always serializes");
+    }
+}
+
 /// `POST /subscribers/{sid}/ack` request: the `cursor` of a pull (v1:
 /// everything it returned), or the `ids` of single messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,4 +424,53 @@ pub mod pull_limits {
     pub const MAX_MAX: u32 = 1000;
     pub const DEFAULT_WAIT_MS: u64 = 30_000;
     pub const MAX_WAIT_MS: u64 = 60_000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str, headers: &[(&str, &str)], msg_id: Option<&str>) -> Message {
+        Message {
+            id: message_id("h:1", 42),
+            origin: "h:1".to_string(),
+            seq: 42,
+            topic: "news.eu".to_string(),
+            publisher: "P-1".to_string(),
+            payload: payload.to_string(),
+            lamport: u64::MAX,
+            published_at_ms: -5,
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            msg_id: msg_id.map(str::to_string),
+            deliveries: 3,
+        }
+    }
+
+    #[test]
+    fn a_pull_answer_is_written_as_serde_writes_it() {
+        let awkward = "quote \" backslash \\ newline \n tab \t nul \u{0} del \u{7f} é 😀 </script>";
+        for pulled in [
+            Pulled {
+                messages: Vec::new(),
+                cursor: String::new(),
+            },
+            Pulled {
+                messages: vec![
+                    message("plain", &[], None),
+                    message(awkward, &[("kind", awkward), ("a", "1")], Some("id-1")),
+                    message("", &[("z", "")], Some(awkward)),
+                ],
+                cursor: "abc.def-_=".to_string(),
+            },
+        ] {
+            let expected = serde_json::to_vec(&pulled).unwrap();
+            assert_eq!(
+                String::from_utf8(pulled.to_json()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 }

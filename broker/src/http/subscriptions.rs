@@ -142,7 +142,9 @@ pub async fn pull(
     // The response is built only once the pull has its messages: a builder
     // made first would hold a response head through the whole long poll.
     let delivered = delivery::pull(&app, pull).await?;
-    Ok(HttpResponse::Ok().json(delivered))
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ContentType::json())
+        .body(delivered.to_json()))
 }
 
 pub async fn ack(

@@ -367,19 +367,34 @@ impl WriteTx<'_> {
 
     /// Acknowledges the messages `ids`, one by one, for `subscriber`
     /// (API.md §6.2): those this broker holds, on topics the subscriber is
-    /// subscribed to, not acknowledged yet; the others are passed over.
-    /// One event per topic.
+    /// subscribed to, not acknowledged yet, and on a shared subscription
+    /// leased to it (given out) before; the others are passed over. One
+    /// event per topic.
     pub fn ack_messages(&mut self, subscriber: &str, ids: Vec<EventId>) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         let mut by_topic: BTreeMap<String, BTreeSet<EventId>> = BTreeMap::new();
+        // Per topic: `None` not subscribed, else whether shared.
+        let mut subscriptions: HashMap<String, Option<bool>> = HashMap::new();
         for id in ids {
             let Some(topic) = queries::topic_of_message(self.conn, &id.origin, id.seq)? else {
                 continue;
             };
+            let shared = match subscriptions.get(&topic) {
+                Some(known) => *known,
+                None => {
+                    let settings = queries::subscription_settings(self.conn, subscriber, &topic)?;
+                    let shared = settings.map(|settings| settings.is_some());
+                    subscriptions.insert(topic.clone(), shared);
+                    shared
+                }
+            };
             let message = (id.origin.as_str(), id.seq);
-            if queries::is_subscribed(self.conn, subscriber, &topic)?
-                && !queries::is_acknowledged(self.conn, subscriber, &topic, message)?
-            {
+            let acknowledges = match shared {
+                None => false,
+                Some(false) => true,
+                Some(true) => queries::lease_of(self.conn, subscriber, message)?.is_some(),
+            };
+            if acknowledges && !queries::is_acknowledged(self.conn, subscriber, &topic, message)? {
                 by_topic.entry(topic).or_default().insert(id);
             }
         }
