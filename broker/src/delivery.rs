@@ -319,12 +319,15 @@ async fn read_pending(
     let (mut messages, shared, next_eligible) = app
         .store
         .read(move |conn| {
-            if let Some(topic) = &topic {
-                queries::require_subscriber(conn, &subscriber)?;
-                queries::require_topic(conn, topic)?;
-                queries::require_subscription(conn, &subscriber, topic)?;
-            }
-            let shared = queries::shared_topics(conn, &subscriber, &topics)?;
+            let shared = match &topic {
+                Some(topic) => {
+                    queries::require_subscriber(conn, &subscriber)?;
+                    queries::require_topic(conn, topic)?;
+                    let settings = queries::require_subscription(conn, &subscriber, topic)?;
+                    settings.map(|s| (topic.clone(), s)).into_iter().collect()
+                }
+                None => queries::shared_topics(conn, &subscriber, &topics)?,
+            };
             let v1: Vec<String> = topics
                 .into_iter()
                 .filter(|topic| shared.iter().all(|(name, _)| name != topic))

@@ -193,19 +193,17 @@ pub fn require_topic(conn: &Connection, topic: &str) -> Result<String, StoreErro
     topic_owner(conn, topic)?.ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
 }
 
+/// The live subscription's shared settings (`None` for a v1 one), or
+/// `not_subscribed`.
 pub fn require_subscription(
     conn: &Connection,
     subscriber: &str,
     topic: &str,
-) -> Result<(), StoreError> {
-    if is_subscribed(conn, subscriber, topic)? {
-        Ok(())
-    } else {
-        Err(StoreError::NotSubscribed {
-            subscriber: subscriber.to_string(),
-            topic: topic.to_string(),
-        })
-    }
+) -> Result<Option<SharedSettings>, StoreError> {
+    subscription_settings(conn, subscriber, topic)?.ok_or_else(|| StoreError::NotSubscribed {
+        subscriber: subscriber.to_string(),
+        topic: topic.to_string(),
+    })
 }
 
 pub fn publisher_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
@@ -481,13 +479,15 @@ struct Skips {
 }
 
 fn skips(conn: &Connection, subscriber: &str, now_ms: i64) -> rusqlite::Result<Skips> {
-    Ok(Skips {
-        acked: conn
-            .prepare_cached("SELECT 1 FROM acks WHERE subscriber = ?1")?
-            .exists([subscriber])?,
-        leased: conn
-            .prepare_cached("SELECT 1 FROM leases WHERE subscriber = ?1 AND eligible_ms > ?2")?
-            .exists(params![subscriber, now_ms])?,
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM acks WHERE subscriber = ?1),
+                EXISTS (SELECT 1 FROM leases WHERE subscriber = ?1 AND eligible_ms > ?2)",
+    )?
+    .query_row(params![subscriber, now_ms], |row| {
+        Ok(Skips {
+            acked: row.get(0)?,
+            leased: row.get(1)?,
+        })
     })
 }
 
