@@ -232,6 +232,27 @@ async fn a_seek_on_one_broker_moves_the_position_on_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_pulled_before_a_seek_acknowledges_nothing_after_it() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    subscribed(&client, "keeper", "t", StartFrom::Earliest).await;
+    subscribed(&client, "s", "t", StartFrom::Earliest).await;
+    publish_each(&client, &["m1", "m2", "m3"]).await;
+    let before = client.pull("s", &at_once(Some("t"), None)).await.unwrap();
+    assert_eq!(payloads(&before), ["m1", "m2", "m3"]);
+    seek(&broker, "s", json!("earliest"))
+        .await
+        .assert_status(204);
+    // Acknowledging the older pull (as a late auto_ack would) is taken
+    // (204) but does not undo the seek.
+    client.ack("s", &before.cursor).await.unwrap();
+    let after = client.pull("s", &at_once(Some("t"), None)).await.unwrap();
+    assert_eq!(payloads(&after), ["m1", "m2", "m3"]);
+    // A pull after the seek acknowledges as usual.
+    client.ack("s", &after.cursor).await.unwrap();
+    pulls_exactly(&client, "s", &[], "acknowledged after the seek").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_subscription_seeks_back_over_acknowledgements_by_id() {
     let cluster = Cluster::start(2, &[]).await;
     let (a, b) = (cluster.broker(0), cluster.broker(1));

@@ -1,12 +1,15 @@
 //! Pull cursors: tokens naming how far a pull read, per topic and origin,
-//! and the single messages it leased on shared subscriptions. Clients
+//! the single messages it leased on shared subscriptions, and the epochs
+//! of sought subscriptions it read. Clients
 //! treat them as opaque; the broker checks every position in one before
 //! acknowledging it (see `WriteTx::ack`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use client::peer::EventId;
+use std::collections::BTreeMap;
+
+use client::peer::{Epoch, EventId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -20,20 +23,33 @@ pub struct Position {
 }
 
 /// The positions reached by one pull, bound to the subscriber that pulled,
-/// and the messages it leased (acknowledged one by one).
+/// the messages it leased (acknowledged one by one), and the epochs (the
+/// latest seeks, API.md §6.4) of the topics it read: acknowledging it after
+/// a later seek acknowledges nothing there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     pub subscriber: String,
     pub positions: Vec<Position>,
     pub ids: Vec<EventId>,
+    /// Per topic read after a seek, its epoch (the others: the initial one).
+    pub epochs: Epochs,
 }
 
-/// A v1 cursor, or one with leased messages.
+/// Per topic, the epoch of a subscription that was sought.
+pub type Epochs = BTreeMap<String, Epoch>;
+
+/// A v1 cursor, one with leased messages, or one read after seeks.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum Encoded {
     Positions(String, Vec<(String, String, u64)>),
     WithIds(String, Vec<(String, String, u64)>, Vec<(String, u64)>),
+    WithEpochs(
+        String,
+        Vec<(String, String, u64)>,
+        Vec<(String, u64)>,
+        Vec<(String, u64, String)>,
+    ),
 }
 
 /// A pull returns at most 1000 messages, so its cursor has at most 1000 positions.
@@ -48,15 +64,23 @@ impl Cursor {
             .iter()
             .map(|p| (p.topic.clone(), p.origin.clone(), p.seq))
             .collect();
-        let encoded = if self.ids.is_empty() {
-            Encoded::Positions(self.subscriber.clone(), positions)
-        } else {
-            let ids = self
-                .ids
+        let ids: Vec<(String, u64)> = self
+            .ids
+            .iter()
+            .map(|id| (id.origin.clone(), id.seq))
+            .collect();
+        let subscriber = self.subscriber.clone();
+        let encoded = if !self.epochs.is_empty() {
+            let epochs = self
+                .epochs
                 .iter()
-                .map(|id| (id.origin.clone(), id.seq))
+                .map(|(topic, epoch)| (topic.clone(), epoch.lamport, epoch.origin.clone()))
                 .collect();
-            Encoded::WithIds(self.subscriber.clone(), positions, ids)
+            Encoded::WithEpochs(subscriber, positions, ids, epochs)
+        } else if !ids.is_empty() {
+            Encoded::WithIds(subscriber, positions, ids)
+        } else {
+            Encoded::Positions(subscriber, positions)
         };
         let json = serde_json::to_vec(&encoded).expect("tuples of strings and numbers serialize");
         URL_SAFE_NO_PAD.encode(json)
@@ -68,9 +92,12 @@ impl Cursor {
             ApiError::BadRequest("cursor is malformed: pass the cursor a pull returned".to_string())
         };
         let json = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let (owner, positions, ids) = match serde_json::from_slice(&json).map_err(|_| invalid())? {
-            Encoded::Positions(owner, positions) => (owner, positions, Vec::new()),
-            Encoded::WithIds(owner, positions, ids) => (owner, positions, ids),
+        let (owner, positions, ids, epochs) = match serde_json::from_slice(&json)
+            .map_err(|_| invalid())?
+        {
+            Encoded::Positions(owner, positions) => (owner, positions, Vec::new(), Vec::new()),
+            Encoded::WithIds(owner, positions, ids) => (owner, positions, ids, Vec::new()),
+            Encoded::WithEpochs(owner, positions, ids, epochs) => (owner, positions, ids, epochs),
         };
         if owner != subscriber {
             return Err(ApiError::BadRequest(format!(
@@ -79,8 +106,10 @@ impl Cursor {
         }
         if positions.len() > MAX_POSITIONS
             || ids.len() > MAX_POSITIONS
+            || epochs.len() > MAX_POSITIONS
             || positions.iter().any(|(_, _, seq)| *seq > MAX_SEQ)
             || ids.iter().any(|(_, seq)| *seq > MAX_SEQ)
+            || epochs.iter().any(|(_, lamport, _)| *lamport > MAX_SEQ)
         {
             return Err(invalid());
         }
@@ -94,6 +123,10 @@ impl Cursor {
             ids: ids
                 .into_iter()
                 .map(|(origin, seq)| EventId { origin, seq })
+                .collect(),
+            epochs: epochs
+                .into_iter()
+                .map(|(topic, lamport, origin)| (topic, Epoch { lamport, origin }))
                 .collect(),
         })
     }
@@ -119,7 +152,24 @@ mod tests {
                 },
             ],
             ids: vec![],
+            epochs: Epochs::new(),
         }
+    }
+
+    #[test]
+    fn epochs_round_trip_beside_positions_and_ids() {
+        let sought = Cursor {
+            epochs: [(
+                "news".to_string(),
+                Epoch {
+                    lamport: 12,
+                    origin: "localhost:3001".into(),
+                },
+            )]
+            .into(),
+            ..cursor()
+        };
+        assert_eq!(Cursor::decode(&sought.encode(), "S1").unwrap(), sought);
     }
 
     #[test]
@@ -149,6 +199,7 @@ mod tests {
             subscriber: "S1".into(),
             positions: vec![],
             ids: vec![],
+            epochs: Epochs::new(),
         };
         assert_eq!(Cursor::decode(&empty.encode(), "S1").unwrap(), empty);
     }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Mode;
-use crate::cursor::{Cursor, Position};
+use crate::cursor::{Cursor, Epochs, Position};
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::store::queries;
@@ -72,11 +72,12 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
             wake.as_mut().enable();
             wakes.push(wake);
         }
-        let (read, leased, next_eligible) = Box::pin(read_pending(app, &pull, topics)).await?;
-        let empty = read.is_empty() && leased.is_empty();
+        let pending = Box::pin(read_pending(app, &pull, topics)).await?;
+        let empty = pending.read.is_empty() && pending.leased.is_empty();
         if !empty || Instant::now() >= deadline || *shutdown.borrow() {
-            break (read, leased);
+            break pending;
         }
+        let next_eligible = pending.next_eligible;
         // A lease that ends meanwhile lets its message out again.
         let wake_at = next_eligible
             .map(|at_ms| {
@@ -98,8 +99,14 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
         }
     };
     drop(waiting);
-    let (read, leased) = messages;
-    let cursor = cursor_after(&pull.subscriber, &read, &leased);
+    let Pending {
+        read,
+        leased,
+        epochs,
+        ..
+    } = messages;
+    let mut cursor = cursor_after(&pull.subscriber, &read, &leased);
+    cursor.epochs = epochs;
     let mut messages = read;
     messages.extend(leased);
     if pull.auto_ack && !messages.is_empty() {
@@ -251,9 +258,10 @@ pub async fn acknowledge(
         subscriber,
         positions,
         ids,
+        epochs,
     } = cursor;
     app.record(move |tx| {
-        tx.ack(&subscriber, positions)?;
+        tx.ack(&subscriber, positions, &epochs)?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -294,17 +302,27 @@ async fn subscribed_topics(app: &AppState, subscriber: &str) -> Result<Vec<Strin
     Ok(topics)
 }
 
+/// What one read of a pull found.
+struct Pending {
+    /// Messages of v1 subscriptions.
+    read: Vec<Message>,
+    /// Messages of shared subscriptions, leased to this pull.
+    leased: Vec<Message>,
+    /// When a lease of the pull's shared subscriptions next ends.
+    next_eligible: Option<i64>,
+    /// The epochs of the sought subscriptions among those read.
+    epochs: Epochs,
+}
+
 /// The pending messages of the pull's subscriber on `topics`, as far as
-/// they may be delivered (see `Deliverable`): those of shared
-/// subscriptions leased to this pull, the others read; and when a lease of
-/// the pull's shared subscriptions next ends. A pull of one topic checks
+/// they may be delivered (see `Deliverable`). A pull of one topic checks
 /// here, in the same read, that the subscriber, the topic and the
 /// subscription exist.
 async fn read_pending(
     app: &AppState,
     pull: &Pull,
     topics: Vec<String>,
-) -> Result<(Vec<Message>, Vec<Message>, Option<i64>), ApiError> {
+) -> Result<Pending, ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
     let max = pull.max;
@@ -316,7 +334,7 @@ async fn read_pending(
     app.metrics.count_pull_read();
     let now = now_ms();
     let order = deliverable.clone();
-    let (mut messages, shared, next_eligible) = app
+    let found = app
         .store
         .read(move |conn| {
             let shared = match &topic {
@@ -333,9 +351,11 @@ async fn read_pending(
                 .filter(|topic| shared.iter().all(|(name, _)| name != topic))
                 .collect();
             let order = order.as_deref();
+            let mut epochs = queries::epochs(conn, &subscriber)?;
+            epochs.retain(|topic, _| v1.contains(topic));
             let pending = queries::pending(conn, (&subscriber, now), &v1, order, max)?;
             if shared.is_empty() {
-                return Ok((pending, shared, None));
+                return Ok((pending, shared, None, epochs));
             }
             let shared_names: Vec<String> = shared.iter().map(|(name, _)| name.clone()).collect();
             let next = queries::next_eligible(conn, &subscriber, &shared_names, now)?;
@@ -343,19 +363,27 @@ async fn read_pending(
             // for an idle pull waking up.
             let leasable =
                 !queries::pending(conn, (&subscriber, now), &shared_names, order, 1)?.is_empty();
-            Ok((pending, if leasable { shared } else { Vec::new() }, next))
+            let shared = if leasable { shared } else { Vec::new() };
+            Ok((pending, shared, next, epochs))
         })
         .await?;
-    app.given.count(&pull.subscriber, &mut messages);
-    let room = max.saturating_sub(messages.len() as u32);
+    let (mut read, shared, next_eligible, epochs) = found;
+    app.given.count(&pull.subscriber, &mut read);
+    let mut pending = Pending {
+        read,
+        leased: Vec::new(),
+        next_eligible,
+        epochs,
+    };
+    let room = max.saturating_sub(pending.read.len() as u32);
     if shared.is_empty() || room == 0 {
-        return Ok((messages, Vec::new(), next_eligible));
+        return Ok(pending);
     }
     let subscriber = pull.subscriber.clone();
-    let leased = app
+    pending.leased = app
         .record(move |tx| tx.lease(&subscriber, &shared, deliverable.as_deref(), (room, now)))
         .await?;
-    Ok((messages, leased, next_eligible))
+    Ok(pending)
 }
 
 /// Whether a pull of `subscriber` (of `topic`, or of every subscription)
@@ -486,6 +514,7 @@ fn cursor_after(subscriber: &str, read: &[Message], leased: &[Message]) -> Curso
                 seq: message.seq,
             })
             .collect(),
+        epochs: Epochs::new(),
     }
 }
 

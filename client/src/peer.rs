@@ -61,11 +61,14 @@ pub enum PeerChange {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limits: Option<TopicLimits>,
     },
-    /// The topic's limits from now on (API.md §6.3).
+    /// The topic's limits from now on (API.md §6.3), for its incarnation
+    /// created at stamp (`created_lamport`, `created_origin`) only.
     SetLimits {
         topic: String,
         publisher: String,
         limits: TopicLimits,
+        created_lamport: u64,
+        created_origin: String,
     },
     DeleteTopic {
         topic: String,

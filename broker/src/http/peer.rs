@@ -79,10 +79,19 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
     let names_ok = match &event.change {
         Change::RegisterPublisher { publisher: name }
         | Change::RegisterSubscriber { subscriber: name } => is_valid_name(name),
-        Change::CreateTopic {
-            topic, publisher, ..
+        Change::SetLimits {
+            topic,
+            publisher,
+            created_lamport,
+            created_origin,
+            ..
+        } => {
+            is_valid_name(topic)
+                && is_valid_name(publisher)
+                && *created_lamport <= MAX_STAMP
+                && is_broker_id(created_origin)
         }
-        | Change::SetLimits {
+        Change::CreateTopic {
             topic, publisher, ..
         }
         | Change::DeleteTopic { topic, publisher }

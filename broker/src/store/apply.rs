@@ -768,15 +768,17 @@ fn merge_seek(
     Ok(())
 }
 
-/// Sets a topic's `limits` column to those of its live incarnation's
-/// latest `set_limits` event, else of its creation (NULL without any, or
-/// while the topic does not exist).
+/// Sets a topic's `limits` column to those of the latest `set_limits`
+/// event made for its live incarnation, else of its creation (NULL without
+/// any, or while the topic does not exist).
 fn refresh_limits(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE topics SET limits = coalesce(
              (SELECT json_extract(e.details, '$.set_limits.limits') FROM events e
               WHERE e.kind = 'set_limits' AND e.topic = ?1
                 AND (e.lamport, e.origin) > (topics.created_lamport, topics.created_origin)
+                AND json_extract(e.details, '$.set_limits.created_lamport') = topics.created_lamport
+                AND json_extract(e.details, '$.set_limits.created_origin') = topics.created_origin
               ORDER BY e.lamport DESC, e.origin DESC LIMIT 1),
              (SELECT json_extract(e.details, '$.create_topic.limits') FROM events e
               WHERE e.kind = 'create_topic' AND e.topic = ?1
@@ -1125,7 +1127,12 @@ mod tests {
         event
     }
 
-    fn set_limits(origin: &str, seq: u64, lamport: u64, max_bytes: u64) -> Event {
+    /// Limits set for the incarnation created at `(lamport, origin)`.
+    fn set_limits(
+        (origin, seq, lamport): (&str, u64, u64),
+        max_bytes: u64,
+        created: (u64, &str),
+    ) -> Event {
         let change = Change::SetLimits {
             topic: "news".into(),
             publisher: "P1".into(),
@@ -1133,33 +1140,44 @@ mod tests {
                 max_bytes: Some(max_bytes),
                 ..Default::default()
             },
+            created_lamport: created.0,
+            created_origin: created.1.to_string(),
         };
         event(origin, seq, lamport, change)
     }
 
     #[test]
     fn a_topics_limits_are_its_incarnations_latest() {
+        let first = (1, "A");
         let state = same_state_in_every_order(&[
             with_limits(create("A", 1, 1, "P1"), 5),
-            set_limits("B", 1, 3, 7),
-            set_limits("C", 1, 4, 9),
+            set_limits(("B", 1, 3), 7, first),
+            set_limits(("C", 1, 4), 9, first),
         ]);
         assert_eq!(state, [r#"news P1 0 {"max_bytes":9}"#]);
         let state = same_state_in_every_order(&[
             with_limits(create("A", 1, 1, "P1"), 5),
-            set_limits("B", 1, 3, 7),
+            set_limits(("B", 1, 3), 7, first),
             delete("A", 2, 5),
             with_limits(create("D", 1, 10, "P2"), 6),
         ]);
         assert_eq!(state, [r#"news P2 5 {"max_messages":6}"#]);
+        // Limits set for the old incarnation, even stamped after the new
+        // creation (by a broker that had not seen it), do not apply to it.
         let state = same_state_in_every_order(&[
             with_limits(create("A", 1, 1, "P1"), 5),
             delete("A", 2, 5),
             create("D", 1, 10, "P2"),
-            set_limits("B", 1, 3, 7),
-            set_limits("E", 1, 12, 8),
+            set_limits(("B", 1, 11), 7, first),
+            set_limits(("E", 1, 12), 8, (10, "D")),
         ]);
         assert_eq!(state, [r#"news P2 5 {"max_bytes":8}"#]);
+        let state = same_state_in_every_order(&[
+            delete("A", 2, 5),
+            create("D", 1, 10, "P2"),
+            set_limits(("B", 1, 11), 7, first),
+        ]);
+        assert_eq!(state, ["news P2 5"]);
     }
 
     fn seek(origin: &str, seq: u64, lamport: u64, positions: &[(&str, u64)]) -> Event {

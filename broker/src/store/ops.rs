@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use client::http::Created;
-use client::peer::{EventId, Have};
+use client::peer::{Epoch, EventId, Have};
 use client::wire::{
     message_id, Message, NewMessage, SharedSettings, StartFrom, TopicInfo, TopicLimits,
 };
@@ -103,10 +103,14 @@ impl WriteTx<'_> {
         limits: TopicLimits,
     ) -> Result<TopicInfo, StoreError> {
         let owner = self.require_owner(topic, publisher)?;
+        let (created_lamport, created_origin) = queries::topic_creation(self.conn, topic)?
+            .ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))?;
         self.record(Change::SetLimits {
             topic: topic.to_string(),
             publisher: publisher.unwrap_or(&owner).to_string(),
             limits,
+            created_lamport,
+            created_origin,
         })?;
         queries::topic(self.conn, topic)?
             .ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))
@@ -165,7 +169,11 @@ impl WriteTx<'_> {
                         message_id(&id.origin, id.seq)
                     ))
                 })?;
-                self.positions_before(topic, have, &queries::SeekFrom::Stamp(&stamp))?
+                let mut positions =
+                    self.positions_before(topic, have, &queries::SeekFrom::Stamp(&stamp))?;
+                // Also when it lies past a gap of its origin here.
+                positions.insert(id.origin.clone(), id.seq - 1);
+                positions
             }
         };
         self.record(Change::Seek {
@@ -340,9 +348,15 @@ impl WriteTx<'_> {
     }
 
     /// Records the positions that move forward on the subscriber's topics;
-    /// the others are already acknowledged or no longer subscribed. A cursor
-    /// no pull could have returned is refused whole.
-    pub fn ack(&mut self, subscriber: &str, positions: Vec<Position>) -> Result<(), StoreError> {
+    /// the others are already acknowledged, no longer subscribed, or were
+    /// read before a later seek (`epochs`: those the pull read in, per
+    /// topic). A cursor no pull could have returned is refused whole.
+    pub fn ack(
+        &mut self,
+        subscriber: &str,
+        positions: Vec<Position>,
+        epochs: &BTreeMap<String, Epoch>,
+    ) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
         for position in &positions {
             self.check_position(position)?;
@@ -353,13 +367,16 @@ impl WriteTx<'_> {
             {
                 continue;
             }
-            let epoch = queries::epoch(self.conn, subscriber, &topic)?;
+            let read_in = epochs.get(&topic).cloned().unwrap_or_default();
+            if read_in < queries::epoch(self.conn, subscriber, &topic)? {
+                continue;
+            }
             self.record(Change::Ack {
                 subscriber: subscriber.to_string(),
                 topic,
                 acked_origin: origin,
                 acked_seq: seq,
-                epoch,
+                epoch: read_in,
             })?;
         }
         Ok(())
@@ -369,10 +386,12 @@ impl WriteTx<'_> {
     /// (API.md §6.2): those this broker holds, on topics the subscriber is
     /// subscribed to, not acknowledged yet, and on a shared subscription
     /// leased to it (given out) before; the others are passed over. One
-    /// event per topic.
+    /// event per topic and epoch: a leased message's is its lease's (an
+    /// acknowledgement of a message given out before a later seek counts
+    /// nowhere), the others' the subscription's now.
     pub fn ack_messages(&mut self, subscriber: &str, ids: Vec<EventId>) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
-        let mut by_topic: BTreeMap<String, BTreeSet<EventId>> = BTreeMap::new();
+        let mut by_topic: BTreeMap<(String, Epoch), BTreeSet<EventId>> = BTreeMap::new();
         // Per topic: `None` not subscribed, else whether shared.
         let mut subscriptions: HashMap<String, Option<bool>> = HashMap::new();
         for id in ids {
@@ -389,22 +408,25 @@ impl WriteTx<'_> {
                 }
             };
             let message = (id.origin.as_str(), id.seq);
-            let acknowledges = match shared {
-                None => false,
-                Some(false) => true,
-                Some(true) => queries::lease_of(self.conn, subscriber, message)?.is_some(),
+            let epoch = match shared {
+                None => continue,
+                Some(false) => queries::epoch(self.conn, subscriber, &topic)?,
+                Some(true) => match queries::lease_of(self.conn, subscriber, message)? {
+                    Some(lease) => lease.epoch,
+                    None => continue,
+                },
             };
-            if acknowledges && !queries::is_acknowledged(self.conn, subscriber, &topic, message)? {
-                by_topic.entry(topic).or_default().insert(id);
+            if !queries::is_acknowledged(self.conn, subscriber, &topic, message)? {
+                by_topic.entry((topic, epoch)).or_default().insert(id);
             }
         }
-        for (topic, ids) in by_topic {
+        for ((topic, epoch), ids) in by_topic {
             let origins: BTreeSet<String> = ids.iter().map(|id| id.origin.clone()).collect();
             self.record(Change::AckMessages {
                 subscriber: subscriber.to_string(),
                 topic: topic.clone(),
                 ids: ids.into_iter().collect(),
-                epoch: queries::epoch(self.conn, subscriber, &topic)?,
+                epoch,
             })?;
             for origin in origins {
                 self.advance_position(subscriber, &topic, &origin)?;
@@ -560,7 +582,8 @@ impl WriteTx<'_> {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         queries::require_subscriber(self.conn, subscriber)?;
-        let mut changes: BTreeMap<(String, i64, i64), BTreeSet<EventId>> = BTreeMap::new();
+        // Per topic, new times and the epoch of the leases: the ids of one event.
+        let mut changes: BTreeMap<(String, i64, i64, Epoch), BTreeSet<EventId>> = BTreeMap::new();
         for id in ids {
             let Some(lease) = queries::lease_of(self.conn, subscriber, (&id.origin, id.seq))?
             else {
@@ -589,12 +612,11 @@ impl WriteTx<'_> {
                 }
             };
             changes
-                .entry((lease.topic, until_ms, eligible_ms))
+                .entry((lease.topic, until_ms, eligible_ms, lease.epoch))
                 .or_default()
                 .insert(id);
         }
-        for ((topic, until_ms, eligible_ms), ids) in changes {
-            let epoch = queries::epoch(self.conn, subscriber, &topic)?;
+        for ((topic, until_ms, eligible_ms, epoch), ids) in changes {
             self.record(Change::Lease {
                 subscriber: subscriber.to_string(),
                 topic,

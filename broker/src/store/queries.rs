@@ -75,6 +75,8 @@ pub struct Lease {
     pub topic: String,
     pub until_ms: i64,
     pub eligible_ms: i64,
+    /// The epoch it was given out in.
+    pub epoch: Epoch,
 }
 
 /// `subscriber`'s lease of message `(origin, seq)`, if it ever had one.
@@ -84,7 +86,7 @@ pub fn lease_of(
     (origin, seq): (&str, u64),
 ) -> rusqlite::Result<Option<Lease>> {
     conn.prepare_cached(
-        "SELECT topic, until_ms, eligible_ms FROM leases
+        "SELECT topic, until_ms, eligible_ms, epoch_lamport, epoch_origin FROM leases
          WHERE subscriber = ?1 AND origin = ?2 AND seq = ?3",
     )?
     .query_row(params![subscriber, origin, seq], |row| {
@@ -92,6 +94,10 @@ pub fn lease_of(
             topic: row.get(0)?,
             until_ms: row.get(1)?,
             eligible_ms: row.get(2)?,
+            epoch: Epoch {
+                lamport: row.get(3)?,
+                origin: row.get(4)?,
+            },
         })
     })
     .optional()
@@ -216,6 +222,16 @@ pub fn subscriber_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> 
 
 fn exists(conn: &Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached(sql)?.exists([key])
+}
+
+/// The stamp of the creation of `topic`'s live incarnation, if it exists.
+pub fn topic_creation(conn: &Connection, topic: &str) -> rusqlite::Result<Option<(u64, String)>> {
+    conn.prepare_cached(
+        "SELECT created_lamport, created_origin FROM topics
+         WHERE name = ?1 AND created_by IS NOT NULL",
+    )?
+    .query_row([topic], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
 }
 
 /// The publisher that created the live incarnation of `topic`, if it exists.
@@ -355,15 +371,19 @@ fn limits(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<TopicLimits>>
     })
 }
 
-/// The existing topics that have limits, with them.
+/// The existing topics that have limits this broker can read, with them
+/// (limits written by a newer broker are passed over, not fatal).
 pub fn limited_topics(conn: &Connection) -> rusqlite::Result<Vec<(String, TopicLimits)>> {
-    conn.prepare_cached(
-        "SELECT name, limits FROM topics WHERE limits IS NOT NULL AND created_by IS NOT NULL",
-    )?
-    .query_map([], |row| {
-        Ok((row.get(0)?, limits(row, 1)?.unwrap_or_default()))
-    })?
-    .collect()
+    let rows = conn
+        .prepare_cached(
+            "SELECT name, limits FROM topics WHERE limits IS NOT NULL AND created_by IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, limits(row, 1).ok().flatten())))?
+        .collect::<rusqlite::Result<Vec<(String, Option<TopicLimits>)>>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, limits)| Some((name, limits?)))
+        .collect())
 }
 
 /// The epoch of `subscriber`'s subscription to `topic`: its latest seek's
@@ -379,6 +399,22 @@ pub fn epoch(conn: &Connection, subscriber: &str, topic: &str) -> rusqlite::Resu
         })
         .optional()?
         .unwrap_or_default())
+}
+
+/// The epochs of `subscriber`'s sought subscriptions, per topic.
+pub fn epochs(
+    conn: &Connection,
+    subscriber: &str,
+) -> rusqlite::Result<std::collections::BTreeMap<String, Epoch>> {
+    conn.prepare_cached("SELECT topic, lamport, origin FROM seeks WHERE subscriber = ?1")?
+        .query_map([subscriber], |row| {
+            let epoch = Epoch {
+                lamport: row.get(1)?,
+                origin: row.get(2)?,
+            };
+            Ok((row.get(0)?, epoch))
+        })?
+        .collect()
 }
 
 /// The stamp `(lamport, origin)` of the held message `id` of `topic`.
