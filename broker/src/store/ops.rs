@@ -648,6 +648,24 @@ impl WriteTx<'_> {
     }
 }
 
+/// Deletes up to `?3` messages of topic `?1` published before `?2` (ms).
+const TRIM_OLDER: &str = "DELETE FROM messages WHERE rowid IN (
+    SELECT rowid FROM messages WHERE topic = ?1 AND published_at_ms < ?2 LIMIT ?3)";
+
+/// Deletes up to `?3` messages of topic `?1` older than its `?2` youngest.
+const TRIM_BEYOND_COUNT: &str = "DELETE FROM messages WHERE rowid IN (
+    SELECT rowid FROM messages WHERE topic = ?1
+    ORDER BY lamport DESC, origin DESC LIMIT ?3 OFFSET ?2)";
+
+/// Deletes up to `?3` messages of topic `?1` whose payload bytes, with
+/// those of every younger message, pass `?2`.
+const TRIM_BEYOND_BYTES: &str = "DELETE FROM messages WHERE rowid IN (
+    SELECT rowid FROM (
+        SELECT rowid, sum(length(CAST(payload AS BLOB)))
+            OVER (ORDER BY lamport DESC, origin DESC) AS bytes
+        FROM messages WHERE topic = ?1)
+    WHERE bytes > ?2 LIMIT ?3)";
+
 /// SQL condition: message `m` is held by every peer, given the peers' lowest
 /// `have` per origin as JSON in `?2` (NULL: a broker alone). A message a
 /// peer still lacks stays, or that peer would only be sent it as `pruned`.
@@ -758,39 +776,23 @@ impl WriteTx<'_> {
             let Ok(bounds) = topic_limits::check(&limits) else {
                 continue;
             };
-            let budget = limit as usize - deleted;
-            if let Some(max_age_ms) = bounds.max_age_ms {
-                deleted += self.conn.prepare_cached(
-                    "DELETE FROM messages WHERE rowid IN (
-                         SELECT rowid FROM messages WHERE topic = ?1 AND published_at_ms < ?2 LIMIT ?3)",
-                )?
-                .execute(params![topic, now_ms.saturating_sub(max_age_ms), budget])?;
-            }
-            let budget = limit as usize - deleted;
-            if let Some(max_messages) = bounds.max_messages {
-                deleted += self
-                    .conn
-                    .prepare_cached(
-                        "DELETE FROM messages WHERE rowid IN (
-                         SELECT rowid FROM messages WHERE topic = ?1
-                         ORDER BY lamport DESC, origin DESC LIMIT ?3 OFFSET ?2)",
-                    )?
-                    .execute(params![topic, max_messages, budget])?;
-            }
-            let budget = limit as usize - deleted;
-            if let Some(max_bytes) = bounds.max_bytes {
-                // Payload bytes of this message and every younger one.
-                deleted += self
-                    .conn
-                    .prepare_cached(
-                        "DELETE FROM messages WHERE rowid IN (
-                         SELECT rowid FROM (
-                             SELECT rowid, sum(length(CAST(payload AS BLOB)))
-                                 OVER (ORDER BY lamport DESC, origin DESC) AS bytes
-                             FROM messages WHERE topic = ?1)
-                         WHERE bytes > ?2 LIMIT ?3)",
-                    )?
-                    .execute(params![topic, max_bytes, budget])?;
+            // Each limit as a bound `?2` on what the topic keeps.
+            let trims = [
+                (
+                    bounds.max_age_ms.map(|age| now_ms.saturating_sub(age)),
+                    TRIM_OLDER,
+                ),
+                (bounds.max_messages.map(|n| n as i64), TRIM_BEYOND_COUNT),
+                (bounds.max_bytes.map(|n| n as i64), TRIM_BEYOND_BYTES),
+            ];
+            for (bound, sql) in trims {
+                if let Some(bound) = bound {
+                    let budget = limit as usize - deleted.min(limit as usize);
+                    deleted += self
+                        .conn
+                        .prepare_cached(sql)?
+                        .execute(params![topic, bound, budget])?;
+                }
             }
             if deleted >= limit as usize {
                 break;
