@@ -380,9 +380,16 @@ async fn read_pending(
         return Ok(pending);
     }
     let subscriber = pull.subscriber.clone();
-    pending.leased = app
+    let leased = app
         .record(move |tx| tx.lease(&subscriber, &shared, deliverable.as_deref(), (room, now)))
         .await?;
+    for message in leased.messages.iter().filter(|m| m.deliveries > 1) {
+        app.metrics.count_redelivery(&message.topic);
+    }
+    for topic in &leased.dead_lettered {
+        app.metrics.count_dead_letter(topic);
+    }
+    pending.leased = leased.messages;
     Ok(pending)
 }
 

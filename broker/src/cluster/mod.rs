@@ -480,6 +480,29 @@ impl Cluster {
         }
     }
 
+    /// Per peer: whether it is alive, and how many of the events in `own`
+    /// (what this broker holds) it has not reported holding.
+    pub fn peer_lags(&self, own: &Have) -> Vec<(String, bool, u64)> {
+        let now = Instant::now();
+        let table = self.table();
+        table
+            .list
+            .iter()
+            .map(|peer| {
+                let id = peer.id();
+                let reported = table.reports.get(&id).map(|report| &report.have);
+                let lag = own
+                    .iter()
+                    .map(|(origin, seq)| {
+                        let held = reported.and_then(|have| have.get(origin)).copied();
+                        seq.saturating_sub(held.unwrap_or(0))
+                    })
+                    .sum();
+                (id.clone(), table.liveness.is_alive(&id, now), lag)
+            })
+            .collect()
+    }
+
     /// Per origin, the seq up to which every peer holds every event; `None`
     /// for a broker alone. A peer not heard from holds nothing yet.
     pub fn replicated(&self) -> Option<Have> {

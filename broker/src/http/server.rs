@@ -6,7 +6,7 @@
 //! defaults.
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::error::DispatchError;
 use actix_http::{HttpService, KeepAlive, Request};
@@ -103,8 +103,20 @@ fn application(
     let routes = App::new()
         .app_data(app)
         .wrap_fn(move |request, service| {
-            counted.metrics.count_request();
-            actix_web::dev::Service::call(service, request)
+            let app = counted.clone();
+            app.metrics.count_request();
+            let started = Instant::now();
+            let call = actix_web::dev::Service::call(service, request);
+            async move {
+                let response = call.await?;
+                // The route's pattern, not its path: a bounded label set.
+                let route = response.request().match_pattern();
+                let status = response.status().as_u16();
+                let route = route.as_deref().unwrap_or("unmatched");
+                app.metrics
+                    .observe_request(route, status, started.elapsed());
+                Ok(response)
+            }
         })
         .wrap(actix_web::middleware::from_fn(super::to_leader))
         .wrap(actix_web::middleware::from_fn(super::authenticate))

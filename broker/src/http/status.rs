@@ -6,6 +6,8 @@ use client::wire::{ClusterInfo, Health, ModeChange, NewMember, Registration};
 use super::body::Body;
 use crate::config::{is_loopback, Mode};
 use crate::error::ApiError;
+use crate::event::now_ms;
+use crate::metrics::Gauges;
 use crate::names::is_broker_id;
 use crate::store::queries;
 use crate::trust::Caller;
@@ -33,10 +35,33 @@ pub async fn cluster(app: web::Data<AppState>) -> Result<web::Json<ClusterInfo>,
     }))
 }
 
-pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+pub async fn metrics(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = now_ms();
+    let (topics, subscriptions) = app
+        .store
+        .read(move |conn| {
+            Ok((
+                queries::topic_sizes(conn)?,
+                queries::subscription_backlogs(conn, now)?,
+            ))
+        })
+        .await?;
+    let leadership = app.cluster.leadership();
+    let (db_bytes, wal_bytes) = app.store.file_sizes();
+    let gauges = Gauges {
+        lamport: app.store.lamport(),
+        term: leadership.term,
+        is_leader: leadership.leader.as_deref() == Some(app.config.id.as_str()),
+        topics,
+        subscriptions,
+        peers: app.cluster.peer_lags(&app.store.have()),
+        db_bytes,
+        wal_bytes,
+    };
+    let text = app.metrics.render(&gauges, app.store.commit_metrics());
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(app.metrics.render(app.store.lamport()))
+        .body(text))
 }
 
 /// `PUT /cluster/mode`: switches the whole cluster (recorded by the leader,

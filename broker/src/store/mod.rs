@@ -13,7 +13,7 @@ pub mod queries;
 mod schema;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use client::peer::Have;
 
 use crate::config::{Config, Durability, Mode};
+use crate::metrics::CommitMetrics;
 use crate::wakeups::Wakeups;
 
 pub use error::StoreError;
@@ -49,6 +50,9 @@ pub struct Store {
     have: watch::Sender<Arc<Have>>,
     mode_version: Arc<AtomicU64>,
     leads_version: Arc<AtomicU64>,
+    commits: Arc<CommitMetrics>,
+    /// `broker.db`, whose size (and its write-ahead log's) `/metrics` shows.
+    path: PathBuf,
 }
 
 impl Store {
@@ -89,6 +93,7 @@ impl Store {
             queries::have(&conn).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let have = watch::Sender::new(Arc::new(have));
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
+        let commits = Arc::new(CommitMetrics::default());
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -97,6 +102,7 @@ impl Store {
             have: have.clone(),
             mode_version: mode_version.clone(),
             leads_version: leads_version.clone(),
+            commits: commits.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -110,7 +116,23 @@ impl Store {
             have,
             mode_version,
             leads_version,
+            commits,
+            path,
         })
+    }
+
+    /// How long the writer's commits take, and how many requests each holds.
+    pub fn commit_metrics(&self) -> &CommitMetrics {
+        &self.commits
+    }
+
+    /// The sizes of `broker.db` and of its write-ahead log, in bytes (0
+    /// for a file that is not there).
+    pub fn file_sizes(&self) -> (u64, u64) {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        (size(&self.path), size(Path::new(&wal)))
     }
 
     /// The Lamport clock as of the last commit.

@@ -21,6 +21,15 @@ use crate::event::{now_ms, Change};
 use crate::names::{is_broker_id, is_valid_name};
 use crate::topic_limits;
 
+/// What a pull of shared subscriptions gave out.
+#[derive(Debug, Default)]
+pub struct Leased {
+    /// The messages leased, with their delivery counts.
+    pub messages: Vec<Message>,
+    /// The topic of each message moved to dead letters instead.
+    pub dead_lettered: Vec<String>,
+}
+
 /// Where a seek moves a position (API.md §6.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeekPoint {
@@ -475,17 +484,17 @@ impl WriteTx<'_> {
     /// for its subscription's `ack_wait_ms` (one event per topic and
     /// redelivery delay). A message given out `max_deliveries` times
     /// already goes to the dead-letter topic instead (see `dead_letter`).
-    /// Returns the messages with their delivery counts.
     pub fn lease(
         &mut self,
         subscriber: &str,
         shared: &[(String, SharedSettings)],
         order: Option<&Epochs>,
         (max, now_ms): (u32, i64),
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Leased, StoreError> {
         let topics: Vec<String> = shared.iter().map(|(topic, _)| topic.clone()).collect();
         let candidates = queries::pending(self.conn, (subscriber, now_ms), &topics, order, max)?;
         let mut given = Vec::new();
+        let mut dead_lettered = Vec::new();
         // Per topic and eligible time: the ids of one lease event.
         let mut leases: BTreeMap<(String, i64, i64), Vec<EventId>> = BTreeMap::new();
         for mut message in candidates {
@@ -498,6 +507,7 @@ impl WriteTx<'_> {
             if settings.max_deliveries.is_some_and(|most| before >= most)
                 && self.dead_letter(subscriber, settings, &message, before)?
             {
+                dead_lettered.push(message.topic);
                 continue;
             }
             message.deliveries = before + 1;
@@ -526,7 +536,10 @@ impl WriteTx<'_> {
                 epoch,
             })?;
         }
-        Ok(given)
+        Ok(Leased {
+            messages: given,
+            dead_lettered,
+        })
     }
 
     /// Moves `message`, given out `deliveries` times without an

@@ -335,6 +335,54 @@ const TOPIC_INFO: &str = "
         t.limits
     FROM topics t WHERE t.created_by IS NOT NULL";
 
+/// Per existing topic, in name order: its stored messages and their
+/// payload bytes (UTF-8).
+pub fn topic_sizes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64, u64)>> {
+    conn.prepare_cached(
+        "SELECT t.name, count(m.rowid), coalesce(sum(length(CAST(m.payload AS BLOB))), 0)
+         FROM topics t LEFT JOIN messages m ON m.topic = t.name
+         WHERE t.created_by IS NOT NULL
+         GROUP BY t.name ORDER BY t.name",
+    )?
+    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+    .collect()
+}
+
+/// Per live subscription, in (subscriber, topic) order: the messages it
+/// has not acknowledged (held by this broker, leased or not), and the age
+/// at `now_ms` of the oldest of them in seconds (0 without any).
+pub fn subscription_backlogs(
+    conn: &Connection,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<(String, String, u64, f64)>> {
+    conn.prepare_cached(
+        "SELECT s.subscriber, s.topic, count(m.rowid), min(m.published_at_ms)
+         FROM subscriptions s
+         JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
+         LEFT JOIN messages m ON m.topic = s.topic
+             AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+             AND m.seq > coalesce((SELECT p.seq FROM positions p
+                                   WHERE p.subscriber = s.subscriber AND p.topic = s.topic
+                                     AND p.origin = m.origin), 0)
+             AND NOT EXISTS (SELECT 1 FROM acks a
+                             WHERE a.subscriber = s.subscriber AND a.origin = m.origin
+                               AND a.seq = m.seq)
+         WHERE s.live = 1
+         GROUP BY s.subscriber, s.topic ORDER BY s.subscriber, s.topic",
+    )?
+    .query_map([], |row| {
+        let oldest: Option<i64> = row.get(3)?;
+        let age_ms = oldest.map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            age_ms as f64 / 1000.0,
+        ))
+    })?
+    .collect()
+}
+
 /// At most `limit` topics whose names come after `after`, in name order.
 /// (Rows come in index order, so taking `limit` of them stops the scan: a
 /// bound `LIMIT ?` would make SQLite prepare the statement anew each time.)

@@ -26,6 +26,7 @@ use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::event::{Change, Event};
 use crate::lock;
+use crate::metrics::CommitMetrics;
 use crate::wakeups::{Key, Wakeups};
 
 /// Most requests committed in one transaction.
@@ -95,6 +96,8 @@ pub struct Counters {
     pub own_history: watch::Sender<bool>,
     /// What this broker holds, per origin, as of the last commit.
     pub have: watch::Sender<Arc<Have>>,
+    /// How long commits take and how many requests each holds.
+    pub commits: Arc<CommitMetrics>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -379,7 +382,11 @@ impl WriterThread {
                 }
             }
             self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            let (size, started) = (batch.len(), std::time::Instant::now());
             self.commit(batch);
+            let commits = &self.counters.commits;
+            commits.duration.observe(started.elapsed().as_secs_f64());
+            commits.batch_size.observe(size as f64);
         }
     }
 
