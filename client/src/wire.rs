@@ -57,6 +57,31 @@ pub struct ClusterInfo {
 pub struct Member {
     pub id: String,
     pub alive: bool,
+    /// For a peer: events the answering broker holds that it has not
+    /// reported holding (absent for the answering broker itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+}
+
+/// `GET /subscribers` entry: a registered subscriber and its subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberInfo {
+    pub id: String,
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// One live subscription as `GET /subscribers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    pub topic: String,
+    /// Whether it is shared (API.md §6.2).
+    pub shared: bool,
+    /// Messages it has not acknowledged (held by the answering broker).
+    pub pending: u64,
+    /// Of those, the ones leased now.
+    pub leased: u64,
+    /// Age of the oldest unacknowledged one (0 without any).
+    pub oldest_unacked_age_ms: u64,
 }
 
 /// `POST /cluster/members` request.
@@ -286,6 +311,13 @@ impl Pulled {
 }
 
 impl Message {
+    /// This message as JSON: the same bytes as `serde_json::to_vec`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.id.len() + self.payload.len());
+        self.write_json(&mut out);
+        out
+    }
+
     /// Appends this message as JSON, fields in declaration order (as serde).
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut number = itoa::Buffer::new();
@@ -414,7 +446,8 @@ pub struct TopicsQuery {
     pub after: Option<String>,
 }
 
-/// The most topics one `GET /topics` lists.
+/// The most topics one `GET /topics` lists (and subscribers one
+/// `GET /subscribers`, with the same query).
 pub const MAX_TOPICS_PAGE: u32 = 1000;
 
 /// Pull limits of `API.md` §3: `max` defaults to 100 and is capped at 1000;

@@ -245,6 +245,7 @@ impl Cluster {
         let me = Member {
             id: self.me.clone(),
             alive: true,
+            lag: None,
         };
         let table = self.table();
         let peers = table.list.iter().map(|peer| {
@@ -252,9 +253,27 @@ impl Cluster {
             Member {
                 alive: table.liveness.is_alive(&id, now),
                 id,
+                lag: None,
             }
         });
         std::iter::once(me).chain(peers).collect()
+    }
+
+    /// `members`, each peer with its lag behind `own` (what this broker
+    /// holds; see `peer_lags`).
+    pub fn members_with_lags(&self, own: &Have) -> Vec<Member> {
+        let lags: HashMap<String, u64> = self
+            .peer_lags(own)
+            .into_iter()
+            .map(|(id, _, lag)| (id, lag))
+            .collect();
+        self.members()
+            .into_iter()
+            .map(|member| Member {
+                lag: lags.get(&member.id).copied(),
+                ..member
+            })
+            .collect()
     }
 
     /// Whether `peer` was heard from within `DEAD_AFTER`.

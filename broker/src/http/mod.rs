@@ -10,6 +10,7 @@ mod publish;
 mod registrations;
 mod server;
 mod status;
+mod stream;
 mod subscriptions;
 mod topics;
 
@@ -18,6 +19,7 @@ use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 use client::http::Created;
+use client::wire::{TopicsQuery, MAX_TOPICS_PAGE};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -45,7 +47,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource(
             "/subscribers",
-            [web::post().to(registrations::subscriber)],
+            [
+                web::get().to(registrations::subscribers),
+                web::post().to(registrations::subscriber),
+            ],
         ))
         .service(resource(
             "/topics",
@@ -54,6 +59,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource(
             "/topics/{name}",
             [web::get().to(topics::get), web::delete().to(topics::delete)],
+        ))
+        .service(resource(
+            "/topics/{name}/stream",
+            [web::get().to(stream::topic)],
         ))
         .service(resource(
             "/topics/{name}/limits",
@@ -127,6 +136,17 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
 
 fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("invalid path: {error}")).into()
+}
+
+/// A page of a listing: at most `limit` (default and cap
+/// `MAX_TOPICS_PAGE`) names after `after`.
+fn page(query: TopicsQuery) -> Result<(u32, String), ApiError> {
+    let TopicsQuery { limit, after } = query;
+    let limit = match limit.unwrap_or(MAX_TOPICS_PAGE) {
+        0 => return Err(ApiError::BadRequest("limit must be at least 1".to_string())),
+        limit => limit.min(MAX_TOPICS_PAGE),
+    };
+    Ok((limit, after.unwrap_or_default()))
 }
 
 /// 201 for something new, 200 for something that already existed.

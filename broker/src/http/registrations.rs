@@ -1,14 +1,15 @@
-//! `POST /publishers`, `POST /subscribers`.
+//! `POST /publishers`, `POST /subscribers`, `GET /subscribers`.
 
 use actix_web::{web, HttpResponse};
 use client::http::Created;
-use client::wire::Registration;
+use client::wire::{Registration, SubscriberInfo, SubscriptionInfo, TopicsQuery};
 
 use super::body::Body;
 use super::created_response;
 use crate::error::ApiError;
+use crate::event::now_ms;
 use crate::names::check_name;
-use crate::store::{StoreError, WriteTx};
+use crate::store::{queries, StoreError, WriteTx};
 use crate::trust::Caller;
 use crate::AppState;
 
@@ -34,6 +35,46 @@ pub async fn subscriber(
         tx.register_subscriber(id)
     })
     .await
+}
+
+/// `GET /subscribers`: a page of registered subscribers with their live
+/// subscriptions and backlogs on this broker.
+pub async fn subscribers(
+    app: web::Data<AppState>,
+    query: web::Query<TopicsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, after) = super::page(query.into_inner())?;
+    let now = now_ms();
+    let (ids, backlogs) = app
+        .store
+        .read(move |conn| {
+            let ids = queries::subscribers(conn, &after, limit)?;
+            let backlogs = match (ids.first(), ids.last()) {
+                (Some(first), Some(last)) => queries::backlogs(conn, Some((first, last)), now)?,
+                _ => Vec::new(),
+            };
+            Ok((ids, backlogs))
+        })
+        .await?;
+    let mut infos: Vec<SubscriberInfo> = ids
+        .into_iter()
+        .map(|id| SubscriberInfo {
+            id,
+            subscriptions: Vec::new(),
+        })
+        .collect();
+    for backlog in backlogs {
+        if let Some(info) = infos.iter_mut().find(|info| info.id == backlog.subscriber) {
+            info.subscriptions.push(SubscriptionInfo {
+                topic: backlog.topic,
+                shared: backlog.shared,
+                pending: backlog.pending,
+                leased: backlog.leased,
+                oldest_unacked_age_ms: backlog.oldest_age_ms,
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(infos))
 }
 
 async fn register(

@@ -30,22 +30,29 @@ pub async fn cluster(app: web::Data<AppState>) -> Result<web::Json<ClusterInfo>,
         term: leadership.term,
         mode: app.mode().as_str().to_string(),
         lamport: app.store.lamport(),
-        members: app.cluster.members(),
+        members: app.cluster.members_with_lags(&have),
         have,
     }))
 }
 
 pub async fn metrics(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = now_ms();
-    let (topics, subscriptions) = app
+    let (topics, backlogs) = app
         .store
         .read(move |conn| {
             Ok((
                 queries::topic_sizes(conn)?,
-                queries::subscription_backlogs(conn, now)?,
+                queries::backlogs(conn, None, now)?,
             ))
         })
         .await?;
+    let subscriptions = backlogs
+        .into_iter()
+        .map(|b| {
+            let age = b.oldest_age_ms as f64 / 1000.0;
+            (b.subscriber, b.topic, b.pending, age)
+        })
+        .collect();
     let leadership = app.cluster.leadership();
     let (db_bytes, wal_bytes) = app.store.file_sizes();
     let gauges = Gauges {

@@ -1,7 +1,7 @@
 //! `/topics`: create, list, get, delete, limits (publishing: `publish`).
 
 use actix_web::{web, HttpResponse};
-use client::wire::{CreateTopic, SetLimits, TopicCreated, TopicsQuery, MAX_TOPICS_PAGE};
+use client::wire::{CreateTopic, SetLimits, TopicCreated, TopicsQuery};
 use serde::Deserialize;
 
 use super::body::Body;
@@ -69,12 +69,7 @@ pub async fn list(
     app: web::Data<AppState>,
     query: web::Query<TopicsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let TopicsQuery { limit, after } = query.into_inner();
-    let limit = match limit.unwrap_or(MAX_TOPICS_PAGE) {
-        0 => return Err(bad_request("limit must be at least 1")),
-        limit => limit.min(MAX_TOPICS_PAGE),
-    };
-    let after = after.unwrap_or_default();
+    let (limit, after) = super::page(query.into_inner())?;
     let topics = app
         .store
         .read(move |conn| Ok(queries::topics(conn, &after, limit)?))
@@ -125,8 +120,4 @@ pub async fn delete(
     app.record(move |tx| tx.delete_topic(&name, owner.as_deref()))
         .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-fn bad_request(message: &str) -> ApiError {
-    ApiError::BadRequest(message.to_string())
 }

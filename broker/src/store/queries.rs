@@ -348,15 +348,35 @@ pub fn topic_sizes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64, u64)
     .collect()
 }
 
-/// Per live subscription, in (subscriber, topic) order: the messages it
-/// has not acknowledged (held by this broker, leased or not), and the age
-/// at `now_ms` of the oldest of them in seconds (0 without any).
-pub fn subscription_backlogs(
+/// One live subscription's backlog on this broker.
+pub struct Backlog {
+    pub subscriber: String,
+    pub topic: String,
+    pub shared: bool,
+    /// Messages it has not acknowledged, leased or not.
+    pub pending: u64,
+    /// Of those, the ones leased at the time asked for.
+    pub leased: u64,
+    /// Age of the oldest of them at that time (0 without any).
+    pub oldest_age_ms: u64,
+}
+
+/// The backlogs at `now_ms` of the live subscriptions of the subscribers
+/// named from `first` to `last` (`None`: of all), in (subscriber, topic)
+/// order.
+pub fn backlogs(
     conn: &Connection,
+    names: Option<(&str, &str)>,
     now_ms: i64,
-) -> rusqlite::Result<Vec<(String, String, u64, f64)>> {
+) -> rusqlite::Result<Vec<Backlog>> {
+    let (first, last) = names.unzip();
     conn.prepare_cached(
-        "SELECT s.subscriber, s.topic, count(m.rowid), min(m.published_at_ms)
+        "SELECT s.subscriber, s.topic, s.shared IS NOT NULL, count(m.rowid),
+                min(m.published_at_ms),
+                (SELECT count(*) FROM leases l
+                 WHERE l.subscriber = s.subscriber AND l.topic = s.topic AND l.until_ms > ?3
+                   AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.subscriber = l.subscriber
+                                   AND a.origin = l.origin AND a.seq = l.seq))
          FROM subscriptions s
          JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
          LEFT JOIN messages m ON m.topic = s.topic
@@ -367,20 +387,31 @@ pub fn subscription_backlogs(
              AND NOT EXISTS (SELECT 1 FROM acks a
                              WHERE a.subscriber = s.subscriber AND a.origin = m.origin
                                AND a.seq = m.seq)
-         WHERE s.live = 1
+         WHERE s.live = 1 AND (?1 IS NULL OR s.subscriber BETWEEN ?1 AND ?2)
          GROUP BY s.subscriber, s.topic ORDER BY s.subscriber, s.topic",
     )?
-    .query_map([], |row| {
-        let oldest: Option<i64> = row.get(3)?;
+    .query_map(params![first, last, now_ms], |row| {
+        let oldest: Option<i64> = row.get(4)?;
         let age_ms = oldest.map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
-        Ok((
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            age_ms as f64 / 1000.0,
-        ))
+        Ok(Backlog {
+            subscriber: row.get(0)?,
+            topic: row.get(1)?,
+            shared: row.get(2)?,
+            pending: row.get(3)?,
+            leased: row.get(5)?,
+            oldest_age_ms: age_ms as u64,
+        })
     })?
     .collect()
+}
+
+/// At most `limit` registered subscribers whose names come after `after`,
+/// in name order.
+pub fn subscribers(conn: &Connection, after: &str, limit: u32) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT id FROM subscribers WHERE id > ?1 ORDER BY id")?
+        .query_map([after], |row| row.get(0))?
+        .take(limit as usize)
+        .collect()
 }
 
 /// At most `limit` topics whose names come after `after`, in name order.
@@ -678,6 +709,39 @@ fn pending_run(
         .take(max as usize)
         .collect();
     messages
+}
+
+/// Up to `max` messages of `topic`'s live incarnation past `after` (per
+/// origin, the seq seen up to) and up to what this broker holds, oldest
+/// first by `(lamport, origin)`: a read that belongs to no subscriber.
+pub fn topic_messages_after(
+    conn: &Connection,
+    topic: &str,
+    after: &Have,
+    max: u32,
+) -> Result<Vec<Message>, StoreError> {
+    let (created_lamport, created_origin) =
+        topic_creation(conn, topic)?.ok_or_else(|| StoreError::TopicNotFound(topic.to_string()))?;
+    let none = Skips {
+        acked: false,
+        leased: false,
+    };
+    let mut messages = Vec::new();
+    for (origin, have) in self::have(conn)? {
+        let seen = after.get(&origin).copied().unwrap_or(0);
+        if have > seen {
+            let run = Run {
+                origin,
+                have,
+                acknowledged: seen,
+                after: (created_lamport, created_origin.clone()),
+            };
+            messages.extend(pending_run(conn, ("", topic, 0, none), &run, have, max)?);
+        }
+    }
+    messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin)));
+    messages.truncate(max as usize);
+    Ok(messages)
 }
 
 /// The topics with messages in any of `ranges`: `(origin, after, upto)`,
