@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use crate::peer_auth::ClusterKey;
 use crate::peers::PeerAddr;
 
@@ -188,6 +190,17 @@ pub(crate) fn innermost(error: &dyn std::error::Error) -> String {
         source = inner;
     }
     source.to_string()
+}
+
+/// A new random client token (256 bits, hex) and its SHA-256 (hex), the
+/// `token_sha256` of an `--auth-file` principal (`broker token`, `rumor
+/// token`).
+pub fn new_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    let token = hex::encode(bytes);
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    (token, hash)
 }
 
 #[cfg(test)]

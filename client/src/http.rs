@@ -380,6 +380,68 @@ impl Client {
         Ok(created(response.status))
     }
 
+    /// Removes a broker from the cluster (`DELETE /cluster/members/{id}`).
+    pub async fn remove_member(&self, id: &str) -> Result<(), ClientError> {
+        let request = self.request(Method::DELETE, &["cluster", "members", id])?;
+        self.send(request).await.map(drop)
+    }
+
+    /// Switches the cluster's mode (`PUT /cluster/mode`).
+    pub async fn set_mode(&self, mode: &str) -> Result<ModeChange, ClientError> {
+        let body = ModeChange {
+            mode: mode.to_string(),
+        };
+        self.json(self.request(Method::PUT, &["cluster", "mode"])?.json(&body))
+            .await
+    }
+
+    /// Every registered subscriber with its subscriptions
+    /// (`GET /subscribers`, page after page).
+    pub async fn subscribers(&self) -> Result<Vec<SubscriberInfo>, ClientError> {
+        let mut all: Vec<SubscriberInfo> = Vec::new();
+        loop {
+            let after = all.last().map_or("", |last| last.id.as_str());
+            let request = self
+                .request(Method::GET, &["subscribers"])?
+                .query(&[("after", after)]);
+            let page: Vec<SubscriberInfo> = self.json(request).await?;
+            let done = page.len() < MAX_TOPICS_PAGE as usize;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Follows `topic`'s messages from `from` on, taking them from nobody
+    /// (`GET /topics/{name}/stream`, Server-Sent Events).
+    pub async fn tail(&self, topic: &str, from: StartFrom) -> Result<Tail, ClientError> {
+        let from = match from {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        };
+        let request = self
+            .request(Method::GET, &["topics", topic, "stream"])?
+            .query(&[("from", from)])
+            .timeout(STREAM_TIMEOUT);
+        let request = request.build().map_err(|e| self.protocol(e))?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+            return Err(self.error_answer(status, &body));
+        }
+        Ok(Tail {
+            base: self.base.clone(),
+            response,
+            buffer: Vec::new(),
+        })
+    }
+
     /// Broker to broker: sends events and a heartbeat, returns the peer's state.
     pub async fn sync(
         &self,
@@ -473,20 +535,25 @@ impl Client {
         if reply.status.is_success() {
             return Ok(reply);
         }
-        let status = reply.status.as_u16();
-        match serde_json::from_slice::<ErrorBody>(&reply.body) {
-            Ok(body) => Err(ClientError::Api {
+        Err(self.error_answer(reply.status, &reply.body))
+    }
+
+    /// The error an answer with a failure `status` and `body` reports.
+    fn error_answer(&self, status: StatusCode, body: &[u8]) -> ClientError {
+        let status = status.as_u16();
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(body) => ClientError::Api {
                 status,
                 code: body.error.code,
                 message: body.error.message,
-            }),
-            Err(_) => Err(ClientError::Protocol {
+            },
+            Err(_) => ClientError::Protocol {
                 url: self.base.clone(),
                 reason: format!(
                     "status {status} with body {:?}",
-                    String::from_utf8_lossy(&reply.body)
+                    String::from_utf8_lossy(body)
                 ),
-            }),
+            },
         }
     }
 
@@ -544,6 +611,63 @@ impl Client {
             url: self.base.clone(),
             reason: describe(&error),
         }
+    }
+}
+
+/// How long a stream may stay open.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A topic followed as Server-Sent Events (see `Client::tail`).
+pub struct Tail {
+    base: String,
+    response: reqwest::Response,
+    /// Bytes received and not yet parsed into whole events.
+    buffer: Vec<u8>,
+}
+
+impl Tail {
+    /// The next message; `None` when the stream ends (the topic was
+    /// deleted, the broker stopped).
+    pub async fn next(&mut self) -> Result<Option<Message>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = self.message(&event)? {
+                    return Ok(Some(message));
+                }
+                continue;
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    reason: describe(&e),
+                })?;
+            match chunk {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The message in one event's `data:` line, if it has one (comments
+    /// and the end event have none).
+    fn message(&self, event: &[u8]) -> Result<Option<Message>, ClientError> {
+        let text = String::from_utf8_lossy(event);
+        if text.lines().any(|line| line == "event: end") {
+            return Ok(None);
+        }
+        let Some(data) = text.lines().find_map(|line| line.strip_prefix("data: ")) else {
+            return Ok(None);
+        };
+        serde_json::from_str(data)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol {
+                url: self.base.clone(),
+                reason: format!("invalid event: {e}"),
+            })
     }
 }
 

@@ -199,14 +199,7 @@ impl Caller {
     }
 }
 
-/// A new random token (256 bits, hex) and its `token_sha256`.
-pub fn new_token() -> (String, String) {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    let token = hex::encode(bytes);
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    (token, hash)
-}
+pub use client::connect::new_token;
 
 #[cfg(test)]
 mod tests {
