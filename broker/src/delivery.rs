@@ -21,7 +21,7 @@ use crate::config::Mode;
 use crate::cursor::{Cursor, Epochs, Position};
 use crate::error::ApiError;
 use crate::event::now_ms;
-use crate::store::queries;
+use crate::store::queries::{self, Sent};
 use crate::wakeups::Key;
 use crate::{lock, AppState};
 
@@ -35,6 +35,9 @@ pub struct Pull {
     /// The client's `Authorization` header: an auto-acknowledgement a
     /// follower sends on to the leader acts with it.
     pub authorization: Option<Vec<u8>>,
+    /// What a stream gave out already of the subscriber's v1 subscriptions
+    /// (empty for a pull).
+    pub sent: Sent,
 }
 
 /// Answers a pull: the pending messages at once, or the first to arrive
@@ -325,6 +328,7 @@ async fn read_pending(
 ) -> Result<Pending, ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
+    let sent = pull.sent.clone();
     let max = pull.max;
     let deliverable = match app.mode() {
         Mode::Gossip => None,
@@ -353,7 +357,7 @@ async fn read_pending(
             let order = order.as_deref();
             let mut epochs = queries::epochs(conn, &subscriber)?;
             epochs.retain(|topic, _| v1.contains(topic));
-            let pending = queries::pending(conn, (&subscriber, now), &v1, order, max)?;
+            let pending = queries::pending(conn, (&subscriber, now, &sent), &v1, order, max)?;
             if shared.is_empty() {
                 return Ok((pending, shared, None, epochs));
             }
@@ -361,8 +365,14 @@ async fn read_pending(
             let next = queries::next_eligible(conn, &subscriber, &shared_names, now)?;
             // Nothing to lease: no write (in leader mode a majority round)
             // for an idle pull waking up.
-            let leasable =
-                !queries::pending(conn, (&subscriber, now), &shared_names, order, 1)?.is_empty();
+            let leasable = !queries::pending(
+                conn,
+                (&subscriber, now, &Sent::new()),
+                &shared_names,
+                order,
+                1,
+            )?
+            .is_empty();
             let shared = if leasable { shared } else { Vec::new() };
             Ok((pending, shared, next, epochs))
         })

@@ -415,16 +415,42 @@ impl Client {
 
     /// Follows `topic`'s messages from `from` on, taking them from nobody
     /// (`GET /topics/{name}/stream`, Server-Sent Events).
-    pub async fn tail(&self, topic: &str, from: StartFrom) -> Result<Tail, ClientError> {
+    pub async fn tail(&self, topic: &str, from: StartFrom) -> Result<EventStream, ClientError> {
         let from = match from {
             StartFrom::Earliest => "earliest",
             StartFrom::Latest => "latest",
         };
         let request = self
             .request(Method::GET, &["topics", topic, "stream"])?
-            .query(&[("from", from)])
-            .timeout(STREAM_TIMEOUT);
-        let request = request.build().map_err(|e| self.protocol(e))?;
+            .query(&[("from", from)]);
+        self.events(request).await
+    }
+
+    /// A subscriber's messages as Server-Sent Events
+    /// (`GET /subscribers/{sid}/stream`): of `topic`, or of all its
+    /// subscriptions; acknowledged as they go with `auto_ack`.
+    pub async fn stream(
+        &self,
+        subscriber: &str,
+        topic: Option<&str>,
+        auto_ack: bool,
+    ) -> Result<EventStream, ClientError> {
+        let mut request = self
+            .request(Method::GET, &["subscribers", subscriber, "stream"])?
+            .query(&[("auto_ack", auto_ack)]);
+        if let Some(topic) = topic {
+            request = request.query(&[("topic", topic)]);
+        }
+        self.events(request).await
+    }
+
+    /// Opens a stream of Server-Sent Events.
+    async fn events(&self, request: RequestBuilder) -> Result<EventStream, ClientError> {
+        let request = request
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(STREAM_TIMEOUT)
+            .build()
+            .map_err(|e| self.protocol(e))?;
         let response = self
             .http
             .execute(request)
@@ -435,7 +461,7 @@ impl Client {
             let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
             return Err(self.error_answer(status, &body));
         }
-        Ok(Tail {
+        Ok(EventStream {
             base: self.base.clone(),
             response,
             buffer: Vec::new(),
@@ -617,17 +643,17 @@ impl Client {
 /// How long a stream may stay open.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// A topic followed as Server-Sent Events (see `Client::tail`).
-pub struct Tail {
+/// Messages as Server-Sent Events (see `Client::tail`, `Client::stream`).
+pub struct EventStream {
     base: String,
     response: reqwest::Response,
     /// Bytes received and not yet parsed into whole events.
     buffer: Vec<u8>,
 }
 
-impl Tail {
+impl EventStream {
     /// The next message; `None` when the stream ends (the topic was
-    /// deleted, the broker stopped).
+    /// deleted, the subscription ended, the broker stopped).
     pub async fn next(&mut self) -> Result<Option<Message>, ClientError> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {

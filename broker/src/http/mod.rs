@@ -85,6 +85,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             [web::post().to(subscriptions::seek)],
         ))
         .service(resource(
+            "/subscribers/{sid}/stream",
+            [web::get().to(stream::subscriber)],
+        ))
+        .service(resource(
             "/subscribers/{sid}/messages",
             [web::get().to(subscriptions::pull)],
         ))

@@ -1,8 +1,11 @@
-//! Server-Sent Events (API.md §7): `GET /topics/{name}/stream` follows a
-//! topic's new messages without taking them from anyone (the dashboard's
-//! live tail, `rumor tail`). One event per message: `id:` the message id,
-//! `data:` the message JSON; a comment every `KEEP_ALIVE` while nothing
-//! comes, so that proxies and clients see the connection alive.
+//! Server-Sent Events (API.md §7). `GET /subscribers/{sid}/stream` gives a
+//! subscriber its messages as its pulls would (in pull order, leasing what
+//! it gives out of shared subscriptions), starting with those it has not
+//! acknowledged; `GET /topics/{name}/stream` follows a topic's new messages
+//! without taking them from anyone (the dashboard's live tail, `rumor
+//! tail`). One event per message: `id:` the message id, `data:` the
+//! message JSON; a comment every `KEEP_ALIVE` while nothing comes, so that
+//! proxies and clients see the connection alive.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,8 +17,11 @@ use client::peer::Have;
 use client::wire::{Message, StartFrom};
 use serde::Deserialize;
 
+use crate::cursor::Cursor;
+use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::names::check_name;
+use crate::store::queries::Sent;
 use crate::store::{queries, StoreError};
 use crate::trust::Caller;
 use crate::wakeups::Key;
@@ -26,6 +32,148 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Most messages one read of a stream takes.
 const READ_MAX: u32 = 100;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    topic: Option<String>,
+    auto_ack: Option<bool>,
+}
+
+/// `GET /subscribers/{sid}/stream`. Without `auto_ack` the client
+/// acknowledges by id (`POST /subscribers/{sid}/ack`); a stream gives each
+/// message once (a shared subscription's again when its lease ends), and a
+/// new stream starts again with what is unacknowledged, so a reconnect
+/// loses nothing. With `auto_ack` a batch of messages is acknowledged once
+/// the stream has handed all of it to the connection (as a pull's
+/// `auto_ack`: what the connection then loses is not given again).
+pub async fn subscriber(
+    app: web::Data<AppState>,
+    request: actix_web::HttpRequest,
+    caller: Caller,
+    sid: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let subscriber = sid.into_inner();
+    check_name("subscriber", &subscriber)?;
+    caller.may_act_as(&subscriber)?;
+    let StreamQuery { topic, auto_ack } = query.into_inner();
+    if let Some(topic) = &topic {
+        check_name("topic", topic)?;
+        caller.may_subscribe(topic)?;
+    }
+    if app.follows_leader() && delivery::reads_shared(&app, &subscriber, topic.as_deref()).await? {
+        return Err(ApiError::BadRequest(format!(
+            "leader mode: stream a shared subscription from the leader ({})",
+            app.cluster.leadership().leader.unwrap_or_default()
+        )));
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes().to_vec());
+    let mut stream = SubscriberStream {
+        app,
+        subscriber,
+        topic,
+        auto_ack: auto_ack.unwrap_or(false),
+        authorization,
+        sent: Sent::new(),
+        queue: VecDeque::new(),
+        unacknowledged: None,
+        ended: false,
+    };
+    // The first read answers an unknown subscriber or topic with its error.
+    stream.read(Duration::ZERO).await?;
+    Ok(event_stream(futures_util::stream::unfold(
+        stream,
+        SubscriberStream::next_event,
+    )))
+}
+
+/// A subscriber's messages, pull after pull.
+struct SubscriberStream {
+    app: web::Data<AppState>,
+    subscriber: String,
+    topic: Option<String>,
+    auto_ack: bool,
+    authorization: Option<Vec<u8>>,
+    /// What this stream gave out already of v1 subscriptions.
+    sent: Sent,
+    queue: VecDeque<Message>,
+    /// With `auto_ack`: the cursor of the messages in `queue`, acknowledged
+    /// once they are all handed to the connection.
+    unacknowledged: Option<Cursor>,
+    ended: bool,
+}
+
+impl SubscriberStream {
+    /// One pull, waiting up to `wait`, into the queue.
+    async fn read(&mut self, wait: Duration) -> Result<(), ApiError> {
+        let pull = Pull {
+            subscriber: self.subscriber.clone(),
+            topic: self.topic.clone(),
+            max: READ_MAX,
+            wait,
+            auto_ack: false,
+            authorization: self.authorization.clone(),
+            sent: self.sent.clone(),
+        };
+        let pulled = delivery::pull(&self.app, pull).await?;
+        for message in &pulled.messages {
+            let key = (message.topic.clone(), message.origin.clone());
+            let sent = self.sent.entry(key).or_default();
+            *sent = (*sent).max(message.seq);
+        }
+        if self.auto_ack && !pulled.messages.is_empty() {
+            self.unacknowledged = Some(Cursor::decode(&pulled.cursor, &self.subscriber)?);
+        }
+        self.queue.extend(pulled.messages);
+        Ok(())
+    }
+
+    async fn next_event(mut self) -> Option<(Result<Bytes, ApiError>, SubscriberStream)> {
+        loop {
+            if let Some(message) = self.queue.pop_front() {
+                return Some((Ok(message_event(&message)), self));
+            }
+            if self.ended || *self.app.shutdown.borrow() {
+                return None;
+            }
+            if let Some(cursor) = self.unacknowledged.take() {
+                let authorization = self.authorization.as_deref();
+                if let Err(error) = delivery::acknowledge(&self.app, cursor, authorization).await {
+                    tracing::warn!("a stream's auto-acknowledgement failed: {error}");
+                }
+                // Acknowledged positions now cover what was sent.
+                self.sent.clear();
+            }
+            match self.read(KEEP_ALIVE).await {
+                Ok(()) if self.queue.is_empty() => {
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    // Not subscribed any more, the topic is gone, ...: the
+                    // stream says why and ends.
+                    self.ended = true;
+                    let body = serde_json::json!({"error": {"message": error.to_string()}});
+                    let event = format!("event: end\ndata: {body}\n\n");
+                    return Some((Ok(Bytes::from(event)), self));
+                }
+            }
+        }
+    }
+}
+
+/// A streaming `text/event-stream` answer.
+fn event_stream(
+    events: impl futures_util::Stream<Item = Result<Bytes, ApiError>> + 'static,
+) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(events)
+}
 
 #[derive(Deserialize)]
 pub struct TailQuery {
@@ -59,11 +207,10 @@ pub async fn topic(
         queue: VecDeque::new(),
         ended: false,
     };
-    let events = futures_util::stream::unfold(tail, Tail::next_event);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .streaming(events))
+    Ok(event_stream(futures_util::stream::unfold(
+        tail,
+        Tail::next_event,
+    )))
 }
 
 /// A topic followed from `seen` on.

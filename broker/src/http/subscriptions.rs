@@ -20,6 +20,7 @@ use crate::delivery::{self, Pull};
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::names::{check_name, parse_message_id};
+use crate::store::queries::Sent;
 use crate::store::SeekPoint;
 use crate::trust::Caller;
 use crate::AppState;
@@ -138,6 +139,7 @@ pub async fn pull(
         wait,
         auto_ack: auto_ack.unwrap_or(false),
         authorization: authorization(&request).map(<[u8]>::to_vec),
+        sent: Sent::new(),
     };
     // The response is built only once the pull has its messages: a builder
     // made first would hold a response head through the whole long poll.

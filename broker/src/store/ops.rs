@@ -492,7 +492,8 @@ impl WriteTx<'_> {
         (max, now_ms): (u32, i64),
     ) -> Result<Leased, StoreError> {
         let topics: Vec<String> = shared.iter().map(|(topic, _)| topic.clone()).collect();
-        let candidates = queries::pending(self.conn, (subscriber, now_ms), &topics, order, max)?;
+        let reader = (subscriber, now_ms, &queries::Sent::new());
+        let candidates = queries::pending(self.conn, reader, &topics, order, max)?;
         let mut given = Vec::new();
         let mut dead_lettered = Vec::new();
         // Per topic and eligible time: the ids of one lease event.

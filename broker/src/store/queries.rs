@@ -544,8 +544,12 @@ pub fn first_from(
     }
 }
 
-/// Messages `subscriber` has not acknowledged and that are not leased at
-/// `now_ms` (shared subscriptions) on `topics`, at most `max`,
+/// Per (topic, origin), the seq up to which a stream gave a reader its
+/// messages already: a read passes over them as if acknowledged.
+pub type Sent = std::collections::BTreeMap<(String, String), u64>;
+
+/// Messages `subscriber` has not acknowledged (nor been `sent`) and that
+/// are not leased at `now_ms` (shared subscriptions) on `topics`, at most `max`,
 /// oldest first: by `(lamport, origin)`, or in leader mode (`order`) by
 /// epoch first, up to what the epochs deliver (see `epochs`).
 ///
@@ -554,7 +558,7 @@ pub fn first_from(
 /// runs by stamp gives the delivery order without sorting the backlog.
 pub fn pending(
     conn: &Connection,
-    (subscriber, now_ms): (&str, i64),
+    (subscriber, now_ms, sent): (&str, i64, &Sent),
     topics: &[String],
     order: Option<&Epochs>,
     max: u32,
@@ -562,7 +566,10 @@ pub fn pending(
     let mut messages = Vec::new();
     let skips = skips(conn, subscriber, now_ms)?;
     for topic in topics {
-        for run in readable_runs(conn, subscriber, topic)? {
+        for mut run in readable_runs(conn, subscriber, topic)? {
+            if let Some(&seq) = sent.get(&(topic.clone(), run.origin.clone())) {
+                run.acknowledged = run.acknowledged.max(seq);
+            }
             let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
                 let reader = (subscriber, topic.as_str(), now_ms, skips);
