@@ -64,6 +64,17 @@ async fn bench_latency_receives_every_message_sent() {
     let args = ["--rate", "200", "--seconds", "1", "--connections", "2"];
     let report: LatencyReport = run_json(&broker, "latency", &args);
     assert_eq!((report.sent, report.received), (200, 200));
+    assert_eq!(report.transport, "poll");
+    measured(&report.latency_ms);
+}
+
+#[tokio::test]
+async fn bench_latency_over_sse_receives_every_message_sent() {
+    let broker = Broker::start().await;
+    let args = ["--rate", "200", "--seconds", "1", "--transport", "sse"];
+    let report: LatencyReport = run_json(&broker, "latency", &args);
+    assert_eq!((report.sent, report.received), (200, 200));
+    assert_eq!(report.transport, "sse");
     measured(&report.latency_ms);
 }
 

@@ -4,8 +4,8 @@
 //! it was offered (`<unix µs>:<padding>`). A slow answer does not lower the
 //! offered rate: later messages wait for a free connection, and the wait
 //! counts in their age. One subscriber, on the same or another broker,
-//! long-polls with auto-acknowledgement and takes each message's age on
-//! arrival.
+//! long-polls (or reads a stream of Server-Sent Events, `--transport sse`)
+//! with auto-acknowledgement and takes each message's age on arrival.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,6 +48,10 @@ pub struct LatencyArgs {
     /// publish at a time
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub connections: u32,
+    /// How the subscriber receives: long polls, or one stream of
+    /// Server-Sent Events
+    #[arg(long, value_enum, default_value_t = Transport::Poll)]
+    pub transport: Transport,
     /// Subscribe on this host instead [default: --host]
     #[arg(long)]
     pub subscriber_host: Option<String>,
@@ -59,6 +63,22 @@ pub struct LatencyArgs {
     pub json: bool,
     #[command(flatten)]
     pub plot: PlotArgs,
+}
+
+/// How `bench latency`'s subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Poll,
+    Sse,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Poll => "poll",
+            Transport::Sse => "sse",
+        }
+    }
 }
 
 impl LatencyArgs {
@@ -79,11 +99,16 @@ pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, Error> {
     subscribe_when_replicated(&subscriber, &name).await?;
     let answered = OnceLock::new();
     let (sent, ages) = tokio::try_join!(offer(&name, args, &answered), async {
-        let received = receive(&subscriber, &name, message_count(args), &answered).await;
+        let count = message_count(args);
+        let received = match args.transport {
+            Transport::Poll => receive(&subscriber, &name, count, &answered).await,
+            Transport::Sse => stream(&subscriber, &name, count, &answered).await,
+        };
         received.map_err(Error::from)
     })?;
     let report = LatencyReport {
         topic: name,
+        transport: args.transport.name().to_string(),
         rate: args.rate,
         seconds: args.seconds,
         payload_bytes: args.payload_bytes as u64,
@@ -193,6 +218,32 @@ async fn receive(
     Ok(ages)
 }
 
+/// As [`receive`], from one stream of Server-Sent Events with
+/// auto-acknowledgement.
+async fn stream(
+    client: &Client,
+    name: &str,
+    count: u64,
+    answered: &OnceLock<Instant>,
+) -> Result<Vec<i64>, ClientError> {
+    let mut events = client.stream(name, Some(name), true).await?;
+    let mut ages = Vec::new();
+    let drained = || answered.get().is_some_and(|at| at.elapsed() >= DRAIN);
+    while (ages.len() as u64) < count && !drained() {
+        let wait = Duration::from_millis(PULL_WAIT_MS);
+        let Ok(next) = tokio::time::timeout(wait, events.next()).await else {
+            continue;
+        };
+        let Some(message) = next? else {
+            break;
+        };
+        if let Some(sent) = stamp_of(&message.payload) {
+            ages.push(unix_micros() - sent);
+        }
+    }
+    Ok(ages)
+}
+
 /// Microseconds since the Unix epoch, now.
 fn unix_micros() -> i64 {
     micros(
@@ -220,8 +271,8 @@ fn stamp_of(payload: &str) -> Option<i64> {
 pub fn chart(run: &Measured<LatencyReport>) -> LineChart {
     let r = &run.report;
     let title = format!(
-        "bench latency: publish to delivery ({} msg/s for {} s, {} of {} received)",
-        r.rate, r.seconds, r.received, r.sent
+        "bench latency: publish to delivery by {} ({} msg/s for {} s, {} of {} received)",
+        r.transport, r.rate, r.seconds, r.received, r.sent
     );
     LineChart::latency_distribution(&title, &[("publish → delivery", &run.samples_us)])
 }
@@ -257,6 +308,7 @@ mod tests {
     fn table_has_a_header_and_one_row() {
         let report = LatencyReport {
             topic: "t".to_string(),
+            transport: "poll".to_string(),
             rate: 200,
             seconds: 1,
             payload_bytes: 100,

@@ -50,6 +50,10 @@ pub struct ReplicaLag {
 pub struct LatencyReport {
     /// The fresh topic the messages went to.
     pub topic: String,
+    /// How the subscriber received: `poll` (long polls) or `sse` (a
+    /// stream of Server-Sent Events).
+    #[serde(default = "long_poll")]
+    pub transport: String,
     /// Offered rate, messages per second.
     pub rate: u32,
     /// How long messages were offered.
@@ -63,6 +67,10 @@ pub struct LatencyReport {
     /// From each message's send timestamp to its receipt, in ms; `None`
     /// when nothing was received.
     pub latency_ms: Option<Latency<f64>>,
+}
+
+fn long_poll() -> String {
+    "poll".to_string()
 }
 
 /// What `bench fanout` measured: one message reaching many waiting long
