@@ -43,25 +43,40 @@ pub fn server(
         None => builder.listen("rumor", listener, move || {
             fn_service(|io: TcpStream| {
                 let peer = io.peer_addr().ok();
+                no_delay(&io);
                 std::future::ready(Ok((JsonErrors::new(io), peer)))
             })
             .and_then(http(app.clone(), shutdown.clone(), local))
         })?,
         Some(tls) => builder.listen("rumor-tls", listener, move || {
-            Acceptor::new(tls.clone())
-                .map_init_err(|_| ())
-                .map_err(|error| tracing::debug!("TLS handshake failed: {error:?}"))
-                .map(|io: TlsStream<TcpStream>| {
-                    let peer = io.get_ref().0.peer_addr().ok();
-                    (JsonErrors::new(io), peer)
-                })
-                .and_then(
-                    http(app.clone(), shutdown.clone(), local)
-                        .map_err(|error| tracing::debug!("connection failed: {error}")),
-                )
+            fn_service(|io: TcpStream| {
+                no_delay(&io);
+                std::future::ready(Ok::<_, ()>(io))
+            })
+            .and_then(Acceptor::new(tls.clone()).map_err(|error| {
+                tracing::debug!("TLS handshake failed: {error:?}");
+            }))
+            .map_init_err(|_| ())
+            .map(|io: TlsStream<TcpStream>| {
+                let peer = io.get_ref().0.peer_addr().ok();
+                (JsonErrors::new(io), peer)
+            })
+            .and_then(
+                http(app.clone(), shutdown.clone(), local)
+                    .map_err(|error| tracing::debug!("connection failed: {error}")),
+            )
         })?,
     };
     Ok(builder.run())
+}
+
+/// Sends each write at once: a stream's events are small writes on a
+/// connection kept open, which Nagle's algorithm would hold back until the
+/// client's delayed acknowledgement (40 ms) of the previous one.
+fn no_delay(io: &TcpStream) {
+    if let Err(error) = io.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {error}");
+    }
 }
 
 /// HTTP/1.1 on a connection of type `IO` (with its peer's address).

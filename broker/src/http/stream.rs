@@ -140,12 +140,16 @@ impl SubscriberStream {
                 return None;
             }
             if let Some(cursor) = self.unacknowledged.take() {
-                let authorization = self.authorization.as_deref();
-                if let Err(error) = delivery::acknowledge(&self.app, cursor, authorization).await {
-                    tracing::warn!("a stream's auto-acknowledgement failed: {error}");
-                }
-                // Acknowledged positions now cover what was sent.
-                self.sent.clear();
+                // Committed beside the next read, not before it (a commit
+                // can take milliseconds): that read passes over what was
+                // sent anyway.
+                let (app, authorization) = (self.app.clone(), self.authorization.clone());
+                actix_web::rt::spawn(async move {
+                    let authorization = authorization.as_deref();
+                    if let Err(error) = delivery::acknowledge(&app, cursor, authorization).await {
+                        tracing::warn!("a stream's auto-acknowledgement failed: {error}");
+                    }
+                });
             }
             match self.read(KEEP_ALIVE).await {
                 Ok(()) if self.queue.is_empty() => {
