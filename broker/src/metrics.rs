@@ -105,7 +105,9 @@ pub struct Metrics {
     peer_syncs: AtomicU64,
     /// Per route and status, how long requests took.
     durations: Mutex<BTreeMap<String, BTreeMap<u16, Histogram>>>,
-    /// Per topic, messages given out again, and moved to dead letters.
+    /// Per topic: messages stored through this broker, given out again,
+    /// and moved to dead letters.
+    published_per_topic: Mutex<BTreeMap<String, u64>>,
     redeliveries: Mutex<BTreeMap<String, u64>>,
     dead_letters: Mutex<BTreeMap<String, u64>>,
 }
@@ -120,6 +122,7 @@ impl Default for Metrics {
             pull_reads: AtomicU64::new(0),
             peer_syncs: AtomicU64::new(0),
             durations: Mutex::default(),
+            published_per_topic: Mutex::default(),
             redeliveries: Mutex::default(),
             dead_letters: Mutex::default(),
         }
@@ -162,8 +165,10 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn count_published(&self, messages: usize) {
+    /// `messages` of `topic` stored through this broker.
+    pub fn count_published(&self, topic: &str, messages: usize) {
         self.published.fetch_add(messages as u64, Ordering::Relaxed);
+        add_per_topic(&self.published_per_topic, topic, messages as u64);
     }
 
     pub fn count_delivered(&self, messages: usize) {
@@ -376,6 +381,16 @@ impl Metrics {
         family(
             out,
             (
+                "rumor_topic_published_total",
+                "counter",
+                "Messages of a topic published through this broker.",
+            ),
+            counted(&self.published_per_topic),
+            |a, b| a + b,
+        );
+        family(
+            out,
+            (
                 "rumor_redeliveries_total",
                 "counter",
                 "Messages given out again after a lease ended or a nack.",
@@ -484,7 +499,7 @@ mod tests {
     fn renders_counters_and_the_waiting_gauge() {
         let metrics = Metrics::default();
         metrics.count_request();
-        metrics.count_published(3);
+        metrics.count_published("t", 3);
         let waiting = metrics.waiting_pull();
         let gauges = Gauges {
             lamport: 9,

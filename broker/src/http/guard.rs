@@ -1,8 +1,8 @@
 //! Middleware: who is asking (API.md §5.1, §5.2). Peer requests
 //! (`/peer/*`, forwarded writes) must be signed with the cluster key (or,
 //! without one, come from loopback) and their answers are signed back; with
-//! `--auth-file` every other request but `GET /health` needs a known bearer
-//! token. The `Caller` found is left in the request for the handlers'
+//! `--auth-file` every other request but `GET /health` and the dashboard's
+//! files (`/ui`, which hold no data) needs a known bearer token. The `Caller` found is left in the request for the handlers'
 //! permission checks (see [`Caller`]'s extractor).
 
 use std::future::{ready, Ready};
@@ -190,15 +190,16 @@ async fn take_body(request: &mut ServiceRequest, nonce: &str) -> Result<(), ApiE
 }
 
 /// With `--auth-file`, finds the caller (another broker, or the principal
-/// of the bearer token) and leaves it in the request; `GET /health` and the
-/// peer protocol need no token.
+/// of the bearer token) and leaves it in the request; `GET /health`, the
+/// dashboard's files and the peer protocol need no token.
 fn identify_client(
     app: &AppState,
     request: &ServiceRequest,
     verified_peer: bool,
 ) -> Result<(), ApiError> {
     let path = routed_path(request);
-    if !app.trust.authenticates_clients() || path == "/health" || path.starts_with("/peer/") {
+    let open = path == "/health" || path == "/ui" || path.starts_with("/ui/");
+    if !app.trust.authenticates_clients() || open || path.starts_with("/peer/") {
         return Ok(());
     }
     // A broker's own request, made here or forwarded by one: only what a

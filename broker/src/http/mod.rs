@@ -13,6 +13,7 @@ mod status;
 mod stream;
 mod subscriptions;
 mod topics;
+mod ui;
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::error::{PathError, QueryPayloadError};
@@ -41,6 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             [web::delete().to(status::remove_member)],
         ))
         .service(resource("/metrics", [web::get().to(status::metrics)]))
+        .service(resource("/ui", [web::get().to(ui::index)]))
+        .service(resource("/ui/", [web::get().to(ui::index)]))
+        .service(resource("/ui/dashboard.js", [web::get().to(ui::script)]))
+        .service(resource("/ui/dashboard.css", [web::get().to(ui::style)]))
         .service(resource(
             "/publishers",
             [web::post().to(registrations::publisher)],

@@ -38,6 +38,7 @@ pub async fn publish(
     let published_at_ms = now_ms();
     let window = i64::try_from(app.config.dedup_window.as_millis()).unwrap_or(i64::MAX);
     let dedup_since_ms = published_at_ms.saturating_sub(window);
+    let counted = topic.clone();
     let outcomes = app
         .record(move |tx| {
             tx.publish(
@@ -53,7 +54,7 @@ pub async fn publish(
         .iter()
         .filter(|outcome| matches!(outcome, Outcome::Stored(_)))
         .count();
-    app.metrics.count_published(stored);
+    app.metrics.count_published(&counted, stored);
     let status = if stored > 0 {
         StatusCode::CREATED
     } else {
