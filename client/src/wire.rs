@@ -9,6 +9,7 @@ pub type Headers = BTreeMap<String, String>;
 
 /// A stored message, wherever the API returns one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: String,
     pub origin: String,
@@ -20,6 +21,7 @@ pub struct Message {
     pub published_at_ms: i64,
     /// `{}` when the message has none (absent from v1 brokers).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, String>))]
     pub headers: Headers,
     /// The publisher's id for it, if it gave one.
     #[serde(default)]
@@ -32,6 +34,7 @@ pub struct Message {
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub broker: String,
     pub status: String,
@@ -39,6 +42,7 @@ pub struct Health {
 
 /// `GET /cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInfo {
     #[serde(rename = "self")]
     pub self_id: String,
@@ -50,10 +54,12 @@ pub struct ClusterInfo {
     /// Per origin broker, the seq up to which this broker holds every
     /// event: how far replication has come (absent from older brokers).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, u64>))]
     pub have: crate::peer::Have,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     pub id: String,
     pub alive: bool,
@@ -65,6 +71,7 @@ pub struct Member {
 
 /// `GET /subscribers` entry: a registered subscriber and its subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriberInfo {
     pub id: String,
     pub subscriptions: Vec<SubscriptionInfo>,
@@ -72,6 +79,7 @@ pub struct SubscriberInfo {
 
 /// One live subscription as `GET /subscribers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriptionInfo {
     pub topic: String,
     /// Whether it is shared (API.md §6.2).
@@ -86,6 +94,7 @@ pub struct SubscriptionInfo {
 
 /// `POST /cluster/members` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewMember {
     pub host: String,
     pub port: u16,
@@ -93,20 +102,26 @@ pub struct NewMember {
 
 /// `PUT /cluster/mode`, request and response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModeChange {
     pub mode: String,
 }
 
 /// `POST /publishers` and `POST /subscribers`, request and response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registration {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub id: String,
 }
 
 /// `POST /topics` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTopic {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub publisher: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TopicLimits>,
@@ -114,6 +129,7 @@ pub struct CreateTopic {
 
 /// `POST /topics` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicCreated {
     pub name: String,
     pub created_by: String,
@@ -124,6 +140,7 @@ pub struct TopicCreated {
 
 /// `GET /topics` entry and `GET /topics/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicInfo {
     pub name: String,
     pub created_by: String,
@@ -137,6 +154,7 @@ pub struct TopicInfo {
 /// A topic's limits (API.md §6.3): past one, its oldest messages go first,
 /// acknowledged or not. An absent limit is no limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TopicLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +169,9 @@ pub struct TopicLimits {
 
 /// `PUT /topics/{name}/limits` request: `limits` replace the topic's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetLimits {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub publisher: String,
     pub limits: TopicLimits,
 }
@@ -159,13 +179,17 @@ pub struct SetLimits {
 /// `POST /topics/{name}/messages` request: one `payload` (with its
 /// `headers` and `msg_id`), or a batch of `payloads` or of `messages`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub publisher: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, String>>))]
     pub headers: Option<Headers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub msg_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payloads: Option<Vec<String>>,
@@ -175,17 +199,21 @@ pub struct PublishRequest {
 
 /// One message of a batch publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewMessage {
     pub payload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, String>>))]
     pub headers: Option<Headers>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub msg_id: Option<String>,
 }
 
 /// Where a published message landed; `duplicate` when its `msg_id` was
 /// stored already within the deduplication window (nothing stored then).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Published {
     pub id: String,
     pub origin: String,
@@ -205,12 +233,14 @@ pub mod header_limits {
 
 /// `POST /topics/{name}/messages` response for a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishedBatch {
     pub messages: Vec<Published>,
 }
 
 /// Where a new subscription starts reading.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
     Earliest,
@@ -221,7 +251,9 @@ pub enum StartFrom {
 /// `POST /subscribers/{sid}/subscriptions` request; with `ack_wait_ms` the
 /// subscription is shared (API.md §6.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subscribe {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub topic: String,
     #[serde(default)]
     pub from: StartFrom,
@@ -232,6 +264,7 @@ pub struct Subscribe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_deliveries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9._-]{1,128}$"))]
     pub dead_letter_topic: Option<String>,
 }
 
@@ -259,6 +292,7 @@ pub mod shared_limits {
 
 /// `POST /subscribers/{sid}/subscriptions` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subscription {
     pub subscriber: String,
     pub topic: String,
@@ -266,6 +300,8 @@ pub struct Subscription {
 
 /// `GET /subscribers/{sid}/messages` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct PullQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
@@ -279,6 +315,7 @@ pub struct PullQuery {
 
 /// `GET /subscribers/{sid}/messages` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pulled {
     pub messages: Vec<Message>,
     pub cursor: String,
@@ -372,6 +409,7 @@ fn write_json_str(out: &mut Vec<u8>, text: &str) {
 /// `POST /subscribers/{sid}/ack` request: the `cursor` of a pull (v1:
 /// everything it returned), or the `ids` of single messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
@@ -381,12 +419,14 @@ pub struct Ack {
 
 /// `POST /subscribers/{sid}/subscriptions/{topic}/seek` (API.md §6.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seek {
     pub to: SeekTo,
 }
 
 /// Where a seek moves a subscriber's position: the next pull starts there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged, deny_unknown_fields)]
 pub enum SeekTo {
     /// `"earliest"` or `"latest"`.
@@ -400,6 +440,7 @@ pub enum SeekTo {
 /// `POST /subscribers/{sid}/nack`: end these leases now and give the
 /// messages out again after `delay_ms`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nack {
     pub ids: Vec<String>,
     #[serde(default)]
@@ -408,17 +449,20 @@ pub struct Nack {
 
 /// `POST /subscribers/{sid}/extend`: restart these leases.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Extend {
     pub ids: Vec<String>,
 }
 
 /// Every error response: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -439,6 +483,8 @@ pub fn message_id(origin: &str, seq: u64) -> String {
 /// `GET /topics` query (API.md §5.5): at most `limit` topics (default and
 /// cap [`MAX_TOPICS_PAGE`]) whose names come after `after`, in name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct TopicsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,

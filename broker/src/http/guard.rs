@@ -198,7 +198,7 @@ fn identify_client(
     verified_peer: bool,
 ) -> Result<(), ApiError> {
     let path = routed_path(request);
-    let open = path == "/health" || path == "/ui" || path.starts_with("/ui/");
+    let open = matches!(path, "/health" | "/openapi.json" | "/ui") || path.starts_with("/ui/");
     if !app.trust.authenticates_clients() || open || path.starts_with("/peer/") {
         return Ok(());
     }

@@ -5,6 +5,7 @@ mod body;
 mod conn;
 mod forward;
 mod guard;
+mod openapi;
 mod peer;
 mod publish;
 mod registrations;
@@ -30,28 +31,57 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .service(resource("/health", [web::get().to(status::health)]))
-        .service(resource("/cluster", [web::get().to(status::cluster)]))
-        .service(resource("/cluster/mode", [web::put().to(status::set_mode)]))
+        .service(resource("/health", "GET", [web::get().to(status::health)]))
+        .service(resource(
+            "/cluster",
+            "GET",
+            [web::get().to(status::cluster)],
+        ))
+        .service(resource(
+            "/cluster/mode",
+            "PUT",
+            [web::put().to(status::set_mode)],
+        ))
         .service(resource(
             "/cluster/members",
+            "POST",
             [web::post().to(status::add_member)],
         ))
         .service(resource(
             "/cluster/members/{id}",
+            "DELETE",
             [web::delete().to(status::remove_member)],
         ))
-        .service(resource("/metrics", [web::get().to(status::metrics)]))
-        .service(resource("/ui", [web::get().to(ui::index)]))
-        .service(resource("/ui/", [web::get().to(ui::index)]))
-        .service(resource("/ui/dashboard.js", [web::get().to(ui::script)]))
-        .service(resource("/ui/dashboard.css", [web::get().to(ui::style)]))
+        .service(resource(
+            "/metrics",
+            "GET",
+            [web::get().to(status::metrics)],
+        ))
+        .service(resource(
+            "/openapi.json",
+            "GET",
+            [web::get().to(openapi::openapi_json)],
+        ))
+        .service(resource("/ui", "GET", [web::get().to(ui::index)]))
+        .service(resource("/ui/", "GET", [web::get().to(ui::index)]))
+        .service(resource(
+            "/ui/dashboard.js",
+            "GET",
+            [web::get().to(ui::script)],
+        ))
+        .service(resource(
+            "/ui/dashboard.css",
+            "GET",
+            [web::get().to(ui::style)],
+        ))
         .service(resource(
             "/publishers",
+            "POST",
             [web::post().to(registrations::publisher)],
         ))
         .service(resource(
             "/subscribers",
+            "GET, POST",
             [
                 web::get().to(registrations::subscribers),
                 web::post().to(registrations::subscriber),
@@ -59,66 +89,96 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource(
             "/topics",
+            "GET, POST",
             [web::get().to(topics::list), web::post().to(topics::create)],
         ))
         .service(resource(
             "/topics/{name}",
+            "GET, DELETE",
             [web::get().to(topics::get), web::delete().to(topics::delete)],
         ))
         .service(resource(
             "/topics/{name}/stream",
+            "GET",
             [web::get().to(stream::topic)],
         ))
         .service(resource(
             "/topics/{name}/limits",
+            "PUT",
             [web::put().to(topics::set_limits)],
         ))
         .service(resource(
             "/topics/{name}/messages",
+            "POST",
             [web::post().to(publish::publish)],
         ))
         .service(resource(
             "/subscribers/{sid}/subscriptions",
+            "POST",
             [web::post().to(subscriptions::subscribe)],
         ))
         .service(resource(
             "/subscribers/{sid}/subscriptions/{topic}",
+            "DELETE",
             [web::delete().to(subscriptions::unsubscribe)],
         ))
         .service(resource(
             "/subscribers/{sid}/subscriptions/{topic}/seek",
+            "POST",
             [web::post().to(subscriptions::seek)],
         ))
         .service(resource(
             "/subscribers/{sid}/stream",
+            "GET",
             [web::get().to(stream::subscriber)],
         ))
         .service(resource(
             "/subscribers/{sid}/messages",
+            "GET",
             [web::get().to(subscriptions::pull)],
         ))
         .service(resource(
             "/subscribers/{sid}/ack",
+            "POST",
             [web::post().to(subscriptions::ack)],
         ))
         .service(resource(
             "/subscribers/{sid}/nack",
+            "POST",
             [web::post().to(subscriptions::nack)],
         ))
         .service(resource(
             "/subscribers/{sid}/extend",
+            "POST",
             [web::post().to(subscriptions::extend)],
         ))
-        .service(resource("/peer/sync", [web::post().to(peer::sync)]))
-        .service(resource("/peer/election", [web::post().to(peer::election)]));
+        .service(resource("/peer/sync", "POST", [web::post().to(peer::sync)]))
+        .service(resource(
+            "/peer/election",
+            "POST",
+            [web::post().to(peer::election)],
+        ));
 }
 
-/// A resource whose other methods get 405 with the JSON error body.
-fn resource<const N: usize>(path: &str, routes: [Route; N]) -> impl HttpServiceFactory {
+/// A resource whose other methods get 405 with the JSON error body and
+/// `Allow: <allow>`.
+fn resource<const N: usize>(
+    path: &str,
+    allow: &'static str,
+    routes: [Route; N],
+) -> impl HttpServiceFactory {
     routes
         .into_iter()
         .fold(web::resource(path), |resource, route| resource.route(route))
-        .default_service(web::to(method_not_allowed))
+        .default_service(web::to(move |request: HttpRequest| async move {
+            let refused = ApiError::MethodNotAllowed(describe(&request));
+            let mut answer = actix_web::ResponseError::error_response(&refused);
+            answer.headers_mut().insert(
+                actix_web::http::header::ALLOW,
+                actix_web::http::header::HeaderValue::from_static(allow),
+            );
+            answer
+        }))
 }
 
 pub use body::BodyBudget;
@@ -129,10 +189,6 @@ pub use server::server;
 /// For paths that match no endpoint.
 pub async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(describe(&request)))
-}
-
-async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(describe(&request)))
 }
 
 fn describe(request: &HttpRequest) -> String {

@@ -20,6 +20,13 @@ use crate::AppState;
 /// every other write waits for it.
 const MAX_BATCH: usize = 10_000;
 
+#[utoipa::path(
+    post,
+    path = "/topics/{name}/messages",
+    operation_id = "publish",
+    tag = "topics",
+    params(("name" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::PublishRequest, responses((status = 201, description = "Stored (a single message, or a batch: messages)", body = super::openapi::PublishAnswer), (status = 200, description = "Every message a duplicate of one stored within --dedup-window", body = super::openapi::PublishAnswer), super::openapi::Errors)
+)]
 pub async fn publish(
     app: web::Data<AppState>,
     caller: Caller,

@@ -15,6 +15,13 @@ use crate::AppState;
 
 type Register = fn(&mut WriteTx<'_>, &str) -> Result<Created, StoreError>;
 
+#[utoipa::path(
+    post,
+    path = "/publishers",
+    operation_id = "register_publisher",
+    tag = "registrations",
+    request_body = client::wire::Registration, responses((status = 201, description = "Registered", body = client::wire::Registration), (status = 200, description = "Already registered", body = client::wire::Registration), super::openapi::Errors)
+)]
 pub async fn publisher(
     app: web::Data<AppState>,
     caller: Caller,
@@ -26,6 +33,13 @@ pub async fn publisher(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscribers",
+    operation_id = "register_subscriber",
+    tag = "registrations",
+    request_body = client::wire::Registration, responses((status = 201, description = "Registered", body = client::wire::Registration), (status = 200, description = "Already registered", body = client::wire::Registration), super::openapi::Errors)
+)]
 pub async fn subscriber(
     app: web::Data<AppState>,
     caller: Caller,
@@ -39,6 +53,13 @@ pub async fn subscriber(
 
 /// `GET /subscribers`: a page of registered subscribers with their live
 /// subscriptions and backlogs on this broker.
+#[utoipa::path(
+    get,
+    path = "/subscribers",
+    operation_id = "list_subscribers",
+    tag = "registrations",
+    params(client::wire::TopicsQuery), responses((status = 200, description = "A page of subscribers", body = Vec<client::wire::SubscriberInfo>), super::openapi::Errors)
+)]
 pub async fn subscribers(
     app: web::Data<AppState>,
     query: web::Query<TopicsQuery>,

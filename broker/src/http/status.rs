@@ -14,6 +14,13 @@ use crate::trust::Caller;
 
 use crate::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "cluster",
+    responses((status = 200, description = "The broker runs", body = client::wire::Health))
+)]
 pub async fn health(app: web::Data<AppState>) -> web::Json<Health> {
     web::Json(Health {
         broker: app.config.id.clone(),
@@ -21,6 +28,13 @@ pub async fn health(app: web::Data<AppState>) -> web::Json<Health> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    operation_id = "cluster",
+    tag = "cluster",
+    responses((status = 200, description = "What this broker knows of the cluster", body = client::wire::ClusterInfo), super::openapi::Errors)
+)]
 pub async fn cluster(app: web::Data<AppState>) -> Result<web::Json<ClusterInfo>, ApiError> {
     let have = app.store.read(|conn| Ok(queries::have(conn)?)).await?;
     let leadership = app.cluster.leadership();
@@ -35,6 +49,13 @@ pub async fn cluster(app: web::Data<AppState>) -> Result<web::Json<ClusterInfo>,
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "cluster",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), super::openapi::Errors)
+)]
 pub async fn metrics(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = now_ms();
     let (topics, backlogs) = app
@@ -73,6 +94,13 @@ pub async fn metrics(app: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 
 /// `PUT /cluster/mode`: switches the whole cluster (recorded by the leader,
 /// replicated like every event).
+#[utoipa::path(
+    put,
+    path = "/cluster/mode",
+    operation_id = "set_mode",
+    tag = "cluster",
+    request_body = client::wire::ModeChange, responses((status = 200, description = "The mode from now on", body = client::wire::ModeChange), super::openapi::Errors)
+)]
 pub async fn set_mode(
     app: web::Data<AppState>,
     caller: Caller,
@@ -88,6 +116,13 @@ pub async fn set_mode(
 }
 
 /// `POST /cluster/members`: adds a broker (recorded by the leader).
+#[utoipa::path(
+    post,
+    path = "/cluster/members",
+    operation_id = "add_member",
+    tag = "cluster",
+    request_body = client::wire::NewMember, responses((status = 201, description = "Added", body = client::wire::Registration), (status = 200, description = "Already a member", body = client::wire::Registration), super::openapi::Errors)
+)]
 pub async fn add_member(
     app: web::Data<AppState>,
     caller: Caller,
@@ -111,6 +146,13 @@ pub async fn add_member(
 }
 
 /// `DELETE /cluster/members/{id}`: removes a broker (recorded by the leader).
+#[utoipa::path(
+    delete,
+    path = "/cluster/members/{id}",
+    operation_id = "remove_member",
+    tag = "cluster",
+    params(("id" = String, Path, description = "The broker, HOST:PORT")), responses((status = 204, description = "Removed"), super::openapi::Errors)
+)]
 pub async fn remove_member(
     app: web::Data<AppState>,
     caller: Caller,

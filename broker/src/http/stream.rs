@@ -46,6 +46,13 @@ pub struct StreamQuery {
 /// loses nothing. With `auto_ack` a batch of messages is acknowledged once
 /// the stream has handed all of it to the connection (as a pull's
 /// `auto_ack`: what the connection then loses is not given again).
+#[utoipa::path(
+    get,
+    path = "/subscribers/{sid}/stream",
+    operation_id = "stream_subscriber",
+    tag = "streams",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("topic" = Option<String>, Query, description = "Only this topic"), ("auto_ack" = Option<bool>, Query, description = "Acknowledge as the stream goes")), responses((status = 200, description = "Server-Sent Events: one per message (id: the message id, data: the message JSON)", body = String, content_type = "text/event-stream"), super::openapi::Errors)
+)]
 pub async fn subscriber(
     app: web::Data<AppState>,
     request: actix_web::HttpRequest,
@@ -187,6 +194,13 @@ pub struct TailQuery {
 }
 
 /// `GET /topics/{name}/stream`.
+#[utoipa::path(
+    get,
+    path = "/topics/{name}/stream",
+    operation_id = "stream_topic",
+    tag = "streams",
+    params(("name" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("from" = Option<client::wire::StartFrom>, Query, description = "latest (default) or earliest")), responses((status = 200, description = "Server-Sent Events of the topic's messages, taken from nobody", body = String, content_type = "text/event-stream"), super::openapi::Errors)
+)]
 pub async fn topic(
     app: web::Data<AppState>,
     caller: Caller,

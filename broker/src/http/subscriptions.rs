@@ -25,6 +25,13 @@ use crate::store::SeekPoint;
 use crate::trust::Caller;
 use crate::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/subscribers/{sid}/subscriptions",
+    operation_id = "subscribe",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::Subscribe, responses((status = 201, description = "Subscribed", body = client::wire::Subscription), (status = 200, description = "Already subscribed with these settings", body = client::wire::Subscription), super::openapi::Errors)
+)]
 pub async fn subscribe(
     app: web::Data<AppState>,
     caller: Caller,
@@ -53,6 +60,13 @@ pub async fn subscribe(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/subscribers/{sid}/subscriptions/{topic}",
+    operation_id = "unsubscribe",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("topic" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 204, description = "Unsubscribed"), super::openapi::Errors)
+)]
 pub async fn unsubscribe(
     app: web::Data<AppState>,
     caller: Caller,
@@ -68,6 +82,13 @@ pub async fn unsubscribe(
 }
 
 /// `POST /subscribers/{sid}/subscriptions/{topic}/seek` (API.md §6.4).
+#[utoipa::path(
+    post,
+    path = "/subscribers/{sid}/subscriptions/{topic}/seek",
+    operation_id = "seek",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("topic" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::Seek, responses((status = 204, description = "The position moved"), super::openapi::Errors)
+)]
 pub async fn seek(
     app: web::Data<AppState>,
     caller: Caller,
@@ -90,6 +111,13 @@ pub async fn seek(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/subscribers/{sid}/messages",
+    operation_id = "pull",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$"), client::wire::PullQuery), responses((status = 200, description = "Pending messages (waits up to wait_ms for one)", body = client::wire::Pulled), super::openapi::Errors)
+)]
 pub async fn pull(
     app: web::Data<AppState>,
     request: HttpRequest,
@@ -149,6 +177,13 @@ pub async fn pull(
         .body(delivered.to_json()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/subscribers/{sid}/ack",
+    operation_id = "ack",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::Ack, responses((status = 204, description = "Acknowledged"), super::openapi::Errors)
+)]
 pub async fn ack(
     app: web::Data<AppState>,
     request: HttpRequest,
@@ -185,6 +220,13 @@ pub async fn ack(
 
 /// `POST /subscribers/{sid}/nack`: ends the leases of these messages now;
 /// they are given out again after `delay_ms`.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{sid}/nack",
+    operation_id = "nack",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::Nack, responses((status = 204, description = "Leases ended"), super::openapi::Errors)
+)]
 pub async fn nack(
     app: web::Data<AppState>,
     caller: Caller,
@@ -201,6 +243,13 @@ pub async fn nack(
 }
 
 /// `POST /subscribers/{sid}/extend`: restarts the leases of these messages.
+#[utoipa::path(
+    post,
+    path = "/subscribers/{sid}/extend",
+    operation_id = "extend",
+    tag = "subscriptions",
+    params(("sid" = String, Path, description = "The subscriber", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::Extend, responses((status = 204, description = "Leases restarted"), super::openapi::Errors)
+)]
 pub async fn extend(
     app: web::Data<AppState>,
     caller: Caller,

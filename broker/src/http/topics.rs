@@ -12,6 +12,13 @@ use crate::topic_limits;
 use crate::trust::Caller;
 use crate::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/topics",
+    operation_id = "create_topic",
+    tag = "topics",
+    request_body = client::wire::CreateTopic, responses((status = 201, description = "Created", body = client::wire::TopicCreated), super::openapi::Errors)
+)]
 pub async fn create(
     app: web::Data<AppState>,
     caller: Caller,
@@ -41,6 +48,13 @@ pub async fn create(
 
 /// `PUT /topics/{name}/limits`: the owner (or an admin) replaces the
 /// topic's limits; answers with the topic.
+#[utoipa::path(
+    put,
+    path = "/topics/{name}/limits",
+    operation_id = "set_topic_limits",
+    tag = "topics",
+    params(("name" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$")), request_body = client::wire::SetLimits, responses((status = 200, description = "The topic with its new limits", body = client::wire::TopicInfo), super::openapi::Errors)
+)]
 pub async fn set_limits(
     app: web::Data<AppState>,
     caller: Caller,
@@ -65,6 +79,13 @@ pub async fn set_limits(
 }
 
 /// `GET /topics`, a page at a time (see `TopicsQuery`).
+#[utoipa::path(
+    get,
+    path = "/topics",
+    operation_id = "list_topics",
+    tag = "topics",
+    params(client::wire::TopicsQuery), responses((status = 200, description = "A page of topics", body = Vec<client::wire::TopicInfo>), super::openapi::Errors)
+)]
 pub async fn list(
     app: web::Data<AppState>,
     query: web::Query<TopicsQuery>,
@@ -77,6 +98,13 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(topics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/topics/{name}",
+    operation_id = "get_topic",
+    tag = "topics",
+    params(("name" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 200, description = "The topic", body = client::wire::TopicInfo), super::openapi::Errors)
+)]
 pub async fn get(
     app: web::Data<AppState>,
     name: web::Path<String>,
@@ -95,6 +123,13 @@ pub struct DeleteQuery {
     publisher: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/topics/{name}",
+    operation_id = "delete_topic",
+    tag = "topics",
+    params(("name" = String, Path, description = "The topic", pattern = "^[A-Za-z0-9._-]{1,128}$"), ("publisher" = Option<String>, Query, description = "Its owner (an admin may leave it out)", pattern = "^[A-Za-z0-9._-]{1,128}$")), responses((status = 204, description = "Deleted"), super::openapi::Errors)
+)]
 pub async fn delete(
     app: web::Data<AppState>,
     caller: Caller,

@@ -9,6 +9,13 @@ const INDEX: &str = include_str!("../../ui/index.html");
 const SCRIPT: &str = include_str!("../../ui/dashboard.js");
 const STYLE: &str = include_str!("../../ui/dashboard.css");
 
+#[utoipa::path(
+    get,
+    path = "/ui",
+    operation_id = "dashboard",
+    tag = "operator",
+    responses((status = 200, description = "The dashboard", body = String, content_type = "text/html"))
+)]
 pub async fn index() -> HttpResponse {
     file("text/html; charset=utf-8", INDEX)
 }
