@@ -197,3 +197,35 @@ async fn the_dashboard_shows_a_live_cluster_in_a_browser() {
     assert!(screenshot.starts_with(b"\x89PNG"));
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_a_token_and_says_when_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, hash) = client::connect::new_token();
+    let auth = dir.path().join("auth.toml");
+    let principal =
+        format!("[[principal]]\nname = \"ops\"\nadmin = true\ntoken_sha256 = \"{hash}\"\n");
+    std::fs::write(&auth, principal).unwrap();
+    let broker = Broker::start_with(&["--auth-file", auth.to_str().unwrap()]).await;
+
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    browser.goto(&format!("{}/ui", broker.url())).await.unwrap();
+    // Without a token: the page loads, asks for one, and says why.
+    until_text(&browser, "#login-why", |t| {
+        t.contains("needs a client token")
+    })
+    .await;
+    until_text(&browser, "#health", |t| t.contains("refused")).await;
+    // A wrong one is refused in words; the right one shows the cluster.
+    fill_in(&browser, "#token", "not-the-token").await;
+    click(&browser, "#login-form button").await;
+    until_text(&browser, "#login-why", |t| {
+        t.contains("The token was refused")
+    })
+    .await;
+    fill_in(&browser, "#token", &token).await;
+    click(&browser, "#login-form button").await;
+    until_text(&browser, "#health", |t| t.starts_with("Healthy")).await;
+    browser.close().await.unwrap();
+}

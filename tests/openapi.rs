@@ -21,7 +21,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("post", "/publishers"),
     ("post", "/subscribers"),
-    ("get", "/subscribers"),
+    ("get", "/subscriptions"),
     ("post", "/topics"),
     ("get", "/topics"),
     ("get", "/topics/{name}"),

@@ -173,7 +173,7 @@ async function refreshHealth() {
 async function refreshDetails() {
   try {
     const [topics, subscribers, metrics] = await Promise.all([
-      api("/topics"), api("/subscribers"), api("/metrics"),
+      api("/topics"), api("/subscriptions"), api("/metrics"),
     ]);
     renderTopics(topics, metrics);
     renderSubscribers(subscribers);

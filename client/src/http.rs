@@ -396,13 +396,13 @@ impl Client {
     }
 
     /// Every registered subscriber with its subscriptions
-    /// (`GET /subscribers`, page after page).
+    /// (`GET /subscriptions`, page after page).
     pub async fn subscribers(&self) -> Result<Vec<SubscriberInfo>, ClientError> {
         let mut all: Vec<SubscriberInfo> = Vec::new();
         loop {
             let after = all.last().map_or("", |last| last.id.as_str());
             let request = self
-                .request(Method::GET, &["subscribers"])?
+                .request(Method::GET, &["subscriptions"])?
                 .query(&[("after", after)]);
             let page: Vec<SubscriberInfo> = self.json(request).await?;
             let done = page.len() < MAX_TOPICS_PAGE as usize;

@@ -69,7 +69,7 @@ pub struct Member {
     pub lag: Option<u64>,
 }
 
-/// `GET /subscribers` entry: a registered subscriber and its subscriptions.
+/// `GET /subscriptions` entry: a registered subscriber and its subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriberInfo {
@@ -77,7 +77,7 @@ pub struct SubscriberInfo {
     pub subscriptions: Vec<SubscriptionInfo>,
 }
 
-/// One live subscription as `GET /subscribers` shows it.
+/// One live subscription as `GET /subscriptions` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriptionInfo {
@@ -493,7 +493,7 @@ pub struct TopicsQuery {
 }
 
 /// The most topics one `GET /topics` lists (and subscribers one
-/// `GET /subscribers`, with the same query).
+/// `GET /subscriptions`, with the same query).
 pub const MAX_TOPICS_PAGE: u32 = 1000;
 
 /// Pull limits of `API.md` §3: `max` defaults to 100 and is capped at 1000;

@@ -81,11 +81,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         .service(resource(
             "/subscribers",
-            "GET, POST",
-            [
-                web::get().to(registrations::subscribers),
-                web::post().to(registrations::subscriber),
-            ],
+            "POST",
+            [web::post().to(registrations::subscriber)],
+        ))
+        .service(resource(
+            "/subscriptions",
+            "GET",
+            [web::get().to(registrations::subscriptions)],
         ))
         .service(resource(
             "/topics",

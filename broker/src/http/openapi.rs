@@ -25,7 +25,7 @@ use crate::error::ApiError;
         super::status::metrics,
         super::registrations::publisher,
         super::registrations::subscriber,
-        super::registrations::subscribers,
+        super::registrations::subscriptions,
         super::topics::create,
         super::topics::list,
         super::topics::get,

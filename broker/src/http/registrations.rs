@@ -1,4 +1,4 @@
-//! `POST /publishers`, `POST /subscribers`, `GET /subscribers`.
+//! `POST /publishers`, `POST /subscribers`, `GET /subscriptions`.
 
 use actix_web::{web, HttpResponse};
 use client::http::Created;
@@ -51,16 +51,17 @@ pub async fn subscriber(
     .await
 }
 
-/// `GET /subscribers`: a page of registered subscribers with their live
-/// subscriptions and backlogs on this broker.
+/// `GET /subscriptions`: a page of registered subscribers with their live
+/// subscriptions and backlogs on this broker. (Not `GET /subscribers`,
+/// which v1 answers `405`.)
 #[utoipa::path(
     get,
-    path = "/subscribers",
+    path = "/subscriptions",
     operation_id = "list_subscribers",
     tag = "registrations",
     params(client::wire::TopicsQuery), responses((status = 200, description = "A page of subscribers", body = Vec<client::wire::SubscriberInfo>), super::openapi::Errors)
 )]
-pub async fn subscribers(
+pub async fn subscriptions(
     app: web::Data<AppState>,
     query: web::Query<TopicsQuery>,
 ) -> Result<HttpResponse, ApiError> {
