@@ -4,6 +4,8 @@
 //! `--peers`, failing over between them. Tables for people, `--json` for
 //! scripts; every failure is one line on stderr and exit status 1.
 
+use std::io::Write;
+
 use anyhow::{anyhow, bail, Context, Result};
 use client::cli::{BrokerArgs, Failover};
 use client::wire::{ClusterInfo, Message, StartFrom, SubscriberInfo, TopicInfo, TopicLimits};
@@ -71,8 +73,7 @@ pub enum MemberChange {
 pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Token = cli.command {
         let (token, hash) = client::connect::new_token();
-        println!("token = {token}");
-        println!("token_sha256 = \"{hash}\"");
+        write_out(&format!("token = {token}\ntoken_sha256 = \"{hash}\"\n"))?;
         return Ok(());
     }
     if cli.broker.host.is_none() && cli.broker.peers.is_none() {
@@ -144,13 +145,25 @@ struct Changed {
 
 /// Prints `value` as JSON, or as `table` renders it.
 fn print<T: Serialize>(json: bool, value: &T, table: impl Fn(&T) -> String) -> Result<()> {
-    if json {
+    let text = if json {
         let text = serde_json::to_string_pretty(value).context("cannot write JSON")?;
-        println!("{text}");
+        format!("{text}\n")
     } else {
-        print!("{}", table(value));
-    }
+        table(value)
+    };
+    write_out(&text)?;
     Ok(())
+}
+
+/// Writes `text` to standard output; `false` once the reader went away (a
+/// closed pipe, as with `| head`), which ends the program quietly.
+fn write_out(text: &str) -> Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error).context("cannot write to standard output"),
+    }
 }
 
 /// Prints a topic's messages as they come (`--count` of them, or until the
@@ -171,17 +184,22 @@ async fn tail(
         let Some(message) = stream.next().await? else {
             return Ok(());
         };
-        print_message(&message, json);
+        if !write_out(&message_line(&message, json))? {
+            return Ok(());
+        }
         printed += 1;
     }
     Ok(())
 }
 
-fn print_message(message: &Message, json: bool) {
+/// A message as `tail` prints it: its JSON, or id, publisher and payload
+/// (control characters shown escaped, so that none reaches the terminal).
+fn message_line(message: &Message, json: bool) -> String {
     if json {
-        println!("{}", String::from_utf8_lossy(&message.to_json()));
+        format!("{}\n", String::from_utf8_lossy(&message.to_json()))
     } else {
-        println!("{}  {}  {}", message.id, message.publisher, message.payload);
+        let payload: String = message.payload.escape_debug().collect();
+        format!("{}  {}  {payload}\n", message.id, message.publisher)
     }
 }
 

@@ -437,7 +437,8 @@ fn single(out: &mut String, metric: (&str, &str, &str), value: f64) {
 }
 
 /// A metric with labels: the first `MAX_SERIES` series as they come, the
-/// rest merged by `combine` into one whose every label is `_other`.
+/// rest (and a series already counted under `_other`) merged by `combine`
+/// into one whose every label is `_other`.
 fn family(
     out: &mut String,
     metric: (&str, &str, &str),
@@ -446,9 +447,12 @@ fn family(
 ) {
     header(out, metric);
     let mut other: Option<(Labels, f64)> = None;
-    for (i, (labels, value)) in series.into_iter().enumerate() {
-        if i < MAX_SERIES {
+    let mut shown = 0;
+    for (labels, value) in series {
+        let is_other = labels.iter().all(|(_, value)| value == OTHER);
+        if shown < MAX_SERIES && !is_other {
             let _ = writeln!(out, "{}{{{}}} {value}", metric.0, label_text(&labels));
+            shown += 1;
             continue;
         }
         other = Some(match other {
@@ -556,5 +560,10 @@ mod tests {
         }
         let text = metrics.render(&Gauges::default(), &CommitMetrics::default());
         assert!(text.contains("rumor_dead_letters_total{topic=\"_other\"} 3\n"));
+        let series = text
+            .lines()
+            .filter(|line| line.starts_with("rumor_dead_letters_total{"))
+            .count();
+        assert_eq!(series, MAX_SERIES + 1, "one _other series");
     }
 }

@@ -183,8 +183,21 @@ impl Client {
             .await
     }
 
+    /// Every topic (`GET /topics`, page after page).
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
-        self.json(self.request(Method::GET, &["topics"])?).await
+        let mut all: Vec<TopicInfo> = Vec::new();
+        loop {
+            let after = all.last().map_or("", |last| last.name.as_str());
+            let request = self
+                .request(Method::GET, &["topics"])?
+                .query(&[("after", after)]);
+            let page: Vec<TopicInfo> = self.json(request).await?;
+            let done = page.len() < MAX_TOPICS_PAGE as usize;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     pub async fn topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
@@ -642,6 +655,9 @@ impl Client {
 
 /// How long a stream may stay open.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a stream may stay silent before its broker counts as gone:
+/// three of the brokers' keep-alive intervals.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 /// Messages as Server-Sent Events (see `Client::tail`, `Client::stream`).
 pub struct EventStream {
@@ -663,10 +679,15 @@ impl EventStream {
                 }
                 continue;
             }
-            let chunk = self
-                .response
-                .chunk()
+            let silent = ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: format!(
+                    "nothing came for {STREAM_SILENCE:?} (brokers send a keep-alive every 15 s)"
+                ),
+            };
+            let chunk = tokio::time::timeout(STREAM_SILENCE, self.response.chunk())
                 .await
+                .map_err(|_| silent)?
                 .map_err(|e| ClientError::Unreachable {
                     url: self.base.clone(),
                     reason: describe(&e),
