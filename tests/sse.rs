@@ -148,3 +148,48 @@ async fn a_stream_of_an_unknown_subscriber_or_topic_is_refused() {
         .await
         .assert_error(404, "topic_not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_back_gives_an_open_stream_the_messages_again() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    subscribed(&client, "keeper", "t", StartFrom::Earliest).await;
+    subscribed(&client, "s", "t", StartFrom::Earliest).await;
+    let mut stream = client.stream("s", Some("t"), true).await.unwrap();
+    client
+        .publish_batch("t", "p", vec!["m1".into(), "m2".into()])
+        .await
+        .unwrap();
+    assert_eq!(payloads_of(&next(&mut stream, 2).await), ["m1", "m2"]);
+    client.publish("t", "p", "m3").await.unwrap();
+    assert_eq!(payloads_of(&next(&mut stream, 1).await), ["m3"]);
+    broker
+        .http_post(
+            "/subscribers/s/subscriptions/t/seek",
+            json!({"to": "earliest"}),
+        )
+        .await
+        .assert_status(204);
+    assert_eq!(payloads_of(&next(&mut stream, 3).await), ["m1", "m2", "m3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_takes_one_of_its_subscribers_sixteen_places() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    subscribed(&client, "s", "t", StartFrom::Earliest).await;
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        streams.push(client.stream("s", Some("t"), false).await.unwrap());
+    }
+    broker
+        .http_get("/subscribers/s/stream?topic=t")
+        .await
+        .assert_error(429, "too_many_requests");
+    drop(streams.pop());
+    eventually(WAIT, "a place frees up", || async {
+        let answer = reqwest::get(format!("{}/subscribers/s/stream?topic=t", broker.url()))
+            .await
+            .unwrap();
+        answer.status() == 200
+    })
+    .await;
+}

@@ -6,7 +6,7 @@
 //! (`GivenCounts`), per broker.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web;
@@ -38,6 +38,10 @@ pub struct Pull {
     /// What a stream gave out already of the subscriber's v1 subscriptions
     /// (empty for a pull).
     pub sent: Sent,
+    /// A stream's read: the stream holds the subscriber's slot, and its
+    /// own acknowledgements in flight do not hold the read up (`sent`
+    /// passes over what they acknowledge).
+    pub for_stream: bool,
 }
 
 /// Answers a pull: the pending messages at once, or the first to arrive
@@ -50,7 +54,9 @@ pub struct Pull {
 /// what it needs while it waits.
 pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiError> {
     let deadline = Instant::now() + pull.wait;
-    app.acks.settled(&pull.subscriber).await;
+    if !pull.for_stream {
+        app.acks.settled(&pull.subscriber).await;
+    }
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
@@ -88,7 +94,7 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
                 Instant::now() + Duration::from_millis(wait_ms)
             })
             .map_or(deadline, |at| at.min(deadline));
-        if waiting.is_none() {
+        if waiting.is_none() && !pull.for_stream {
             // A slot among the subscriber's waiting pulls (at most 16).
             waiting = Some((
                 app.pulls.take(&pull.subscriber)?,
@@ -126,15 +132,15 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
 /// (API.md §5.5): each waiting pull holds a connection and memory.
 const MAX_PULLS_PER_SUBSCRIBER: usize = 16;
 
-/// The pulls waiting now, per subscriber.
+/// The pulls waiting now, and the streams open, per subscriber.
 #[derive(Default)]
-pub struct PullSlots(Mutex<HashMap<String, usize>>);
+pub struct PullSlots(Arc<Mutex<HashMap<String, usize>>>);
 
 impl PullSlots {
-    /// A slot for one more waiting pull of `subscriber`, held until dropped
-    /// (also when the client goes away); `429 too_many_requests` past the
-    /// limit.
-    fn take(&self, subscriber: &str) -> Result<PullSlot<'_>, ApiError> {
+    /// A slot for one more waiting pull or open stream of `subscriber`,
+    /// held until dropped (also when the client goes away); `429
+    /// too_many_requests` past the limit.
+    pub fn take(&self, subscriber: &str) -> Result<PullSlot, ApiError> {
         let mut going = lock(&self.0);
         let count = going.entry(subscriber.to_string()).or_default();
         if *count >= MAX_PULLS_PER_SUBSCRIBER {
@@ -144,21 +150,21 @@ impl PullSlots {
         }
         *count += 1;
         Ok(PullSlot {
-            slots: self,
+            slots: self.0.clone(),
             subscriber: subscriber.to_string(),
         })
     }
 }
 
-/// One pull's place among its subscriber's.
-struct PullSlot<'s> {
-    slots: &'s PullSlots,
+/// One pull's or stream's place among its subscriber's.
+pub struct PullSlot {
+    slots: Arc<Mutex<HashMap<String, usize>>>,
     subscriber: String,
 }
 
-impl Drop for PullSlot<'_> {
+impl Drop for PullSlot {
     fn drop(&mut self) {
-        let mut going = lock(&self.slots.0);
+        let mut going = lock(&self.slots);
         if let Some(count) = going.get_mut(&self.subscriber) {
             *count -= 1;
             if *count == 0 {
@@ -210,7 +216,7 @@ impl AcksInFlight {
 
 /// Acknowledges a pull's cursor after the pull has answered (see
 /// [`AcksInFlight`]); a failure leaves the messages to be delivered again.
-fn acknowledge_in_background(
+pub fn acknowledge_in_background(
     app: web::Data<AppState>,
     cursor: Cursor,
     authorization: Option<Vec<u8>>,

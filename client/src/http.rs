@@ -656,8 +656,8 @@ impl Client {
 /// How long a stream may stay open.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long a stream may stay silent before its broker counts as gone:
-/// three of the brokers' keep-alive intervals.
-const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// six of the brokers' keep-alive intervals (5 s).
+const STREAM_SILENCE: Duration = Duration::from_secs(30);
 
 /// Messages as Server-Sent Events (see `Client::tail`, `Client::stream`).
 pub struct EventStream {
@@ -682,7 +682,7 @@ impl EventStream {
             let silent = ClientError::Unreachable {
                 url: self.base.clone(),
                 reason: format!(
-                    "nothing came for {STREAM_SILENCE:?} (brokers send a keep-alive every 15 s)"
+                    "nothing came for {STREAM_SILENCE:?} (brokers send a keep-alive every 5 s)"
                 ),
             };
             let chunk = tokio::time::timeout(STREAM_SILENCE, self.response.chunk())

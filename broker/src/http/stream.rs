@@ -18,7 +18,7 @@ use client::wire::{Message, StartFrom};
 use serde::Deserialize;
 
 use crate::cursor::Cursor;
-use crate::delivery::{self, Pull};
+use crate::delivery::{self, Pull, PullSlot};
 use crate::error::ApiError;
 use crate::names::check_name;
 use crate::store::queries::Sent;
@@ -27,11 +27,17 @@ use crate::trust::Caller;
 use crate::wakeups::Key;
 use crate::AppState;
 
-/// How long a stream stays silent before it sends a comment.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a stream stays silent before it sends a comment. It is also
+/// how soon the broker notices a client that went away (a write fails) and
+/// frees its place among the subscriber's 16.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Most messages one read of a stream takes.
 const READ_MAX: u32 = 100;
+
+/// How long a stream waits before it reads again after a read failed for
+/// a moment (overloaded, no quorum).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -69,17 +75,22 @@ pub async fn subscriber(
         caller.may_subscribe(topic)?;
     }
     if app.follows_leader() && delivery::reads_shared(&app, &subscriber, topic.as_deref()).await? {
+        let leader = app.cluster.leadership().leader;
         return Err(ApiError::BadRequest(format!(
             "leader mode: stream a shared subscription from the leader ({})",
-            app.cluster.leadership().leader.unwrap_or_default()
+            leader.as_deref().unwrap_or("none known now")
         )));
     }
+    // A stream counts among the subscriber's waiting pulls for its whole
+    // life (API.md §5.5).
+    let slot = app.pulls.take(&subscriber)?;
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|value| value.as_bytes().to_vec());
     let mut stream = SubscriberStream {
         app,
+        _slot: slot,
         subscriber,
         topic,
         auto_ack: auto_ack.unwrap_or(false),
@@ -100,6 +111,7 @@ pub async fn subscriber(
 /// A subscriber's messages, pull after pull.
 struct SubscriberStream {
     app: web::Data<AppState>,
+    _slot: PullSlot,
     subscriber: String,
     topic: Option<String>,
     auto_ack: bool,
@@ -124,15 +136,26 @@ impl SubscriberStream {
             auto_ack: false,
             authorization: self.authorization.clone(),
             sent: self.sent.clone(),
+            for_stream: true,
         };
         let pulled = delivery::pull(&self.app, pull).await?;
+        let cursor = Cursor::decode(&pulled.cursor, &self.subscriber)?;
         for message in &pulled.messages {
+            let read_in = cursor
+                .epochs
+                .get(&message.topic)
+                .cloned()
+                .unwrap_or_default();
             let key = (message.topic.clone(), message.origin.clone());
-            let sent = self.sent.entry(key).or_default();
-            *sent = (*sent).max(message.seq);
+            let sent = self.sent.entry(key).or_insert((0, read_in.clone()));
+            *sent = if sent.1 == read_in {
+                (sent.0.max(message.seq), read_in)
+            } else {
+                (message.seq, read_in)
+            };
         }
         if self.auto_ack && !pulled.messages.is_empty() {
-            self.unacknowledged = Some(Cursor::decode(&pulled.cursor, &self.subscriber)?);
+            self.unacknowledged = Some(cursor);
         }
         self.queue.extend(pulled.messages);
         Ok(())
@@ -149,31 +172,49 @@ impl SubscriberStream {
             if let Some(cursor) = self.unacknowledged.take() {
                 // Committed beside the next read, not before it (a commit
                 // can take milliseconds): that read passes over what was
-                // sent anyway.
-                let (app, authorization) = (self.app.clone(), self.authorization.clone());
-                actix_web::rt::spawn(async move {
-                    let authorization = authorization.as_deref();
-                    if let Err(error) = delivery::acknowledge(&app, cursor, authorization).await {
-                        tracing::warn!("a stream's auto-acknowledgement failed: {error}");
-                    }
-                });
+                // sent anyway. Other pulls of the subscriber wait for it.
+                let authorization = self.authorization.clone();
+                delivery::acknowledge_in_background(self.app.clone(), cursor, authorization);
             }
             match self.read(KEEP_ALIVE).await {
                 Ok(()) if self.queue.is_empty() => {
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
                 }
                 Ok(()) => {}
-                Err(error) => {
-                    // Not subscribed any more, the topic is gone, ...: the
+                Err(error) if ends_the_stream(&error) => {
+                    // Not subscribed any more, the topic is gone: the
                     // stream says why and ends.
                     self.ended = true;
-                    let body = serde_json::json!({"error": {"message": error.to_string()}});
+                    let body = serde_json::json!({
+                        "error": {"code": error.code(), "message": error.to_string()}
+                    });
                     let event = format!("event: end\ndata: {body}\n\n");
                     return Some((Ok(Bytes::from(event)), self));
+                }
+                Err(error) => {
+                    // Overloaded, no quorum during an election, ...: the
+                    // stream waits a moment and reads again.
+                    tracing::debug!("a stream's read failed, trying again: {error}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
                 }
             }
         }
     }
+}
+
+/// Whether a read's `error` ends a stream for good (what it reads is gone)
+/// rather than for a moment.
+fn ends_the_stream(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Store(
+            StoreError::SubscriberNotFound(_)
+                | StoreError::TopicNotFound(_)
+                | StoreError::NotSubscribed { .. }
+        ) | ApiError::Unauthenticated(_)
+            | ApiError::Forbidden(_)
+    )
 }
 
 /// A streaming `text/event-stream` answer.

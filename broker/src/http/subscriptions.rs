@@ -168,6 +168,7 @@ pub async fn pull(
         auto_ack: auto_ack.unwrap_or(false),
         authorization: authorization(&request).map(<[u8]>::to_vec),
         sent: Sent::new(),
+        for_stream: false,
     };
     // The response is built only once the pull has its messages: a builder
     // made first would hold a response head through the whole long poll.

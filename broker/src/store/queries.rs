@@ -545,8 +545,9 @@ pub fn first_from(
 }
 
 /// Per (topic, origin), the seq up to which a stream gave a reader its
-/// messages already: a read passes over them as if acknowledged.
-pub type Sent = std::collections::BTreeMap<(String, String), u64>;
+/// messages already, and the subscription's epoch then: a read passes over
+/// them as if acknowledged, unless a seek has moved the position since.
+pub type Sent = std::collections::BTreeMap<(String, String), (u64, Epoch)>;
 
 /// Messages `subscriber` has not acknowledged (nor been `sent`) and that
 /// are not leased at `now_ms` (shared subscriptions) on `topics`, at most `max`,
@@ -566,9 +567,16 @@ pub fn pending(
     let mut messages = Vec::new();
     let skips = skips(conn, subscriber, now_ms)?;
     for topic in topics {
+        let now_in = match sent.is_empty() {
+            true => None,
+            false => Some(epoch(conn, subscriber, topic)?),
+        };
         for mut run in readable_runs(conn, subscriber, topic)? {
-            if let Some(&seq) = sent.get(&(topic.clone(), run.origin.clone())) {
-                run.acknowledged = run.acknowledged.max(seq);
+            let given = sent.get(&(topic.clone(), run.origin.clone()));
+            if let (Some((seq, read_in)), Some(now_in)) = (given, &now_in) {
+                if read_in == now_in {
+                    run.acknowledged = run.acknowledged.max(*seq);
+                }
             }
             let upto = order.map_or(run.have, |order| run.have.min(order.limit_of(&run.origin)));
             if upto > run.acknowledged {
