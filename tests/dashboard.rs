@@ -207,6 +207,15 @@ async fn the_dashboard_asks_for_a_token_and_says_when_it_is_refused() {
         format!("[[principal]]\nname = \"ops\"\nadmin = true\ntoken_sha256 = \"{hash}\"\n");
     std::fs::write(&auth, principal).unwrap();
     let broker = Broker::start_with(&["--auth-file", auth.to_str().unwrap()]).await;
+    // Every endpoint but /health needs a token (API.md §5.2): the page
+    // comes with its 401, the document does not.
+    let page = broker.http_get("/ui").await;
+    page.assert_status(401).assert_content_type("text/html");
+    assert!(page.text.contains("<title>rumor</title>"));
+    broker
+        .http_get("/openapi.json")
+        .await
+        .assert_error(401, "unauthenticated");
 
     let driver = Driver::start().await;
     let browser = driver.browser().await;

@@ -1,8 +1,9 @@
 //! Middleware: who is asking (API.md §5.1, §5.2). Peer requests
 //! (`/peer/*`, forwarded writes) must be signed with the cluster key (or,
 //! without one, come from loopback) and their answers are signed back; with
-//! `--auth-file` every other request but `GET /health` and the dashboard's
-//! files (`/ui`, which hold no data) needs a known bearer token. The `Caller` found is left in the request for the handlers'
+//! `--auth-file` every other request but `GET /health` needs a known bearer
+//! token (the dashboard's page comes with its `401`, so that it can ask
+//! for one). The `Caller` found is left in the request for the handlers'
 //! permission checks (see [`Caller`]'s extractor).
 
 use std::future::{ready, Ready};
@@ -40,6 +41,9 @@ pub async fn authenticate(
     let checked = checked.and_then(|()| identify_client(&app, &request, signed_by_peer.is_some()));
     let response = match checked {
         Ok(()) => next.call(request).await?.map_into_boxed_body(),
+        Err(ApiError::Unauthenticated(_)) if routed_path(&request) == "/ui" => {
+            request.into_response(super::ui::refused())
+        }
         Err(error) => refuse(request, error),
     };
     match (signed_by_peer, app.trust.cluster_key()) {
@@ -190,16 +194,15 @@ async fn take_body(request: &mut ServiceRequest, nonce: &str) -> Result<(), ApiE
 }
 
 /// With `--auth-file`, finds the caller (another broker, or the principal
-/// of the bearer token) and leaves it in the request; `GET /health`, the
-/// dashboard's files and the peer protocol need no token.
+/// of the bearer token) and leaves it in the request; `GET /health` and the
+/// peer protocol need no token.
 fn identify_client(
     app: &AppState,
     request: &ServiceRequest,
     verified_peer: bool,
 ) -> Result<(), ApiError> {
     let path = routed_path(request);
-    let open = matches!(path, "/health" | "/openapi.json" | "/ui") || path.starts_with("/ui/");
-    if !app.trust.authenticates_clients() || open || path.starts_with("/peer/") {
+    if !app.trust.authenticates_clients() || path == "/health" || path.starts_with("/peer/") {
         return Ok(());
     }
     // A broker's own request, made here or forwarded by one: only what a

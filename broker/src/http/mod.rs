@@ -63,17 +63,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             [web::get().to(openapi::openapi_json)],
         ))
         .service(resource("/ui", "GET", [web::get().to(ui::index)]))
-        .service(resource("/ui/", "GET", [web::get().to(ui::index)]))
-        .service(resource(
-            "/ui/dashboard.js",
-            "GET",
-            [web::get().to(ui::script)],
-        ))
-        .service(resource(
-            "/ui/dashboard.css",
-            "GET",
-            [web::get().to(ui::style)],
-        ))
         .service(resource(
             "/publishers",
             "POST",
