@@ -259,13 +259,7 @@ async fn a_shared_subscription_seeks_back_over_acknowledgements_by_id() {
     let (ca, cb) = (cluster.client(0), cluster.client(1));
     topic_of(&ca, "p", "t").await;
     subscribed(&ca, "keeper", "t", StartFrom::Earliest).await;
-    ca.register_subscriber("w").await.unwrap();
-    a.http_post(
-        "/subscribers/w/subscriptions",
-        json!({"topic": "t", "from": "earliest", "ack_wait_ms": 1000}),
-    )
-    .await
-    .assert_status(201);
+    subscribed_shared(a, "w", "t", json!({"ack_wait_ms": 1000})).await;
     publish_each(&ca, &["m1", "m2", "m3"]).await;
     let leased = ca.pull("w", &at_once(Some("t"), None)).await.unwrap();
     assert_eq!(payloads(&leased), ["m1", "m2", "m3"]);

@@ -432,17 +432,7 @@ async fn shared_subscription_settings_are_checked_and_kept() {
 
 /// Registers `s` and subscribes it to `t` with `settings` (shared ones).
 async fn shared_subscriber(broker: &Broker, settings: serde_json::Value) {
-    broker
-        .http_post("/subscribers", json!({"id": "s"}))
-        .await
-        .assert_status(201);
-    let mut body = settings;
-    body["topic"] = json!("t");
-    body["from"] = json!("earliest");
-    broker
-        .http_post("/subscribers/s/subscriptions", body)
-        .await
-        .assert_status(201);
+    subscribed_shared(broker, "s", "t", settings).await;
 }
 
 fn pull_query(max: u32, wait_ms: u64) -> client::wire::PullQuery {

@@ -96,17 +96,7 @@ async fn metrics_of_a_live_cluster_move_as_it_works() {
             json!({"ack_wait_ms": 60000, "max_deliveries": 1, "dead_letter_topic": "dead"}),
         ),
     ] {
-        broker
-            .http_post("/subscribers", json!({"id": id}))
-            .await
-            .assert_status(201);
-        let mut body = settings;
-        body["topic"] = json!("t");
-        body["from"] = json!("earliest");
-        broker
-            .http_post(&format!("/subscribers/{id}/subscriptions"), body)
-            .await
-            .assert_status(201);
+        subscribed_shared(broker, id, "t", settings).await;
         let leased = a.pull(id, &at_once(Some("t"), None)).await.unwrap();
         let ids: Vec<String> = leased.messages.iter().map(|m| m.id.clone()).collect();
         a.nack(id, &ids, 0).await.unwrap();

@@ -96,17 +96,7 @@ async fn auto_ack_acknowledges_what_a_stream_gave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_of_a_shared_subscriber_split_its_messages() {
     let (broker, client) = start_with_topic(&[], "p", "t").await;
-    broker
-        .http_post("/subscribers", json!({"id": "w"}))
-        .await
-        .assert_status(201);
-    broker
-        .http_post(
-            "/subscribers/w/subscriptions",
-            json!({"topic": "t", "from": "earliest", "ack_wait_ms": 60000}),
-        )
-        .await
-        .assert_status(201);
+    subscribed_shared(&broker, "w", "t", json!({"ack_wait_ms": 60000})).await;
     let mut one = client.stream("w", Some("t"), false).await.unwrap();
     let mut two = client.stream("w", Some("t"), false).await.unwrap();
     let sent: Vec<String> = (1..=20).map(|n| format!("m{n}")).collect();

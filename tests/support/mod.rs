@@ -426,6 +426,27 @@ pub async fn subscribed(client: &Client, sid: &str, topic: &str, from: StartFrom
     subscribed.unwrap_or_else(|e| panic!("subscribe {sid} to {topic}: {e}"));
 }
 
+/// Registers subscriber `sid` and subscribes it to `topic` from its first
+/// message, shared with `settings` (`ack_wait_ms`, ...: API.md §6.2).
+pub async fn subscribed_shared(
+    broker: &Broker,
+    sid: &str,
+    topic: &str,
+    settings: serde_json::Value,
+) {
+    broker
+        .http_post("/subscribers", serde_json::json!({"id": sid}))
+        .await
+        .assert_status(201);
+    let mut body = settings;
+    body["topic"] = serde_json::json!(topic);
+    body["from"] = serde_json::json!("earliest");
+    broker
+        .http_post(&format!("/subscribers/{sid}/subscriptions"), body)
+        .await
+        .assert_status(201);
+}
+
 /// A pull of `topic` (`None`: every subscription) that does not wait, for up
 /// to `max` messages (`None`: the broker's default), acknowledging nothing.
 pub fn at_once(topic: Option<&str>, max: Option<u32>) -> PullQuery {
