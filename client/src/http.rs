@@ -185,13 +185,25 @@ impl Client {
 
     /// Every topic (`GET /topics`, page after page).
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
-        let mut all: Vec<TopicInfo> = Vec::new();
+        self.every_page("topics", |topic: &TopicInfo| topic.name.as_str())
+            .await
+    }
+
+    /// Every entry of the listing at `path`, a page (`MAX_TOPICS_PAGE`) at
+    /// a time, each page after the `name` of the last entry of the one
+    /// before.
+    async fn every_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        name: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut all: Vec<T> = Vec::new();
         loop {
-            let after = all.last().map_or("", |last| last.name.as_str());
+            let after = all.last().map_or("", &name);
             let request = self
-                .request(Method::GET, &["topics"])?
+                .request(Method::GET, &[path])?
                 .query(&[("after", after)]);
-            let page: Vec<TopicInfo> = self.json(request).await?;
+            let page: Vec<T> = self.json(request).await?;
             let done = page.len() < MAX_TOPICS_PAGE as usize;
             all.extend(page);
             if done {
@@ -411,19 +423,8 @@ impl Client {
     /// Every registered subscriber with its subscriptions
     /// (`GET /subscriptions`, page after page).
     pub async fn subscribers(&self) -> Result<Vec<SubscriberInfo>, ClientError> {
-        let mut all: Vec<SubscriberInfo> = Vec::new();
-        loop {
-            let after = all.last().map_or("", |last| last.id.as_str());
-            let request = self
-                .request(Method::GET, &["subscriptions"])?
-                .query(&[("after", after)]);
-            let page: Vec<SubscriberInfo> = self.json(request).await?;
-            let done = page.len() < MAX_TOPICS_PAGE as usize;
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
+        self.every_page("subscriptions", |s: &SubscriberInfo| s.id.as_str())
+            .await
     }
 
     /// Follows `topic`'s messages from `from` on, taking them from nobody

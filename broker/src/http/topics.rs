@@ -66,12 +66,7 @@ pub async fn set_limits(
     check_name("topic", &name)?;
     check_name("publisher", &publisher)?;
     topic_limits::check(&limits).map_err(ApiError::BadRequest)?;
-    let owner = if caller.overrides_ownership() {
-        None
-    } else {
-        caller.may_act_as(&publisher)?;
-        Some(publisher)
-    };
+    let owner = acting_owner(&caller, Some(publisher))?;
     let topic = app
         .record(move |tx| tx.set_limits(&name, owner.as_deref(), limits))
         .await?;
@@ -142,17 +137,21 @@ pub async fn delete(
     if let Some(publisher) = &publisher {
         check_name("publisher", publisher)?;
     }
-    // An admin deletes any topic; anyone else as its owner.
-    let owner = if caller.overrides_ownership() {
-        None
-    } else {
-        let publisher = publisher.ok_or_else(|| {
-            ApiError::BadRequest("query parameter publisher is required".to_string())
-        })?;
-        caller.may_act_as(&publisher)?;
-        Some(publisher)
-    };
+    let owner = acting_owner(&caller, publisher)?;
     app.record(move |tx| tx.delete_topic(&name, owner.as_deref()))
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Who changes a topic as its owner: an admin any topic (`None`), anyone
+/// else as `publisher` (required, and one the caller may act as), whom the
+/// store then checks is the owner.
+fn acting_owner(caller: &Caller, publisher: Option<String>) -> Result<Option<String>, ApiError> {
+    if caller.overrides_ownership() {
+        return Ok(None);
+    }
+    let publisher = publisher
+        .ok_or_else(|| ApiError::BadRequest("query parameter publisher is required".to_string()))?;
+    caller.may_act_as(&publisher)?;
+    Ok(Some(publisher))
 }
