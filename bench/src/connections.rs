@@ -10,7 +10,7 @@ use std::future::Future;
 use client::{Client, ClientError};
 use tokio::task::JoinSet;
 
-use crate::{BrokerArgs, Error};
+use crate::Error;
 
 /// Most set-up calls in flight at once.
 pub const SETUP_CONCURRENCY: usize = 64;
@@ -90,10 +90,11 @@ fn set_open_files_limit(limit: libc::rlimit) -> std::io::Result<()> {
 
 /// Runs every job, at most [`SETUP_CONCURRENCY`] at a time; returns their
 /// results in the order they finished, or the first error.
-pub async fn bounded<T, F>(jobs: impl IntoIterator<Item = F>) -> Result<Vec<T>, ClientError>
+pub async fn bounded<T, E, F>(jobs: impl IntoIterator<Item = F>) -> Result<Vec<T>, E>
 where
     T: Send + 'static,
-    F: Future<Output = Result<T, ClientError>> + Send + 'static,
+    E: Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
 {
     let mut running = JoinSet::new();
     let mut done = Vec::new();
@@ -120,13 +121,6 @@ pub async fn warm(clients: impl IntoIterator<Item = Client>) -> Result<(), Clien
         Ok(())
     });
     bounded(calls).await.map(drop)
-}
-
-/// `n` new clients of `broker`, each with its connection open.
-pub async fn connected_clients(broker: &BrokerArgs, n: u64) -> Result<Vec<Client>, ClientError> {
-    let clients: Vec<Client> = (0..n).map(|_| broker.client()).collect();
-    warm(clients.iter().cloned()).await?;
-    Ok(clients)
 }
 
 #[cfg(test)]

@@ -1,22 +1,34 @@
 //! `bench sweep`: publish throughput and latency as the number of clients
 //! grows. For each count in `--clients`, that many clients, each with a
-//! connection of its own (opened before the step's clock starts), publish
-//! to one fresh topic in a closed loop (a client sends its next request
-//! once the last was answered) for `--seconds-per-step`, timing every
-//! request; a progress bar on stderr counts the steps done.
+//! connection of its own (a lean HTTP/1.1 client, see `lean`, opened
+//! before the step's clock starts), publish to one fresh topic in a closed
+//! loop (a client sends its next request once the last was answered) for
+//! `--seconds-per-step`, timing every request, while a prober asks
+//! `GET /health` every 10 ms on a connection of its own; a progress bar on
+//! stderr counts the steps done. A step's rate counts the messages
+//! acknowledged within its window, so the answers still due when it ends
+//! (many, with thousands of clients) do not stretch it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::bench::{SweepReport, SweepStep};
-use client::{Client, ClientError};
+use client::Client;
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
-use crate::connections::{connected_clients, ensure_open_files};
+use crate::connections::{bounded, ensure_open_files};
+use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, Panel, PlotArgs, Scale, Series};
 use crate::publish::RequestArgs;
 use crate::report::{micros, percentiles_ms, progress_bar, rows_table, Measured};
 use crate::{fresh_topic, BrokerArgs, Error};
+
+/// How often the prober asks `GET /health` during a step.
+const HEALTH_EVERY: Duration = Duration::from_millis(10);
+/// How long a client whose request failed waits before its next, so that
+/// a broker refusing everything is not asked in a tight loop.
+const AFTER_ERROR: Duration = Duration::from_millis(10);
 
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
@@ -26,7 +38,7 @@ pub struct SweepArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values_t = [1, 10, 50, 100, 500, 1000, 5000],
+        default_values_t = [1, 10, 50, 100, 500, 1000, 5000, 10000],
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub clients: Vec<u64>,
@@ -45,19 +57,16 @@ pub struct SweepArgs {
 /// What every publishing client sends: where, and what.
 struct Work {
     topic: String,
-    payload: String,
-    batch: u64,
+    body: Body,
 }
 
 /// Creates a fresh topic ([`fresh_topic`]), runs the steps and reports
 /// (the chart needs no samples: it draws the steps' percentiles).
 pub async fn run(args: &SweepArgs) -> Result<Measured<SweepReport, ()>, Error> {
     ensure_open_files(args.clients.iter().copied().max().unwrap_or(0))?;
-    let work = Arc::new(Work {
-        topic: fresh_topic(&args.broker.client()).await?,
-        payload: args.request.payload(),
-        batch: args.request.batch,
-    });
+    let topic = fresh_topic(&args.broker.client()).await?;
+    let body = Body::new(&topic, &args.request.payload(), args.request.batch)?;
+    let work = Arc::new(Work { topic, body });
     let duration = Duration::from_secs(args.seconds_per_step);
     let progress = progress_bar(args.clients.len() as u64);
     let mut steps = Vec::new();
@@ -79,70 +88,145 @@ pub async fn run(args: &SweepArgs) -> Result<Measured<SweepReport, ()>, Error> {
     })
 }
 
-/// Connects `clients` clients, then lets each publish in a closed loop
-/// for `duration`.
+/// Connects `clients` publishers, then lets each publish in a closed loop
+/// for `duration` while the broker's health is probed.
 async fn step(
     broker: &BrokerArgs,
     work: &Arc<Work>,
     clients: u64,
     duration: Duration,
-) -> Result<SweepStep, ClientError> {
-    let connected = connected_clients(broker, clients).await?;
-    let started = Instant::now();
-    let until = started + duration;
+) -> Result<SweepStep, Error> {
+    let connecting = (0..clients).map(|_| {
+        let (broker, topic) = (broker.clone(), work.topic.clone());
+        async move { Publisher::connect(&broker, &topic).await }
+    });
+    let publishers = bounded(connecting).await?;
+    let until = Instant::now() + duration;
+    let prober = spawn_prober(broker.client(), until)?;
     let mut tasks = JoinSet::new();
-    for client in connected {
-        tasks.spawn(publish_until(client, Arc::clone(work), until));
+    for publisher in publishers {
+        let (broker, work) = (broker.clone(), Arc::clone(work));
+        tasks.spawn(publish_until(broker, publisher, work, until));
     }
-    let mut samples = Vec::new();
+    let mut tally = Tally::default();
     while let Some(joined) = tasks.join_next().await {
-        samples.extend(joined.expect("a publishing task does not panic")?);
+        tally.add(joined.expect("a publishing task does not panic"));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let requests = samples.len() as u64;
-    let messages = requests * work.batch;
+    let probed = tokio::task::spawn_blocking(move || prober.join());
+    tally.add(
+        probed
+            .await
+            .ok()
+            .and_then(|joined| joined.ok())
+            .expect("the health prober does not panic"),
+    );
+    if let Some(error) = &tally.first_error {
+        eprintln!(
+            "bench sweep: {clients} clients: {} errors, the first: {error}",
+            tally.errors
+        );
+    }
+    let seconds = duration.as_secs_f64();
+    let messages = tally.in_window * work.body.size();
     Ok(SweepStep {
         clients,
         messages,
-        requests,
+        requests: tally.samples.len() as u64,
         seconds,
         messages_per_sec: messages as f64 / seconds,
-        latency_ms: percentiles_ms(samples),
+        latency_ms: percentiles_ms(tally.samples),
+        errors: tally.errors,
+        health_ms: percentiles_ms(tally.health),
     })
 }
 
-/// Sends requests one after another until `until`; returns each one's
-/// time to answer, in µs.
-async fn publish_until(
-    client: Client,
-    work: Arc<Work>,
-    until: Instant,
-) -> Result<Vec<i64>, ClientError> {
-    let mut samples = Vec::new();
-    while Instant::now() < until {
-        let sent = Instant::now();
-        publish_request(&client, &work.topic, &work.payload, work.batch).await?;
-        samples.push(micros(sent.elapsed()));
-    }
-    Ok(samples)
+/// What the clients of a step saw.
+#[derive(Default)]
+struct Tally {
+    /// Each answered publish's time to answer, in µs.
+    samples: Vec<i64>,
+    /// Publishes answered before the step's window closed.
+    in_window: u64,
+    /// Each `GET /health`'s time to answer, in µs.
+    health: Vec<i64>,
+    errors: u64,
+    first_error: Option<String>,
 }
 
-/// Publishes `size` messages of `payload` to `topic` as the publisher of
-/// the same name, in one request: a single publish when `size` is 1, else
-/// a batch.
-async fn publish_request(
-    client: &Client,
-    topic: &str,
-    payload: &str,
-    size: u64,
-) -> Result<(), ClientError> {
-    if size == 1 {
-        client.publish(topic, topic, payload).await?;
-    } else {
-        let payloads = vec![payload.to_string(); size as usize];
-        client.publish_batch(topic, topic, payloads).await?;
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.samples.extend(other.samples);
+        self.in_window += other.in_window;
+        self.health.extend(other.health);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
     }
-    Ok(())
+
+    fn failed(&mut self, error: impl ToString) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| error.to_string());
+    }
+}
+
+/// Sends requests one after another until `until`. A failed request's
+/// connection is replaced by a new one (it may be the one that broke).
+async fn publish_until(
+    broker: BrokerArgs,
+    mut publisher: Publisher,
+    work: Arc<Work>,
+    until: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let sent = Instant::now();
+        match publisher.publish(&work.body).await {
+            Ok(_) => {
+                let answered = Instant::now();
+                tally.samples.push(micros(answered - sent));
+                tally.in_window += u64::from(answered <= until);
+            }
+            Err(error) => {
+                tally.failed(error);
+                tokio::time::sleep(AFTER_ERROR).await;
+                if let Ok(fresh) = Publisher::connect(&broker, &work.topic).await {
+                    publisher = fresh;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// Runs [`probe_health`] on a thread and runtime of its own: on the
+/// publishers' runtime it would wait its turn behind thousands of ready
+/// tasks, and time the load generator rather than the broker.
+fn spawn_prober(client: Client, until: Instant) -> Result<std::thread::JoinHandle<Tally>, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Error::Failed(format!("cannot start the health prober: {error}")))?;
+    std::thread::Builder::new()
+        .name("health-prober".to_string())
+        .spawn(move || runtime.block_on(probe_health(client, until)))
+        .map_err(|error| Error::Failed(format!("cannot start the health prober: {error}")))
+}
+
+/// Asks `GET /health` every [`HEALTH_EVERY`] until `until`, timing each.
+async fn probe_health(client: Client, until: Instant) -> Tally {
+    let mut tally = Tally::default();
+    let mut ticks = tokio::time::interval(HEALTH_EVERY);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    while Instant::now() < until {
+        ticks.tick().await;
+        let sent = Instant::now();
+        match client.health().await {
+            Ok(_) => tally.health.push(micros(sent.elapsed())),
+            Err(error) => tally.failed(format!("GET /health: {error}")),
+        }
+    }
+    tally
 }
 
 /// The chart of `--plot`: throughput above request latency (p50, p99),
@@ -168,6 +252,7 @@ pub fn chart(run: &Measured<SweepReport, ()>) -> LineChart {
         series: vec![
             series("p50", |step| step.latency_ms.as_ref().map(|l| l.p50)),
             series("p99", |step| step.latency_ms.as_ref().map(|l| l.p99)),
+            series("/health p99", |step| step.health_ms.as_ref().map(|l| l.p99)),
         ],
     };
     LineChart {
@@ -181,19 +266,53 @@ pub fn chart(run: &Measured<SweepReport, ()>) -> LineChart {
     }
 }
 
-/// The report as plain text: the topic, then a header and a row per step.
+/// The report as plain text: the topic, then a header and a row per step
+/// (the request latency last), then how the most clients fared against
+/// the peak.
 pub fn table(report: &SweepReport) -> String {
-    const COLUMNS: [&str; 5] = ["clients", "messages", "requests", "seconds", "msg/s"];
+    const COLUMNS: [&str; 7] = [
+        "clients",
+        "messages",
+        "requests",
+        "errors",
+        "msg/s",
+        "health_p99_ms",
+        "seconds",
+    ];
     let rows = report.steps.iter().map(|step| {
-        let mut cells: Vec<String> = [step.clients, step.messages, step.requests]
+        let mut cells: Vec<String> = [step.clients, step.messages, step.requests, step.errors]
             .map(|n| n.to_string())
             .to_vec();
-        cells.push(format!("{:.2}", step.seconds));
         cells.push(format!("{:.0}", step.messages_per_sec));
+        cells.push(match &step.health_ms {
+            Some(health) => format!("{:.3}", health.p99),
+            None => "-".to_string(),
+        });
+        cells.push(format!("{:.2}", step.seconds));
         (cells, step.latency_ms.as_ref())
     });
     let title = format!("topic: {} (batch {})", report.topic, report.batch);
-    rows_table(&title, &COLUMNS, rows.collect())
+    let mut text = rows_table(&title, &COLUMNS, rows.collect());
+    if let Some(line) = most_clients_against_peak(report) {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// "the step with the most clients kept X% of the peak", when there are
+/// steps.
+fn most_clients_against_peak(report: &SweepReport) -> Option<String> {
+    let peak = report
+        .steps
+        .iter()
+        .max_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec))?;
+    let most = report.steps.iter().max_by_key(|step| step.clients)?;
+    let share = 100.0 * most.messages_per_sec / peak.messages_per_sec.max(f64::MIN_POSITIVE);
+    Some(format!(
+        "{} clients kept {share:.0}% of the peak ({:.0} msg/s at {} clients)",
+        most.clients, peak.messages_per_sec, peak.clients
+    ))
 }
 
 #[cfg(test)]
@@ -213,7 +332,7 @@ mod tests {
             let at = ["sweep", "--host", "h", "--port", "1"];
             Sweep::try_parse_from(at.iter().chain(clients)).map(|s| s.args.clients)
         };
-        assert_eq!(parse(&[]).unwrap(), [1, 10, 50, 100, 500, 1000, 5000]);
+        assert_eq!(parse(&[]).unwrap(), [1, 10, 50, 100, 500, 1000, 5000, 10000]);
         assert_eq!(parse(&["--clients", "1,4"]).unwrap(), [1, 4]);
         assert!(parse(&["--clients", "1,0"]).is_err());
     }
@@ -227,6 +346,8 @@ mod tests {
             seconds: 1.0,
             messages_per_sec: 100.0 * clients as f64,
             latency_ms,
+            errors: 0,
+            health_ms: percentiles_ms(vec![2000]),
         };
         SweepReport {
             topic: "t".to_string(),
@@ -246,11 +367,47 @@ mod tests {
             .collect();
         assert_eq!(lines[0], ["topic:", "t", "(batch", "1)"]);
         assert_eq!(
-            lines[1][..6],
-            ["clients", "messages", "requests", "seconds", "msg/s", "p50_ms"]
+            lines[1][..8],
+            [
+                "clients",
+                "messages",
+                "requests",
+                "errors",
+                "msg/s",
+                "health_p99_ms",
+                "seconds",
+                "p50_ms"
+            ]
         );
-        assert_eq!(lines[2][..6], ["4", "400", "400", "1.00", "400", "-"]);
-        assert_eq!(lines[3][..6], ["1", "100", "100", "1.00", "100", "0.500"]);
+        assert_eq!(
+            lines[2][..8],
+            ["4", "400", "400", "0", "400", "2.000", "1.00", "-"]
+        );
+        assert_eq!(
+            lines[3][..8],
+            ["1", "100", "100", "0", "100", "2.000", "1.00", "0.500"]
+        );
+        assert_eq!(
+            lines[4].join(" "),
+            "4 clients kept 100% of the peak (400 msg/s at 4 clients)"
+        );
+    }
+
+    #[test]
+    fn the_most_clients_are_measured_against_the_peak_wherever_it_is() {
+        let mut report = report();
+        report.steps[0].messages_per_sec = 300.0;
+        report.steps.push(SweepStep {
+            clients: 2,
+            messages_per_sec: 400.0,
+            ..report.steps[1].clone()
+        });
+        assert_eq!(
+            most_clients_against_peak(&report).as_deref(),
+            Some("4 clients kept 75% of the peak (400 msg/s at 2 clients)")
+        );
+        report.steps.clear();
+        assert_eq!(most_clients_against_peak(&report), None);
     }
 
     #[test]
@@ -274,7 +431,7 @@ mod tests {
         };
         assert_eq!(throughput.series[0].points, [(1.0, 100.0), (4.0, 400.0)]);
         let names: Vec<&str> = latency.series.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["p50", "p99"]);
+        assert_eq!(names, ["p50", "p99", "/health p99"]);
         assert_eq!(latency.series[1].points, [(1.0, 0.5)]);
     }
 }

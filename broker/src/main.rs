@@ -34,6 +34,10 @@ fn serve(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
     let config = Config::from_cli(cli)?;
+    match broker::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!("open files limit: {limit}"),
+        Err(error) => tracing::warn!("cannot raise the open files limit: {error}"),
+    }
     let address = format!("{}:{}", config.host, config.port);
     let listener =
         broker::listen(&address).map_err(|e| format!("cannot listen on {address}: {e}"))?;

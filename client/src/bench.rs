@@ -169,6 +169,14 @@ pub struct SweepStep {
     /// Time from sending each request to its answer, in ms; `None`
     /// without requests.
     pub latency_ms: Option<Latency<f64>>,
+    /// Requests that failed (refused, or the connection lost); a client
+    /// whose connection broke opens a new one.
+    #[serde(default)]
+    pub errors: u64,
+    /// Times of `GET /health` asked every 10 ms through the step on a
+    /// connection of its own, in ms: how responsive the broker stays.
+    #[serde(default)]
+    pub health_ms: Option<Latency<f64>>,
 }
 
 /// `bench queue`: one shared subscription drained by one worker, then by
