@@ -1,7 +1,27 @@
 #!/usr/bin/env bash
-# rumor vs Redis, side by side, in one run: publish throughput of one rumor
-# broker (alone, --durability fsync) against Redis streams (XADD, AOF with
-# appendfsync always), both on this machine, on loopback, 100-byte payloads.
+# rumor vs Redis, side by side, in one run: publish throughput and
+# publish-to-delivery latency of rumor brokers (--durability fsync) against
+# Redis streams (XADD, AOF with appendfsync always), all on this machine, on
+# loopback, 100-byte payloads.
+#
+# Latency, at 1,000 msg/s for --latency-seconds each, all by `bench latency`
+# (the same pacing, stamps and percentiles for both):
+#
+#   a. Redis XADD on one connection, one consumer in XREAD BLOCK on another
+#   b. rumor long poll, one broker (alone)
+#   c. rumor SSE, one broker
+#   d. rumor long poll across two brokers: publish on A, subscribe on B
+#      (a second pair of brokers, peered with each other)
+#   e. rumor SSE across two brokers
+#
+# Each round runs a-e in turn, --runs rounds. The report gives the median
+# p50 and p99 of each with their ranges, and the ratios rumor/Redis against
+# the targets: one broker p50 <= 1.5x Redis's and p99 <= Redis's, two
+# brokers p99 <= 3x Redis's, for long polls and SSE alike. The latency runs
+# come first, while the lone broker's database is fresh; the pair is
+# stopped before the throughput runs.
+#
+# Throughput:
 #
 #   1. Redis XADD, 50 clients, one command per round trip   (redis-benchmark)
 #   2. rumor single publishes, 50 connections               (bench publish --batch 1)
@@ -21,9 +41,9 @@
 # only the report.
 #
 # Installs redis-server, redis-tools and wrk (Debian packages) when missing.
-# Starts its own redis-server and rumor broker on free 127.0.0.1 ports in a
-# temporary directory (under $TMPDIR, so fsync hits that file system) and
-# stops both at exit.
+# Starts its own redis-server and rumor brokers (one alone, and a pair) on
+# free 127.0.0.1 ports in a temporary directory (under $TMPDIR, so fsync
+# hits that file system) and stops them all at exit.
 set -euo pipefail
 
 usage() {
@@ -31,7 +51,8 @@ usage() {
 Usage: scripts/bench-vs-redis.sh [options]
 
   --runs R                  repetitions of each measurement, interleaved (default 5; env RUNS)
-  --quick                   tiny run to check the script works: 1 run, small counts
+  --quick                   tiny run to check the script works: 1 run, small counts, 1 s latency runs
+  --latency-seconds S       seconds per latency run, at 1000 msg/s (default 5)
   --redis-requests N        XADDs per Redis run, one per round trip (default 30000)
   --redis-pipelined N       XADDs per pipelined Redis run, -P 32 (default 500000)
   --rumor-messages M        messages per rumor single-publish run (default 40000)
@@ -67,9 +88,10 @@ rumor_m=40000
 rumor_batch_m=200000
 batch_connections=4
 wrk_seconds=3
+latency_seconds=5
 quick=0
 build=1
-readonly clients=50 pipeline=32 batch=1000 payload_bytes=100
+readonly clients=50 pipeline=32 batch=1000 payload_bytes=100 latency_rate=1000
 
 need_value() {
     [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
@@ -85,6 +107,7 @@ while [[ $# -gt 0 ]]; do
         --rumor-batch-messages) need_value "$@"; rumor_batch_m=$2; shift 2 ;;
         --batch-connections) need_value "$@"; batch_connections=$2; shift 2 ;;
         --wrk-seconds) need_value "$@"; wrk_seconds=$2; shift 2 ;;
+        --latency-seconds) need_value "$@"; latency_seconds=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -98,11 +121,13 @@ if [[ $quick -eq 1 ]]; then
     rumor_m=2000
     rumor_batch_m=20000
     wrk_seconds=1
+    latency_seconds=1
 fi
 
 for pair in "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pipelined_n" \
     "rumor-messages=$rumor_m" "rumor-batch-messages=$rumor_batch_m" \
-    "batch-connections=$batch_connections" "wrk-seconds=$wrk_seconds"; do
+    "batch-connections=$batch_connections" "wrk-seconds=$wrk_seconds" \
+    "latency-seconds=$latency_seconds"; do
     [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || die "--${pair%%=*} must be a positive integer, got '${pair#*=}'"
 done
 
@@ -149,7 +174,8 @@ bench_bin=$bin_dir/bench
 
 work_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-redis.XXXXXX")
 redis_pid=
-broker_pid=
+broker_pid= # the broker alone
+pair_pids=() pair_ports=() # the two peered brokers: A, then B
 
 # Stops one process we started: SIGTERM, up to 10 s, then SIGKILL.
 stop_pid() {
@@ -170,6 +196,7 @@ stop_pid() {
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    stop_pair
     stop_pid "$broker_pid" broker
     stop_pid "$redis_pid" redis-server
     rm -rf "$work_dir"
@@ -179,8 +206,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Prints $1 distinct free ports, one a line: all bound at once, so none
+# comes twice.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in sockets))
+EOF
 }
 
 # Polls `$@` every 0.1 s until it succeeds; fails once $pid has exited or
@@ -206,7 +241,7 @@ start_redis() {
     local attempt
     mkdir -p "$work_dir/redis"
     for attempt in 1 2 3; do
-        redis_port=$(free_port)
+        redis_port=$(free_ports 1)
         redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work_dir/redis" \
             --appendonly yes --appendfsync always --save '' --daemonize no \
             --logfile "$work_dir/redis.log" &
@@ -220,22 +255,65 @@ start_redis() {
     die "redis-server did not start; see its log above"
 }
 
+# Starts a broker on 127.0.0.1:$1 with the peer list $2 and the data
+# directory $3, logging to $3.log; its pid goes to $spawned_pid.
+spawn_broker() {
+    "$broker_bin" --host 127.0.0.1 --port "$1" --peers "$2" --data-dir "$3" \
+        --durability fsync 2>"$3.log" &
+    spawned_pid=$!
+}
+
+# Waits until the broker of pid $1 answers GET /health on port $2.
+broker_ready() {
+    wait_ready "$1" 15 curl -sf "http://127.0.0.1:$2/health"
+}
+
 start_broker() {
-    local attempt
-    : >"$work_dir/peers.csv" # no peers: the broker runs alone
+    local attempt data
+    : >"$work_dir/alone.csv" # no peers: the broker runs alone
     for attempt in 1 2 3; do
-        broker_port=$(free_port)
-        "$broker_bin" --host 127.0.0.1 --port "$broker_port" --peers "$work_dir/peers.csv" \
-            --data-dir "$work_dir/rumor-$attempt" --durability fsync \
-            2>"$work_dir/broker.log" &
-        broker_pid=$!
-        if wait_ready "$broker_pid" 15 curl -sf "http://127.0.0.1:$broker_port/health"; then return 0; fi
+        broker_port=$(free_ports 1)
+        data=$work_dir/rumor-$attempt
+        spawn_broker "$broker_port" "$work_dir/alone.csv" "$data"
+        broker_pid=$spawned_pid
+        if broker_ready "$broker_pid" "$broker_port"; then return 0; fi
         stop_pid "$broker_pid" broker
         broker_pid=
         note "broker on port $broker_port did not answer GET /health (attempt $attempt)"
     done
-    tail -n 20 "$work_dir/broker.log" >&2 || true
+    tail -n 20 "$data.log" >&2 || true
     die "the rumor broker did not start; see its log above"
+}
+
+# Starts two brokers peered with each other (both listed in pair.csv).
+start_pair() {
+    local attempt i data ready
+    for attempt in 1 2 3; do
+        mapfile -t pair_ports < <(free_ports 2)
+        printf '127.0.0.1,%s\n' "${pair_ports[@]}" >"$work_dir/pair.csv"
+        for i in 0 1; do
+            data=$work_dir/pair-$attempt-$i
+            spawn_broker "${pair_ports[i]}" "$work_dir/pair.csv" "$data"
+            pair_pids+=("$spawned_pid")
+        done
+        ready=1
+        for i in 0 1; do
+            broker_ready "${pair_pids[i]}" "${pair_ports[i]}" || ready=0
+        done
+        ((ready)) && return 0
+        stop_pair
+        note "the pair on ports ${pair_ports[*]} did not both answer GET /health (attempt $attempt)"
+    done
+    tail -n 20 "$data.log" >&2 || true
+    die "the pair of rumor brokers did not start; see a log above"
+}
+
+stop_pair() {
+    local pid
+    for pid in "${pair_pids[@]}"; do
+        stop_pid "$pid" "broker of the pair"
+    done
+    pair_pids=()
 }
 
 # ---------------------------------------------------------------- measurements
@@ -317,6 +395,25 @@ rumor_post() {
         "http://127.0.0.1:$broker_port/$1" || die "POST /$1 $2 failed"
 }
 
+# Prints "p50/p99" (ms) of one `bench latency` run of $1 seconds at
+# $latency_rate msg/s against the target of the flags $2..., after checking
+# that every message was acknowledged and received.
+latency_run() {
+    local seconds=$1 out
+    shift
+    out=$("$bench_bin" latency --rate "$latency_rate" --seconds "$seconds" \
+        --payload-bytes "$payload_bytes" --json "$@" 2>"$work_dir/bench.err") \
+        || { cat "$work_dir/bench.err" >&2; die "bench latency $* failed"; }
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+l = r["latency_ms"]
+if not l or r["sent"] != int(sys.argv[1]) or r["received"] != r["sent"]:
+    sys.exit(1)
+print("%s/%s" % (l["p50"], l["p99"]))' "$((latency_rate * seconds))" <<<"$out" \
+        || die "bench latency $*: not every message was sent and received: $out"
+}
+
 # ---------------------------------------------------------------- run
 
 git_rev=$(git -C "$root" describe --always --dirty --tags 2>/dev/null || echo unknown)
@@ -327,11 +424,40 @@ fs_type=$(df -PT "$work_dir" 2>/dev/null | awk 'NR == 2 { print $2 }')
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start_redis
 start_broker
+start_pair
 note "redis-server on 127.0.0.1:$redis_port (pid $redis_pid), broker on 127.0.0.1:$broker_port (pid $broker_pid)"
+note "pair: A on 127.0.0.1:${pair_ports[0]} (pid ${pair_pids[0]}), B on 127.0.0.1:${pair_ports[1]} (pid ${pair_pids[1]})"
 
-# One small untimed run of each, so the first timed run does not pay for
+# The targets of `bench latency`, as its flags.
+redis_target=(--redis "127.0.0.1:$redis_port")
+alone_target=(--host 127.0.0.1 --port "$broker_port")
+pair_target=(--host 127.0.0.1 --port "${pair_ports[0]}"
+    --subscriber-host 127.0.0.1 --subscriber-port "${pair_ports[1]}")
+
+# One short untimed run of each, so the first timed run does not pay for
 # file creation, first connections and the like.
-note "warming up"
+note "warming up (latency)"
+latency_run 1 "${redis_target[@]}" >/dev/null
+latency_run 1 "${alone_target[@]}" >/dev/null
+latency_run 1 "${pair_target[@]}" >/dev/null
+
+redis_latency=() poll_one=() sse_one=() poll_two=() sse_two=()
+for ((run = 1; run <= runs; run++)); do
+    note "round $run/$runs: latency, Redis XADD -> XREAD BLOCK"
+    redis_latency+=("$(latency_run "$latency_seconds" "${redis_target[@]}")")
+    note "round $run/$runs: latency, rumor long poll, one broker"
+    poll_one+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport poll)")
+    note "round $run/$runs: latency, rumor SSE, one broker"
+    sse_one+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport sse)")
+    note "round $run/$runs: latency, rumor long poll, A -> B"
+    poll_two+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport poll)")
+    note "round $run/$runs: latency, rumor SSE, A -> B"
+    sse_two+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport sse)")
+done
+# The pair would take CPU from the throughput runs.
+stop_pair
+
+note "warming up (throughput)"
 redis_run 1000 1 >/dev/null
 rumor_run 1000 "$clients" 1 >/dev/null
 wrk_run 1 >/dev/null
@@ -351,7 +477,7 @@ for ((run = 1; run <= runs; run++)); do
 done
 
 cat <<EOF
-# rumor vs Redis: publish throughput, $(date -u '+%Y-%m-%d %H:%M UTC')
+# rumor vs Redis: publish throughput and latency, $(date -u '+%Y-%m-%d %H:%M UTC')
 rumor:    $git_rev ($git_head), built --release
 redis:    $(redis-server --version)
           $(redis-benchmark --version)
@@ -361,7 +487,8 @@ data dir: file system ${fs_type:-unknown} (\$TMPDIR); both fsync there
 load avg: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15 min)
 
 redis-server: 127.0.0.1 only, appendonly yes, appendfsync always, save "" (no RDB)
-rumor broker: alone (empty --peers), --durability fsync
+rumor broker: alone (empty --peers), --durability fsync; for latency across
+          two brokers also a pair listing each other, the same flags
 payload ${payload_bytes} bytes; ${runs} run(s) of each, interleaved Redis/rumor
 EOF
 
@@ -400,5 +527,62 @@ for name, (rumor, redis), target in (
     pairs = [a / b for a, b in zip(rumor, redis)]
     verdict = "met" if ratio >= target else "not met"
     print(f"  {name:<32} {ratio:5.2f}  (target >= {target:.1f}: {verdict})"
+          f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
+EOF
+
+cat <<EOF
+
+latency: bench latency, ${latency_rate} msg/s for ${latency_seconds} s a run, ${runs} round(s) of the
+five in turn; rumor: 8 publishing connections, one subscriber acknowledging
+on receipt; Redis: XADDs pipelined on one connection, XREAD BLOCK on another
+EOF
+
+python3 - "$runs" \
+    "Redis XADD -> XREAD BLOCK" "${redis_latency[@]}" \
+    "rumor long poll, one broker" "${poll_one[@]}" \
+    "rumor SSE, one broker" "${sse_one[@]}" \
+    "rumor long poll, publish on A, read on B" "${poll_two[@]}" \
+    "rumor SSE, publish on A, read on B" "${sse_two[@]}" <<'EOF'
+import statistics
+import sys
+
+runs = int(sys.argv[1])
+args = sys.argv[2:]
+rows = []
+while args:
+    label, runs_of = args[0], args[1:1 + runs]
+    args = args[1 + runs:]
+    rows.append((label, [tuple(float(ms) for ms in run.split("/")) for run in runs_of], runs_of))
+
+
+def spread(values):
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+width = max(len(label) for label, _, _ in rows)
+print()
+print(f"{'latency, ms':<{width}}  {'p50 median [min-max]':>22}  {'p99 median [min-max]':>24}"
+      "   runs p50/p99")
+for label, values, runs_of in rows:
+    p50s, p99s = [v[0] for v in values], [v[1] for v in values]
+    print(f"{label:<{width}}  {spread(p50s):>22}  {spread(p99s):>24}   {' '.join(runs_of)}")
+
+print()
+print("rumor/Redis: ratio of the medians [min-max of the ratios of each round]")
+redis = rows[0][1]
+for name, row, column, target in (
+    ("one broker, long poll: p50", 1, 0, 1.5),
+    ("one broker, long poll: p99", 1, 1, 1.0),
+    ("one broker, SSE: p50", 2, 0, 1.5),
+    ("one broker, SSE: p99", 2, 1, 1.0),
+    ("two brokers, long poll: p99", 3, 1, 3.0),
+    ("two brokers, SSE: p99", 4, 1, 3.0),
+):
+    rumor = [v[column] for v in rows[row][1]]
+    base = [v[column] for v in redis]
+    ratio = statistics.median(rumor) / statistics.median(base)
+    pairs = [a / b for a, b in zip(rumor, base)]
+    verdict = "met" if ratio <= target else "not met"
+    print(f"  {name:<28} {ratio:5.2f}  (target <= {target:.1f}: {verdict})"
           f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
 EOF

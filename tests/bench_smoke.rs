@@ -1,10 +1,13 @@
 //! Smoke tests of `bench publish`, `bench latency`, `bench fanout`, `bench
 //! pingpong`, `bench sweep` and `bench queue` against real brokers: each run finishes,
 //! prints one JSON report, and the counts add up; `--plot` draws its chart
-//! and `publish --replica` waits for the replica.
+//! and `publish --replica` waits for the replica. `bench latency --redis`
+//! runs against a redis-server of the test's own (`.ci/run` installs it).
 
 mod support;
 
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use client::bench::{
@@ -12,7 +15,7 @@ use client::bench::{
 };
 use client::delivery::Latency;
 use client::wire::TopicInfo;
-use support::{assert_success, run_bin, Broker, Cluster, HOST};
+use support::{assert_success, eventually, free_port, run_bin, Broker, ChildGuard, Cluster, HOST};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 /// Time limit for a benchmark run of a second or less.
@@ -75,6 +78,25 @@ async fn bench_latency_over_sse_receives_every_message_sent() {
     let report: LatencyReport = run_json(&broker, "latency", &args);
     assert_eq!((report.sent, report.received), (200, 200));
     assert_eq!(report.transport, "sse");
+    measured(&report.latency_ms);
+}
+
+#[tokio::test]
+async fn bench_latency_against_redis_receives_every_message_sent() {
+    let redis = RedisServer::start().await;
+    let server = format!("{HOST}:{}", redis.port);
+    let args = [
+        "latency",
+        "--redis",
+        &server,
+        "--rate",
+        "200",
+        "--seconds",
+        "1",
+    ];
+    let report: LatencyReport = json_report(&args);
+    assert_eq!((report.sent, report.received), (200, 200));
+    assert_eq!(report.transport, "redis-xread");
     measured(&report.latency_ms);
 }
 
@@ -203,9 +225,6 @@ fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
     }
 }
 
-/// Runs `bench <command> --json` against `broker` with `args`; asserts exit
-/// 0 and returns the one JSON report.
-#[track_caller]
 #[tokio::test]
 async fn bench_queue_drains_a_shared_subscription_with_one_worker_and_with_many() {
     let broker = Broker::start().await;
@@ -225,10 +244,20 @@ async fn bench_queue_drains_a_shared_subscription_with_one_worker_and_with_many(
     assert!(report.speedup > 0.0);
 }
 
+/// Runs `bench <command> --json` against `broker` with `args`; asserts exit
+/// 0 and returns the one JSON report.
+#[track_caller]
 fn run_json<R: serde::de::DeserializeOwned>(broker: &Broker, command: &str, args: &[&str]) -> R {
     let port = broker.port.to_string();
-    let at_broker = [command, "--host", HOST, "--port", &port, "--json"];
-    let output = run_bin(BENCH, &[&at_broker[..], args].concat(), "", LIMIT);
+    let at_broker = [command, "--host", HOST, "--port", &port];
+    json_report(&[&at_broker[..], args].concat())
+}
+
+/// Runs `bench <args> --json`; asserts exit 0 and returns the one JSON
+/// report.
+#[track_caller]
+fn json_report<R: serde::de::DeserializeOwned>(args: &[&str]) -> R {
+    let output = run_bin(BENCH, &[args, &["--json"]].concat(), "", LIMIT);
     assert_success(&output);
     serde_json::from_slice(&output.stdout).expect("one JSON report")
 }
@@ -270,4 +299,39 @@ fn run_plotted<R: serde::de::DeserializeOwned>(
 #[track_caller]
 fn assert_png(bytes: &[u8]) {
     assert!(bytes.starts_with(PNG_SIGNATURE), "{:?}", bytes.get(..8));
+}
+
+/// A redis-server of the test's own: on a free loopback port, its files in
+/// a temporary directory, no snapshots; killed by pid when dropped.
+struct RedisServer {
+    port: u16,
+    _process: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits (up to [`LIMIT`]) until it accepts connections.
+    async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", HOST, "--port", &port.to_string(), "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
+        let server = RedisServer {
+            port,
+            _process: ChildGuard(child),
+            _dir: dir,
+        };
+        eventually(LIMIT, "redis-server accepts connections", || async {
+            TcpStream::connect((HOST, port)).is_ok()
+        })
+        .await;
+        server
+    }
 }

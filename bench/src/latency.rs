@@ -1,40 +1,57 @@
 //! `bench latency`: publish-to-delivery latency. One publisher offers
-//! `--rate` messages a second for `--seconds` over a pool of `--connections`
-//! keep-alive connections (see `lean`), each payload starting with the time
-//! it was offered (`<unix µs>:<padding>`). A slow answer does not lower the
-//! offered rate: later messages wait for a free connection, and the wait
-//! counts in their age. One subscriber, on the same or another broker,
-//! long-polls (or reads a stream of Server-Sent Events, `--transport sse`)
-//! with auto-acknowledgement and takes each message's age on arrival.
+//! `--rate` messages a second for `--seconds`, each payload starting with
+//! the time it was offered (`<unix µs>:<padding>`), each send in a task of
+//! its own: a slow answer does not lower the offered rate. One receiver
+//! takes each message's age on arrival.
+//!
+//! Against rumor the publisher sends over a pool of `--connections`
+//! keep-alive connections (see `lean`): later messages wait for a free
+//! connection, and the wait counts in their age. One subscriber, on the
+//! same or another broker, long-polls (or reads a stream of Server-Sent
+//! Events, `--transport sse`) with auto-acknowledgement. With `--redis` the
+//! same pacing, stamps and percentiles measure Redis streams instead (see
+//! `redis_streams`): a target is a `Publish` side and a `Receive` side.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use client::bench::LatencyReport;
+use client::http::EventStream;
 use client::wire::{PullQuery, StartFrom};
-use client::{Client, ClientError};
+use client::{Client, ClientError, PeerAddr};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, run_table, Measured};
-use crate::{fresh_topic, BrokerArgs, Error};
+use crate::{fresh_topic, parse_host_port, redis_streams, unique_name, BrokerArgs, Error};
 
 /// How long the subscriber waits for missing messages once every publish
 /// was answered.
 const DRAIN: Duration = Duration::from_secs(5);
 /// How long a topic created on one broker may take to reach the subscriber's.
 const REPLICATION_WAIT: Duration = Duration::from_secs(10);
-/// Most messages one pull returns.
-const PULL_MAX: u32 = 1000;
-/// Longest wait of one pull, in ms.
-const PULL_WAIT_MS: u64 = 1000;
+/// Most messages one pull (or `XREAD`) returns.
+pub(crate) const PULL_MAX: u32 = 1000;
+/// Longest wait of one pull (or `XREAD BLOCK`), in ms.
+pub(crate) const PULL_WAIT_MS: u64 = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct LatencyArgs {
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub broker: Option<BrokerArgs>,
+    /// Measure Redis streams at HOST:PORT instead of a rumor broker: an
+    /// XADD per message, one consumer blocked in XREAD
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        value_parser = parse_host_port,
+        required_unless_present = "BrokerArgs",
+        conflicts_with_all = ["BrokerArgs", "connections", "transport", "subscriber_host", "subscriber_port"],
+    )]
+    pub redis: Option<PeerAddr>,
     /// Messages offered per second
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
@@ -81,34 +98,87 @@ impl Transport {
     }
 }
 
-impl LatencyArgs {
-    /// The broker the subscriber reads from.
-    fn subscriber_broker(&self) -> BrokerArgs {
-        self.broker
-            .overridden_by(self.subscriber_host.as_ref(), self.subscriber_port)
+/// The sending side of a measured target.
+pub(crate) trait Publish {
+    /// Sends one payload. The future runs in a task of its own, so that a
+    /// slow answer holds back no later message.
+    fn publish(&self, payload: String) -> impl Future<Output = Result<(), Error>> + Send + 'static;
+}
+
+/// The receiving side of a measured target.
+pub(crate) trait Receive {
+    /// The payloads that arrived, waiting at most about [`PULL_WAIT_MS`]
+    /// for the first (none if none came); `None` once nothing more can
+    /// come.
+    async fn arrivals(&mut self) -> Result<Option<Vec<String>>, Error>;
+}
+
+/// Measures the rumor broker, or Redis with `--redis`, and reports,
+/// keeping each message's age on arrival.
+pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, Error> {
+    match (&args.redis, &args.broker) {
+        (Some(server), _) => run_redis(args, server).await,
+        (None, Some(broker)) => run_rumor(args, broker).await,
+        (None, None) => unreachable!("clap asks for --host and --port without --redis"),
     }
 }
 
-/// Sets up a fresh topic ([`fresh_topic`]) and a subscriber of its name,
-/// then publishes and receives at once, and reports, keeping each
-/// message's age on arrival.
-pub async fn run(args: &LatencyArgs) -> Result<Measured<LatencyReport>, Error> {
-    let name = fresh_topic(&args.broker.client()).await?;
-    let subscriber = args.subscriber_broker().client();
+/// Sets up a fresh topic ([`fresh_topic`]), the publishers' pool and a
+/// subscriber of the topic's name on the subscriber's broker, then
+/// measures.
+async fn run_rumor(
+    args: &LatencyArgs,
+    broker: &BrokerArgs,
+) -> Result<Measured<LatencyReport>, Error> {
+    let name = fresh_topic(&broker.client()).await?;
+    let pool = Pool::connect(broker, &name, args.connections).await?;
+    let subscriber = broker
+        .overridden_by(args.subscriber_host.as_ref(), args.subscriber_port)
+        .client();
     subscriber.register_subscriber(&name).await?;
     subscribe_when_replicated(&subscriber, &name).await?;
+    let transport = args.transport.name();
+    match args.transport {
+        Transport::Poll => {
+            let polls = LongPoll::new(subscriber, &name);
+            measure(args, &name, transport, &pool, polls).await
+        }
+        Transport::Sse => {
+            let events = subscriber.stream(&name, Some(&name), true).await?;
+            measure(args, &name, transport, &pool, events).await
+        }
+    }
+}
+
+/// Opens the two connections to Redis for a fresh stream ([`unique_name`]),
+/// then measures.
+async fn run_redis(
+    args: &LatencyArgs,
+    server: &PeerAddr,
+) -> Result<Measured<LatencyReport>, Error> {
+    let key = unique_name();
+    let (appender, consumer) = redis_streams::connect(server, &key).await?;
+    measure(args, &key, redis_streams::TRANSPORT, &appender, consumer).await
+}
+
+/// Offers the messages through `publisher` while `receiver` takes each
+/// one's age on arrival; reports them as sent to `topic` and received by
+/// `transport`.
+async fn measure(
+    args: &LatencyArgs,
+    topic: &str,
+    transport: &str,
+    publisher: &impl Publish,
+    receiver: impl Receive,
+) -> Result<Measured<LatencyReport>, Error> {
     let answered = OnceLock::new();
-    let (sent, ages) = tokio::try_join!(offer(&name, args, &answered), async {
-        let count = message_count(args);
-        let received = match args.transport {
-            Transport::Poll => receive(&subscriber, &name, count, &answered).await,
-            Transport::Sse => stream(&subscriber, &name, count, &answered).await,
-        };
-        received.map_err(Error::from)
-    })?;
+    let (sent, ages) = tokio::try_join!(
+        offer(publisher, args, &answered),
+        receive(receiver, message_count(args), &answered),
+    )?;
     let report = LatencyReport {
-        topic: name,
-        transport: args.transport.name().to_string(),
+        topic: topic.to_string(),
+        transport: transport.to_string(),
         rate: args.rate,
         seconds: args.seconds,
         payload_bytes: args.payload_bytes as u64,
@@ -144,41 +214,20 @@ fn message_count(args: &LatencyArgs) -> u64 {
     u64::from(args.rate) * args.seconds
 }
 
-/// Publishes [`message_count`] stamped messages, one every 1/rate s, each
-/// on the first free connection of the pool, and sets `answered` when the
-/// last answer came; returns how many the broker acknowledged (all of them,
-/// or the first error).
+/// Publishes [`message_count`] stamped messages, one every 1/rate s, and
+/// sets `answered` when the last answer came; returns how many were
+/// acknowledged (all of them, or the first error).
 async fn offer(
-    topic: &str,
+    publisher: &impl Publish,
     args: &LatencyArgs,
     answered: &OnceLock<Instant>,
 ) -> Result<u64, Error> {
-    let (free, next_free) = mpsc::channel(args.connections as usize);
-    for _ in 0..args.connections {
-        let publisher = Publisher::connect(&args.broker, topic).await?;
-        free.send(publisher).await.expect("the pool is open");
-    }
-    // A fair lock: messages take free connections in the order they came.
-    let next_free = Arc::new(Mutex::new(next_free));
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
     let (mut publishes, mut sent) = (JoinSet::new(), 0);
     for _ in 0..message_count(args) {
         ticks.tick().await;
-        // Stamped before waiting for a connection: the wait counts.
-        let body = Body::new(topic, &stamped(unix_micros(), args.payload_bytes), 1)?;
-        let (free, next_free) = (free.clone(), next_free.clone());
-        publishes.spawn(async move {
-            let mut publisher = next_free
-                .lock()
-                .await
-                .recv()
-                .await
-                .expect("the pool is open");
-            let published = publisher.publish(&body).await;
-            // The pool outlives every publish: `offer` joins them all.
-            let _ = free.send(publisher).await;
-            published
-        });
+        // Stamped before it is sent: any wait on the way counts.
+        publishes.spawn(publisher.publish(stamped(unix_micros(), args.payload_bytes)));
         while let Some(joined) = publishes.try_join_next() {
             joined.expect("a publishing task does not panic")?;
             sent += 1;
@@ -192,56 +241,116 @@ async fn offer(
     Ok(sent)
 }
 
-/// Long-polls topic `name` as subscriber `name`, acknowledging on receipt,
-/// until `count` messages came or [`DRAIN`] passed since every publish was
-/// `answered`; returns each message's age on arrival, in µs.
+/// Takes what `receiver` brings until `count` messages came, or [`DRAIN`]
+/// passed since every publish was `answered`, or the receiver ended;
+/// returns each message's age on arrival, in µs.
 async fn receive(
-    client: &Client,
-    name: &str,
+    mut receiver: impl Receive,
     count: u64,
     answered: &OnceLock<Instant>,
-) -> Result<Vec<i64>, ClientError> {
-    let query = PullQuery {
-        topic: Some(name.to_string()),
-        max: Some(PULL_MAX),
-        wait_ms: Some(PULL_WAIT_MS),
-        auto_ack: Some(true),
-    };
+) -> Result<Vec<i64>, Error> {
     let mut ages = Vec::new();
     let drained = || answered.get().is_some_and(|at| at.elapsed() >= DRAIN);
     while (ages.len() as u64) < count && !drained() {
-        let pulled = client.pull(name, &query).await?;
+        let Some(payloads) = receiver.arrivals().await? else {
+            break;
+        };
         let now = unix_micros();
-        let stamps = pulled.messages.iter().filter_map(|m| stamp_of(&m.payload));
+        let stamps = payloads.iter().filter_map(|payload| stamp_of(payload));
         ages.extend(stamps.map(|sent| now - sent));
     }
     Ok(ages)
 }
 
-/// As [`receive`], from one stream of Server-Sent Events with
-/// auto-acknowledgement.
-async fn stream(
-    client: &Client,
-    name: &str,
-    count: u64,
-    answered: &OnceLock<Instant>,
-) -> Result<Vec<i64>, ClientError> {
-    let mut events = client.stream(name, Some(name), true).await?;
-    let mut ages = Vec::new();
-    let drained = || answered.get().is_some_and(|at| at.elapsed() >= DRAIN);
-    while (ages.len() as u64) < count && !drained() {
-        let wait = Duration::from_millis(PULL_WAIT_MS);
-        let Ok(next) = tokio::time::timeout(wait, events.next()).await else {
-            continue;
-        };
-        let Some(message) = next? else {
-            break;
-        };
-        if let Some(sent) = stamp_of(&message.payload) {
-            ages.push(unix_micros() - sent);
+/// Rumor's [`Publish`]: a pool of lean keep-alive connections to one
+/// topic, each carrying one publish at a time.
+struct Pool {
+    topic: Arc<str>,
+    free: mpsc::Sender<Publisher>,
+    /// A fair lock: messages take free connections in the order they came.
+    next_free: Arc<Mutex<mpsc::Receiver<Publisher>>>,
+}
+
+impl Pool {
+    /// Opens `connections` connections to `broker` for `topic`.
+    async fn connect(broker: &BrokerArgs, topic: &str, connections: u32) -> Result<Pool, Error> {
+        let (free, next_free) = mpsc::channel(connections as usize);
+        for _ in 0..connections {
+            let publisher = Publisher::connect(broker, topic).await?;
+            free.send(publisher).await.expect("the pool is open");
+        }
+        Ok(Pool {
+            topic: topic.into(),
+            free,
+            next_free: Arc::new(Mutex::new(next_free)),
+        })
+    }
+}
+
+impl Publish for Pool {
+    /// Publishes on the first free connection, as the topic's publisher
+    /// (of the same name, see [`fresh_topic`]).
+    fn publish(&self, payload: String) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let body = Body::new(&self.topic, &payload, 1);
+        let (free, next_free) = (self.free.clone(), self.next_free.clone());
+        async move {
+            let body = body?;
+            let mut publisher = next_free
+                .lock()
+                .await
+                .recv()
+                .await
+                .expect("the pool is open");
+            let published = publisher.publish(&body).await;
+            // The pool outlives every publish: `offer` joins them all.
+            let _ = free.send(publisher).await;
+            published.map(drop)
         }
     }
-    Ok(ages)
+}
+
+/// Rumor's long polls as [`Receive`]: subscriber `name` pulls topic
+/// `name`, acknowledging on receipt.
+struct LongPoll {
+    client: Client,
+    subscriber: String,
+    query: PullQuery,
+}
+
+impl LongPoll {
+    fn new(client: Client, name: &str) -> LongPoll {
+        let query = PullQuery {
+            topic: Some(name.to_string()),
+            max: Some(PULL_MAX),
+            wait_ms: Some(PULL_WAIT_MS),
+            auto_ack: Some(true),
+        };
+        LongPoll {
+            client,
+            subscriber: name.to_string(),
+            query,
+        }
+    }
+}
+
+impl Receive for LongPoll {
+    async fn arrivals(&mut self) -> Result<Option<Vec<String>>, Error> {
+        let pulled = self.client.pull(&self.subscriber, &self.query).await?;
+        let payloads = pulled.messages.into_iter().map(|message| message.payload);
+        Ok(Some(payloads.collect()))
+    }
+}
+
+/// Rumor's stream of Server-Sent Events (auto-acknowledged) as
+/// [`Receive`]: one message at a time.
+impl Receive for EventStream {
+    async fn arrivals(&mut self) -> Result<Option<Vec<String>>, Error> {
+        let wait = Duration::from_millis(PULL_WAIT_MS);
+        match tokio::time::timeout(wait, self.next()).await {
+            Err(_elapsed) => Ok(Some(Vec::new())),
+            Ok(next) => Ok(next?.map(|message| vec![message.payload])),
+        }
+    }
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -302,6 +411,25 @@ mod tests {
         assert_eq!(stamp_of(&payload), Some(1_763_740_800_123_456));
         assert_eq!(stamped(42, 1), "42:");
         assert_eq!(stamp_of("no stamp"), None);
+    }
+
+    #[test]
+    fn redis_or_a_rumor_broker_is_measured_never_both() {
+        use clap::Parser;
+        let parse =
+            |args: &[&str]| crate::Cli::try_parse_from([&["bench", "latency"], args].concat());
+        assert!(parse(&["--redis", "127.0.0.1:6379"]).is_ok());
+        assert!(parse(&["--host", "127.0.0.1", "--port", "7000"]).is_ok());
+        let wrong: [&[&str]; 5] = [
+            &[],
+            &["--redis", "h:1", "--host", "h", "--port", "1"],
+            &["--redis", "h:1", "--transport", "sse"],
+            &["--redis", "h:1", "--connections", "2"],
+            &["--redis", "h:1", "--subscriber-port", "2"],
+        ];
+        for args in wrong {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

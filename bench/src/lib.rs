@@ -1,7 +1,8 @@
 //! The `bench` program: benchmark tools for rumor. `bench check` is the
 //! delivery checker (see [`check`]), `bench publish` measures publish
 //! throughput (see [`publish`]) and `bench latency` publish-to-delivery
-//! latency (see [`latency`]). `bench fanout` times one message reaching
+//! latency (see [`latency`]; with `--redis`, that of Redis streams through
+//! the same harness, see [`redis_streams`]). `bench fanout` times one message reaching
 //! many waiting long polls (see [`fanout`]), `bench pingpong` round trips
 //! through two topics (see [`pingpong`]), `bench sweep` publish
 //! throughput and latency as the number of clients grows (see [`sweep`])
@@ -23,6 +24,7 @@ pub mod pingpong;
 pub mod plot;
 pub mod publish;
 pub mod queue;
+pub mod redis_streams;
 pub mod report;
 pub mod sweep;
 
@@ -52,7 +54,10 @@ pub enum Command {
     /// report throughput and per-request latency
     Publish(publish::PublishArgs),
     /// Publish at a fixed rate while one subscriber long-polls, and report
-    /// the latency from publish to delivery
+    /// the latency from publish to delivery (or the same with Redis streams)
+    #[command(
+        override_usage = "bench latency --host <HOST> --port <PORT> [OPTIONS]\n       bench latency --redis <HOST:PORT> [OPTIONS]"
+    )]
     Latency(latency::LatencyArgs),
     /// Let many subscribers long-poll at once, publish one message, and
     /// report the time until every one of them has it
@@ -69,12 +74,13 @@ pub enum Command {
 }
 
 impl Command {
-    /// The broker a benchmark runs against (`check` has none).
+    /// The broker a benchmark runs against (`check` has none, nor `latency
+    /// --redis`).
     fn broker(&mut self) -> Option<&mut BrokerArgs> {
         match self {
             Command::Check(_) => None,
             Command::Publish(args) => Some(&mut args.broker),
-            Command::Latency(args) => Some(&mut args.broker),
+            Command::Latency(args) => args.broker.as_mut(),
             Command::Fanout(args) => Some(&mut args.broker),
             Command::Pingpong(args) => Some(&mut args.broker),
             Command::Sweep(args) => Some(&mut args.broker),
@@ -137,6 +143,23 @@ impl BrokerArgs {
     }
 }
 
+/// `HOST:PORT` as an address (a broker's, Redis's) (the port after the last colon).
+pub fn parse_host_port(text: &str) -> Result<PeerAddr, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is no port (1-65535)"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!("{text:?} is not HOST:PORT"));
+    }
+    Ok(PeerAddr {
+        host: host.to_string(),
+        port,
+    })
+}
+
 /// Why the program failed; the text is its one error line.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -155,6 +178,9 @@ pub enum Error {
     /// A `--plot` file of unknown format, or a chart that cannot be drawn.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
+    /// A Redis command that failed during `bench latency --redis`.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 impl Error {
@@ -162,7 +188,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) | Error::Token(_) => 2,
-            Error::Failed(_) | Error::Broker(_) => 1,
+            Error::Failed(_) | Error::Broker(_) | Error::Redis(_) => 1,
             Error::Plot(error) => error.exit_code(),
         }
     }
@@ -267,4 +293,20 @@ pub async fn fresh_topic(client: &Client) -> Result<String, ClientError> {
     client.register_publisher(&name).await?;
     client.create_topic(&name, &name).await?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        let address = parse_host_port("127.0.0.1:7002").unwrap();
+        assert_eq!(address.to_string(), "127.0.0.1:7002");
+        let ipv6 = parse_host_port("[::1]:80").unwrap();
+        assert_eq!((ipv6.host.as_str(), ipv6.port), ("[::1]", 80));
+        for wrong in ["localhost", ":80", "h:0", "h:port", "h:70000"] {
+            assert!(parse_host_port(wrong).is_err(), "{wrong}");
+        }
+    }
 }

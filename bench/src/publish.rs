@@ -25,7 +25,7 @@ use crate::connections::ensure_open_files;
 use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, progress_bar, run_table, Measured};
-use crate::{fresh_topic, BrokerArgs, Error};
+use crate::{fresh_topic, parse_host_port, BrokerArgs, Error};
 
 /// The pause between reads of a replica's `have`: a lag is known to
 /// within this much. (Its `GET /cluster` costs the replica a read of one
@@ -76,23 +76,6 @@ impl RequestArgs {
     pub fn payload(&self) -> String {
         "x".repeat(self.payload_bytes)
     }
-}
-
-/// `HOST:PORT` as a broker address (the port after the last colon).
-fn parse_host_port(text: &str) -> Result<PeerAddr, String> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
-    let port = port
-        .parse()
-        .map_err(|_| format!("{port:?} is no port (1-65535)"))?;
-    if host.is_empty() || port == 0 {
-        return Err(format!("{text:?} is not HOST:PORT"));
-    }
-    Ok(PeerAddr {
-        host: host.to_string(),
-        port,
-    })
 }
 
 /// What every publishing task shares: where to publish, what, and the
@@ -398,17 +381,6 @@ mod tests {
         ));
         assert!(!covers(&have(&[("a:1", 8), ("b:1", 5)]), &published));
         assert!(!covers(&have(&[("a:1", 9)]), &published));
-    }
-
-    #[test]
-    fn replicas_are_host_and_port() {
-        let replica = parse_host_port("127.0.0.1:7002").unwrap();
-        assert_eq!(replica.to_string(), "127.0.0.1:7002");
-        let ipv6 = parse_host_port("[::1]:80").unwrap();
-        assert_eq!((ipv6.host.as_str(), ipv6.port), ("[::1]", 80));
-        for wrong in ["localhost", ":80", "h:0", "h:port", "h:70000"] {
-            assert!(parse_host_port(wrong).is_err(), "{wrong}");
-        }
     }
 
     #[test]

@@ -48,10 +48,11 @@ pub struct ReplicaLag {
 /// offered rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyReport {
-    /// The fresh topic the messages went to.
+    /// The fresh topic (with `--redis`, stream) the messages went to.
     pub topic: String,
-    /// How the subscriber received: `poll` (long polls) or `sse` (a
-    /// stream of Server-Sent Events).
+    /// How the subscriber received: `poll` (long polls), `sse` (a stream
+    /// of Server-Sent Events) or `redis-xread` (Redis: a consumer blocked
+    /// in `XREAD`).
     #[serde(default = "long_poll")]
     pub transport: String,
     /// Offered rate, messages per second.
@@ -60,7 +61,7 @@ pub struct LatencyReport {
     pub seconds: u64,
     /// Bytes of each payload.
     pub payload_bytes: u64,
-    /// Messages acknowledged by the publishing broker.
+    /// Messages acknowledged by the publishing broker (or Redis).
     pub sent: u64,
     /// Messages of the topic the subscriber received.
     pub received: u64,
