@@ -56,6 +56,7 @@
 # brokers on free 127.0.0.1 ports in a temporary directory (under $TMPDIR,
 # so the fsyncs hit that file system) and stops them at exit.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
 usage() {
     cat <<'EOF'
@@ -79,15 +80,6 @@ closed-loop generator reached on the same broker in the same run.
 EOF
 }
 
-die() {
-    echo "bench-vs-nats.sh: $*" >&2
-    exit 1
-}
-
-note() {
-    echo "bench-vs-nats.sh: $*" >&2
-}
-
 # ---------------------------------------------------------------- arguments
 
 runs=${RUNS:-3}
@@ -98,10 +90,6 @@ build=1
 broker_bin=
 bench_bin=
 readonly clients=50 payload_bytes=100
-
-need_value() {
-    [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
-}
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -122,9 +110,7 @@ if [[ $quick -eq 1 ]]; then
     seconds=1
 fi
 
-for pair in "runs=$runs" "seconds=$seconds"; do
-    [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || die "--${pair%%=*} must be a positive integer, got '${pair#*=}'"
-done
+need_positive "runs=$runs" "seconds=$seconds"
 
 # ---------------------------------------------------------------- tools
 
@@ -135,93 +121,19 @@ readonly packages=(nats-server golang-go golang-github-nats-io-go-nats-dev wrk)
 # Debian's Go libraries, for building the load generator in GOPATH mode.
 readonly gopath=/usr/share/gocode
 
-install_packages() {
-    local sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || die "${packages[*]} are needed and neither root nor sudo is available"
-        sudo=(sudo)
-    fi
-    note "installing ${packages[*]} (Debian packages)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y "${packages[@]}" >&2; then
-        note "install failed; running apt-get update and trying again"
-        "${sudo[@]}" apt-get update >&2 || die "apt-get update failed"
-        "${sudo[@]}" apt-get install -y "${packages[@]}" >&2 \
-            || die "apt-get install ${packages[*]} failed"
-    fi
-}
-
 if ! command -v nats-server >/dev/null || ! command -v go >/dev/null || ! command -v wrk >/dev/null \
     || [[ ! -d $gopath/src/github.com/nats-io/nats.go ]]; then
-    install_packages
+    install_packages "${packages[@]}"
 fi
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-bin_dir=${CARGO_TARGET_DIR:-target}/release
-broker_bin=${broker_bin:-$bin_dir/broker}
-bench_bin=${bench_bin:-$bin_dir/bench}
-if [[ ! -x $broker_bin || ! -x $bench_bin ]]; then
-    [[ $build -eq 1 && $broker_bin == "$bin_dir/broker" && $bench_bin == "$bin_dir/bench" ]] \
-        || die "$broker_bin or $bench_bin not found (build them, or see --help)"
-    command -v cargo >/dev/null || die "cargo is needed to build rumor (or pass --broker-bin and --bench-bin)"
-    note "building rumor (release): broker, bench"
-    cargo build --release -p rumor --bin broker --bin bench >&2 || die "cargo build failed"
-    [[ -x $broker_bin && -x $bench_bin ]] || die "$broker_bin or $bench_bin not found after the build"
-fi
+resolve_rumor_bins
 
 # ---------------------------------------------------------------- processes
 
-work_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-nats.XXXXXX")
+make_work_dir bench-vs-nats
 # Every server started, by label: pid and port.
 declare -A server_pid=() server_port=()
-
-# Stops one process we started: SIGTERM, up to 10 s, then SIGKILL.
-stop_pid() {
-    local pid=$1 name=$2 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        note "$name (pid $pid) did not stop on SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? label
-    trap - EXIT INT TERM
-    for label in "${!server_pid[@]}"; do
-        stop_pid "${server_pid[$label]}" "$label"
-    done
-    rm -rf "$work_dir"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Polls `$@` every 0.1 s until it succeeds; fails once $pid has exited or
-# after $deadline seconds.
-wait_ready() {
-    local pid=$1 deadline=$2
-    shift 2
-    local end=$((SECONDS + deadline))
-    while ((SECONDS < end)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # Writes a nats-server configuration: $1 file, $2 port, $3 store_dir,
 # $4 extra lines of the jetstream block (may be empty).
@@ -246,10 +158,11 @@ start_nats() {
             || return 1
     fi
     for attempt in 1 2 3; do
-        port=$(free_port)
+        port=$(free_ports 1)
         nats_conf "$dir/nats.conf" "$port" "$dir/store" "$extra"
         nats-server -c "$dir/nats.conf" -l "$dir/nats.log" &
         pid=$!
+        track_pid "$pid" "nats-server $label"
         server_pid[$label]=$pid
         if wait_ready "$pid" 15 grep -q 'Server is ready' "$dir/nats.log"; then
             server_port[$label]=$port
@@ -264,28 +177,11 @@ start_nats() {
     die "nats-server $label did not start; see its log above"
 }
 
-# Starts a rumor broker as server $1 with --durability $2.
+# Starts a rumor broker, alone, as server $1 with --durability $2.
 start_broker() {
-    local label=$1 durability=$2 attempt port pid dir=$work_dir/$1
-    mkdir -p "$dir"
-    : >"$dir/peers.csv" # no peers: the broker runs alone
-    for attempt in 1 2 3; do
-        port=$(free_port)
-        "$broker_bin" --host 127.0.0.1 --port "$port" --peers "$dir/peers.csv" \
-            --data-dir "$dir/data-$attempt" --durability "$durability" \
-            2>"$dir/broker.log" &
-        pid=$!
-        server_pid[$label]=$pid
-        if wait_ready "$pid" 15 curl -sf "http://127.0.0.1:$port/health"; then
-            server_port[$label]=$port
-            return 0
-        fi
-        stop_pid "$pid" "broker $label"
-        unset "server_pid[$label]"
-        note "broker $label on port $port did not answer GET /health (attempt $attempt)"
-    done
-    tail -n 20 "$dir/broker.log" >&2 || true
-    die "the rumor broker $label did not start; see its log above"
+    start_brokers "$1" 1 "$2"
+    server_pid[$1]=${started_pids[0]}
+    server_port[$1]=${started_ports[0]}
 }
 
 # ---------------------------------------------------------------- load generator
@@ -739,45 +635,19 @@ print(",".join(str(r[k]) for k in ("rate", "gen_cpu", "server_cpu", "machine_cpu
         || die "$label holds a different count than the load generator's acknowledgements: $out"
 }
 
-# POSTs the JSON body $3 to /$2 of broker $1, failing on an error status.
-rumor_post() {
-    curl -sf -o /dev/null -H 'Content-Type: application/json' -d "$3" \
-        "http://127.0.0.1:${server_port[$1]}/$2" || die "POST /$2 $3 to $1 failed"
-}
-
-# Prints the messages that topic $2 of broker $1 holds.
-rumor_count() {
-    curl -sf "http://127.0.0.1:${server_port[$1]}/topics/$2" \
-        | python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])' \
-        || die "cannot read the message count of topic $2 of $1"
-}
-
 # One wrk run of single publishes to a fresh topic of broker $1, $2 seconds,
 # 50 connections, 2 threads, after checking that every answer was a success
 # and that the topic holds at least as many messages as wrk counted answers
 # (requests still in flight when wrk stops are published but not counted).
 wrk_run() {
-    local label=$1 secs=$2 topic=wrk-$RANDOM$RANDOM cpu out requests held
-    rumor_post "$label" publishers "{\"id\": \"$topic\"}"
-    rumor_post "$label" topics "{\"name\": \"$topic\", \"publisher\": \"$topic\"}"
-    cat >"$work_dir/publish.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"publisher": "$topic", "payload": "$value"}'
-LUA
+    local label=$1 secs=$2 topic=wrk-$RANDOM$RANDOM cpu out
+    wrk_prepare "${server_port[$label]}" "$topic"
     cpu=$(measured "${server_pid[$label]}" "$work_dir/wrk.out" \
         wrk --threads 2 --connections "$clients" --duration "${secs}s" \
         --script "$work_dir/publish.lua" "http://127.0.0.1:${server_port[$label]}/topics/$topic/messages") \
         || { cat "$work_dir/wrk.out" >&2; die "wrk failed"; }
     out=$(<"$work_dir/wrk.out")
-    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
-        echo "$out" >&2
-        die "wrk saw failed requests"
-    fi
-    requests=$(sed -nE 's/^ *([0-9]+) requests in .*/\1/p' <<<"$out")
-    held=$(rumor_count "$label" "$topic")
-    [[ -n $requests && $held -ge $requests ]] \
-        || die "topic $topic holds $held messages after wrk counted ${requests:-no} answers"
+    wrk_check "$out" "${server_port[$label]}" "$topic"
     python3 -c '
 import json, re, sys
 rate = float(re.search(r"^Requests/sec: *([0-9.]+)", sys.argv[1], re.M).group(1))
@@ -803,8 +673,8 @@ r, c, m, held = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3
 if r["messages"] != m or held != m:
     sys.exit(1)
 print(",".join(str(v) for v in (r["messages_per_sec"], c["gen_cpu"], c["server_cpu"], c["machine_cpu"])))' \
-        "$out" "$cpu" "$m" "$(rumor_count "$label" "$topic")" \
-        || die "bench publish of $m messages: $out, but topic $topic holds $(rumor_count "$label" "$topic")"
+        "$out" "$cpu" "$m" "$(rumor_count "${server_port[$label]}" "$topic")" \
+        || die "bench publish of $m messages: $out, but topic $topic holds $(rumor_count "${server_port[$label]}" "$topic")"
 }
 
 # Messages for a `bench publish` run of about $2 seconds at the rate of the
@@ -815,12 +685,9 @@ messages_for() {
 
 # ---------------------------------------------------------------- run
 
-value=$(printf "%${payload_bytes}s" '' | tr ' ' x)
+value=$(payload_value "$payload_bytes")
 clk_tck=$(getconf CLK_TCK)
-git_rev=$(git -C "$root" describe --always --dirty --tags 2>/dev/null || echo unknown)
-git_head=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
-cpu_model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
-fs_type=$(df -PT "$work_dir" 2>/dev/null | awk 'NR == 2 { print $2 }')
+machine_facts
 nats_version=$(nats-server --version 2>&1)
 nats_pkg=$(dpkg-query -W -f '${Version}' nats-server 2>/dev/null || echo "not from a Debian package")
 go_nats_pkg=$(dpkg-query -W -f '${Version}' golang-github-nats-io-go-nats-dev 2>/dev/null || echo unknown)
@@ -844,7 +711,7 @@ else
                   block file (write(2), page cache) before its acknowledgement"
 fi
 
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+load_start=$(load_avg)
 start_nats nats-default ''
 if [[ -n $strong_extra ]]; then
     start_nats nats-strong "$strong_extra"
@@ -900,9 +767,9 @@ rumor:       $git_rev ($git_head), $broker_bin
 nats-server: ${nats_version#nats-server: } (Debian package $nats_pkg)
 loadgen:     built by $(go version | sed 's/^go version //'); nats.go $go_nats_pkg (Debian) for the streams and the nats.go rows
 wrk:         $(wrk --version 2>&1 | head -n 1 | sed 's/ Copyright.*//')
-machine:     $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -srm)
+machine:     $(machine_line)
 data dirs:   file system ${fs_type:-unknown} (\$TMPDIR); all servers write there
-load avg:    $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15 min)
+load avg:    $load_start at the start, $(load_avg) at the end (1/5/15 min)
 
 nats-server: 127.0.0.1 only, -c with jetstream { store_dir } and nothing else (no cluster);
              stream: file storage, one subject, replicas 1, other settings default;

@@ -45,6 +45,7 @@
 # free 127.0.0.1 ports in a temporary directory (under $TMPDIR, so fsync
 # hits that file system) and stops them all at exit.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
 usage() {
     cat <<'EOF'
@@ -70,15 +71,6 @@ contend for the CPU).
 EOF
 }
 
-die() {
-    echo "bench-vs-redis.sh: $*" >&2
-    exit 1
-}
-
-note() {
-    echo "bench-vs-redis.sh: $*" >&2
-}
-
 # ---------------------------------------------------------------- arguments
 
 runs=${RUNS:-5}
@@ -92,10 +84,6 @@ latency_seconds=5
 quick=0
 build=1
 readonly clients=50 pipeline=32 batch=1000 payload_bytes=100 latency_rate=1000
-
-need_value() {
-    [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
-}
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -124,12 +112,10 @@ if [[ $quick -eq 1 ]]; then
     latency_seconds=1
 fi
 
-for pair in "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pipelined_n" \
+need_positive "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pipelined_n" \
     "rumor-messages=$rumor_m" "rumor-batch-messages=$rumor_batch_m" \
     "batch-connections=$batch_connections" "wrk-seconds=$wrk_seconds" \
-    "latency-seconds=$latency_seconds"; do
-    [[ ${pair#*=} =~ ^[1-9][0-9]*$ ]] || die "--${pair%%=*} must be a positive integer, got '${pair#*=}'"
-done
+    "latency-seconds=$latency_seconds"
 
 # ---------------------------------------------------------------- tools
 
@@ -139,31 +125,13 @@ command -v cargo >/dev/null || [[ $build -eq 0 ]] || die "cargo is needed to bui
 
 readonly packages=(redis-server redis-tools wrk)
 
-install_packages() {
-    local sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || die "${packages[*]} are needed and neither root nor sudo is available"
-        sudo=(sudo)
-    fi
-    note "installing ${packages[*]} (Debian packages)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y "${packages[@]}" >&2; then
-        note "install failed; running apt-get update and trying again"
-        "${sudo[@]}" apt-get update >&2 || die "apt-get update failed"
-        "${sudo[@]}" apt-get install -y "${packages[@]}" >&2 \
-            || die "apt-get install ${packages[*]} failed"
-    fi
-}
-
 for tool in redis-server redis-cli redis-benchmark wrk; do
-    command -v "$tool" >/dev/null || { install_packages; break; }
+    command -v "$tool" >/dev/null || { install_packages "${packages[@]}"; break; }
 done
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 if [[ $build -eq 1 ]]; then
-    note "building rumor (release): broker, bench"
-    cargo build --release -p rumor --bin broker --bin bench >&2 || die "cargo build failed"
+    build_rumor
 fi
 bin_dir=${CARGO_TARGET_DIR:-target}/release
 broker_bin=$bin_dir/broker
@@ -172,65 +140,10 @@ bench_bin=$bin_dir/bench
 
 # ---------------------------------------------------------------- processes
 
-work_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-redis.XXXXXX")
+make_work_dir bench-vs-redis
 redis_pid=
 broker_pid= # the broker alone
 pair_pids=() pair_ports=() # the two peered brokers: A, then B
-
-# Stops one process we started: SIGTERM, up to 10 s, then SIGKILL.
-stop_pid() {
-    local pid=$1 name=$2 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        note "$name (pid $pid) did not stop on SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_pair
-    stop_pid "$broker_pid" broker
-    stop_pid "$redis_pid" redis-server
-    rm -rf "$work_dir"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Prints $1 distinct free ports, one a line: all bound at once, so none
-# comes twice.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in sockets:
-    s.bind(("127.0.0.1", 0))
-print("\n".join(str(s.getsockname()[1]) for s in sockets))
-EOF
-}
-
-# Polls `$@` every 0.1 s until it succeeds; fails once $pid has exited or
-# after $deadline seconds.
-wait_ready() {
-    local pid=$1 deadline=$2
-    shift 2
-    local end=$((SECONDS + deadline))
-    while ((SECONDS < end)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 redis_ping() {
     [[ $(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null) == PONG ]]
@@ -246,6 +159,7 @@ start_redis() {
             --appendonly yes --appendfsync always --save '' --daemonize no \
             --logfile "$work_dir/redis.log" &
         redis_pid=$!
+        track_pid "$redis_pid" redis-server
         if wait_ready "$redis_pid" 10 redis_ping; then return 0; fi
         stop_pid "$redis_pid" redis-server
         redis_pid=
@@ -255,57 +169,18 @@ start_redis() {
     die "redis-server did not start; see its log above"
 }
 
-# Starts a broker on 127.0.0.1:$1 with the peer list $2 and the data
-# directory $3, logging to $3.log; its pid goes to $spawned_pid.
-spawn_broker() {
-    "$broker_bin" --host 127.0.0.1 --port "$1" --peers "$2" --data-dir "$3" \
-        --durability fsync 2>"$3.log" &
-    spawned_pid=$!
-}
-
-# Waits until the broker of pid $1 answers GET /health on port $2.
-broker_ready() {
-    wait_ready "$1" 15 curl -sf "http://127.0.0.1:$2/health"
-}
-
+# The broker alone: no peers, --durability fsync.
 start_broker() {
-    local attempt data
-    : >"$work_dir/alone.csv" # no peers: the broker runs alone
-    for attempt in 1 2 3; do
-        broker_port=$(free_ports 1)
-        data=$work_dir/rumor-$attempt
-        spawn_broker "$broker_port" "$work_dir/alone.csv" "$data"
-        broker_pid=$spawned_pid
-        if broker_ready "$broker_pid" "$broker_port"; then return 0; fi
-        stop_pid "$broker_pid" broker
-        broker_pid=
-        note "broker on port $broker_port did not answer GET /health (attempt $attempt)"
-    done
-    tail -n 20 "$data.log" >&2 || true
-    die "the rumor broker did not start; see its log above"
+    start_brokers alone 1 fsync
+    broker_pid=${started_pids[0]}
+    broker_port=${started_ports[0]}
 }
 
-# Starts two brokers peered with each other (both listed in pair.csv).
+# Two brokers peered with each other (both in their peer list).
 start_pair() {
-    local attempt i data ready
-    for attempt in 1 2 3; do
-        mapfile -t pair_ports < <(free_ports 2)
-        printf '127.0.0.1,%s\n' "${pair_ports[@]}" >"$work_dir/pair.csv"
-        for i in 0 1; do
-            data=$work_dir/pair-$attempt-$i
-            spawn_broker "${pair_ports[i]}" "$work_dir/pair.csv" "$data"
-            pair_pids+=("$spawned_pid")
-        done
-        ready=1
-        for i in 0 1; do
-            broker_ready "${pair_pids[i]}" "${pair_ports[i]}" || ready=0
-        done
-        ((ready)) && return 0
-        stop_pair
-        note "the pair on ports ${pair_ports[*]} did not both answer GET /health (attempt $attempt)"
-    done
-    tail -n 20 "$data.log" >&2 || true
-    die "the pair of rumor brokers did not start; see a log above"
+    start_brokers pair 2 fsync
+    pair_pids=("${started_pids[@]}")
+    pair_ports=("${started_ports[@]}")
 }
 
 stop_pair() {
@@ -318,7 +193,7 @@ stop_pair() {
 
 # ---------------------------------------------------------------- measurements
 
-value=$(printf "%${payload_bytes}s" '' | tr ' ' x)
+value=$(payload_value "$payload_bytes")
 
 # Prints XADDs per second of one redis-benchmark run; $1 requests, $2 pipeline.
 # redis-benchmark 7.0 (Debian bookworm) has no `-t xadd`, and -d applies to
@@ -365,34 +240,13 @@ print(float(r["messages_per_sec"]))' "$m" <<<"$out") \
 # that the topic holds at least as many messages as wrk counted answers
 # (requests still in flight when wrk stops are published but not counted).
 wrk_run() {
-    local seconds=$1 topic=wrk-$RANDOM$RANDOM out requests held
-    rumor_post publishers "{\"id\": \"$topic\"}"
-    rumor_post topics "{\"name\": \"$topic\", \"publisher\": \"$topic\"}"
-    cat >"$work_dir/publish.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"publisher": "$topic", "payload": "$value"}'
-LUA
+    local seconds=$1 topic=wrk-$RANDOM$RANDOM out
+    wrk_prepare "$broker_port" "$topic"
     out=$(wrk --threads 1 --connections "$clients" --duration "${seconds}s" \
         --script "$work_dir/publish.lua" "http://127.0.0.1:$broker_port/topics/$topic/messages" \
         2>&1) || { echo "$out" >&2; die "wrk failed"; }
-    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
-        echo "$out" >&2
-        die "wrk saw failed requests"
-    fi
-    requests=$(sed -nE 's/^ *([0-9]+) requests in .*/\1/p' <<<"$out")
-    held=$(curl -sf "http://127.0.0.1:$broker_port/topics/$topic" \
-        | python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])') \
-        || die "cannot read the message count of topic $topic"
-    [[ -n $requests && $held -ge $requests ]] \
-        || die "topic $topic holds $held messages after wrk counted ${requests:-no} answers"
-    sed -nE 's/^Requests\/sec: *([0-9.]+).*/\1/p' <<<"$out"
-}
-
-# POSTs the JSON body $2 to /$1 of the broker, failing on an error status.
-rumor_post() {
-    curl -sf -o /dev/null -H 'Content-Type: application/json' -d "$2" \
-        "http://127.0.0.1:$broker_port/$1" || die "POST /$1 $2 failed"
+    wrk_check "$out" "$broker_port" "$topic"
+    wrk_rate "$out"
 }
 
 # Prints "p50/p99" (ms) of one `bench latency` run of $1 seconds at
@@ -416,12 +270,9 @@ print("%s/%s" % (l["p50"], l["p99"]))' "$((latency_rate * seconds))" <<<"$out" \
 
 # ---------------------------------------------------------------- run
 
-git_rev=$(git -C "$root" describe --always --dirty --tags 2>/dev/null || echo unknown)
-git_head=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
-cpu_model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
-fs_type=$(df -PT "$work_dir" 2>/dev/null | awk 'NR == 2 { print $2 }')
+machine_facts
 
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+load_start=$(load_avg)
 start_redis
 start_broker
 start_pair
@@ -482,9 +333,9 @@ rumor:    $git_rev ($git_head), built --release
 redis:    $(redis-server --version)
           $(redis-benchmark --version)
 wrk:      $(wrk --version 2>&1 | head -n 1)
-machine:  $(nproc) CPUs, ${cpu_model:-unknown CPU}, $(uname -srm)
+machine:  $(machine_line)
 data dir: file system ${fs_type:-unknown} (\$TMPDIR); both fsync there
-load avg: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1/5/15 min)
+load avg: $load_start at the start, $(load_avg) at the end (1/5/15 min)
 
 redis-server: 127.0.0.1 only, appendonly yes, appendfsync always, save "" (no RDB)
 rumor broker: alone (empty --peers), --durability fsync; for latency across
