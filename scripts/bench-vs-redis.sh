@@ -27,16 +27,19 @@
 #   2. rumor single publishes, 50 connections               (bench publish --batch 1)
 #   3. Redis XADD, 50 clients, pipelined -P 32              (redis-benchmark -P 32)
 #   4. rumor batches of 1000, K connections                 (bench publish --batch 1000)
-#   5. rumor single publishes, 50 connections, by wrk       (a load generator in C, as
-#      lean as redis-benchmark: `bench` uses reqwest, which costs the shared
-#      cores about as much CPU per request as the broker's HTTP handling)
+#   5. rumor single publishes, 50 connections, by wrk -t2   (a load generator in C,
+#      as lean as redis-benchmark), with the broker's CPU split meanwhile:
+#      its HTTP workers, its writer thread, the rest of it, and the
+#      machine's idle time
+#   6. rumor GET /health, 50 connections, by wrk -t2        (what the HTTP server and
+#      the load generator can do at most: it must be well above 5)
 #
-# Each of the five is repeated --runs times, interleaved (Redis, rumor,
+# Each of the six is repeated --runs times, interleaved (Redis, rumor,
 # Redis, rumor, ...) so that machine noise hits both alike. The report
 # (stdout) gives the versions and the machine, then per measurement the
-# median and the min-max range, and the ratios rumor/Redis against their
-# targets: single vs XADD >= 1.5 (by bench and by wrk), batches vs
-# pipelined XADD >= 1.0.
+# median and the min-max range, and the ratios against their targets:
+# single vs XADD >= 1.5 (by bench and by wrk), batches vs pipelined XADD
+# >= 1.5, GET /health >= 2x single publishes by wrk.
 # Progress goes to stderr, so `scripts/bench-vs-redis.sh > out.txt` keeps
 # only the report.
 #
@@ -240,13 +243,62 @@ print(float(r["messages_per_sec"]))' "$m" <<<"$out") \
 # that the topic holds at least as many messages as wrk counted answers
 # (requests still in flight when wrk stops are published but not counted).
 wrk_run() {
-    local seconds=$1 topic=wrk-$RANDOM$RANDOM out
+    local seconds=$1 topic=wrk-$RANDOM$RANDOM out before
     wrk_prepare "$broker_port" "$topic"
-    out=$(wrk --threads 1 --connections "$clients" --duration "${seconds}s" \
+    before=$(cpu_counters "$broker_pid")
+    out=$(wrk --threads 2 --connections "$clients" --duration "${seconds}s" \
         --script "$work_dir/publish.lua" "http://127.0.0.1:$broker_port/topics/$topic/messages" \
         2>&1) || { echo "$out" >&2; die "wrk failed"; }
+    cpu_split "$before" "$(cpu_counters "$broker_pid")" >>"$work_dir/cpu-split"
     wrk_check "$out" "$broker_port" "$topic"
     wrk_rate "$out"
+}
+
+# Prints requests per second of one wrk run of GET /health ($1 seconds, 50
+# connections, two threads), after checking every answer was a success.
+health_run() {
+    local out
+    out=$(wrk --threads 2 --connections "$clients" --duration "${1}s" \
+        "http://127.0.0.1:$broker_port/health" 2>&1) || { echo "$out" >&2; die "wrk failed"; }
+    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+        echo "$out" >&2
+        die "wrk saw failed GET /health requests"
+    fi
+    wrk_rate "$out"
+}
+
+# Prints CPU clock ticks so far: the broker of pid $1's HTTP workers
+# (threads actix-rt|system:N), its writer thread (store-writer), its other
+# threads, then the machine's idle (idle + iowait) and all.
+cpu_counters() {
+    local task name ticks http=0 writer=0 other=0
+    for task in /proc/"$1"/task/*; do
+        name=$(<"$task/comm")
+        # utime and stime: fields 14 and 15, counted after the ") " that
+        # ends the thread's name, which may hold spaces.
+        ticks=$(sed -E 's/.*\) //' "$task/stat" | awk '{ print $12 + $13 }')
+        case $name in
+            actix-rt*) http=$((http + ticks)) ;;
+            store-writer) writer=$((writer + ticks)) ;;
+            *) other=$((other + ticks)) ;;
+        esac
+    done
+    awk -v h="$http" -v w="$writer" -v o="$other" \
+        '/^cpu / { print h, w, o, $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# Prints the CPU split between two cpu_counters readings $1 and $2, in %
+# of one core: HTTP workers, writer, the broker's other threads, machine
+# idle.
+cpu_split() {
+    python3 -c '
+import os, sys
+a, b = [list(map(int, s.split())) for s in sys.argv[1:3]]
+d = [y - x for x, y in zip(a, b)]
+cores = os.cpu_count() or 1
+core_ticks = d[4] / cores  # ticks of one core over the run
+print(" ".join(f"{100 * t / core_ticks:.0f}" for t in (d[0], d[1], d[2], d[3])))
+' "$1" "$2"
 }
 
 # Prints "p50/p99" (ms) of one `bench latency` run of $1 seconds at
@@ -313,7 +365,8 @@ redis_run 1000 1 >/dev/null
 rumor_run 1000 "$clients" 1 >/dev/null
 wrk_run 1 >/dev/null
 
-redis_single=() rumor_single=() redis_pipelined=() rumor_batches=() rumor_wrk=()
+redis_single=() rumor_single=() redis_pipelined=() rumor_batches=() rumor_wrk=() rumor_health=()
+: >"$work_dir/cpu-split"
 for ((run = 1; run <= runs; run++)); do
     note "run $run/$runs: Redis XADD"
     redis_single+=("$(redis_run "$redis_n" 1)")
@@ -325,6 +378,8 @@ for ((run = 1; run <= runs; run++)); do
     rumor_batches+=("$(rumor_run "$rumor_batch_m" "$batch_connections" "$batch")")
     note "run $run/$runs: rumor single publishes by wrk"
     rumor_wrk+=("$(wrk_run "$wrk_seconds")")
+    note "run $run/$runs: rumor GET /health by wrk"
+    rumor_health+=("$(health_run "$wrk_seconds")")
 done
 
 cat <<EOF
@@ -348,7 +403,8 @@ python3 - "$runs" \
     "rumor publish, $clients conns, batch 1, ${rumor_m} msg" "${rumor_single[@]}" \
     "Redis XADD, $clients clients, -P $pipeline, ${redis_pipelined_n} req" "${redis_pipelined[@]}" \
     "rumor publish, $batch_connections conns, batch $batch, ${rumor_batch_m} msg" "${rumor_batches[@]}" \
-    "rumor publish by wrk, $clients conns, batch 1, ${wrk_seconds} s" "${rumor_wrk[@]}" <<'EOF'
+    "rumor publish by wrk -t2, $clients conns, batch 1, ${wrk_seconds} s" "${rumor_wrk[@]}" \
+    "rumor GET /health by wrk -t2, $clients conns, ${wrk_seconds} s" "${rumor_health[@]}" <<'EOF'
 import statistics
 import sys
 
@@ -371,14 +427,29 @@ print()
 print("rumor/Redis: ratio of the medians [min-max of the ratios of each interleaved pair]")
 for name, (rumor, redis), target in (
     ("single publishes vs XADD", (rows[1][1], rows[0][1]), 1.5),
-    ("batches of 1000 vs XADD -P 32", (rows[3][1], rows[2][1]), 1.0),
+    ("batches of 1000 vs XADD -P 32", (rows[3][1], rows[2][1]), 1.5),
     ("single publishes by wrk vs XADD", (rows[4][1], rows[0][1]), 1.5),
+    ("GET /health vs publishes by wrk", (rows[5][1], rows[4][1]), 2.0),
 ):
     ratio = statistics.median(rumor) / statistics.median(redis)
     pairs = [a / b for a, b in zip(rumor, redis)]
     verdict = "met" if ratio >= target else "not met"
     print(f"  {name:<32} {ratio:5.2f}  (target >= {target:.1f}: {verdict})"
           f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
+EOF
+
+python3 - "$work_dir/cpu-split" <<'EOF'
+import statistics
+import sys
+
+runs = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
+print()
+print("CPU during the wrk publish runs, % of one core (the machine has two: 200%)")
+for i, name in enumerate(("broker HTTP workers", "broker writer thread",
+                          "broker other threads", "machine idle (incl. iowait)")):
+    values = [run[i] for run in runs]
+    print(f"  {name:<29} {statistics.median(values):4.0f}  [{min(values):.0f}-{max(values):.0f}]"
+          f"   {' '.join(f'{v:.0f}' for v in values)}")
 EOF
 
 cat <<EOF
