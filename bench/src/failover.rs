@@ -26,7 +26,7 @@ use client::PeerAddr;
 
 use self::cluster::{Cluster, Settings};
 use self::faults::Happened;
-use self::load::{Acked, Clock, Deliveries, Publisher, Stream, Subscriber};
+use self::load::{Acked, Clock, Deliveries, Publisher, Stream, Subscriber, Taken};
 use self::timeline::{longest_quiet, offered_us, per_second, Quiet, Sample};
 use crate::check::{self, Logs};
 use crate::plot::{LineChart, Panel, PlotArgs, Scale, Series};
@@ -253,12 +253,7 @@ fn report(args: &FailoverArgs, run: &Run, check: CheckReport) -> FailoverReport 
         .iter()
         .map(|a| sample(a.acked_us, a.n, rate))
         .collect();
-    let deliveries: Vec<Sample> = run
-        .deliveries
-        .taken
-        .iter()
-        .filter_map(|t| Some(sample(t.received_us, t.n?, rate)))
-        .collect();
+    let deliveries = first_deliveries(&run.deliveries.taken, rate);
     let end_us = micros(Duration::from_secs(args.seconds));
     let gaps = Gaps::of(&publishes, &deliveries, end_us);
     let target_ms = millis(micros(args.mode.gap_target()));
@@ -271,7 +266,7 @@ fn report(args: &FailoverArgs, run: &Run, check: CheckReport) -> FailoverReport 
         brokers: run.brokers.iter().map(PeerAddr::id).collect(),
         offered: u64::from(rate) * args.seconds,
         acknowledged: run.acked.len() as u64,
-        delivered: run.deliveries.taken.len() as u64,
+        delivered: deliveries.len() as u64,
         redelivered: run.deliveries.redelivered,
         slowest_delivery: slowest(&deliveries),
         stored_twice: load::stored_twice(&run.deliveries.taken),
@@ -283,6 +278,18 @@ fn report(args: &FailoverArgs, run: &Run, check: CheckReport) -> FailoverReport 
         longest_delivery_gap: delivery_gap,
         check,
     }
+}
+
+/// The first delivery of each message: a message stored twice (under two
+/// ids) is delivered twice, and the copy counts apart (`stored_twice`).
+fn first_deliveries(taken: &[Taken], rate: u32) -> Vec<Sample> {
+    let mut delivered = HashSet::new();
+    taken
+        .iter()
+        .filter_map(|t| Some((t.n?, t.received_us)))
+        .filter(|&(n, _)| delivered.insert(n))
+        .map(|(n, received_us)| sample(received_us, n, rate))
+        .collect()
 }
 
 /// The sample longest after its message's offer, as a gap from the offer.
@@ -662,6 +669,32 @@ mod tests {
         assert_eq!(throughput.series[2].points, [(1.0, 0.0), (1.0, 100.0)]);
         assert_eq!(latency.series.len(), 4);
         assert_eq!(latency.series[0].points[0], (0.5, 3.0));
+    }
+
+    #[test]
+    fn a_message_stored_twice_counts_its_first_delivery_only() {
+        let taken = |n, received_us| Taken {
+            n,
+            received_us,
+            record: client::delivery::Received {
+                subscriber: "s".to_string(),
+                id: format!("o/{received_us}"),
+                origin: "o".to_string(),
+                seq: 1,
+                digest: String::new(),
+                published_at_ms: 0,
+                received_ms: 0,
+            },
+        };
+        let all = [
+            taken(Some(0), 10),
+            taken(Some(1), 3_000),
+            taken(Some(0), 9_000),
+        ];
+        let samples = first_deliveries(&all, 1000);
+        let at = |at_us, latency_us| Sample { at_us, latency_us };
+        assert_eq!(samples, [at(10, 10), at(3_000, 2_000)]);
+        assert!(first_deliveries(&[taken(None, 5)], 1000).is_empty());
     }
 
     #[test]

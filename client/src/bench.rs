@@ -218,22 +218,23 @@ pub struct FailoverReport {
     pub offered: u64,
     /// Messages whose publish was acknowledged.
     pub acknowledged: u64,
-    /// Distinct messages the subscriber took.
+    /// Messages the subscriber took (a message stored twice counts once).
     pub delivered: u64,
-    /// Deliveries the subscriber passed over as taken before: messages
-    /// taken but not yet acknowledged when its broker died, delivered
-    /// again by the next one.
+    /// Deliveries the subscriber passed over as taken before: given again
+    /// because the broker serving the pull did not hold the subscriber's
+    /// acknowledgement of them yet (its broker died before it passed the
+    /// acknowledgement on, or in the seconds after a leader change).
     pub redelivered: u64,
     /// The message longest from its offer to its delivery: `from_s` its
     /// offer (e.g. one acknowledged by a broker killed before it passed
     /// the message on, delivered once that broker is back, in gossip mode).
     pub slowest_delivery: Gap,
     /// Messages delivered under more than one id: a publish tried again
-    /// on another broker before the first copy reached it, stored twice
-    /// (possible in gossip mode, API.md §6.1).
+    /// on another broker, stored there while the first copy lived only on
+    /// the broker that died (API.md §6.1 allows it in gossip mode).
     pub stored_twice: u64,
     /// One row per second, from the load's start until the last
-    /// acknowledgement or delivery.
+    /// acknowledgement or delivery (a message's first delivery).
     pub per_second: Vec<FailoverSecond>,
     /// The kills and restarts, in order.
     pub events: Vec<FailoverEvent>,
