@@ -2,7 +2,8 @@
 //! pingpong`, `bench sweep` and `bench queue` against real brokers: each run finishes,
 //! prints one JSON report, and the counts add up; `--plot` draws its chart
 //! and `publish --replica` waits for the replica. `bench latency --redis`
-//! runs against a redis-server of the test's own (`.ci/run` installs it).
+//! runs against a redis-server of the test's own (`.ci/run` installs it);
+//! `bench failover` starts and stops brokers of its own.
 
 mod support;
 
@@ -11,15 +12,20 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use client::bench::{
-    FanoutReport, LatencyReport, PingPongReport, PublishReport, QueueReport, SweepReport,
+    FailoverReport, FanoutReport, LatencyReport, PingPongReport, PublishReport, QueueReport,
+    SweepReport,
 };
 use client::delivery::Latency;
 use client::wire::TopicInfo;
 use support::{assert_success, eventually, free_port, run_bin, Broker, ChildGuard, Cluster, HOST};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
+const BROKER: &str = env!("CARGO_BIN_EXE_broker");
 /// Time limit for a benchmark run of a second or less.
 const LIMIT: Duration = Duration::from_secs(20);
+/// Time limit for a `bench failover` run of five seconds: the brokers'
+/// start, the load, and the subscriber's wait for the last messages.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
 /// The first bytes of every PNG file.
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -223,6 +229,14 @@ fn bench_refuses_a_plot_file_of_unknown_format_before_running() {
         assert!(stderr.contains(".svg or .png"), "{stderr}");
         assert!(output.stdout.is_empty());
     }
+    let failover = ["failover", "--broker-bin", BROKER, "--plot", "chart.jpg"];
+    let output = run_bin(BENCH, &failover, "", LIMIT);
+    assert_eq!(output.status.code(), Some(2));
+    let nowhere = ["failover", "--broker-bin", "/nonexistent/broker"];
+    let output = run_bin(BENCH, &nowhere, "", LIMIT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--broker-bin"), "{stderr}");
 }
 
 #[tokio::test]
@@ -242,6 +256,68 @@ async fn bench_queue_drains_a_shared_subscription_with_one_worker_and_with_many(
         assert!(left.messages.is_empty(), "{left:?}");
     }
     assert!(report.speedup > 0.0);
+}
+
+#[test]
+fn bench_failover_loses_nothing_in_gossip_mode() {
+    failover_smoke("gossip");
+}
+
+#[test]
+fn bench_failover_loses_nothing_in_leader_mode() {
+    failover_smoke("leader");
+}
+
+/// Runs `bench failover` in `mode` for five seconds at a small rate; the
+/// user sees exit 0, a row per second with acknowledgements, the four
+/// faults, nothing lost, a chart, and no broker left running.
+fn failover_smoke(mode: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let plot = dir.path().join("failover.svg");
+    let args = [
+        "failover",
+        "--json",
+        "--mode",
+        mode,
+        "--seconds",
+        "5",
+        "--rate",
+        "50",
+        "--broker-bin",
+        BROKER,
+        "--plot",
+        plot.to_str().expect("a UTF-8 path"),
+    ];
+    let output = run_bin(BENCH, &args, "", FAILOVER_LIMIT);
+    assert_success(&output);
+    let report: FailoverReport = serde_json::from_slice(&output.stdout).expect("one JSON report");
+    assert_eq!((report.mode.as_str(), report.offered), (mode, 250));
+    assert_eq!(report.acknowledged, 250, "{report:?}");
+    let events: Vec<&str> = report.events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "kill leader",
+            "restart old leader",
+            "kill follower",
+            "restart follower"
+        ]
+    );
+    assert!(report.per_second.len() >= 5, "{report:?}");
+    assert!(
+        report.per_second[..5].iter().any(|s| s.acknowledged > 0),
+        "{report:?}"
+    );
+    let [subscriber] = &report.check.subscribers[..] else {
+        panic!("one subscriber: {report:?}");
+    };
+    assert_eq!((subscriber.lost, subscriber.changed), (0, 0), "{report:?}");
+    let svg = std::fs::read_to_string(&plot).expect("the chart");
+    assert!(svg.contains("kill leader"), "{svg}");
+    for broker in &report.brokers {
+        let stopped = std::net::TcpStream::connect(broker.as_str()).is_err();
+        assert!(stopped, "broker {broker} still answers");
+    }
 }
 
 /// Runs `bench <command> --json` against `broker` with `args`; asserts exit

@@ -5,9 +5,11 @@
 //! the same harness, see [`redis_streams`]). `bench fanout` times one message reaching
 //! many waiting long polls (see [`fanout`]), `bench pingpong` round trips
 //! through two topics (see [`pingpong`]), `bench sweep` publish
-//! throughput and latency as the number of clients grows (see [`sweep`])
-//! and `bench queue` a work queue drained by one worker and by many (see
-//! [`queue`]).
+//! throughput and latency as the number of clients grows (see [`sweep`]),
+//! `bench queue` a work queue drained by one worker and by many (see
+//! [`queue`]) and `bench failover` a steady load through a cluster of its
+//! own while its leader and then a follower die and come back (see
+//! [`failover`]).
 //!
 //! Exit codes: 0 when every check passes, 1 when a check fails or a broker
 //! call fails or a `--plot` chart cannot be written (one line on stderr
@@ -17,6 +19,7 @@
 
 pub mod check;
 pub mod connections;
+pub mod failover;
 pub mod fanout;
 pub mod latency;
 pub mod lean;
@@ -32,7 +35,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use client::connect::Token;
-use client::delivery::unix_ms;
+use client::delivery::{unix_ms, CheckReport};
 use client::{Client, ClientError, Connect, PeerAddr};
 use report::Measured;
 
@@ -71,14 +74,19 @@ pub enum Command {
     /// Drain a work queue (a shared subscription) with one worker, then
     /// with many, each message taking --work-ms, and report both rates
     Queue(queue::QueueArgs),
+    /// Start a three-broker cluster, publish and pull at a steady rate
+    /// while its leader and then a follower are killed and restarted, and
+    /// report throughput, latency and the longest gaps per second and
+    /// around each fault; check that nothing was lost
+    Failover(failover::FailoverArgs),
 }
 
 impl Command {
     /// The broker a benchmark runs against (`check` has none, nor `latency
-    /// --redis`).
+    /// --redis`; `failover` starts its own).
     fn broker(&mut self) -> Option<&mut BrokerArgs> {
         match self {
-            Command::Check(_) => None,
+            Command::Check(_) | Command::Failover(_) => None,
             Command::Publish(args) => Some(&mut args.broker),
             Command::Latency(args) => args.broker.as_mut(),
             Command::Fanout(args) => Some(&mut args.broker),
@@ -166,6 +174,9 @@ pub enum Error {
     /// Input that cannot be read or parsed.
     #[error(transparent)]
     Input(#[from] check::InputError),
+    /// An argument that cannot be used, found before the run.
+    #[error("{0}")]
+    Usage(String),
     /// A token file or `RUMOR_TOKEN` that cannot be used.
     #[error("{0}")]
     Token(String),
@@ -187,7 +198,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) | Error::Token(_) => 2,
+            Error::Input(_) | Error::Usage(_) | Error::Token(_) => 2,
             Error::Failed(_) | Error::Broker(_) | Error::Redis(_) => 1,
             Error::Plot(error) => error.exit_code(),
         }
@@ -232,6 +243,11 @@ pub async fn run(mut cli: Cli) -> Result<(), Error> {
             measure(args.json, &args.plot, run, queue::table, queue::chart).await?;
             Ok(())
         }
+        Command::Failover(args) => {
+            let run = failover::run(&args);
+            let run = measure(args.json, &args.plot, run, failover::table, failover::chart).await?;
+            check_verdict(&run.report.check)
+        }
     }
 }
 
@@ -239,7 +255,12 @@ fn run_check(args: &CheckArgs) -> Result<(), Error> {
     let logs = check::read_logs(&args.files)?;
     let report = check::analyse(&logs);
     print_report(args.json, &report, check::table);
-    let problems = check::problems(&report);
+    check_verdict(&report)
+}
+
+/// Fails when the delivery check finds anything lost, duplicated or changed.
+fn check_verdict(report: &CheckReport) -> Result<(), Error> {
+    let problems = check::problems(report);
     if problems.is_empty() {
         Ok(())
     } else {

@@ -1,9 +1,9 @@
 //! The reports of `bench publish`, `bench latency`, `bench fanout`, `bench
-//! pingpong` and `bench sweep`.
+//! pingpong`, `bench sweep`, `bench queue` and `bench failover`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::Latency;
+use crate::delivery::{CheckReport, Latency};
 
 /// What `bench publish` measured: throughput of concurrent publishers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,4 +205,100 @@ pub struct QueueRun {
     pub messages_per_sec: f64,
     /// Messages given out more than once (a lease ended before its ack).
     pub redelivered: u64,
+}
+
+/// What `bench failover` measured: a steady load through a three-broker
+/// cluster while its leader, then a follower, is killed and restarted.
+/// Times are seconds since the load started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    /// `gossip` or `leader`.
+    pub mode: String,
+    /// The brokers' `--durability`.
+    pub durability: String,
+    /// Messages offered per second.
+    pub rate: u32,
+    /// How long messages were offered.
+    pub seconds: u64,
+    /// The brokers, `host:port`, in the order the clients try them (the
+    /// first leader first).
+    pub brokers: Vec<String>,
+    /// Messages offered: `rate × seconds`.
+    pub offered: u64,
+    /// Messages whose publish was acknowledged.
+    pub acknowledged: u64,
+    /// Messages the subscriber took (a message stored twice counts once).
+    pub delivered: u64,
+    /// Deliveries the subscriber passed over as taken before: given again
+    /// because the broker serving the pull did not hold the subscriber's
+    /// acknowledgement of them yet (its broker died before it passed the
+    /// acknowledgement on, or in the seconds after a leader change).
+    pub redelivered: u64,
+    /// The message longest from its offer to its delivery: `from_s` its
+    /// offer (e.g. one acknowledged by a broker killed before it passed
+    /// the message on, delivered once that broker is back, in gossip mode).
+    pub slowest_delivery: Gap,
+    /// Messages delivered under more than one id: a publish tried again
+    /// on another broker, stored there while the first copy lived only on
+    /// the broker that died (API.md §6.1 allows it in gossip mode).
+    pub stored_twice: u64,
+    /// One row per second, from the load's start until the last
+    /// acknowledgement or delivery (a message's first delivery).
+    pub per_second: Vec<FailoverSecond>,
+    /// The kills and restarts, in order.
+    pub events: Vec<FailoverEvent>,
+    /// The longest time without an acknowledged publish, over the run.
+    pub longest_publish_gap: Gap,
+    /// The longest time without a delivery, over the run.
+    pub longest_delivery_gap: Gap,
+    /// The mode's target for both longest gaps, in ms.
+    pub gap_target_ms: f64,
+    /// Whether both longest gaps are below the target.
+    pub gap_target_met: bool,
+    /// `bench check` of the delivery logs.
+    pub check: CheckReport,
+}
+
+/// One second of a `bench failover` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverSecond {
+    /// From `second` to `second + 1` since the load started.
+    pub second: u64,
+    /// Publishes acknowledged in this second.
+    pub acknowledged: u64,
+    /// Messages taken by the subscriber in this second.
+    pub delivered: u64,
+    /// From each message's offer to its acknowledgement, of those
+    /// acknowledged in this second, in ms; `None` without any.
+    pub publish_latency_ms: Option<Latency<f64>>,
+    /// From each message's offer to its delivery, of those delivered in
+    /// this second, in ms; `None` without any.
+    pub delivery_latency_ms: Option<Latency<f64>>,
+}
+
+/// A kill or restart of `bench failover`, and the longest gaps from it
+/// to the next event (or the end).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverEvent {
+    /// `kill leader`, `restart old leader`, `kill follower` or `restart follower`.
+    pub event: String,
+    /// The broker killed or restarted, `host:port`.
+    pub broker: String,
+    /// When it happened.
+    pub at_s: f64,
+    /// The longest time without an acknowledged publish that overlaps the
+    /// stretch from this event to the next.
+    pub publish_gap: Gap,
+    /// The same, without a delivery.
+    pub delivery_gap: Gap,
+}
+
+/// A stretch of time without an acknowledged publish, or without a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    /// When it began: the last acknowledgement or delivery before it (or
+    /// the load's start).
+    pub from_s: f64,
+    /// How long it lasted.
+    pub ms: f64,
 }

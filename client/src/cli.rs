@@ -1,10 +1,12 @@
 //! What the command-line programs share: choosing brokers and failing over.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::connect::{Connect, ConnectError, Token, TOKEN_ENV};
 use crate::http::{Client, ClientError};
 use crate::peers::{load_peers, PeerAddr, PeersError};
+use crate::wire::Message;
 
 /// `--host <HOST> --port <PORT>` or `--peers <CSV>`, and how to connect.
 #[derive(Debug, Clone, clap::Args)]
@@ -193,6 +195,32 @@ impl Failover {
     }
 }
 
+/// What a subscriber has taken in this run, per origin the highest `seq`.
+///
+/// A broker failed over to delivers again from the acknowledged position;
+/// since each origin's messages come in `seq` order (API.md §3), what was
+/// taken but not yet acknowledged is recognised here and not taken twice.
+/// Shared subscriptions give an origin's messages out of order, so this
+/// holds for plain subscriptions only.
+#[derive(Debug, Default)]
+pub struct SeenMessages {
+    highest: HashMap<String, u64>,
+}
+
+impl SeenMessages {
+    /// Whether `message` was taken before.
+    pub fn has_seen(&self, message: &Message) -> bool {
+        self.highest
+            .get(&message.origin)
+            .is_some_and(|&seq| message.seq <= seq)
+    }
+
+    /// Records `message` as taken.
+    pub fn mark_seen(&mut self, message: &Message) {
+        self.highest.insert(message.origin.clone(), message.seq);
+    }
+}
+
 /// Parses the command line; on bad arguments prints one line,
 /// `<program>: error: <what>`, and exits 2. `--help` and `--version` print as usual.
 pub fn parse_args<P: clap::Parser>() -> P {
@@ -253,5 +281,36 @@ pub fn describe(error: &ClientError) -> String {
     match error {
         ClientError::Api { code, message, .. } => format!("{message} ({code})"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(origin: &str, seq: u64) -> Message {
+        Message {
+            id: format!("{origin}/{seq}"),
+            origin: origin.to_string(),
+            seq,
+            topic: "t".to_string(),
+            publisher: "p".to_string(),
+            payload: String::new(),
+            lamport: seq,
+            published_at_ms: 0,
+            headers: Default::default(),
+            msg_id: None,
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn seen_messages_are_those_at_or_below_each_origins_highest_seq() {
+        let mut seen = SeenMessages::default();
+        seen.mark_seen(&message("a:1", 3));
+        assert!(seen.has_seen(&message("a:1", 1)));
+        assert!(seen.has_seen(&message("a:1", 3)));
+        assert!(!seen.has_seen(&message("a:1", 4)));
+        assert!(!seen.has_seen(&message("b:1", 1)), "another origin");
     }
 }

@@ -28,13 +28,12 @@
 //! of the payload as printed.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use client::cli::{describe, BrokerArgs, Failover};
+use client::cli::{describe, BrokerArgs, Failover, SeenMessages};
 use client::delivery::{self, DeliveryLog, Received, Record};
 use client::envelope::Key;
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
@@ -110,8 +109,8 @@ fn open_log(path: &Path) -> Result<DeliveryLog> {
 struct Subscriber<'c> {
     cli: &'c Cli,
     failover: Failover,
-    /// Per origin, the highest `seq` printed in this run.
-    printed: HashMap<String, u64>,
+    /// What this run printed.
+    printed: SeenMessages,
     /// Messages still to print before exiting (`--count`).
     remaining: Option<u64>,
     /// `--log`.
@@ -125,7 +124,7 @@ impl<'c> Subscriber<'c> {
         Subscriber {
             cli,
             failover,
-            printed: HashMap::new(),
+            printed: SeenMessages::default(),
             remaining: cli.count,
             log,
             key,
@@ -208,7 +207,7 @@ impl<'c> Subscriber<'c> {
         for message in &opened {
             write_message(&mut out, message, self.cli.format).context("cannot write to stdout")?;
             self.log_received(message)?;
-            self.printed.insert(message.origin.clone(), message.seq);
+            self.printed.mark_seen(message);
             self.remaining = self.remaining.map(|left| left - 1);
         }
         out.flush().context("cannot write to stdout")?;
@@ -251,11 +250,7 @@ impl<'c> Subscriber<'c> {
     fn seen(&self, message: &Message) -> bool {
         // A shared subscription gives an origin's messages out of order
         // (another subscriber's lease ends): every one it gives is new.
-        self.cli.ack_wait.is_none()
-            && self
-                .printed
-                .get(&message.origin)
-                .is_some_and(|&seq| message.seq <= seq)
+        self.cli.ack_wait.is_none() && self.printed.has_seen(message)
     }
 }
 
