@@ -268,19 +268,21 @@ health_run() {
 }
 
 # Prints CPU clock ticks so far: the broker of pid $1's HTTP workers
-# (threads actix-rt|system:N), its writer thread (store-writer), its other
-# threads, then the machine's idle (idle + iowait) and all.
+# (threads actix-rt|system:N), its writer thread (store-writer), the rest
+# of the process (its other threads, those that ended included), then the
+# machine's idle (idle + iowait) and all.
 cpu_counters() {
-    local task name ticks http=0 writer=0 other=0
+    local task name ticks http=0 writer=0 other
+    # The process's own utime and stime count its ended threads too.
+    other=$(sed -E 's/.*\) //' "/proc/$1/stat" | awk '{ print $12 + $13 }')
     for task in /proc/"$1"/task/*; do
         name=$(<"$task/comm")
         # utime and stime: fields 14 and 15, counted after the ") " that
         # ends the thread's name, which may hold spaces.
         ticks=$(sed -E 's/.*\) //' "$task/stat" | awk '{ print $12 + $13 }')
         case $name in
-            actix-rt*) http=$((http + ticks)) ;;
-            store-writer) writer=$((writer + ticks)) ;;
-            *) other=$((other + ticks)) ;;
+            actix-rt*) http=$((http + ticks)) other=$((other - ticks)) ;;
+            store-writer) writer=$((writer + ticks)) other=$((other - ticks)) ;;
         esac
     done
     awk -v h="$http" -v w="$writer" -v o="$other" \
