@@ -332,7 +332,10 @@ mod tests {
             let at = ["sweep", "--host", "h", "--port", "1"];
             Sweep::try_parse_from(at.iter().chain(clients)).map(|s| s.args.clients)
         };
-        assert_eq!(parse(&[]).unwrap(), [1, 10, 50, 100, 500, 1000, 5000, 10000]);
+        assert_eq!(
+            parse(&[]).unwrap(),
+            [1, 10, 50, 100, 500, 1000, 5000, 10000]
+        );
         assert_eq!(parse(&["--clients", "1,4"]).unwrap(), [1, 4]);
         assert!(parse(&["--clients", "1,0"]).is_err());
     }
