@@ -15,6 +15,7 @@
 # into the directory given (default bench-results/<date>), each with its
 # stderr beside it (*.log). Builds the release binaries once first.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
 usage() {
     cat <<'EOF'
@@ -31,22 +32,34 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=1; shift ;;
         -h|--help) usage; exit 0 ;;
-        -*) echo "bench-all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        -*) die "unknown option $1 (see --help)" ;;
         *) out=$1; shift ;;
     esac
 done
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${out:-$root/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
-bin=$root/target/release
+out=$(cd "$out" && pwd)
+make_work_dir bench-all
+cd "$root"
 
 step() {
-    echo "bench-all.sh: $1 ($(date -u +%T))" >&2
+    note "$1 ($(date -u +%T))"
+}
+
+# Runs $2... with stdout to $out/$1.txt and stderr to $out/$1.log; when it
+# fails, shows the end of the log and stops.
+measure() {
+    local name=$1
+    shift
+    "$@" >"$out/$name.txt" 2>"$out/$name.log" \
+        || { tail -n 20 "$out/$name.log" >&2; die "$name failed (see $out/$name.log)"; }
 }
 
 step "building the release binaries"
-(cd "$root" && cargo build --release --bin broker --bin bench) >&2
+build_rumor
+build=0 broker_bin= bench_bin=
+resolve_rumor_bins
 
 quick_flag=()
 failover_seconds=40 sweep_clients=1,10,50,100,500,1000,5000,10000 sweep_seconds=5
@@ -56,34 +69,24 @@ if [[ $quick == 1 ]]; then
 fi
 
 step "Redis side by side"
-"$root/scripts/bench-vs-redis.sh" --no-build "${quick_flag[@]}" >"$out/redis.txt" 2>"$out/redis.log"
+measure redis scripts/bench-vs-redis.sh --no-build "${quick_flag[@]}"
 
 step "three-broker cluster against one broker"
-"$root/scripts/bench-cluster.sh" --no-build "${quick_flag[@]}" >"$out/cluster.txt" 2>"$out/cluster.log"
+measure cluster scripts/bench-cluster.sh --no-build "${quick_flag[@]}"
 
 for mode in gossip leader; do
     step "failover, $mode mode"
-    "$bin/bench" failover --mode "$mode" --seconds "$failover_seconds" \
-        --plot "$out/failover-$mode.svg" >"$out/failover-$mode.txt" 2>"$out/failover-$mode.log"
+    measure "failover-$mode" "$bench_bin" failover --mode "$mode" --seconds "$failover_seconds" \
+        --broker-bin "$broker_bin" --plot "$out/failover-$mode.svg"
 done
 
 step "sweep to $sweep_clients clients"
-sweep_dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin/broker" --host 127.0.0.1 --port "$port" --data-dir "$sweep_dir" --peers /dev/null \
-    2>"$out/sweep-broker.log" &
-broker_pid=$!
-trap 'kill "$broker_pid" 2>/dev/null || true; rm -rf "$sweep_dir"' EXIT
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-    sleep 0.1
-done
-"$bin/bench" sweep --host 127.0.0.1 --port "$port" --clients "$sweep_clients" \
-    --seconds-per-step "$sweep_seconds" --plot "$out/sweep.svg" >"$out/sweep.txt" 2>"$out/sweep.log"
-kill "$broker_pid"
-wait "$broker_pid" || true
+start_brokers sweep 1 fsync
+measure sweep "$bench_bin" sweep --host 127.0.0.1 --port "${started_ports[0]}" \
+    --clients "$sweep_clients" --seconds-per-step "$sweep_seconds" --plot "$out/sweep.svg"
+stop_pid "${started_pids[0]}" "the sweep's broker"
 
 step "NATS JetStream side by side"
-"$root/scripts/bench-vs-nats.sh" --no-build "${quick_flag[@]}" >"$out/nats.txt" 2>"$out/nats.log"
+measure nats scripts/bench-vs-nats.sh --no-build "${quick_flag[@]}"
 
 step "done: $out"

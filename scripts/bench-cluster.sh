@@ -113,7 +113,7 @@ cluster_pids=() cluster_ports=() # the cluster: broker 1, then its replicas 2 an
 
 # Whether the broker on port $1 sees the $2 members of its cluster alive.
 cluster_formed() {
-    curl -sf "http://127.0.0.1:$1/cluster" | python3 -c '
+    curl -sf -m 5 "http://127.0.0.1:$1/cluster" | python3 -c '
 import json, sys
 members = json.load(sys.stdin)["members"]
 sys.exit(0 if len(members) == int(sys.argv[1]) and all(m["alive"] for m in members) else 1)' "$2"

@@ -649,11 +649,10 @@ wrk_run() {
     out=$(<"$work_dir/wrk.out")
     wrk_check "$out" "${server_port[$label]}" "$topic"
     python3 -c '
-import json, re, sys
-rate = float(re.search(r"^Requests/sec: *([0-9.]+)", sys.argv[1], re.M).group(1))
+import json, sys
 c = json.loads(sys.argv[2])
-print(",".join(str(v) for v in (rate, c["gen_cpu"], c["server_cpu"], c["machine_cpu"])))' "$out" "$cpu" \
-        || die "cannot read Requests/sec from wrk: $out"
+print(",".join(str(v) for v in (float(sys.argv[1]), c["gen_cpu"], c["server_cpu"], c["machine_cpu"])))' \
+        "$(wrk_rate "$out")" "$cpu" || die "cannot read Requests/sec from wrk: $out"
 }
 
 # One `bench publish` run of $2 single publishes, 50 connections, against
@@ -823,6 +822,7 @@ rows+=(
 )
 
 python3 - "$runs" "${rows[@]}" <<'EOF'
+import os
 import statistics
 import sys
 
@@ -845,7 +845,7 @@ for label, values in rows.values():
           f"   {' '.join(f'{r:.0f}' for r in rates)}")
 
 print()
-print("CPU, medians over the runs: % of one core (of 200%) in each run's timed window, and")
+print(f"CPU, medians over the runs: % of one core (of {100 * (os.cpu_count() or 1)}%) in each run's timed window, and")
 print("CPU time per message; 'rest' is the rest of the machine (other work, the kernel's")
 print("interrupts; not the idle servers, which take close to nothing)")
 print(f"{'':<{width}}  {'loadgen':>7}  {'server':>7}  {'rest':>7}   {'server':>9}  {'loadgen':>9}")

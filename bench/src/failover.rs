@@ -673,19 +673,7 @@ mod tests {
 
     #[test]
     fn a_message_stored_twice_counts_its_first_delivery_only() {
-        let taken = |n, received_us| Taken {
-            n,
-            received_us,
-            record: client::delivery::Received {
-                subscriber: "s".to_string(),
-                id: format!("o/{received_us}"),
-                origin: "o".to_string(),
-                seq: 1,
-                digest: String::new(),
-                published_at_ms: 0,
-                received_ms: 0,
-            },
-        };
+        let taken = |n, received_us| load::taken(n, &format!("o/{received_us}"), received_us);
         let all = [
             taken(Some(0), 10),
             taken(Some(1), 3_000),

@@ -26,7 +26,10 @@ use tokio::task::JoinSet;
 use crate::lean::{Body, Publisher};
 use crate::plot::{LineChart, PlotArgs};
 use crate::report::{micros, percentiles_ms, run_table, Measured};
-use crate::{fresh_topic, parse_host_port, redis_streams, unique_name, BrokerArgs, Error};
+use crate::{
+    fresh_topic, number_in, numbered_payload, parse_host_port, redis_streams, unique_name,
+    BrokerArgs, Error,
+};
 
 /// How long the subscriber waits for missing messages once every publish
 /// was answered.
@@ -227,7 +230,7 @@ async fn offer(
     for _ in 0..message_count(args) {
         ticks.tick().await;
         // Stamped before it is sent: any wait on the way counts.
-        publishes.spawn(publisher.publish(stamped(unix_micros(), args.payload_bytes)));
+        publishes.spawn(publisher.publish(numbered_payload(unix_micros(), args.payload_bytes)));
         while let Some(joined) = publishes.try_join_next() {
             joined.expect("a publishing task does not panic")?;
             sent += 1;
@@ -256,7 +259,9 @@ async fn receive(
             break;
         };
         let now = unix_micros();
-        let stamps = payloads.iter().filter_map(|payload| stamp_of(payload));
+        let stamps = payloads
+            .iter()
+            .filter_map(|payload| number_in::<i64>(payload));
         ages.extend(stamps.map(|sent| now - sent));
     }
     Ok(ages)
@@ -362,19 +367,6 @@ fn unix_micros() -> i64 {
     )
 }
 
-/// A payload of `bytes` bytes (more if the stamp needs them): the send
-/// time `micros`, a colon, then padding.
-fn stamped(micros: i64, bytes: usize) -> String {
-    let stamp = format!("{micros}:");
-    let padding = "x".repeat(bytes.saturating_sub(stamp.len()));
-    stamp + &padding
-}
-
-/// The send time a [`stamped`] payload carries.
-fn stamp_of(payload: &str) -> Option<i64> {
-    payload.split_once(':')?.0.parse().ok()
-}
-
 /// The chart of `--plot`: the distribution of the messages' ages on
 /// arrival.
 pub fn chart(run: &Measured<LatencyReport>) -> LineChart {
@@ -402,16 +394,6 @@ pub fn table(report: &LatencyReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payloads_carry_their_stamp_and_have_the_size_asked() {
-        let payload = stamped(1_763_740_800_123_456, 100);
-        assert_eq!(payload.len(), 100);
-        assert!(payload.starts_with("1763740800123456:xx"), "{payload}");
-        assert_eq!(stamp_of(&payload), Some(1_763_740_800_123_456));
-        assert_eq!(stamped(42, 1), "42:");
-        assert_eq!(stamp_of("no stamp"), None);
-    }
 
     #[test]
     fn redis_or_a_rumor_broker_is_measured_never_both() {

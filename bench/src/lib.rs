@@ -300,6 +300,19 @@ fn print_report<R: serde::Serialize>(json: bool, report: &R, table: fn(&R) -> St
     }
 }
 
+/// A payload of `bytes` bytes (more if the number needs them): `number`
+/// (a send time, a sequence number), a colon, then padding.
+pub fn numbered_payload(number: impl std::fmt::Display, bytes: usize) -> String {
+    let number = format!("{number}:");
+    let padding = "x".repeat(bytes.saturating_sub(number.len()));
+    number + &padding
+}
+
+/// The number a [`numbered_payload`] carries.
+pub fn number_in<T: std::str::FromStr>(payload: &str) -> Option<T> {
+    payload.split_once(':')?.0.parse().ok()
+}
+
 /// A name no earlier run used, for the benchmark's publisher, topic and
 /// subscriber: `bench-<pid>-<unix ms>`.
 pub fn unique_name() -> String {
@@ -319,6 +332,21 @@ pub async fn fresh_topic(client: &Client) -> Result<String, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_carry_their_number_and_have_the_size_asked() {
+        let payload = numbered_payload(1_763_740_800_123_456_i64, 100);
+        assert_eq!(payload.len(), 100);
+        assert!(payload.starts_with("1763740800123456:xx"), "{payload}");
+        assert_eq!(number_in(&payload), Some(1_763_740_800_123_456_i64));
+        assert_eq!(numbered_payload(42, 1), "42:");
+        assert_eq!(number_in::<i64>("no stamp"), None);
+        let p = numbered_payload(12_345_u64, 200);
+        assert_eq!(p.len(), 200);
+        assert!(p.starts_with("12345:xx"), "{p}");
+        assert_eq!(number_in(&p), Some(12_345_u64));
+        assert_eq!(number_in::<u64>("no number"), None);
+    }
 
     #[test]
     fn addresses_are_host_and_port() {

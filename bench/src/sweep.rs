@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use client::bench::{SweepReport, SweepStep};
 use client::Client;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
@@ -112,14 +113,7 @@ async fn step(
     while let Some(joined) = tasks.join_next().await {
         tally.add(joined.expect("a publishing task does not panic"));
     }
-    let probed = tokio::task::spawn_blocking(move || prober.join());
-    tally.add(
-        probed
-            .await
-            .ok()
-            .and_then(|joined| joined.ok())
-            .expect("the health prober does not panic"),
-    );
+    tally.add(prober.await.expect("the health prober does not panic"));
     if let Some(error) = &tally.first_error {
         eprintln!(
             "bench sweep: {clients} clients: {} errors, the first: {error}",
@@ -199,18 +193,25 @@ async fn publish_until(
     tally
 }
 
-/// Runs [`probe_health`] on a thread and runtime of its own: on the
+/// Runs [`probe_health`] on a thread and runtime of its own (on the
 /// publishers' runtime it would wait its turn behind thousands of ready
-/// tasks, and time the load generator rather than the broker.
-fn spawn_prober(client: Client, until: Instant) -> Result<std::thread::JoinHandle<Tally>, Error> {
+/// tasks, and time the load generator rather than the broker); its tally
+/// arrives on the channel returned.
+fn spawn_prober(client: Client, until: Instant) -> Result<oneshot::Receiver<Tally>, Error> {
+    let failed =
+        |error: std::io::Error| Error::Failed(format!("cannot start the health prober: {error}"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| Error::Failed(format!("cannot start the health prober: {error}")))?;
+        .map_err(failed)?;
+    let (sender, tally) = oneshot::channel();
     std::thread::Builder::new()
         .name("health-prober".to_string())
-        .spawn(move || runtime.block_on(probe_health(client, until)))
-        .map_err(|error| Error::Failed(format!("cannot start the health prober: {error}")))
+        .spawn(move || {
+            let _ = sender.send(runtime.block_on(probe_health(client, until)));
+        })
+        .map_err(failed)?;
+    Ok(tally)
 }
 
 /// Asks `GET /health` every [`HEALTH_EVERY`] until `until`, timing each.

@@ -215,9 +215,10 @@ impl SeenMessages {
             .is_some_and(|&seq| message.seq <= seq)
     }
 
-    /// Records `message` as taken.
+    /// Records `message` as taken (what was taken never shrinks).
     pub fn mark_seen(&mut self, message: &Message) {
-        self.highest.insert(message.origin.clone(), message.seq);
+        let highest = self.highest.entry(message.origin.clone()).or_default();
+        *highest = (*highest).max(message.seq);
     }
 }
 

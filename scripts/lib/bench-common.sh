@@ -186,7 +186,7 @@ spawn_broker() {
 
 # Waits until the broker of pid $1 answers GET /health on port $2.
 broker_ready() {
-    wait_ready "$1" 15 curl -sf "http://127.0.0.1:$2/health"
+    wait_ready "$1" 15 curl -sf -m 5 "http://127.0.0.1:$2/health"
 }
 
 # Starts $2 rumor brokers as the group $1, in $work_dir/$1, with
@@ -236,13 +236,13 @@ payload_value() {
 # POSTs the JSON body $3 to /$2 of the broker on port $1, failing on an
 # error status.
 rumor_post() {
-    curl -sf -o /dev/null -H 'Content-Type: application/json' -d "$3" \
+    curl -sf -m 30 -o /dev/null -H 'Content-Type: application/json' -d "$3" \
         "http://127.0.0.1:$1/$2" || die "POST /$2 $3 to port $1 failed"
 }
 
 # Prints the messages that topic $2 of the broker on port $1 holds.
 rumor_count() {
-    curl -sf "http://127.0.0.1:$1/topics/$2" \
+    curl -sf -m 30 "http://127.0.0.1:$1/topics/$2" \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])' \
         || die "cannot read the message count of topic $2 (port $1)"
 }
@@ -268,14 +268,20 @@ LUA
 # still in flight when wrk stops are published but not counted).
 wrk_check() {
     local out=$1 port=$2 topic=$3 requests held
-    if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
-        echo "$out" >&2
-        die "wrk saw failed requests"
-    fi
+    wrk_ok "$out"
     requests=$(wrk_requests "$out")
     held=$(rumor_count "$port" "$topic")
     [[ -n $requests && $held -ge $requests ]] \
         || die "topic $topic holds $held messages after wrk counted ${requests:-no} answers"
+}
+
+# Dies unless every answer in wrk's output $1 was a success (no non-2xx,
+# no socket errors).
+wrk_ok() {
+    if grep -qE 'Non-2xx|Socket errors' <<<"$1"; then
+        echo "$1" >&2
+        die "wrk saw failed requests"
+    fi
 }
 
 # Prints the answers wrk counted, from its output $1.

@@ -63,7 +63,8 @@ struct Broker {
 
 impl Cluster {
     /// Starts the three brokers at once and waits until each answers
-    /// `/health` and they agree on a leader.
+    /// `/health` (the caller then waits for their leader:
+    /// [`Cluster::agreed_leader`]).
     pub async fn start(settings: &Settings<'_>) -> Result<Cluster, Error> {
         let ports = ports(settings.base_port)?;
         let peers = settings.data_dir.join("peers.csv");
@@ -83,7 +84,6 @@ impl Cluster {
         for broker in &mut cluster.brokers {
             broker.wait_healthy().await?;
         }
-        cluster.agreed_leader().await?;
         Ok(cluster)
     }
 

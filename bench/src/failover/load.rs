@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use client::cli::{describe, is_transient, run_id, Failover, SeenMessages};
 use client::delivery::{digest, unix_ms, Received, Sent};
-use client::wire::{Message, NewMessage, Published, PullQuery, StartFrom};
+use client::wire::{Message, NewMessage, Published, PullQuery};
 use client::{Client, ClientError, Connect, PeerAddr};
 
 use super::timeline::{offered_by, offered_us};
-use crate::Error;
+use crate::latency::subscribe_when_replicated;
+use crate::{number_in, numbered_payload, Error};
 
 /// Pause before a call is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -202,7 +203,7 @@ impl Publisher {
         let messages: Vec<NewMessage> = range
             .clone()
             .map(|n| NewMessage {
-                payload: payload(n),
+                payload: numbered_payload(n, PAYLOAD_BYTES),
                 headers: None,
                 msg_id: Some(format!("{}-{n}", self.run)),
             })
@@ -243,18 +244,6 @@ async fn prepare_publisher(client: &Client, topic: &str) -> Result<(), ClientErr
         Err(error) if error.code() != Some("topic_exists") => Err(error),
         _ => Ok(()),
     }
-}
-
-/// Message `n`'s payload: its number, a colon, then padding.
-fn payload(n: u64) -> String {
-    let number = format!("{n}:");
-    let padding = "x".repeat(PAYLOAD_BYTES.saturating_sub(number.len()));
-    number + &padding
-}
-
-/// The number a [`payload`] carries.
-fn number_of(payload: &str) -> Option<u64> {
-    payload.split_once(':')?.0.parse().ok()
 }
 
 /// The subscribing side, set up on the first broker that answers.
@@ -364,7 +353,7 @@ impl Subscriber {
             received_ms: clock.unix_ms(received_us),
         };
         self.deliveries.taken.push(Taken {
-            n: number_of(&message.payload),
+            n: number_in(&message.payload),
             received_us,
             record,
         });
@@ -393,8 +382,7 @@ impl Subscriber {
 /// that name from its first message (both idempotent).
 async fn prepare_subscriber(client: &Client, topic: &str) -> Result<(), ClientError> {
     client.register_subscriber(topic).await?;
-    client.subscribe(topic, topic, StartFrom::Earliest).await?;
-    Ok(())
+    subscribe_when_replicated(client, topic).await
 }
 
 /// How many messages were taken under more than one id: stored twice.
@@ -408,34 +396,32 @@ pub fn stored_twice(taken: &[Taken]) -> u64 {
     ids.values().filter(|ids| ids.len() > 1).count() as u64
 }
 
+/// Message `n` (if its payload had a number) taken under `id` at
+/// `received_us`, for tests.
+#[cfg(test)]
+pub fn taken(n: Option<u64>, id: &str, received_us: i64) -> Taken {
+    Taken {
+        n,
+        received_us,
+        record: Received {
+            subscriber: "s".to_string(),
+            id: id.to_string(),
+            origin: "o".to_string(),
+            seq: 1,
+            digest: String::new(),
+            published_at_ms: 0,
+            received_ms: 0,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn payloads_carry_their_number_and_have_the_size_asked() {
-        let p = payload(12_345);
-        assert_eq!(p.len(), PAYLOAD_BYTES);
-        assert!(p.starts_with("12345:xx"), "{p}");
-        assert_eq!(number_of(&p), Some(12_345));
-        assert_eq!(number_of("no number"), None);
-    }
-
-    #[test]
     fn a_message_taken_under_two_ids_was_stored_twice() {
-        let taken = |n, id: &str| Taken {
-            n: Some(n),
-            received_us: 0,
-            record: Received {
-                subscriber: "s".to_string(),
-                id: id.to_string(),
-                origin: "o".to_string(),
-                seq: 1,
-                digest: String::new(),
-                published_at_ms: 0,
-                received_ms: 0,
-            },
-        };
+        let taken = |n, id: &str| taken(Some(n), id, 0);
         let all = [
             taken(1, "a/1"),
             taken(2, "a/2"),
