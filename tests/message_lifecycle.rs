@@ -188,6 +188,35 @@ async fn a_repeated_msg_id_within_the_window_is_answered_as_a_duplicate() {
     assert_eq!(broker.stored_payloads("t"), ["x", "y", "z", "later"]);
 }
 
+/// A subscriber that acknowledges at once lets retention delete the first
+/// copy within a second; a repeat within the window is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_is_a_duplicate_after_retention_deleted_the_first_copy() {
+    let (broker, client) = start_with_topic(&[], "p", "t").await;
+    subscribed(&client, "s", "t", StartFrom::Earliest).await;
+    let first = client
+        .publish_message("t", "p", message("x", &[], Some("m-1")))
+        .await
+        .unwrap();
+    let pulled = client.pull("s", &at_once(Some("t"), None)).await.unwrap();
+    assert_eq!(payloads(&pulled), ["x"]);
+    client.ack("s", &pulled.cursor).await.unwrap();
+    eventually(
+        WAIT,
+        "retention deletes the acknowledged message",
+        || async { broker.stored_payloads("t").is_empty() },
+    )
+    .await;
+    let again = client
+        .publish_message("t", "p", message("x", &[], Some("m-1")))
+        .await
+        .unwrap();
+    assert!(again.duplicate, "stored again: {again:?}");
+    assert_eq!(again.id, first.id);
+    let pulled = client.pull("s", &at_once(Some("t"), None)).await.unwrap();
+    assert_eq!(payloads(&pulled), Vec::<&str>::new());
+}
+
 /// Publishes `payload` with `msg_id` through `client`, retrying while the
 /// cluster has no leader; returns whether it was a duplicate.
 async fn publish_once(client: &Client, payload: &str, msg_id: &str) -> bool {
@@ -234,6 +263,62 @@ async fn leader_mode_deduplicates_across_brokers_and_a_leader_change() {
     assert!(!publish_once(&cluster.client(survivor), "y", "m-2").await);
     let stored = cluster.broker(survivor).stored_payloads("t");
     assert_eq!(stored, ["x", "y"]);
+}
+
+/// The orphan copy (API.md §6.1, "a failover never stores a message
+/// twice"): the leader stores a publish no follower gets (both are down)
+/// and dies unanswered; the client repeats it through the new leader; the
+/// old leader comes back with its copy, which enters the order after the
+/// repeat. Every broker keeps and delivers the message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_through_a_new_leader_outlives_the_old_leaders_orphan_copy() {
+    let (mut cluster, leader) = leader_mode_with_topic().await;
+    subscribed(&cluster.client(0), "s", "t", StartFrom::Earliest).await;
+    assert!(!publish_once(&cluster.client(0), "before", "m-0").await);
+    let old = (0..3).find(|&i| cluster.id(i) == leader).unwrap();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    cluster.same_events_everywhere(WAIT).await;
+    for &i in &followers {
+        cluster.kill(i);
+    }
+    let alone = cluster
+        .client(old)
+        .publish_message("t", "p", message("x", &[], Some("m-1")))
+        .await;
+    assert!(alone.is_err(), "a leader alone acknowledged: {alone:?}");
+    assert_eq!(cluster.broker(old).stored_payloads("t"), ["before", "x"]);
+    cluster.kill(old);
+    for &i in &followers {
+        cluster.restart(i).await;
+    }
+    assert!(!publish_once(&cluster.client(followers[0]), "x", "m-1").await);
+    assert!(!publish_once(&cluster.client(followers[0]), "after", "m-2").await);
+    cluster.restart(old).await;
+    cluster
+        .agreed_leader_where(WAIT, "the old leader again", |id, _| id == leader)
+        .await;
+    cluster.same_events_everywhere(WAIT).await;
+    for i in 0..3 {
+        let client = cluster.client(i);
+        let broker = cluster.broker(i);
+        eventually_ok(WAIT, "one copy stored and delivered", || async {
+            let pulled = client
+                .pull("s", &at_once(Some("t"), None))
+                .await
+                .map_err(|e| e.to_string())?;
+            let delivered = payloads(&pulled);
+            let stored = broker.stored_payloads("t");
+            let x_stored = stored.iter().filter(|p| *p == "x").count();
+            if delivered == ["before", "x", "after"] && x_stored == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "broker {i}: delivered {delivered:?}, stored {stored:?}"
+                ))
+            }
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// `dedup_window` in milliseconds.
+    pub fn dedup_window_ms(&self) -> i64 {
+        i64::try_from(self.dedup_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Resolves defaults (the peer list file, the data directory), reads
     /// the cluster key, and checks that peers outside this machine are only
     /// named with a cluster key. The error is one line.

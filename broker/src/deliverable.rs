@@ -79,8 +79,14 @@ pub async fn run(app: web::Data<AppState>) {
             }
             start_lead(&app);
         }
+        let mut order = order_now(&app, leads.as_ref().map(|(_, leads)| leads)).map(Arc::new);
+        if let Some(new) = &order {
+            if let Err(error) = drop_late_repeats(&app, new).await {
+                tracing::error!("cannot drop repeated messages: {error}");
+                order = app.deliverable.current();
+            }
+        }
         // Set before waking, so that a woken pull reads the new order.
-        let order = order_now(&app, leads.as_ref().map(|(_, leads)| leads)).map(Arc::new);
         let previous = app.deliverable.replace(order.clone());
         if previous != order {
             let limit = |order: Option<Arc<Epochs>>| order.map(|o| o.limit());
@@ -151,6 +157,26 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
     } else {
         Some(epochs)
     }
+}
+
+/// Drops the repeats among what `order` brings in late (see
+/// `WriteTx::drop_repeats`) before it becomes the current order, so that no
+/// pull ever sees them.
+async fn drop_late_repeats(app: &AppState, order: &Arc<Epochs>) -> Result<(), ApiError> {
+    let ranges = order.brought_in_late(app.deliverable.current().as_deref());
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let order = order.clone();
+    let window_ms = app.config.dedup_window_ms();
+    let dropped = app
+        .store
+        .write(move |tx| tx.drop_repeats(&ranges, &order, window_ms))
+        .await?;
+    if dropped > 0 {
+        tracing::info!("dropped {dropped} repeated messages an earlier leader stored");
+    }
+    Ok(())
 }
 
 /// Whether this broker leads and a majority holds events of another origin

@@ -98,6 +98,38 @@ impl Epochs {
         self.bounds
             .partition_point(|bound| bound.get(origin).copied().unwrap_or(0) < seq)
     }
+
+    /// Where message `seq` of `origin`, stamped `lamport`, stands in the
+    /// order: by epoch, then by stamp.
+    pub fn place<'a>(&self, origin: &'a str, seq: u64, lamport: u64) -> (usize, u64, &'a str) {
+        (self.epoch_of(origin, seq), lamport, origin)
+    }
+
+    /// The ranges `(origin, after, upto]` that a later lead's base brought
+    /// into the order (epochs 2, 4, ...: writes of an earlier leader that
+    /// reached a majority only after it lost the lead, or of a broker that
+    /// took writes before it learnt of leader mode) and that were not
+    /// deliverable under `previous`. Only these can repeat a message
+    /// ordered before them: a leader looks each write it takes up among
+    /// everything it holds, and it holds every earlier epoch.
+    pub fn brought_in_late(&self, previous: Option<&Epochs>) -> Vec<(String, u64, u64)> {
+        let delivered = previous.map(Epochs::limit).unwrap_or_default();
+        let mut ranges = Vec::new();
+        for pair in self.bounds.windows(2).skip(1).step_by(2) {
+            let [before, base] = pair else { continue };
+            for (origin, &upto) in base {
+                let after = [before, &delivered]
+                    .iter()
+                    .map(|bound| bound.get(origin).copied().unwrap_or(0))
+                    .max()
+                    .unwrap_or(0);
+                if upto > after {
+                    ranges.push((origin.clone(), after, upto));
+                }
+            }
+        }
+        ranges
+    }
 }
 
 /// `base` raised to at least `floor` for every origin, so that the bounds
@@ -173,6 +205,29 @@ mod tests {
         assert_eq!(after.epoch_of("B", 7), while_b_led.epoch_of("B", 7));
         assert_eq!(after.epoch_of("C", 6), after.epoch_of("C", 8));
         assert!(after.epoch_of("C", 10) > after.epoch_of("C", 8));
+    }
+
+    #[test]
+    fn only_what_a_later_lead_brings_in_late_is_checked_for_repeats() {
+        let c1 = lead("C", 1, 2, None, have(&[("A", 4)]));
+        let b1 = lead("B", 1, 4, Some(id("C", 1)), have(&[("C", 5)]));
+        let c9 = lead("C", 9, 5, Some(id("B", 1)), have(&[("B", 7), ("C", 8)]));
+        let leads = index(&[c1, b1, c9]);
+        let while_b_led = Epochs::build(&leads, &id("B", 1), 7).unwrap();
+        let after = Epochs::build(&leads, &id("C", 9), 12).unwrap();
+        // Gossip history (A up to 4) and every leader's own writes are not.
+        assert_eq!(while_b_led.brought_in_late(None), []);
+        // C's writes 6..8, which no majority held while B led, are.
+        assert_eq!(
+            after.brought_in_late(None),
+            [("C".to_string(), 5, 8)],
+            "from the start"
+        );
+        assert_eq!(
+            after.brought_in_late(Some(&while_b_led)),
+            [("C".to_string(), 5, 8)]
+        );
+        assert_eq!(after.brought_in_late(Some(&after)), [], "checked once");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::web;
 
 use crate::event::now_ms;
+use crate::store::SweepTimes;
 use crate::AppState;
 
 /// Longest pause between sweeps.
@@ -34,11 +35,15 @@ pub async fn run(app: web::Data<AppState>) {
             }
         }
         let now = now_ms();
-        let cutoff_ms = now.saturating_sub(retention_ms);
+        let times = SweepTimes {
+            now_ms: now,
+            expire_before_ms: now.saturating_sub(retention_ms),
+            forget_ids_before_ms: now.saturating_sub(app.config.dedup_window_ms()),
+        };
         let replicated = app.cluster.replicated();
         match app
             .store
-            .write(move |tx| tx.sweep((now, cutoff_ms), replicated.as_ref(), resume, STEP))
+            .write(move |tx| tx.sweep(times, replicated.as_ref(), resume, STEP))
             .await
         {
             Ok(swept) => {

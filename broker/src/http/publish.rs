@@ -43,8 +43,7 @@ pub async fn publish(
     let (messages, batch) = messages_of(request)?;
     check_payload_sizes(&messages, app.config.max_payload_bytes)?;
     let published_at_ms = now_ms();
-    let window = i64::try_from(app.config.dedup_window.as_millis()).unwrap_or(i64::MAX);
-    let dedup_since_ms = published_at_ms.saturating_sub(window);
+    let dedup_since_ms = published_at_ms.saturating_sub(app.config.dedup_window_ms());
     let counted = topic.clone();
     let outcomes = app
         .record(move |tx| {

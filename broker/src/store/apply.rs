@@ -447,6 +447,36 @@ pub fn insert_messages(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Res
             insert_rows(&mut one, run, std::slice::from_ref(message))?;
         }
     }
+    remember_msg_ids(conn, run)
+}
+
+/// Keeps the client ids of `run`'s messages for deduplication (see
+/// migration 0013).
+fn remember_msg_ids(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Result<()> {
+    let mut with_ids = run
+        .messages
+        .iter()
+        .filter(|m| m.msg_id.is_some())
+        .peekable();
+    if with_ids.peek().is_none() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO msg_ids
+             (topic, publisher, msg_id, origin, seq, lamport, published_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for message in with_ids {
+        insert.execute(params![
+            run.topic,
+            run.publisher,
+            message.msg_id,
+            run.origin,
+            message.seq,
+            message.lamport,
+            run.published_at_ms
+        ])?;
+    }
     Ok(())
 }
 
@@ -625,10 +655,12 @@ fn merge_deletion(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Re
          WHERE name = ?1",
         params![topic, stamp.lamport, stamp.origin],
     )?;
-    conn.execute(
-        "DELETE FROM messages WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",
-        params![topic, stamp.lamport, stamp.origin],
-    )?;
+    for table in ["messages", "msg_ids"] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)"
+        ))?
+        .execute(params![topic, stamp.lamport, stamp.origin])?;
+    }
     conn.execute(
         "DELETE FROM subscriptions WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",
         params![topic, stamp.lamport, stamp.origin],

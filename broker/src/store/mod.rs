@@ -28,7 +28,7 @@ use crate::metrics::CommitMetrics;
 use crate::wakeups::Wakeups;
 
 pub use error::StoreError;
-pub use ops::{Outcome, SeekPoint};
+pub use ops::{Outcome, SeekPoint, SweepTimes};
 pub use writer::WriteTx;
 
 /// Read connections: enough for concurrent pulls on a small machine.
@@ -506,11 +506,16 @@ mod tests {
             publish_at("B:1", 3, "b-old", 0),
         ]);
         receive(&store, events).await;
+        let times = SweepTimes {
+            now_ms: 1_000,
+            expire_before_ms: 500,
+            forget_ids_before_ms: 500,
+        };
         let mut resume = None;
         for step in 0.. {
             assert!(step < 10, "the sweep never finished");
             let swept = store
-                .write(move |tx| tx.sweep((1_000, 500), None, resume, 2))
+                .write(move |tx| tx.sweep(times, None, resume, 2))
                 .await
                 .unwrap();
             resume = swept.resume;
@@ -644,6 +649,59 @@ mod tests {
         assert!(matches!(outcomes[1], Outcome::Stored(_)));
         assert!(matches!(outcomes[2], Outcome::Stored(_)));
         assert_eq!(stored_payloads(&store).await, ["a", "d", "e"]);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_msg_id_outlives_its_message_until_the_window_passes_or_its_topic_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let publish = |payload: &str, at_ms: i64| {
+            let message = new_message(payload, Some("m1"));
+            move |tx: &mut WriteTx<'_>| tx.publish("news", "P1", vec![message], at_ms, 0)
+        };
+        let sweep = |expire_before_ms, forget_ids_before_ms| {
+            let times = SweepTimes {
+                now_ms: 10_000,
+                expire_before_ms,
+                forget_ids_before_ms,
+            };
+            move |tx: &mut WriteTx<'_>| tx.sweep(times, None, None, 100)
+        };
+        store
+            .write(|tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)
+            })
+            .await
+            .unwrap();
+        let first = store.write(publish("a", 1_000)).await.unwrap();
+        // Expiry deletes the message (no subscriber needs it); its id stays.
+        store.write(sweep(2_000, 0)).await.unwrap();
+        assert!(stored_payloads(&store).await.is_empty());
+        let Outcome::Stored((seq, lamport)) = first[0] else {
+            panic!("{first:?}")
+        };
+        let repeat = store.write(publish("b", 2_000)).await.unwrap();
+        assert_eq!(
+            repeat,
+            [Outcome::Duplicate("B:1".to_string(), seq, lamport)]
+        );
+        // Past the window the id is forgotten: a repeat is a new message.
+        store.write(sweep(0, 1_001)).await.unwrap();
+        let later = store.write(publish("c", 3_000)).await.unwrap();
+        assert!(matches!(later[..], [Outcome::Stored(_)]), "{later:?}");
+        // A deleted topic's ids go with it.
+        store
+            .write(|tx| {
+                tx.delete_topic("news", Some("P1"))?;
+                tx.create_topic("news", "P1", None)
+            })
+            .await
+            .unwrap();
+        let anew = store.write(publish("d", 3_000)).await.unwrap();
+        assert!(matches!(anew[..], [Outcome::Stored(_)]), "{anew:?}");
+        assert_eq!(stored_payloads(&store).await, ["d"]);
         store.close();
     }
 

@@ -240,6 +240,56 @@ impl WriteTx<'_> {
             .collect())
     }
 
+    /// Leader mode: deletes each message in `ranges` (what reached the order
+    /// late, `Epochs::brought_in_late`) whose `(topic, publisher, msg_id)`
+    /// a message before it in `order` carries, published within
+    /// `window_ms` of it: the copy an old leader stored without a majority
+    /// and never acknowledged, whose client repeated the publish through
+    /// the next leader (API.md §6.1). A local decision, like retention:
+    /// every broker computes the same order, so every broker drops the same
+    /// copy, and before it can deliver it. Returns how many it dropped.
+    pub fn drop_repeats(
+        &mut self,
+        ranges: &[(String, u64, u64)],
+        order: &Epochs,
+        window_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for (origin, after, upto) in ranges {
+            for message in queries::keyed_messages(self.conn, (origin, *after, *upto))? {
+                let place = order.place(&message.origin, message.seq, message.lamport);
+                let repeats = queries::copies(self.conn, &message.key)?
+                    .into_iter()
+                    .any(|copy| {
+                        copy.seq <= order.limit_of(&copy.origin)
+                            && order.place(&copy.origin, copy.seq, copy.lamport) < place
+                            && copy.published_at_ms.abs_diff(message.published_at_ms)
+                                <= window_ms.unsigned_abs()
+                    });
+                if repeats {
+                    let (topic, publisher, msg_id) = &message.key;
+                    self.conn
+                        .prepare_cached(
+                            "DELETE FROM msg_ids WHERE topic = ?1 AND publisher = ?2
+                                 AND msg_id = ?3 AND origin = ?4 AND seq = ?5",
+                        )?
+                        .execute(params![
+                            topic,
+                            publisher,
+                            msg_id,
+                            message.origin,
+                            message.seq
+                        ])?;
+                    dropped += self
+                        .conn
+                        .prepare_cached("DELETE FROM messages WHERE origin = ?1 AND seq = ?2")?
+                        .execute(params![message.origin, message.seq])?;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Subscribes `subscriber` to `topic`, shared with `shared` settings
     /// (whose dead-letter topic must exist); an existing subscription with
     /// the same settings is fine, one with others is refused.
@@ -709,6 +759,17 @@ struct Expired {
     needed: bool,
 }
 
+/// The times (ms) a retention sweep goes by.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepTimes {
+    pub now_ms: i64,
+    /// Messages published before it expire (`--retention`).
+    pub expire_before_ms: i64,
+    /// The client ids of messages published before it are forgotten
+    /// (`--dedup-window`).
+    pub forget_ids_before_ms: i64,
+}
+
 /// What one retention sweep did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Swept {
@@ -723,13 +784,14 @@ impl WriteTx<'_> {
     /// Retention, as a local decision of each broker (not an event), in
     /// bounded steps of at most `limit` messages each way. Deletes the
     /// messages every live subscriber of their topic has acknowledged, the
-    /// oldest messages of topics past their limits (at `now_ms`), and
-    /// the messages published before `cutoff_ms` that no live subscriber
-    /// still needs (acknowledged, or stamped before its subscription started),
-    /// scanning old messages onwards from `resume`.
+    /// oldest messages of topics past their limits, and the expired
+    /// messages that no live subscriber still needs (acknowledged, or
+    /// stamped before its subscription started), scanning old messages
+    /// onwards from `resume`; and forgets the client ids older than the
+    /// dedup window.
     pub fn sweep(
         &mut self,
-        (now_ms, cutoff_ms): (i64, i64),
+        times: SweepTimes,
         replicated: Option<&Have>,
         resume: ExpiryCursor,
         limit: u32,
@@ -741,15 +803,30 @@ impl WriteTx<'_> {
         self.forget_covered_acks()?;
         let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?
             + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?
-            + self.trim_to_limits(now_ms, limit)?;
+            + self.trim_to_limits(times.now_ms, limit)?;
+        let forgotten = self.forget_msg_ids(times.forget_ids_before_ms, limit)?;
         let (expired, resume) =
-            self.delete_expired(cutoff_ms, replicated.as_deref(), resume, limit)?;
+            self.delete_expired(times.expire_before_ms, replicated.as_deref(), resume, limit)?;
         let deleted = acknowledged + expired;
+        let full = acknowledged >= limit as usize || forgotten >= limit as usize;
         Ok(Swept {
             deleted,
-            more: deleted > 0 && (acknowledged >= limit as usize || resume.is_some()),
+            more: (deleted > 0 || forgotten > 0) && (full || resume.is_some()),
             resume,
         })
+    }
+
+    /// Forgets up to `limit` client ids of messages published before
+    /// `before_ms`: a repeat of one is a new message (API.md §6.1).
+    fn forget_msg_ids(&mut self, before_ms: i64, limit: u32) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM msg_ids WHERE (topic, publisher, msg_id, origin, seq) IN (
+                     SELECT topic, publisher, msg_id, origin, seq FROM msg_ids
+                     WHERE published_at_ms < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before_ms, limit])?)
     }
 
     /// Per topic and origin, deletes up to the lowest seq that every live

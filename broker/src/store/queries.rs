@@ -184,7 +184,7 @@ pub fn stored_msg_id(
     (topic, publisher, msg_id, since_ms): (&str, &str, &str, i64),
 ) -> rusqlite::Result<Option<(String, u64, u64)>> {
     conn.prepare_cached(
-        "SELECT origin, seq, lamport FROM messages
+        "SELECT origin, seq, lamport FROM msg_ids
          WHERE topic = ?1 AND publisher = ?2 AND msg_id = ?3 AND published_at_ms >= ?4
          ORDER BY lamport, origin LIMIT 1",
     )?
@@ -192,6 +192,56 @@ pub fn stored_msg_id(
         Ok((row.get(0)?, row.get(1)?, row.get(2)?))
     })
     .optional()
+}
+
+/// A message with a client id, as the leader-mode check for repeats
+/// needs it.
+pub struct Keyed {
+    pub origin: String,
+    pub seq: u64,
+    pub lamport: u64,
+    pub published_at_ms: i64,
+    /// `(topic, publisher, msg_id)`.
+    pub key: (String, String, String),
+}
+
+impl Keyed {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Keyed> {
+        Ok(Keyed {
+            origin: row.get(0)?,
+            seq: row.get(1)?,
+            lamport: row.get(2)?,
+            published_at_ms: row.get(3)?,
+            key: (row.get(4)?, row.get(5)?, row.get(6)?),
+        })
+    }
+}
+
+/// The columns of `Keyed`, in `messages` and in `msg_ids`.
+const KEYED: &str = "origin, seq, lamport, published_at_ms, topic, publisher, msg_id";
+
+/// `origin`'s held messages with a client id, seq in `(after, upto]`.
+pub fn keyed_messages(
+    conn: &Connection,
+    (origin, after, upto): (&str, u64, u64),
+) -> rusqlite::Result<Vec<Keyed>> {
+    conn.prepare_cached(&format!(
+        "SELECT {KEYED} FROM messages
+         WHERE origin = ?1 AND seq > ?2 AND seq <= ?3 AND msg_id IS NOT NULL"
+    ))?
+    .query_map(params![origin, after, upto], Keyed::from_row)?
+    .collect()
+}
+
+/// Every message with the client id `key` stored within the dedup window
+/// (also those retention deleted since).
+pub fn copies(conn: &Connection, key: &(String, String, String)) -> rusqlite::Result<Vec<Keyed>> {
+    let (topic, publisher, msg_id) = key;
+    conn.prepare_cached(&format!(
+        "SELECT {KEYED} FROM msg_ids WHERE topic = ?1 AND publisher = ?2 AND msg_id = ?3"
+    ))?
+    .query_map(params![topic, publisher, msg_id], Keyed::from_row)?
+    .collect()
 }
 
 /// The creator of the existing `topic`, or `topic_not_found`.
@@ -587,11 +637,8 @@ pub fn pending(
     }
     match order {
         Some(order) => messages.sort_by_cached_key(|m| {
-            (
-                order.epoch_of(&m.origin, m.seq),
-                m.lamport,
-                m.origin.clone(),
-            )
+            let (epoch, lamport, origin) = order.place(&m.origin, m.seq, m.lamport);
+            (epoch, lamport, origin.to_string())
         }),
         None => messages.sort_by(|a, b| (a.lamport, &a.origin).cmp(&(b.lamport, &b.origin))),
     }
