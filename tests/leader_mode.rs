@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use client::wire::{Published, StartFrom};
 use client::Client;
-use support::{at_once, eventually, eventually_ok, subscribed, topic_of, Answer, Cluster};
+use support::{
+    at_once, eventually, eventually_ok, metric, read_all, spawn_piped, subscribed, topic_of,
+    Answer, ChildGuard, Cluster, HOST,
+};
 use tokio::task::JoinSet;
 
 const P1: &str = "pub-1";
@@ -124,6 +127,44 @@ async fn without_a_majority_writes_fail_fast_and_resume_with_it() {
         },
     )
     .await;
+}
+
+/// API.md §1: the subscriber, like the publisher, takes `503 no_quorum`
+/// as "not now": it asks again until a majority is back, then goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_asks_again_through_no_quorum_and_goes_on_with_a_majority() {
+    let mut cluster = leader_cluster().await;
+    cluster.kill(2);
+    cluster.kill(1);
+    let port = cluster.broker(0).port.to_string();
+    let args = [
+        "--host", HOST, "--port", &port, "--id", "S", "--topic", T, "--from", "earliest",
+        "--count", "1",
+    ];
+    let mut subscriber = ChildGuard(spawn_piped(env!("CARGO_BIN_EXE_subscriber"), &args));
+    let stdout = read_all(subscriber.0.stdout.take().unwrap());
+    let stderr = read_all(subscriber.0.stderr.take().unwrap());
+    let survivor = cluster.client(0);
+    // Its registration is refused without a majority, and it asks again.
+    let refused =
+        "rumor_http_request_duration_seconds_count{route=\"/subscribers\",status=\"503\"}";
+    eventually(SETTLE, "the subscriber asks again after 503", || async {
+        let text = survivor.metrics().await.unwrap_or_default();
+        metric(&text, refused).unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    cluster.restart(1).await;
+    eventually_ok(SETTLE, "publishing works again", || async {
+        survivor
+            .publish(T, P1, "hello")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let status = subscriber.wait(SETTLE);
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(status.success(), "subscriber: {status}: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&stdout.join().unwrap()), "hello\n");
 }
 
 /// `PUT /cluster/mode` on broker `i`.

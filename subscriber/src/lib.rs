@@ -8,8 +8,9 @@
 //! acknowledged come again; they are recognised by the highest `seq` printed
 //! per `origin` in this run (the API delivers each origin's messages in `seq`
 //! order) and acknowledged without being printed twice. Without any reachable
-//! broker the program retries with a growing pause and gives up after
-//! [`GIVE_UP`].
+//! broker, or while brokers answer that they cannot serve it right now
+//! (`no_quorum`, `unavailable`, `overloaded`), the program retries with a
+//! growing pause and gives up after [`GIVE_UP`].
 //!
 //! With `--ack-wait DURATION` the subscription is shared (API.md §6.2):
 //! several `subscriber` processes with one `--id` split the messages, each
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use client::cli::{describe, BrokerArgs, Failover, SeenMessages};
+use client::cli::{describe, is_transient, BrokerArgs, Failover, SeenMessages};
 use client::delivery::{self, DeliveryLog, Received, Record};
 use client::envelope::Key;
 use client::wire::pull_limits::DEFAULT_WAIT_MS;
@@ -254,9 +255,10 @@ impl<'c> Subscriber<'c> {
     }
 }
 
-/// Runs `call` until it succeeds or fails for another reason than an
-/// unreachable broker, pausing between attempts; gives up after `GIVE_UP`
-/// without a reachable broker.
+/// Runs `call` until it succeeds or fails for a reason that trying again
+/// cannot mend (`is_transient`: no broker reached, or one that cannot take
+/// it right now, e.g. `no_quorum` during an election), pausing between
+/// attempts; gives up after `GIVE_UP`.
 async fn persist<'c, T>(
     subscriber: &mut Subscriber<'c>,
     mut call: impl AsyncFnMut(&mut Subscriber<'c>) -> Result<T, ClientError>,
@@ -265,7 +267,7 @@ async fn persist<'c, T>(
     let mut pause = FIRST_PAUSE;
     loop {
         match call(subscriber).await {
-            Err(error) if error.is_unreachable() => {
+            Err(error) if is_transient(&error) => {
                 if started.elapsed() >= GIVE_UP {
                     bail!("{} (gave up after {GIVE_UP:?})", describe(&error));
                 }

@@ -115,8 +115,12 @@ fn application(
     InitError = (),
 > {
     let counted = app.clone();
+    // The last wrap is the outermost: requests are counted before they are
+    // authenticated or forwarded to the leader, so every answer is.
     let routes = App::new()
         .app_data(app)
+        .wrap(actix_web::middleware::from_fn(super::to_leader))
+        .wrap(actix_web::middleware::from_fn(super::authenticate))
         .wrap_fn(move |request, service| {
             let app = counted.clone();
             app.metrics.count_request();
@@ -133,8 +137,6 @@ fn application(
                 Ok(response)
             }
         })
-        .wrap(actix_web::middleware::from_fn(super::to_leader))
-        .wrap(actix_web::middleware::from_fn(super::authenticate))
         .configure(super::configure)
         .default_service(web::to(super::not_found));
     map_config(
