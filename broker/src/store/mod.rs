@@ -6,6 +6,7 @@
 //! executor. `apply` holds the event merges, `ops` the checked operations
 //! that turn requests into events, `queries` the reads.
 
+mod admission;
 mod apply;
 mod error;
 mod ops;
@@ -27,9 +28,15 @@ use crate::config::{Config, Durability, Mode};
 use crate::metrics::CommitMetrics;
 use crate::wakeups::Wakeups;
 
+use admission::Admission;
 pub use error::StoreError;
 pub use ops::{Outcome, SeekPoint, SweepTimes};
 pub use writer::WriteTx;
+
+/// Client writes admitted to the writer at once (see `admission`): 10,000
+/// publishing clients kept `/health`'s p99 at 10–25 ms with 256 or 512
+/// (130–370 ms without), and 512 fill a commit.
+const ADMITTED_WRITES: usize = 512;
 
 /// Read connections: enough for concurrent pulls on a small machine.
 const READ_POOL_SIZE: u32 = 8;
@@ -53,6 +60,7 @@ pub struct Store {
     commits: Arc<CommitMetrics>,
     /// `broker.db`, whose size (and its write-ahead log's) `/metrics` shows.
     path: PathBuf,
+    admission: Admission,
 }
 
 impl Store {
@@ -118,6 +126,7 @@ impl Store {
             leads_version,
             commits,
             path,
+            admission: Admission::new(ADMITTED_WRITES),
         })
     }
 
@@ -227,10 +236,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.writer.queued() >= limit {
+        if self.writer.queued() + self.admission.waiting() >= limit {
             return Err(StoreError::Overloaded);
         }
-        self.writer.submit(change).await
+        let admitted = self.admission.enter().await;
+        // The place is given on once the writer takes the write, so that
+        // the next writes queue up while this one's transaction commits.
+        self.writer
+            .submit(move |tx| {
+                drop(admitted);
+                change(tx)
+            })
+            .await
     }
 
     /// Commits what is queued and stops the writer thread.
