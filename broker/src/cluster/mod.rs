@@ -481,7 +481,9 @@ impl Cluster {
     /// Waits until a majority of the members (this broker included) holds
     /// this broker's events up to `seq` while in `term` (a peer that has
     /// moved on to another term does not count); `no_quorum` after
-    /// `QUORUM_WAIT`.
+    /// `QUORUM_WAIT`, or at once when this broker stops leading `term`
+    /// (its write can no longer be acknowledged by a leader: the client
+    /// may as well try the next one now).
     pub async fn replicated_to_majority(&self, seq: u64, term: u64) -> Result<(), ApiError> {
         let replicated = || {
             let table = self.table();
@@ -489,9 +491,15 @@ impl Cluster {
             quorum::is_majority(holders + 1, table.members())
         };
         let mut updates = self.reported.subscribe();
-        let replicated = tokio::time::timeout(QUORUM_WAIT, updates.wait_for(|_| replicated()))
-            .await
-            .is_ok_and(|seen| seen.is_ok());
+        let mut leadership = self.watch_leadership();
+        let leads =
+            |l: &Leadership| l.term == term && l.leader.as_deref() == Some(self.me.as_str());
+        let replicated = tokio::select! {
+            seen = tokio::time::timeout(QUORUM_WAIT, updates.wait_for(|_| replicated())) => {
+                seen.is_ok_and(|seen| seen.is_ok())
+            }
+            _ = leadership.wait_for(|l| !leads(l)) => false,
+        };
         if replicated {
             Ok(())
         } else {
