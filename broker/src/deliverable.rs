@@ -34,6 +34,10 @@ pub struct Deliverable {
     lead_recorded: Mutex<Option<(u64, u64)>>,
     /// A task is recording this broker's lead.
     recording: AtomicBool,
+    /// Per origin, up to where late repeats were dropped (see
+    /// `drop_late_repeats`); only grows, so an empty order (an election, a
+    /// lagging broker) does not make the next one check everything again.
+    repeats_checked: Mutex<Have>,
     /// One lead recorded at a time.
     one_lead: tokio::sync::Mutex<()>,
 }
@@ -163,18 +167,23 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
 /// `WriteTx::drop_repeats`) before it becomes the current order, so that no
 /// pull ever sees them.
 async fn drop_late_repeats(app: &AppState, order: &Arc<Epochs>) -> Result<(), ApiError> {
-    let ranges = order.brought_in_late(app.deliverable.current().as_deref());
+    let ranges = order.brought_in_late(&lock(&app.deliverable.repeats_checked));
     if ranges.is_empty() {
         return Ok(());
     }
-    let order = order.clone();
+    let for_writer = order.clone();
     let window_ms = app.config.dedup_window_ms();
     let dropped = app
         .store
-        .write(move |tx| tx.drop_repeats(&ranges, &order, window_ms))
+        .write(move |tx| tx.drop_repeats(&ranges, &for_writer, window_ms))
         .await?;
     if dropped > 0 {
         tracing::info!("dropped {dropped} repeated messages an earlier leader stored");
+    }
+    let mut checked = lock(&app.deliverable.repeats_checked);
+    for (origin, seq) in order.limit() {
+        let upto = checked.entry(origin).or_default();
+        *upto = (*upto).max(seq);
     }
     Ok(())
 }

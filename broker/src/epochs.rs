@@ -108,17 +108,16 @@ impl Epochs {
     /// The ranges `(origin, after, upto]` that a later lead's base brought
     /// into the order (epochs 2, 4, ...: writes of an earlier leader that
     /// reached a majority only after it lost the lead, or of a broker that
-    /// took writes before it learnt of leader mode) and that were not
-    /// deliverable under `previous`. Only these can repeat a message
-    /// ordered before them: a leader looks each write it takes up among
-    /// everything it holds, and it holds every earlier epoch.
-    pub fn brought_in_late(&self, previous: Option<&Epochs>) -> Vec<(String, u64, u64)> {
-        let delivered = previous.map(Epochs::limit).unwrap_or_default();
+    /// took writes before it learnt of leader mode), past `checked`. Only
+    /// these can repeat a message ordered before them: a leader looks each
+    /// write it takes up among everything it holds, and it holds every
+    /// earlier epoch.
+    pub fn brought_in_late(&self, checked: &Have) -> Vec<(String, u64, u64)> {
         let mut ranges = Vec::new();
         for pair in self.bounds.windows(2).skip(1).step_by(2) {
             let [before, base] = pair else { continue };
             for (origin, &upto) in base {
-                let after = [before, &delivered]
+                let after = [before, checked]
                     .iter()
                     .map(|bound| bound.get(origin).copied().unwrap_or(0))
                     .max()
@@ -216,18 +215,19 @@ mod tests {
         let while_b_led = Epochs::build(&leads, &id("B", 1), 7).unwrap();
         let after = Epochs::build(&leads, &id("C", 9), 12).unwrap();
         // Gossip history (A up to 4) and every leader's own writes are not.
-        assert_eq!(while_b_led.brought_in_late(None), []);
+        let nothing = Have::new();
+        assert_eq!(while_b_led.brought_in_late(&nothing), []);
         // C's writes 6..8, which no majority held while B led, are.
         assert_eq!(
-            after.brought_in_late(None),
+            after.brought_in_late(&nothing),
             [("C".to_string(), 5, 8)],
             "from the start"
         );
         assert_eq!(
-            after.brought_in_late(Some(&while_b_led)),
+            after.brought_in_late(&while_b_led.limit()),
             [("C".to_string(), 5, 8)]
         );
-        assert_eq!(after.brought_in_late(Some(&after)), [], "checked once");
+        assert_eq!(after.brought_in_late(&after.limit()), [], "checked once");
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub async fn run(app: web::Data<AppState>) {
         let times = SweepTimes {
             now_ms: now,
             expire_before_ms: now.saturating_sub(retention_ms),
-            forget_ids_before_ms: now.saturating_sub(app.config.dedup_window_ms()),
+            // Kept twice the window: a leader-mode order that brings an old
+            // leader's copy in late measures it against the copies' own
+            // times, and every broker should still find the first copy
+            // when it does (see `WriteTx::drop_repeats`).
+            forget_ids_before_ms: now
+                .saturating_sub(app.config.dedup_window_ms().saturating_mul(2)),
         };
         let replicated = app.cluster.replicated();
         match app

@@ -864,7 +864,8 @@ mod tests {
             payload: payload.into(),
             published_at_ms: 0,
             headers: Headers::new(),
-            msg_id: None,
+            // Kept in `msg_ids` too, which every order must agree on.
+            msg_id: Some(format!("id-{payload}")),
         };
         event(origin, seq, lamport, change)
     }
@@ -906,6 +907,8 @@ mod tests {
             "SELECT name || ' ' || coalesce(created_by, '-') || ' ' || deleted_lamport
                  || coalesce(' ' || limits, '') FROM topics",
             "SELECT topic || ' ' || payload FROM messages ORDER BY origin, seq",
+            "SELECT 'id ' || topic || ' ' || publisher || ' ' || msg_id || ' ' || origin || ' ' || seq
+                 FROM msg_ids ORDER BY topic, publisher, msg_id, origin, seq",
             "SELECT subscriber || ' ' || topic || ' ' || live || coalesce(' ' || shared, '')
                  || iif(start_lamport > 0, ' from ' || start_lamport || start_origin, '')
                  FROM subscriptions",
@@ -965,7 +968,7 @@ mod tests {
             create("B", 1, 10, "P2"),
             publish("B", 2, 12, "new"),
         ]);
-        assert_eq!(state, ["news P2 5", "news new"]);
+        assert_eq!(state, ["news P2 5", "news new", "id news P1 id-new B 2"]);
     }
 
     #[test]
@@ -975,7 +978,7 @@ mod tests {
             create("A", 1, 2, "P1"),
             publish("A", 2, 3, "kept"),
         ]);
-        assert_eq!(state, ["news P1 0", "news kept"]);
+        assert_eq!(state, ["news P1 0", "news kept", "id news P1 id-kept A 2"]);
     }
 
     #[test]
@@ -1020,6 +1023,7 @@ mod tests {
             [
                 "news P1 0",
                 "news m",
+                "id news P1 id-m A 2",
                 r#"A 3 1 - {"A":2}"#,
                 r#"B 1 2 A {"A":2}"#
             ]
@@ -1060,6 +1064,8 @@ mod tests {
                 "news P1 0",
                 "news m2",
                 "news m3",
+                "id news P1 id-m2 A 2",
+                "id news P1 id-m3 A 3",
                 "S1 A 2",
                 "acked S1 news A 2",
                 "acked S1 news A 3"
@@ -1137,7 +1143,10 @@ mod tests {
             lease("B", 2, 9, 50, false),
             lease("D", 1, 9, 70, false),
         ]);
-        assert_eq!(state, ["news m", "lease S1 A 2 2 70 75"]);
+        assert_eq!(
+            state,
+            ["news m", "id news P1 id-m A 2", "lease S1 A 2 2 70 75"]
+        );
     }
 
     #[test]

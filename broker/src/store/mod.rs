@@ -321,6 +321,7 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::epochs::{Epochs, Lead};
     use crate::event::{Change, Event};
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};
@@ -720,6 +721,69 @@ mod tests {
         assert!(matches!(anew[..], [Outcome::Stored(_)]), "{anew:?}");
         assert_eq!(stored_payloads(&store).await, ["d"]);
         store.close();
+    }
+
+    /// A publish event of `origin` carrying client id `msg_id`.
+    fn keyed(origin: &str, seq: u64, payload: &str, msg_id: &str, published_at_ms: i64) -> Event {
+        let mut event = publish_at(origin, seq, payload, published_at_ms);
+        if let Change::Publish { msg_id: id, .. } = &mut event.change {
+            *id = Some(msg_id.to_string());
+        }
+        event
+    }
+
+    /// B led and stored m1; C, leading again, brings its own writes in
+    /// late: its copy of m1 is dropped; its m2 and its m1 published past
+    /// the window of B's stay, whichever is looked at first.
+    #[tokio::test]
+    async fn a_late_copy_within_the_window_of_the_first_in_the_order_is_dropped() {
+        let id = |origin: &str| client::peer::EventId {
+            origin: origin.to_string(),
+            seq: 100,
+        };
+        let have = |entries: &[(&str, u64)]| -> Have {
+            entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+        };
+        let b = Lead {
+            id: id("B:1"),
+            term: 4,
+            prev: None,
+            base: have(&[("A:1", 2)]),
+        };
+        let c = Lead {
+            id: id("C:1"),
+            term: 5,
+            prev: Some(id("B:1")),
+            base: have(&[("A:1", 2), ("B:1", 1), ("C:1", 3)]),
+        };
+        let leads = [b, c].map(|lead| (lead.id.clone(), lead)).into();
+        let order = Arc::new(Epochs::build(&leads, &id("C:1"), 3).unwrap());
+        let ranges = order.brought_in_late(&Have::new());
+        assert_eq!(ranges, [("C:1".to_string(), 0, 3)]);
+        let backwards = vec![("C:1".to_string(), 2, 3), ("C:1".to_string(), 0, 2)];
+        for ranges in [ranges, backwards] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            let mut events = history()[..2].to_vec();
+            events.extend([
+                keyed("B:1", 1, "x", "m1", 1_000),
+                // Within the window of x and of x-much-later, which is not.
+                keyed("C:1", 1, "x-orphan", "m1", 100_000),
+                keyed("C:1", 2, "y", "m2", 900),
+                keyed("C:1", 3, "x-much-later", "m1", 200_000),
+            ]);
+            receive(&store, events).await;
+            for expected in [1, 0] {
+                let (ranges, order) = (ranges.clone(), order.clone());
+                let dropped = store
+                    .write(move |tx| tx.drop_repeats(&ranges, &order, 120_000))
+                    .await
+                    .unwrap();
+                assert_eq!(dropped, expected, "dropped once");
+                assert_eq!(stored_payloads(&store).await, ["x", "y", "x-much-later"]);
+            }
+            store.close();
+        }
     }
 
     #[tokio::test]

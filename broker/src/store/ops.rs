@@ -257,15 +257,19 @@ impl WriteTx<'_> {
         let mut dropped = 0;
         for (origin, after, upto) in ranges {
             for message in queries::keyed_messages(self.conn, (origin, *after, *upto))? {
-                let place = order.place(&message.origin, message.seq, message.lamport);
-                let repeats = queries::copies(self.conn, &message.key)?
-                    .into_iter()
-                    .any(|copy| {
-                        copy.seq <= order.limit_of(&copy.origin)
-                            && order.place(&copy.origin, copy.seq, copy.lamport) < place
-                            && copy.published_at_ms.abs_diff(message.published_at_ms)
-                                <= window_ms.unsigned_abs()
-                    });
+                // Measured against the first copy in the order, which is
+                // never dropped: the outcome does not depend on which
+                // message is looked at first.
+                let copies = queries::copies(self.conn, &message.key)?;
+                let first = copies
+                    .iter()
+                    .filter(|copy| copy.seq <= order.limit_of(&copy.origin))
+                    .min_by_key(|copy| order.place(&copy.origin, copy.seq, copy.lamport));
+                let repeats = first.is_some_and(|first| {
+                    (first.origin.as_str(), first.seq) != (message.origin.as_str(), message.seq)
+                        && first.published_at_ms.abs_diff(message.published_at_ms)
+                            <= window_ms.unsigned_abs()
+                });
                 if repeats {
                     let (topic, publisher, msg_id) = &message.key;
                     self.conn
@@ -759,6 +763,11 @@ struct Expired {
     needed: bool,
 }
 
+/// Client ids a sweep step forgets per message it may delete: a row of
+/// `msg_ids` is much cheaper to delete, and a publisher giving every
+/// message an id makes as many rows as messages.
+const FORGET_PER_DELETE: u32 = 8;
+
 /// The times (ms) a retention sweep goes by.
 #[derive(Debug, Clone, Copy)]
 pub struct SweepTimes {
@@ -804,11 +813,12 @@ impl WriteTx<'_> {
         let acknowledged = self.delete_acknowledged(replicated.as_deref(), limit)?
             + self.delete_acknowledged_one_by_one(replicated.as_deref(), limit)?
             + self.trim_to_limits(times.now_ms, limit)?;
-        let forgotten = self.forget_msg_ids(times.forget_ids_before_ms, limit)?;
+        let forget_limit = limit.saturating_mul(FORGET_PER_DELETE);
+        let forgotten = self.forget_msg_ids(times.forget_ids_before_ms, forget_limit)?;
         let (expired, resume) =
             self.delete_expired(times.expire_before_ms, replicated.as_deref(), resume, limit)?;
         let deleted = acknowledged + expired;
-        let full = acknowledged >= limit as usize || forgotten >= limit as usize;
+        let full = acknowledged >= limit as usize || forgotten >= forget_limit as usize;
         Ok(Swept {
             deleted,
             more: (deleted > 0 || forgotten > 0) && (full || resume.is_some()),
