@@ -11,7 +11,7 @@
 //! so that idle pulls stay asleep through heartbeats. It also has a new
 //! leader record its lead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,10 +34,9 @@ pub struct Deliverable {
     lead_recorded: Mutex<Option<(u64, u64)>>,
     /// A task is recording this broker's lead.
     recording: AtomicBool,
-    /// Per origin, up to where late repeats were dropped (see
-    /// `drop_late_repeats`); only grows, so an empty order (an election, a
-    /// lagging broker) does not make the next one check everything again.
-    repeats_checked: Mutex<Have>,
+    /// The leads' repeats this broker dropped since it started (see
+    /// `drop_repeats`).
+    repeats_dropped: Mutex<HashSet<EventId>>,
     /// One lead recorded at a time.
     one_lead: tokio::sync::Mutex<()>,
 }
@@ -85,7 +84,7 @@ pub async fn run(app: web::Data<AppState>) {
         }
         let mut order = order_now(&app, leads.as_ref().map(|(_, leads)| leads)).map(Arc::new);
         if let Some(new) = &order {
-            if let Err(error) = drop_late_repeats(&app, new).await {
+            if let Err(error) = drop_repeats(&app, new).await {
                 tracing::error!("cannot drop repeated messages: {error}");
                 order = app.deliverable.current();
             }
@@ -163,28 +162,29 @@ fn order_now(app: &AppState, leads: Option<&HashMap<EventId, Lead>>) -> Option<E
     }
 }
 
-/// Drops the repeats among what `order` brings in late (see
-/// `WriteTx::drop_repeats`) before it becomes the current order, so that no
-/// pull ever sees them.
-async fn drop_late_repeats(app: &AppState, order: &Arc<Epochs>) -> Result<(), ApiError> {
-    let ranges = order.brought_in_late(&lock(&app.deliverable.repeats_checked));
-    if ranges.is_empty() {
+/// Drops the repeats the leads of `order` name (see `WriteTx::lead`)
+/// before it becomes the current order, so that no pull ever sees them.
+/// Every broker drops the same messages: the leader that recorded the lead
+/// decided.
+async fn drop_repeats(app: &AppState, order: &Epochs) -> Result<(), ApiError> {
+    let new: Vec<EventId> = {
+        let dropped = lock(&app.deliverable.repeats_dropped);
+        order
+            .repeats()
+            .iter()
+            .filter(|id| !dropped.contains(*id))
+            .cloned()
+            .collect()
+    };
+    if new.is_empty() {
         return Ok(());
     }
-    let for_writer = order.clone();
-    let window_ms = app.config.dedup_window_ms();
-    let dropped = app
-        .store
-        .write(move |tx| tx.drop_repeats(&ranges, &for_writer, window_ms))
-        .await?;
+    let ids = new.clone();
+    let dropped = app.store.write(move |tx| tx.drop_messages(&ids)).await?;
     if dropped > 0 {
         tracing::info!("dropped {dropped} repeated messages an earlier leader stored");
     }
-    let mut checked = lock(&app.deliverable.repeats_checked);
-    for (origin, seq) in order.limit() {
-        let upto = checked.entry(origin).or_default();
-        *upto = (*upto).max(seq);
-    }
+    lock(&app.deliverable.repeats_dropped).extend(new);
     Ok(())
 }
 
@@ -259,7 +259,10 @@ impl AppState {
         }
         let mode_version = self.store.mode_version();
         let majority = self.cluster.commit_vector(&self.store.have());
-        self.store.write(move |tx| tx.lead(term, &majority)).await?;
+        let window_ms = self.config.dedup_window_ms();
+        self.store
+            .write(move |tx| tx.lead(term, &majority, window_ms))
+            .await?;
         *lock(&self.deliverable.lead_recorded) = Some((term, mode_version));
         tracing::info!("leading term {term}: lead recorded");
         Ok(())

@@ -33,6 +33,8 @@ pub struct Lead {
     pub term: u64,
     pub prev: Option<EventId>,
     pub base: Have,
+    /// Messages its base brings in that repeat a `msg_id` ordered before.
+    pub repeats: Vec<EventId>,
 }
 
 /// Where each epoch of the chain ends: `bounds[i]` holds, per origin, the
@@ -41,6 +43,8 @@ pub struct Lead {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Epochs {
     bounds: Vec<Have>,
+    /// The repeats of every lead of the chain: never delivered.
+    repeats: Vec<EventId>,
 }
 
 impl Epochs {
@@ -63,6 +67,7 @@ impl Epochs {
         // Per lead two bounds: its base (what reaches the order with it),
         // then its own events up to the next lead's base (or `committed`).
         let mut bounds: Vec<Have> = Vec::with_capacity(2 * chain.len());
+        let repeats = chain.iter().flat_map(|lead| lead.repeats.clone()).collect();
         for (i, lead) in chain.iter().enumerate() {
             let opened = raised(bounds.last(), &lead.base);
             let own_end = match chain.get(i + 1) {
@@ -75,7 +80,7 @@ impl Epochs {
             bounds.push(opened);
             bounds.push(closed);
         }
-        Some(Epochs { bounds })
+        Some(Epochs { bounds, repeats })
     }
 
     /// Per origin, the seq up to which messages may be delivered.
@@ -105,29 +110,27 @@ impl Epochs {
         (self.epoch_of(origin, seq), lamport, origin)
     }
 
-    /// The ranges `(origin, after, upto]` that a later lead's base brought
-    /// into the order (epochs 2, 4, ...: writes of an earlier leader that
-    /// reached a majority only after it lost the lead, or of a broker that
-    /// took writes before it learnt of leader mode), past `checked`. Only
-    /// these can repeat a message ordered before them: a leader looks each
-    /// write it takes up among everything it holds, and it holds every
-    /// earlier epoch.
-    pub fn brought_in_late(&self, checked: &Have) -> Vec<(String, u64, u64)> {
-        let mut ranges = Vec::new();
-        for pair in self.bounds.windows(2).skip(1).step_by(2) {
-            let [before, base] = pair else { continue };
-            for (origin, &upto) in base {
-                let after = [before, checked]
-                    .iter()
-                    .map(|bound| bound.get(origin).copied().unwrap_or(0))
-                    .max()
-                    .unwrap_or(0);
-                if upto > after {
-                    ranges.push((origin.clone(), after, upto));
-                }
-            }
-        }
-        ranges
+    /// The ranges `(origin, after, upto]` that a new lead with `base`
+    /// brings into the order after these epochs (built up to the lead it
+    /// follows on, whose own events end at `base`): writes of an earlier
+    /// leader that reached a majority only after it lost the lead, or of a
+    /// broker that took writes before it learnt of leader mode. They land
+    /// in the epoch after these (`epoch_of` says so for anything past the
+    /// limit). Only these can repeat a message ordered before them: a
+    /// leader looks each write it takes up among everything it holds, and
+    /// it holds every earlier epoch.
+    pub fn brought_in_by(&self, base: &Have) -> Vec<(String, u64, u64)> {
+        base.iter()
+            .filter_map(|(origin, &upto)| {
+                let after = self.limit_of(origin);
+                (upto > after).then(|| (origin.clone(), after, upto))
+            })
+            .collect()
+    }
+
+    /// The messages the chain's leads drop as repeats.
+    pub fn repeats(&self) -> &[EventId] {
+        &self.repeats
     }
 }
 
@@ -163,6 +166,7 @@ mod tests {
             term,
             prev,
             base,
+            repeats: Vec::new(),
         }
     }
 
@@ -207,27 +211,22 @@ mod tests {
     }
 
     #[test]
-    fn only_what_a_later_lead_brings_in_late_is_checked_for_repeats() {
+    fn a_new_lead_brings_in_what_its_base_holds_past_the_order_it_follows() {
         let c1 = lead("C", 1, 2, None, have(&[("A", 4)]));
         let b1 = lead("B", 1, 4, Some(id("C", 1)), have(&[("C", 5)]));
-        let c9 = lead("C", 9, 5, Some(id("B", 1)), have(&[("B", 7), ("C", 8)]));
-        let leads = index(&[c1, b1, c9]);
-        let while_b_led = Epochs::build(&leads, &id("B", 1), 7).unwrap();
-        let after = Epochs::build(&leads, &id("C", 9), 12).unwrap();
-        // Gossip history (A up to 4) and every leader's own writes are not.
-        let nothing = Have::new();
-        assert_eq!(while_b_led.brought_in_late(&nothing), []);
-        // C's writes 6..8, which no majority held while B led, are.
-        assert_eq!(
-            after.brought_in_late(&nothing),
-            [("C".to_string(), 5, 8)],
-            "from the start"
-        );
-        assert_eq!(
-            after.brought_in_late(&while_b_led.limit()),
-            [("C".to_string(), 5, 8)]
-        );
-        assert_eq!(after.brought_in_late(&after.limit()), [], "checked once");
+        // C, leading again, follows on B's lead; B's own events end at 7.
+        let before = Epochs::build(&index(&[c1.clone(), b1.clone()]), &id("B", 1), 7).unwrap();
+        let base = have(&[("A", 4), ("B", 7), ("C", 8)]);
+        // Gossip history (A up to 4) and B's own writes are ordered already;
+        // C's writes 6..8, which no majority held while B led, come now,
+        // after everything: in the epoch past the order's last.
+        assert_eq!(before.brought_in_by(&base), [("C".to_string(), 5, 8)]);
+        assert!(before.epoch_of("C", 6) > before.epoch_of("B", 7));
+        let mut c9 = lead("C", 9, 5, Some(id("B", 1)), base);
+        c9.repeats = vec![id("C", 7)];
+        let after = Epochs::build(&index(&[c1, b1, c9]), &id("C", 9), 12).unwrap();
+        assert_eq!(after.repeats(), [id("C", 7)]);
+        assert_eq!(before.repeats(), []);
     }
 
     #[test]

@@ -38,10 +38,9 @@ pub async fn run(app: web::Data<AppState>) {
         let times = SweepTimes {
             now_ms: now,
             expire_before_ms: now.saturating_sub(retention_ms),
-            // Kept twice the window: a leader-mode order that brings an old
+            // Kept twice the window: a leader-mode lead that brings an old
             // leader's copy in late measures it against the copies' own
-            // times, and every broker should still find the first copy
-            // when it does (see `WriteTx::drop_repeats`).
+            // times, up to a window after its repeat (see `WriteTx::lead`).
             forget_ids_before_ms: now
                 .saturating_sub(app.config.dedup_window_ms().saturating_mul(2)),
         };

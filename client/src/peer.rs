@@ -153,11 +153,16 @@ pub enum PeerChange {
     /// Leader mode: the leader of `term` starts ordering. Everything in
     /// `base` (per origin, the seqs up to which it held every event) not
     /// ordered before is delivered next, then the leader's own events of
-    /// the term; `prev` is the lead it follows on.
+    /// the term; `prev` is the lead it follows on. `repeats` are messages
+    /// that base brings in which repeat the `msg_id` of a message ordered
+    /// before them (API.md §6.1): every broker drops them before it
+    /// delivers anything under this lead.
     Lead {
         term: u64,
         prev: Option<EventId>,
         base: Have,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        repeats: Vec<EventId>,
     },
     /// A message the sender no longer holds (retention deleted it): the
     /// receiver only counts the seq as received.

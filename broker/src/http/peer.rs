@@ -1,7 +1,7 @@
 //! `/peer/*`: the brokers' own protocol (see `cluster`).
 
 use actix_web::{web, HttpResponse};
-use client::peer::{ElectionMessage, Epoch, SyncRequest, SyncResponse};
+use client::peer::{ElectionMessage, Epoch, EventId, SyncRequest, SyncResponse};
 
 use super::body::Body;
 use crate::clock::within_reach;
@@ -163,14 +163,19 @@ fn check_event(event: &Event, own_lamport: u64) -> Result<(), ApiError> {
         Change::SetMode { mode } => Mode::parse(mode).is_some(),
         Change::AddMember { host, port } => *port != 0 && is_broker_id(&format!("{host}:{port}")),
         Change::RemoveMember { member } => is_broker_id(member),
-        Change::Lead { term, prev, base } => {
+        Change::Lead {
+            term,
+            prev,
+            base,
+            repeats,
+        } => {
+            let is_event = |id: &EventId| is_broker_id(&id.origin) && id.seq <= MAX;
             *term <= MAX_STAMP
-                && prev
-                    .as_ref()
-                    .is_none_or(|p| is_broker_id(&p.origin) && p.seq <= MAX)
+                && prev.as_ref().is_none_or(is_event)
                 && base
                     .iter()
                     .all(|(origin, seq)| is_broker_id(origin) && *seq <= MAX)
+                && repeats.iter().all(is_event)
         }
         Change::Pruned => true,
     };

@@ -161,7 +161,12 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             store_event(conn, event, EventRow::new("set_mode", mode))?;
             merge_setting(conn, "mode", mode, &stamp)?;
         }
-        Change::Lead { term, prev, base } => {
+        Change::Lead {
+            term,
+            prev,
+            base,
+            repeats,
+        } => {
             let details = json(&event.change)?;
             let term_text = term.to_string();
             let row = EventRow {
@@ -170,10 +175,12 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
             };
             store_event(conn, event, row)?;
             let base = json(base)?;
+            let repeats = json(repeats)?;
             let (prev_origin, prev_seq) = prev.as_ref().map(|p| (&p.origin, p.seq)).unzip();
             conn.prepare_cached(
-                "INSERT OR IGNORE INTO leads (origin, seq, term, prev_origin, prev_seq, base)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO leads
+                     (origin, seq, term, prev_origin, prev_seq, base, repeats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 event.origin,
@@ -181,7 +188,8 @@ pub fn apply(conn: &Connection, event: &Event) -> rusqlite::Result<()> {
                 term,
                 prev_origin,
                 prev_seq,
-                base
+                base,
+                repeats
             ])?;
         }
         Change::AckMessages {
@@ -916,7 +924,7 @@ mod tests {
             "SELECT 'seek ' || subscriber || ' ' || topic || ' @' || lamport || origin FROM seeks",
             "SELECT id FROM publishers UNION ALL SELECT id FROM subscribers",
             "SELECT origin || ' ' || seq || ' ' || term || ' ' || coalesce(prev_origin, '-')
-                 || ' ' || base FROM leads ORDER BY origin, seq",
+                 || ' ' || base || ' ' || repeats FROM leads ORDER BY origin, seq",
             "SELECT 'acked ' || subscriber || ' ' || topic || ' ' || origin || ' ' || seq
                  || {EPOCH} FROM acks ORDER BY subscriber, origin, seq",
             "SELECT 'lease ' || subscriber || ' ' || origin || ' ' || seq || ' ' || deliveries
@@ -1006,6 +1014,13 @@ mod tests {
                 seq,
             }),
             base: [("A".to_string(), 2)].into_iter().collect(),
+            repeats: prev
+                .map(|_| client::peer::EventId {
+                    origin: "A".to_string(),
+                    seq: 2,
+                })
+                .into_iter()
+                .collect(),
         };
         event(origin, seq, term * 10, change)
     }
@@ -1024,8 +1039,8 @@ mod tests {
                 "news P1 0",
                 "news m",
                 "id news P1 id-m A 2",
-                r#"A 3 1 - {"A":2}"#,
-                r#"B 1 2 A {"A":2}"#
+                r#"A 3 1 - {"A":2} []"#,
+                r#"B 1 2 A {"A":2} [{"origin":"A","seq":2}]"#
             ]
         );
     }

@@ -321,7 +321,7 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::epochs::{Epochs, Lead};
+
     use crate::event::{Change, Event};
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};
@@ -732,56 +732,69 @@ mod tests {
         event
     }
 
-    /// B led and stored m1; C, leading again, brings its own writes in
-    /// late: its copy of m1 is dropped; its m2 and its m1 published past
-    /// the window of B's stay, whichever is looked at first.
+    /// D led and stored m1; C's writes, which no majority held while D
+    /// led, come in with the next lead (this broker's): its copy of m1 is
+    /// named a repeat and dropped, its m2 and its m1 published past the
+    /// window of D's stay; unless the mode was set since D's lead (gossip
+    /// mode may have delivered either copy).
     #[tokio::test]
-    async fn a_late_copy_within_the_window_of_the_first_in_the_order_is_dropped() {
-        let id = |origin: &str| client::peer::EventId {
-            origin: origin.to_string(),
-            seq: 100,
+    async fn a_lead_names_the_late_copies_of_a_msg_id_ordered_before() {
+        let d_lead = Event {
+            origin: "D:1".to_string(),
+            seq: 1,
+            lamport: 10,
+            change: Change::Lead {
+                term: 4,
+                prev: None,
+                base: [("A:1".to_string(), 2)].into(),
+                repeats: Vec::new(),
+            },
         };
-        let have = |entries: &[(&str, u64)]| -> Have {
-            entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+        let set_mode = event(
+            3,
+            Change::SetMode {
+                mode: "leader".to_string(),
+            },
+        );
+        let orphan = client::peer::EventId {
+            origin: "C:1".to_string(),
+            seq: 1,
         };
-        let b = Lead {
-            id: id("B:1"),
-            term: 4,
-            prev: None,
-            base: have(&[("A:1", 2)]),
-        };
-        let c = Lead {
-            id: id("C:1"),
-            term: 5,
-            prev: Some(id("B:1")),
-            base: have(&[("A:1", 2), ("B:1", 1), ("C:1", 3)]),
-        };
-        let leads = [b, c].map(|lead| (lead.id.clone(), lead)).into();
-        let order = Arc::new(Epochs::build(&leads, &id("C:1"), 3).unwrap());
-        let ranges = order.brought_in_late(&Have::new());
-        assert_eq!(ranges, [("C:1".to_string(), 0, 3)]);
-        let backwards = vec![("C:1".to_string(), 2, 3), ("C:1".to_string(), 0, 2)];
-        for ranges in [ranges, backwards] {
+        for (mode_set_since, expected) in [(false, vec![orphan]), (true, vec![])] {
             let dir = tempfile::tempdir().unwrap();
             let store = open(dir.path());
             let mut events = history()[..2].to_vec();
             events.extend([
-                keyed("B:1", 1, "x", "m1", 1_000),
-                // Within the window of x and of x-much-later, which is not.
+                d_lead.clone(),
+                keyed("D:1", 2, "x", "m1", 1_000),
+                // Within the window of x; x-much-later is not.
                 keyed("C:1", 1, "x-orphan", "m1", 100_000),
                 keyed("C:1", 2, "y", "m2", 900),
                 keyed("C:1", 3, "x-much-later", "m1", 200_000),
             ]);
-            receive(&store, events).await;
-            for expected in [1, 0] {
-                let (ranges, order) = (ranges.clone(), order.clone());
-                let dropped = store
-                    .write(move |tx| tx.drop_repeats(&ranges, &order, 120_000))
-                    .await
-                    .unwrap();
-                assert_eq!(dropped, expected, "dropped once");
-                assert_eq!(stored_payloads(&store).await, ["x", "y", "x-much-later"]);
+            if mode_set_since {
+                events.push(set_mode.clone());
             }
+            receive(&store, events).await;
+            let majority: Have = [("A:1", 3), ("C:1", 3), ("D:1", 2)]
+                .map(|(origin, seq)| (origin.to_string(), seq))
+                .into();
+            store
+                .write(move |tx| tx.lead(5, &majority, 120_000))
+                .await
+                .unwrap();
+            let leads = store.read(|conn| Ok(queries::leads(conn)?)).await.unwrap();
+            let mine = leads.iter().find(|lead| lead.id.origin == "B:1").unwrap();
+            assert_eq!(mine.repeats, expected, "mode set since: {mode_set_since}");
+            let repeats = mine.repeats.clone();
+            let dropped = store
+                .write(move |tx| tx.drop_messages(&repeats))
+                .await
+                .unwrap();
+            assert_eq!(dropped, expected.len());
+            let kept = stored_payloads(&store).await;
+            let orphan_kept = kept.iter().any(|payload| payload == "x-orphan");
+            assert_eq!(orphan_kept, mode_set_since, "{kept:?}");
             store.close();
         }
     }
@@ -905,7 +918,10 @@ mod tests {
         receive(&store, history()).await; // A:1..5
         store.write(|tx| tx.register_publisher("P2")).await.unwrap(); // B:1
         let majority: Have = [("A:1".to_string(), 3)].into_iter().collect();
-        store.write(move |tx| tx.lead(7, &majority)).await.unwrap(); // B:2
+        store
+            .write(move |tx| tx.lead(7, &majority, 120_000))
+            .await
+            .unwrap(); // B:2
         let leads = store.read(|conn| Ok(queries::leads(conn)?)).await.unwrap();
         assert_eq!(leads.len(), 1);
         let lead = &leads[0];
@@ -920,7 +936,10 @@ mod tests {
         assert_eq!(lead.base, base, "A:4..5 only this broker holds");
         // The next lead follows on it, never below its base.
         let fewer: Have = Have::new();
-        store.write(move |tx| tx.lead(8, &fewer)).await.unwrap();
+        store
+            .write(move |tx| tx.lead(8, &fewer, 120_000))
+            .await
+            .unwrap();
         let latest = store
             .read(|conn| Ok(queries::latest_lead(conn)?))
             .await

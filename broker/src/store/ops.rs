@@ -16,7 +16,7 @@ use super::queries;
 use super::writer::WriteTx;
 use crate::config::Mode;
 use crate::cursor::Position;
-use crate::epochs::Epochs;
+use crate::epochs::{Epochs, Lead};
 use crate::event::{now_ms, Change};
 use crate::names::{is_broker_id, is_valid_name};
 use crate::topic_limits;
@@ -240,56 +240,66 @@ impl WriteTx<'_> {
             .collect())
     }
 
-    /// Leader mode: deletes each message in `ranges` (what reached the order
-    /// late, `Epochs::brought_in_late`) whose `(topic, publisher, msg_id)`
-    /// a message before it in `order` carries, published within
-    /// `window_ms` of it: the copy an old leader stored without a majority
-    /// and never acknowledged, whose client repeated the publish through
-    /// the next leader (API.md §6.1). A local decision, like retention:
-    /// every broker computes the same order, so every broker drops the same
-    /// copy, and before it can deliver it. Returns how many it dropped.
-    pub fn drop_repeats(
-        &mut self,
-        ranges: &[(String, u64, u64)],
-        order: &Epochs,
+    /// The messages that a new lead with `base` brings into the order after
+    /// `before` (the epochs of the chain it follows on) and that repeat the
+    /// `(topic, publisher, msg_id)` of the first message with that key in
+    /// the order, published within `window_ms` of it: the copy an old
+    /// leader stored without a majority and never acknowledged, whose
+    /// client repeated the publish through the next leader (API.md §6.1).
+    /// Measured against the first copy, which is never a repeat, so the
+    /// outcome does not depend on which copy is looked at first.
+    fn repeats_brought_in(
+        &self,
+        before: &Epochs,
+        base: &Have,
         window_ms: i64,
-    ) -> Result<usize, StoreError> {
-        let mut dropped = 0;
-        for (origin, after, upto) in ranges {
-            for message in queries::keyed_messages(self.conn, (origin, *after, *upto))? {
-                // Measured against the first copy in the order, which is
-                // never dropped: the outcome does not depend on which
-                // message is looked at first.
+    ) -> Result<Vec<EventId>, StoreError> {
+        let ordered = |origin: &str, seq: u64| {
+            seq <= before
+                .limit_of(origin)
+                .max(base.get(origin).copied().unwrap_or(0))
+        };
+        let mut repeats = Vec::new();
+        for (origin, after, upto) in before.brought_in_by(base) {
+            for message in queries::keyed_messages(self.conn, (&origin, after, upto))? {
                 let copies = queries::copies(self.conn, &message.key)?;
                 let first = copies
                     .iter()
-                    .filter(|copy| copy.seq <= order.limit_of(&copy.origin))
-                    .min_by_key(|copy| order.place(&copy.origin, copy.seq, copy.lamport));
-                let repeats = first.is_some_and(|first| {
+                    .filter(|copy| ordered(&copy.origin, copy.seq))
+                    .min_by_key(|copy| before.place(&copy.origin, copy.seq, copy.lamport));
+                let repeats_first = first.is_some_and(|first| {
                     (first.origin.as_str(), first.seq) != (message.origin.as_str(), message.seq)
                         && first.published_at_ms.abs_diff(message.published_at_ms)
                             <= window_ms.unsigned_abs()
                 });
-                if repeats {
-                    let (topic, publisher, msg_id) = &message.key;
-                    self.conn
-                        .prepare_cached(
-                            "DELETE FROM msg_ids WHERE topic = ?1 AND publisher = ?2
-                                 AND msg_id = ?3 AND origin = ?4 AND seq = ?5",
-                        )?
-                        .execute(params![
-                            topic,
-                            publisher,
-                            msg_id,
-                            message.origin,
-                            message.seq
-                        ])?;
-                    dropped += self
-                        .conn
-                        .prepare_cached("DELETE FROM messages WHERE origin = ?1 AND seq = ?2")?
-                        .execute(params![message.origin, message.seq])?;
+                if repeats_first {
+                    repeats.push(EventId {
+                        origin: message.origin,
+                        seq: message.seq,
+                    });
                 }
             }
+        }
+        Ok(repeats)
+    }
+
+    /// Deletes the messages `ids` (a lead's repeats) and their client ids,
+    /// where still held: a local deletion, like retention's, that every
+    /// broker makes from the same lead. Returns how many it deleted.
+    pub fn drop_messages(&mut self, ids: &[EventId]) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for id in ids {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM msg_ids WHERE (topic, publisher, msg_id, origin, seq) IN (
+                         SELECT topic, publisher, msg_id, origin, seq FROM messages
+                         WHERE origin = ?1 AND seq = ?2 AND msg_id IS NOT NULL)",
+                )?
+                .execute(params![id.origin, id.seq])?;
+            dropped += self
+                .conn
+                .prepare_cached("DELETE FROM messages WHERE origin = ?1 AND seq = ?2")?
+                .execute(params![id.origin, id.seq])?;
         }
         Ok(dropped)
     }
@@ -380,7 +390,7 @@ impl WriteTx<'_> {
     /// and, of the other origins, what a majority holds (`majority`), never
     /// less than that lead's base (see `epochs`). Events only this broker
     /// holds would make every broker wait for them, should it fail.
-    pub fn lead(&mut self, term: u64, majority: &Have) -> Result<(), StoreError> {
+    pub fn lead(&mut self, term: u64, majority: &Have, window_ms: i64) -> Result<(), StoreError> {
         let prev = queries::latest_lead(self.conn)?;
         let mut base: Have = queries::have(self.conn)?
             .into_iter()
@@ -394,12 +404,41 @@ impl WriteTx<'_> {
             let held = base.entry(origin.clone()).or_default();
             *held = (*held).max(seq);
         }
+        let repeats = match &prev {
+            Some(prev) => self.repeats_after(prev, &base, window_ms)?,
+            None => Vec::new(),
+        };
         self.record(Change::Lead {
             term,
             prev: prev.map(|lead| lead.id),
             base,
+            repeats,
         })?;
         Ok(())
+    }
+
+    /// The repeats a lead with `base` following on `prev` brings in (see
+    /// `repeats_brought_in`); none when the mode was set after `prev`: what
+    /// comes in then was taken in gossip mode, where any broker may have
+    /// delivered either copy already.
+    fn repeats_after(
+        &self,
+        prev: &Lead,
+        base: &Have,
+        window_ms: i64,
+    ) -> Result<Vec<EventId>, StoreError> {
+        if queries::mode_set_after(self.conn, &prev.id)? {
+            return Ok(Vec::new());
+        }
+        let leads = queries::leads(self.conn)?
+            .into_iter()
+            .map(|lead| (lead.id.clone(), lead))
+            .collect();
+        let own_end = base.get(&prev.id.origin).copied().unwrap_or(0);
+        match Epochs::build(&leads, &prev.id, own_end) {
+            Some(before) => self.repeats_brought_in(&before, base, window_ms),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Sets the cluster's replication mode.

@@ -825,32 +825,48 @@ pub fn topics_with_messages_in(
     Ok(topics)
 }
 
+/// Column `column` of `row`, JSON text, decoded.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// Every lead event this broker holds (see `epochs`).
 pub fn leads(conn: &Connection) -> rusqlite::Result<Vec<Lead>> {
-    conn.prepare_cached("SELECT origin, seq, term, prev_origin, prev_seq, base FROM leads")?
-        .query_map([], |row| {
-            let prev_origin: Option<String> = row.get(3)?;
-            let prev_seq: Option<u64> = row.get(4)?;
-            let base: String = row.get(5)?;
-            Ok(Lead {
-                id: EventId {
-                    origin: row.get(0)?,
-                    seq: row.get(1)?,
-                },
-                term: row.get(2)?,
-                prev: prev_origin
-                    .zip(prev_seq)
-                    .map(|(origin, seq)| EventId { origin, seq }),
-                base: serde_json::from_str(&base).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        5,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?,
-            })
-        })?
-        .collect()
+    conn.prepare_cached(
+        "SELECT origin, seq, term, prev_origin, prev_seq, base, repeats FROM leads",
+    )?
+    .query_map([], |row| {
+        let prev_origin: Option<String> = row.get(3)?;
+        let prev_seq: Option<u64> = row.get(4)?;
+        Ok(Lead {
+            id: EventId {
+                origin: row.get(0)?,
+                seq: row.get(1)?,
+            },
+            term: row.get(2)?,
+            prev: prev_origin
+                .zip(prev_seq)
+                .map(|(origin, seq)| EventId { origin, seq }),
+            base: json_column(row, 5)?,
+            repeats: json_column(row, 6)?,
+        })
+    })?
+    .collect()
+}
+
+/// Whether the replication mode was set after the event `id` (by stamp).
+pub fn mode_set_after(conn: &Connection, id: &EventId) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM settings s JOIN events e ON e.origin = ?1 AND e.seq = ?2
+                        WHERE s.name = 'mode' AND (s.lamport, s.origin) > (e.lamport, e.origin))",
+    )?
+    .query_row(params![id.origin, id.seq], |row| row.get(0))
 }
 
 /// The lead a new lead follows on: the one of the greatest term held

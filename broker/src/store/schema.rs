@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0011_topic_limits.sql"),
     include_str!("../../../migrations/0012_seeks.sql"),
     include_str!("../../../migrations/0013_msg_ids.sql"),
+    include_str!("../../../migrations/0014_lead_repeats.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
