@@ -321,7 +321,6 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     use crate::event::{Change, Event};
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};

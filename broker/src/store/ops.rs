@@ -814,7 +814,7 @@ pub struct SweepTimes {
     /// Messages published before it expire (`--retention`).
     pub expire_before_ms: i64,
     /// The client ids of messages published before it are forgotten
-    /// (`--dedup-window`).
+    /// (`retention` keeps them twice `--dedup-window`).
     pub forget_ids_before_ms: i64,
 }
 
@@ -835,8 +835,7 @@ impl WriteTx<'_> {
     /// oldest messages of topics past their limits, and the expired
     /// messages that no live subscriber still needs (acknowledged, or
     /// stamped before its subscription started), scanning old messages
-    /// onwards from `resume`; and forgets the client ids older than the
-    /// dedup window.
+    /// onwards from `resume`; and forgets old client ids (`times`).
     pub fn sweep(
         &mut self,
         times: SweepTimes,

@@ -492,12 +492,7 @@ fn topic_info_row(row: &Row<'_>) -> rusqlite::Result<TopicInfo> {
 
 /// A topic's limits from their stored JSON (NULL: none).
 fn limits(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<TopicLimits>> {
-    let Some(json) = row.get::<_, Option<String>>(column)? else {
-        return Ok(None);
-    };
-    serde_json::from_str(&json).map(Some).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })
+    nullable_json_column(row, column)
 }
 
 /// The existing topics that have limits this broker can read, with them
@@ -831,7 +826,20 @@ fn json_column<T: serde::de::DeserializeOwned>(
     column: usize,
 ) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
-    serde_json::from_str(&text).map_err(|e| {
+    decode_json(column, &text)
+}
+
+/// [`json_column`] of a column that may be NULL.
+fn nullable_json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|text| decode_json(column, &text)).transpose()
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(column: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
     })
 }
@@ -1002,20 +1010,12 @@ fn events_between(
 
 /// A change kept whole as JSON in the `details` column (10).
 fn details(row: &Row<'_>) -> rusqlite::Result<Change> {
-    let details: String = row.get(10)?;
-    serde_json::from_str(&details).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
-    })
+    json_column(row, 10)
 }
 
 /// A message's headers from their stored JSON (NULL: none).
 fn headers(row: &Row<'_>, column: usize) -> rusqlite::Result<Headers> {
-    let Some(json) = row.get::<_, Option<String>>(column)? else {
-        return Ok(Headers::new());
-    };
-    serde_json::from_str(&json).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })
+    Ok(nullable_json_column(row, column)?.unwrap_or_default())
 }
 
 /// Rebuilds a change from its stored columns (see `apply::store_event`).
