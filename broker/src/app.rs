@@ -13,7 +13,7 @@ use crate::delivery::{AcksInFlight, GivenCounts, PullSlots};
 use crate::error::ApiError;
 use crate::http::BodyBudget;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{Commit, Store, StoreError, WriteTx};
 use crate::trust::Trust;
 use crate::wakeups::Wakeups;
 
@@ -72,12 +72,30 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.record_committed(Commit::Now, change).await
+    }
+
+    /// [`AppState::record`] for a change no client waits for: committed
+    /// with the next change that cannot wait (see [`Commit::Lazily`]).
+    pub async fn record_lazily<T, F>(&self, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.record_committed(Commit::Lazily, change).await
+    }
+
+    async fn record_committed<T, F>(&self, commit: Commit, change: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         self.caught_up().await?;
         self.cluster.paced(|| self.store.own_seq()).await;
         if self.mode() != Mode::Leader {
             return Ok(self
                 .store
-                .write_bounded(self.config.max_write_queue, change)
+                .write_bounded(self.config.max_write_queue, commit, change)
                 .await?);
         }
         let term = self.cluster.leadership().term;
@@ -85,7 +103,7 @@ impl AppState {
         self.record_lead(term).await?;
         let recorded = self
             .store
-            .write_bounded(self.config.max_write_queue, change)
+            .write_bounded(self.config.max_write_queue, commit, change)
             .await?;
         let seq = self.store.own_seq();
         self.cluster.replicated_to_majority(seq, term).await?;

@@ -13,6 +13,7 @@ use client::peer::{Epoch, EventId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::store::queries::Sent;
 
 /// How far a subscriber has read one topic's messages from one origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,24 @@ const MAX_POSITIONS: usize = client::wire::pull_limits::MAX_MAX as usize;
 const MAX_SEQ: u64 = i64::MAX as u64;
 
 impl Cursor {
+    /// Marks in `sent` how far this cursor's positions reach, as a read
+    /// that gave their messages out would: per topic and origin the
+    /// furthest seq in the latest epoch (so marks merge in any order).
+    pub fn mark_sent(&self, sent: &mut Sent) {
+        for position in &self.positions {
+            let read_in = self
+                .epochs
+                .get(&position.topic)
+                .cloned()
+                .unwrap_or_default();
+            let key = (position.topic.clone(), position.origin.clone());
+            let held = sent.entry(key).or_default();
+            if (&read_in, position.seq) > (&held.1, held.0) {
+                *held = (position.seq, read_in);
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let positions = self
             .positions
@@ -135,6 +154,47 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_marks_keep_the_furthest_seq_of_the_latest_epoch_in_any_order() {
+        let at = |seq: u64, epoch: u64| Cursor {
+            subscriber: "S1".into(),
+            positions: vec![Position {
+                topic: "news".into(),
+                origin: "A:1".into(),
+                seq,
+            }],
+            ids: Vec::new(),
+            epochs: match epoch {
+                0 => Epochs::new(),
+                lamport => Epochs::from([(
+                    "news".to_string(),
+                    Epoch {
+                        lamport,
+                        origin: "A:1".into(),
+                    },
+                )]),
+            },
+        };
+        let cursors = [at(7, 0), at(9, 0), at(3, 5), at(2, 5)];
+        let expected = Sent::from([(
+            ("news".to_string(), "A:1".to_string()),
+            (
+                3,
+                Epoch {
+                    lamport: 5,
+                    origin: "A:1".into(),
+                },
+            ),
+        )]);
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+            let mut sent = Sent::new();
+            for i in order {
+                cursors[i].mark_sent(&mut sent);
+            }
+            assert_eq!(sent, expected, "{order:?}");
+        }
+    }
 
     fn cursor() -> Cursor {
         Cursor {

@@ -6,6 +6,7 @@
 //! (`GivenCounts`), per broker.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use client::http::ForwardedRequest;
 use client::peer::EventId;
 use client::wire::{Ack, Message, Pulled};
 use futures_util::future::select_all;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Mode;
@@ -22,6 +22,7 @@ use crate::cursor::{Cursor, Epochs, Position};
 use crate::error::ApiError;
 use crate::event::now_ms;
 use crate::store::queries::{self, Sent};
+use crate::store::{Commit, WriteTx};
 use crate::wakeups::Key;
 use crate::{lock, AppState};
 
@@ -46,17 +47,15 @@ pub struct Pull {
 
 /// Answers a pull: the pending messages at once, or the first to arrive
 /// before the deadline, or none at the deadline (or at shutdown). With
-/// `auto_ack` the messages are acknowledged right after the answer (see
-/// [`AcksInFlight`]).
+/// `auto_ack` the messages are acknowledged after the answer (see
+/// [`AcksInFlight`]); the reads pass over what acknowledgements in flight
+/// acknowledge.
 ///
 /// The reads are boxed: a future holds room for the largest future it
 /// awaits, and a waiting pull (10,000 of them at a time) should hold only
 /// what it needs while it waits.
 pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiError> {
     let deadline = Instant::now() + pull.wait;
-    if !pull.for_stream {
-        app.acks.settled(&pull.subscriber).await;
-    }
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
@@ -174,42 +173,50 @@ impl Drop for PullSlot {
     }
 }
 
-/// Auto-acknowledgements still being committed, per subscriber.
+/// Auto-acknowledgements not committed yet, per subscriber.
 ///
 /// A pull with `auto_ack=true` answers without waiting for its
-/// acknowledgement to commit (a commit less on every delivery); the
-/// subscriber's next pull on this broker waits for it, so it is never given
-/// those messages again. Should the broker stop before the commit, they are
-/// delivered again: at least once, never lost.
+/// acknowledgement, which commits lazily, with the next write that cannot
+/// wait (no commit of its own, see `Commit::Lazily`). Until then the
+/// subscriber's reads on this broker pass over the messages it
+/// acknowledges, as if it had committed, so they neither give them again
+/// nor wait for the commit. Should the broker stop before the commit, or
+/// the commit fail, they are delivered again: at least once, never lost.
 #[derive(Default)]
-pub struct AcksInFlight(Mutex<HashMap<String, watch::Receiver<bool>>>);
+pub struct AcksInFlight {
+    started: AtomicU64,
+    /// Per subscriber, each acknowledgement in flight with its number.
+    cursors: Mutex<HashMap<String, Vec<(u64, Cursor)>>>,
+}
 
 impl AcksInFlight {
-    /// Returns once `subscriber`'s latest acknowledgement in flight, if
-    /// any, is committed or has failed.
-    async fn settled(&self, subscriber: &str) {
-        let in_flight = lock(&self.0).get(subscriber).cloned();
-        if let Some(mut done) = in_flight {
-            // An error means the acknowledgement's task is gone: settled too.
-            let _ = done.wait_for(|done| *done).await;
+    /// Marks in `sent` what `subscriber`'s acknowledgements in flight
+    /// acknowledge. Read before the store: one that commits in between is
+    /// in the one or the other.
+    fn mark_sent(&self, subscriber: &str, sent: &mut Sent) {
+        if let Some(cursors) = lock(&self.cursors).get(subscriber) {
+            for (_, cursor) in cursors {
+                cursor.mark_sent(sent);
+            }
         }
     }
 
-    fn start(&self, subscriber: &str) -> watch::Sender<bool> {
-        let (done, in_flight) = watch::channel(false);
-        lock(&self.0).insert(subscriber.to_string(), in_flight);
-        done
+    fn start(&self, cursor: &Cursor) -> u64 {
+        let number = self.started.fetch_add(1, Ordering::Relaxed);
+        lock(&self.cursors)
+            .entry(cursor.subscriber.clone())
+            .or_default()
+            .push((number, cursor.clone()));
+        number
     }
 
-    fn finish(&self, subscriber: &str, done: watch::Sender<bool>) {
-        done.send_replace(true);
-        let mut in_flight = lock(&self.0);
-        // Unless a later acknowledgement took its place.
-        if in_flight
-            .get(subscriber)
-            .is_some_and(|latest| latest.same_channel(&done.subscribe()))
-        {
-            in_flight.remove(subscriber);
+    fn finish(&self, subscriber: &str, number: u64) {
+        let mut in_flight = lock(&self.cursors);
+        if let Some(cursors) = in_flight.get_mut(subscriber) {
+            cursors.retain(|(started, _)| *started != number);
+            if cursors.is_empty() {
+                in_flight.remove(subscriber);
+            }
         }
     }
 }
@@ -221,25 +228,27 @@ pub fn acknowledge_in_background(
     cursor: Cursor,
     authorization: Option<Vec<u8>>,
 ) {
-    let done = app.acks.start(&cursor.subscriber);
+    let number = app.acks.start(&cursor);
     actix_web::rt::spawn(async move {
         let subscriber = cursor.subscriber.clone();
-        if let Err(error) = acknowledge(&app, cursor, authorization.as_deref()).await {
+        let acked = acknowledge(&app, cursor, authorization.as_deref(), Commit::Lazily).await;
+        if let Err(error) = acked {
             tracing::warn!(
                 "auto-acknowledgement for {subscriber} failed, its messages will come again: {error}"
             );
         }
-        app.acks.finish(&subscriber, done);
+        app.acks.finish(&subscriber, number);
     });
 }
 
 /// Acknowledges every message up to the cursor's positions (through the
 /// leader when this broker follows in leader mode, as the client whose
-/// `authorization` it is would).
+/// `authorization` it is would), committed as `commit` says.
 pub async fn acknowledge(
     app: &AppState,
     cursor: Cursor,
     authorization: Option<&[u8]>,
+    commit: Commit,
 ) -> Result<(), ApiError> {
     if app.follows_leader() {
         let body = serde_json::to_vec(&Ack {
@@ -269,14 +278,17 @@ pub async fn acknowledge(
         ids,
         epochs,
     } = cursor;
-    app.record(move |tx| {
+    let change = move |tx: &mut WriteTx<'_>| {
         tx.ack(&subscriber, positions, &epochs)?;
         if ids.is_empty() {
             return Ok(());
         }
         tx.ack_messages(&subscriber, ids)
-    })
-    .await
+    };
+    match commit {
+        Commit::Now => app.record(change).await,
+        Commit::Lazily => app.record_lazily(change).await,
+    }
 }
 
 /// Acknowledges a cursor given back by `subscriber`. An unknown subscriber
@@ -288,7 +300,7 @@ pub async fn acknowledge_token(
     authorization: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     match Cursor::decode(token, &subscriber) {
-        Ok(cursor) => acknowledge(app, cursor, authorization).await,
+        Ok(cursor) => acknowledge(app, cursor, authorization, Commit::Now).await,
         Err(invalid) => {
             app.store
                 .read(move |conn| queries::require_subscriber(conn, &subscriber))
@@ -334,7 +346,8 @@ async fn read_pending(
 ) -> Result<Pending, ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
-    let sent = pull.sent.clone();
+    let mut sent = pull.sent.clone();
+    app.acks.mark_sent(&subscriber, &mut sent);
     let max = pull.max;
     let deliverable = match app.mode() {
         Mode::Gossip => None,

@@ -52,6 +52,12 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// How many values were observed.
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
     /// `_bucket`, `_sum` and `_count` lines of `name` with `labels`
     /// (`key="value",...` or empty).
     fn render(&self, out: &mut String, name: &str, labels: &str) {

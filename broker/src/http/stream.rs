@@ -140,20 +140,7 @@ impl SubscriberStream {
         };
         let pulled = delivery::pull(&self.app, pull).await?;
         let cursor = Cursor::decode(&pulled.cursor, &self.subscriber)?;
-        for message in &pulled.messages {
-            let read_in = cursor
-                .epochs
-                .get(&message.topic)
-                .cloned()
-                .unwrap_or_default();
-            let key = (message.topic.clone(), message.origin.clone());
-            let sent = self.sent.entry(key).or_insert((0, read_in.clone()));
-            *sent = if sent.1 == read_in {
-                (sent.0.max(message.seq), read_in)
-            } else {
-                (message.seq, read_in)
-            };
-        }
+        cursor.mark_sent(&mut self.sent);
         if self.auto_ack && !pulled.messages.is_empty() {
             self.unacknowledged = Some(cursor);
         }
@@ -172,7 +159,7 @@ impl SubscriberStream {
             if let Some(cursor) = self.unacknowledged.take() {
                 // Committed beside the next read, not before it (a commit
                 // can take milliseconds): that read passes over what was
-                // sent anyway. Other pulls of the subscriber wait for it.
+                // sent anyway, as do the subscriber's other reads.
                 let authorization = self.authorization.clone();
                 delivery::acknowledge_in_background(self.app.clone(), cursor, authorization);
             }

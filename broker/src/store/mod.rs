@@ -31,7 +31,7 @@ use crate::wakeups::Wakeups;
 use admission::Admission;
 pub use error::StoreError;
 pub use ops::{Outcome, SeekPoint, SweepTimes};
-pub use writer::WriteTx;
+pub use writer::{Commit, WriteTx};
 
 /// Client writes admitted to the writer at once (see `admission`): 10,000
 /// publishing clients kept `/health`'s p99 at 10–25 ms with 256 or 512
@@ -225,13 +225,19 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.submit(change).await
+        self.writer.submit(Commit::Now, change).await
     }
 
-    /// [`Store::write`] for a client's write: refused with
-    /// [`StoreError::Overloaded`] while `limit` writes already wait for
-    /// the writer (replication and the broker's own writes are not held).
-    pub async fn write_bounded<T, F>(&self, limit: usize, change: F) -> Result<T, StoreError>
+    /// [`Store::write`] for a client's write, committed as `commit` says:
+    /// refused with [`StoreError::Overloaded`] while `limit` writes already
+    /// wait for the writer (replication and the broker's own writes are
+    /// not held).
+    pub async fn write_bounded<T, F>(
+        &self,
+        limit: usize,
+        commit: Commit,
+        change: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -243,7 +249,7 @@ impl Store {
         // The place is given on once the writer takes the write, so that
         // the next writes queue up while this one's transaction commits.
         self.writer
-            .submit(move |tx| {
+            .submit(commit, move |tx| {
                 drop(admitted);
                 change(tx)
             })
@@ -324,6 +330,7 @@ mod tests {
     use crate::event::{Change, Event};
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};
+    use futures_util::FutureExt;
     use std::collections::HashSet;
     use std::time::Duration;
 
@@ -419,6 +426,42 @@ mod tests {
             })
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lazy_write_commits_with_the_next_write_that_cannot_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let commits = || store.commit_metrics().batch_size.count();
+        let before = commits();
+        store
+            .write_bounded(10, Commit::Lazily, |_| Ok(()))
+            .await
+            .expect("a lazy write alone commits too");
+        assert_eq!(commits(), before + 1);
+        // The writer waits a few milliseconds for company: a loaded machine
+        // may let that pass before the second write comes, so a few tries.
+        let mut shared_a_commit = false;
+        for _ in 0..5 {
+            let before = commits();
+            let mut lazy = Box::pin(store.write_bounded(10, Commit::Lazily, |_| Ok(())));
+            assert!(
+                lazy.as_mut().now_or_never().is_none(),
+                "queued, not committed"
+            );
+            // Taken by the writer, which waits.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while store.writer.queued() > 0 && std::time::Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+            store.write(|_| Ok(())).await.unwrap();
+            lazy.await.unwrap();
+            if commits() == before + 1 {
+                shared_a_commit = true;
+                break;
+            }
+        }
+        assert!(shared_a_commit, "the lazy write waited for the next one");
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! Requests arrive as closures over a [`WriteTx`]. The thread takes every
 //! request waiting in the queue, runs them in one transaction, commits, and
 //! only then answers them and wakes the long polls concerned (see
-//! `wakeups`). A request checks everything before it writes, so a refused
+//! `wakeups`). A request nobody waits for may ask to commit lazily, with
+//! the next one that cannot wait ([`Commit::Lazily`]). A request checks everything before it writes, so a refused
 //! one leaves no trace without a savepoint of its own (savepoints copy every
 //! page they touch, which cost more than the writes themselves).
 //! Sequence numbers and the Lamport clock live here, so events are numbered
@@ -14,6 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use client::peer::Have;
 use client::wire::{Headers, NewMessage};
@@ -32,6 +34,9 @@ use crate::wakeups::{Key, Wakeups};
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// Longest a batch of lazy requests waits for one to commit with.
+const LAZY_WAIT: Duration = Duration::from_millis(5);
+
 /// How far ahead of the Lamport clock the `clock` table is written. The
 /// table holds a bound above every stamp issued or seen, not the clock
 /// itself: it is rewritten only when the clock passes it, instead of at
@@ -43,6 +48,23 @@ const CLOCK_RESERVATION: u64 = 1 << 16;
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A queued request: runs in the transaction, says whether it succeeded.
 type Job = Box<dyn for<'c> FnOnce(&mut WriteTx<'c>) -> (bool, Reply) + Send>;
+
+/// When a request wants its transaction committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// As soon as the writer takes it: a client waits for the answer.
+    Now,
+    /// With the next request that cannot wait, or after [`LAZY_WAIT`]: for
+    /// a write no client waits for (an auto-acknowledgement), which then
+    /// costs no commit, and no fsync, of its own.
+    Lazily,
+}
+
+/// A request in the queue.
+struct Queued {
+    job: Job,
+    commit: Commit,
+}
 
 /// What the writer remembers between transactions.
 #[derive(Debug, Clone)]
@@ -285,7 +307,7 @@ fn wakes(change: &Change) -> Option<Key> {
 
 /// Handle to the writer thread.
 pub struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
     /// Jobs sent and not yet taken by the thread.
     queued: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -323,7 +345,7 @@ impl Writer {
         self.queued.load(Ordering::Acquire)
     }
 
-    pub async fn submit<T, F>(&self, change: F) -> Result<T, StoreError>
+    pub async fn submit<T, F>(&self, commit: Commit, change: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -339,7 +361,7 @@ impl Writer {
         });
         self.queued.fetch_add(1, Ordering::AcqRel);
         let sent = match &*lock(&self.queue) {
-            Some(queue) => queue.send(job).is_ok(),
+            Some(queue) => queue.send(Queued { job, commit }).is_ok(),
             None => false,
         };
         if !sent {
@@ -372,17 +394,17 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    fn run(&mut self, jobs: mpsc::Receiver<Job>) {
+    fn run(&mut self, jobs: mpsc::Receiver<Queued>) {
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+            take_queued(&jobs, &mut batch);
             self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-            let (size, started) = (batch.len(), std::time::Instant::now());
+            if batch.iter().all(|queued| queued.commit == Commit::Lazily) {
+                let taken = batch.len();
+                wait_for_company(&jobs, &mut batch);
+                self.queued.fetch_sub(batch.len() - taken, Ordering::AcqRel);
+            }
+            let (size, started) = (batch.len(), Instant::now());
             self.commit(batch);
             let commits = &self.counters.commits;
             commits.duration.observe(started.elapsed().as_secs_f64());
@@ -391,7 +413,7 @@ impl WriterThread {
     }
 
     /// Runs a batch in one transaction and answers every request in it.
-    fn commit(&mut self, batch: Vec<Job>) {
+    fn commit(&mut self, batch: Vec<Queued>) {
         let before = self.state.clone();
         let mut woken = BTreeSet::new();
         let mut received = Have::new();
@@ -458,7 +480,7 @@ impl WriterThread {
 
     fn run_batch(
         &mut self,
-        batch: Vec<Job>,
+        batch: Vec<Queued>,
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
@@ -468,7 +490,7 @@ impl WriterThread {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let start_seq = self.state.last_seq;
         let may_record = *self.counters.own_history.borrow();
-        for job in batch {
+        for Queued { job, .. } in batch {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
@@ -518,6 +540,33 @@ impl WriterThread {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// Adds what else is queued to `batch`, up to [`MAX_BATCH`].
+fn take_queued(jobs: &mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(queued) => batch.push(queued),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Adds to a batch of lazy requests those queued within [`LAZY_WAIT`],
+/// until one comes that cannot wait (or the queue closes).
+fn wait_for_company(jobs: &mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    let deadline = Instant::now() + LAZY_WAIT;
+    while batch.len() < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(queued) = jobs.recv_timeout(left) else {
+            return;
+        };
+        let now = queued.commit == Commit::Now;
+        batch.push(queued);
+        if now {
+            return take_queued(jobs, batch);
+        }
     }
 }
 
