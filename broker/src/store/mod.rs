@@ -204,7 +204,9 @@ impl Store {
         let _ = self.own_history.subscribe().wait_for(|held| *held).await;
     }
 
-    /// Runs a read on a pooled connection, on one of the read threads.
+    /// Runs a read on a pooled connection, on one of the read threads, in
+    /// one read transaction: its queries see one snapshot, and take the
+    /// log's read lock once rather than once each.
     pub async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -213,7 +215,13 @@ impl Store {
         let pool = self.pool.clone();
         self.readers
             .handle
-            .spawn_blocking(move || read(&*pool.get()?))
+            .spawn_blocking(move || {
+                let conn = pool.get()?;
+                let snapshot = conn.unchecked_transaction()?;
+                let found = read(&snapshot)?;
+                snapshot.commit()?;
+                Ok(found)
+            })
             .await
             .map_err(|e| StoreError::Failed(format!("read task failed: {e}")))?
     }
@@ -226,6 +234,17 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(Commit::Now, change).await
+    }
+
+    /// [`Store::write`] for a change nobody waits for but its caller:
+    /// committed with the next write that cannot wait (see
+    /// [`Commit::Lazily`]).
+    pub async fn write_lazily<T, F>(&self, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.submit(Commit::Lazily, change).await
     }
 
     /// [`Store::write`] for a client's write, committed as `commit` says:
