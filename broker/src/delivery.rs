@@ -221,6 +221,21 @@ impl AcksInFlight {
     }
 }
 
+/// One acknowledgement's mark in [`AcksInFlight`], taken out when this is
+/// dropped: however its task ends, no mark outlives it (a mark left behind
+/// would hide its messages on this broker for good).
+struct InFlight {
+    app: web::Data<AppState>,
+    subscriber: String,
+    number: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.app.acks.finish(&self.subscriber, self.number);
+    }
+}
+
 /// Acknowledges a pull's cursor after the pull has answered (see
 /// [`AcksInFlight`]); a failure leaves the messages to be delivered again.
 pub fn acknowledge_in_background(
@@ -228,16 +243,22 @@ pub fn acknowledge_in_background(
     cursor: Cursor,
     authorization: Option<Vec<u8>>,
 ) {
-    let number = app.acks.start(&cursor);
+    let in_flight = InFlight {
+        number: app.acks.start(&cursor),
+        app: app.clone(),
+        subscriber: cursor.subscriber.clone(),
+    };
     actix_web::rt::spawn(async move {
         let subscriber = cursor.subscriber.clone();
         let acked = acknowledge(&app, cursor, authorization.as_deref(), Commit::Lazily).await;
+        drop(in_flight);
         if let Err(error) = acked {
             tracing::warn!(
                 "auto-acknowledgement for {subscriber} failed, its messages will come again: {error}"
             );
+            // The waiting reads that passed over them read again.
+            app.wakeups.wake(&Key::Subscriber(subscriber));
         }
-        app.acks.finish(&subscriber, number);
     });
 }
 

@@ -37,11 +37,6 @@ pub async fn sync(
     app.cluster.heard_from(&from, term, leader);
     let have = if events.is_empty() || deposed {
         (*app.store.have()).clone()
-    } else if app.mode() == Mode::Gossip && only_acknowledgements(&events) {
-        // Nothing waits for them but the peer's next sync: they commit
-        // with this broker's next write (its publishes, mostly).
-        let received = app.store.write_lazily(move |tx| tx.receive(events));
-        received.await?
     } else {
         app.store.write(move |tx| tx.receive(events)).await?
     };
@@ -56,17 +51,6 @@ pub async fn sync(
         leader: leadership.leader,
         have,
     }))
-}
-
-/// Whether every event acknowledges messages (what a subscriber on the
-/// peer read).
-fn only_acknowledgements(events: &[Event]) -> bool {
-    events.iter().all(|event| {
-        matches!(
-            event.change,
-            Change::Ack { .. } | Change::AckMessages { .. }
-        )
-    })
 }
 
 /// Leader mode fences a leader of an older term: its events are not taken

@@ -6,8 +6,9 @@
 //! of answers to write and next requests to read before it came to a
 //! `GET /health` (p99 130–370 ms). Admitting a bounded number keeps each
 //! commit's burst of answers bounded; that many already fill a commit. A
-//! place is given on as soon as the writer takes the write (see
-//! `Store::write_bounded`), so the next commit fills while one runs.
+//! place is given on as soon as the writer runs the write (see
+//! `Store::write_bounded`), so the next commit fills while one runs. A
+//! lazy write (an auto-acknowledgement) answers no client and takes none.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -236,17 +236,6 @@ impl Store {
         self.writer.submit(Commit::Now, change).await
     }
 
-    /// [`Store::write`] for a change nobody waits for but its caller:
-    /// committed with the next write that cannot wait (see
-    /// [`Commit::Lazily`]).
-    pub async fn write_lazily<T, F>(&self, change: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.writer.submit(Commit::Lazily, change).await
-    }
-
     /// [`Store::write`] for a client's write, committed as `commit` says:
     /// refused with [`StoreError::Overloaded`] while `limit` writes already
     /// wait for the writer (replication and the broker's own writes are
@@ -264,9 +253,14 @@ impl Store {
         if self.writer.queued() + self.admission.waiting() >= limit {
             return Err(StoreError::Overloaded);
         }
-        let admitted = self.admission.enter().await;
-        // The place is given on once the writer takes the write, so that
-        // the next writes queue up while this one's transaction commits.
+        // The place is given on once the writer runs the write, so that
+        // the next writes queue up while this one's transaction commits. A
+        // lazy write answers no client and waits in the writer for company
+        // (the writes that hold places): it takes none.
+        let admitted = match commit {
+            Commit::Now => Some(self.admission.enter().await),
+            Commit::Lazily => None,
+        };
         self.writer
             .submit(commit, move |tx| {
                 drop(admitted);
@@ -481,6 +475,26 @@ mod tests {
             }
         }
         assert!(shared_a_commit, "the lazy write waited for the next one");
+    }
+
+    #[tokio::test]
+    async fn lazy_writes_take_no_place_of_the_bounded_admission() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut lazy: Vec<_> = (0..ADMITTED_WRITES + 10)
+            .map(|_| Box::pin(store.write_bounded(100_000, Commit::Lazily, |_| Ok(()))))
+            .collect();
+        for write in &mut lazy {
+            assert!(write.as_mut().now_or_never().is_none(), "queued");
+        }
+        assert_eq!(store.admission.waiting(), 0, "none waits for a place");
+        store
+            .write_bounded(100_000, Commit::Now, |_| Ok(()))
+            .await
+            .unwrap();
+        for write in lazy {
+            write.await.unwrap();
+        }
     }
 
     #[tokio::test]
