@@ -404,16 +404,13 @@ impl WriterThread {
                 wait_for_company(&jobs, &mut batch);
                 self.queued.fetch_sub(batch.len() - taken, Ordering::AcqRel);
             }
-            let (size, started) = (batch.len(), Instant::now());
             self.commit(batch);
-            let commits = &self.counters.commits;
-            commits.duration.observe(started.elapsed().as_secs_f64());
-            commits.batch_size.observe(size as f64);
         }
     }
 
     /// Runs a batch in one transaction and answers every request in it.
     fn commit(&mut self, batch: Vec<Queued>) {
+        let (size, started) = (batch.len(), Instant::now());
         let before = self.state.clone();
         let mut woken = BTreeSet::new();
         let mut received = Have::new();
@@ -447,6 +444,10 @@ impl WriterThread {
                 Err(error)
             }
         };
+        // Counted before the answers, so that an answered write is counted.
+        let commits = &self.counters.commits;
+        commits.duration.observe(started.elapsed().as_secs_f64());
+        commits.batch_size.observe(size as f64);
         for reply in replies {
             reply(committed.as_ref().map(|_| ()).map_err(clone_failure));
         }
