@@ -21,9 +21,13 @@ use crate::AppState;
 
 /// Most events, and payload bytes, one sync carries: well under any
 /// broker's body limit (16 MiB at least). A peer that still refuses a sync
-/// as too large gets half as much the next time, down to one event.
+/// as too large gets half as much the next time, down to one event. Only
+/// one sync is in flight per peer, and the peer commits each in a
+/// transaction of its own: under a steady load of batches, 5,000 events
+/// a sync replicate 7–22% faster than 1,000 (the commits' and requests'
+/// own costs spread over more events; 20,000 were no better than 5,000).
 const BUDGET: SyncBudget = SyncBudget {
-    events: 1000,
+    events: 5000,
     bytes: 4 * 1024 * 1024,
 };
 /// Pauses after a failed sync: from the heartbeat up to this, short enough
