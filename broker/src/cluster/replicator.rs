@@ -15,7 +15,7 @@ use client::ClientError;
 use super::relay::Relays;
 use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
 use crate::error::ApiError;
-use crate::store::queries::{self, SyncBudget};
+use crate::store::queries::SyncBudget;
 use crate::wakeups::Key;
 use crate::AppState;
 
@@ -131,9 +131,8 @@ async fn sync_request(
     let mine = app.store.have();
     let events = match theirs {
         Some(theirs) if lacks(theirs, &mine, &skip) => {
-            let (mine, theirs) = (mine.clone(), theirs.clone());
             app.store
-                .read(move |conn| Ok(queries::missing(conn, &mine, &theirs, &skip, budget)?))
+                .missing((*mine).clone(), theirs.clone(), skip, budget)
                 .await?
         }
         _ => Vec::new(),

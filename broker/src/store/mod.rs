@@ -11,9 +11,11 @@ mod apply;
 mod error;
 mod ops;
 pub mod queries;
+mod recent;
 mod schema;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use tokio::sync::watch;
 use client::peer::Have;
 
 use crate::config::{Config, Durability, Mode};
+use crate::event::Event;
 use crate::metrics::CommitMetrics;
 use crate::wakeups::Wakeups;
 
@@ -61,6 +64,8 @@ pub struct Store {
     /// `broker.db`, whose size (and its write-ahead log's) `/metrics` shows.
     path: PathBuf,
     admission: Admission,
+    /// This broker's latest publishes, kept for replication (see `recent`).
+    recent: Option<Arc<Mutex<recent::RecentEvents>>>,
 }
 
 impl Store {
@@ -102,6 +107,7 @@ impl Store {
         let have = watch::Sender::new(Arc::new(have));
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let commits = Arc::new(CommitMetrics::default());
+        let recent = (!config.peers.is_empty() || config.join.is_some()).then(Default::default);
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -111,6 +117,7 @@ impl Store {
             mode_version: mode_version.clone(),
             leads_version: leads_version.clone(),
             commits: commits.clone(),
+            recent: recent.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         Ok(Store {
@@ -127,6 +134,7 @@ impl Store {
             commits,
             path,
             admission: Admission::new(ADMITTED_WRITES),
+            recent,
         })
     }
 
@@ -269,6 +277,31 @@ impl Store {
             .await
     }
 
+    /// The events this broker holds (`mine`) that a peer lacks (`theirs`),
+    /// but none of the origins in `skip`, within `budget` (see
+    /// `queries::missing`); this broker's latest publishes come from
+    /// memory (see `recent`).
+    pub async fn missing(
+        &self,
+        mine: Have,
+        theirs: Have,
+        skip: HashSet<String>,
+        budget: queries::SyncBudget,
+    ) -> Result<Vec<Event>, StoreError> {
+        let kept = self.recent.clone();
+        self.read(move |conn| {
+            Ok(queries::missing(
+                conn,
+                kept.as_deref(),
+                &mine,
+                &theirs,
+                &skip,
+                budget,
+            )?)
+        })
+        .await
+    }
+
     /// Commits what is queued and stops the writer thread.
     pub fn close(&self) {
         self.writer.stop();
@@ -344,7 +377,6 @@ mod tests {
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};
     use futures_util::FutureExt;
-    use std::collections::HashSet;
     use std::time::Duration;
 
     fn open(dir: &Path) -> Store {
@@ -540,6 +572,7 @@ mod tests {
                 let mine = queries::have(conn)?;
                 Ok(queries::missing(
                     conn,
+                    None,
                     &mine,
                     &theirs,
                     &HashSet::new(),
@@ -571,6 +604,7 @@ mod tests {
                 let mine = queries::have(conn)?;
                 Ok(queries::missing(
                     conn,
+                    None,
                     &mine,
                     &Have::new(),
                     &HashSet::new(),
@@ -678,6 +712,58 @@ mod tests {
             );
             assert_eq!((seq, lamport), (sent_seq, sent_lamport));
         }
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_sent_the_kept_publishes_as_they_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = client::PeerAddr {
+            host: "A".into(),
+            port: 1,
+        };
+        let store = open_with_peers(dir.path(), vec![peer]);
+        store.own_history_held();
+        let mut with_headers = new_message("h", Some("m1"));
+        with_headers.headers = Some(Headers::from([("k".to_string(), "v".to_string())]));
+        let sent = vec![new_message("a", None), with_headers, new_message("b", None)];
+        store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)?;
+                tx.publish("news", "P1", sent, 7, 0)
+            })
+            .await
+            .unwrap();
+        let mine = (*store.have()).clone();
+        let theirs: Have = [("B:1".to_string(), 2)].into();
+        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 5, 100);
+        assert_eq!(kept.map(|events| events.len()), Some(3), "seqs 3-5 kept");
+        let budget = queries::SyncBudget {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        let (mine_read, theirs_read) = (mine.clone(), theirs.clone());
+        let read = store
+            .read(move |conn| {
+                let skip = HashSet::new();
+                Ok(queries::missing(
+                    conn,
+                    None,
+                    &mine_read,
+                    &theirs_read,
+                    &skip,
+                    budget,
+                )?)
+            })
+            .await
+            .unwrap();
+        let from_memory = store
+            .missing(mine, theirs, HashSet::new(), budget)
+            .await
+            .unwrap();
+        assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(from_memory, read);
         store.close();
     }
 

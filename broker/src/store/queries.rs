@@ -2,6 +2,7 @@
 //! writer's checks (inside its transaction).
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
 
 use client::peer::{Epoch, EventId, Have};
 use client::wire::{
@@ -11,8 +12,10 @@ use client::PeerAddr;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::StoreError;
+use super::recent::RecentEvents;
 use crate::epochs::{Epochs, Lead};
 use crate::event::{Change, Event};
+use crate::lock;
 
 pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), StoreError> {
     if publisher_exists(conn, publisher)? {
@@ -902,9 +905,11 @@ pub struct SyncBudget {
 
 /// The events this broker holds (`mine`) that a peer lacks (`theirs`), in
 /// seq order per origin, but none of the origins in `skip`; messages
-/// deleted since are sent as `Pruned`.
+/// deleted since are sent as `Pruned`. A run of events all `kept` in
+/// memory is taken from there.
 pub fn missing(
     conn: &Connection,
+    kept: Option<&Mutex<RecentEvents>>,
     mine: &Have,
     theirs: &Have,
     skip: &HashSet<String>,
@@ -918,7 +923,13 @@ pub fn missing(
     for (origin, &have) in mine.iter().filter(|(origin, _)| !skip.contains(*origin)) {
         let after = theirs.get(origin).copied().unwrap_or(0);
         let mut next = after + 1;
-        for event in events_between(conn, origin, after, have, budget.events)? {
+        let in_memory =
+            kept.and_then(|kept| lock(kept).between(origin, after, have, budget.events));
+        let events = match in_memory {
+            Some(events) => events.iter().map(|event| Event::clone(event)).collect(),
+            None => events_between(conn, origin, after, have, budget.events)?,
+        };
+        for event in events {
             batch.pruned(origin, next, event.seq - 1);
             next = event.seq + 1;
             batch.push(event);

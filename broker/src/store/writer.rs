@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
+use super::recent::RecentEvents;
 use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::event::{Change, Event};
@@ -120,6 +121,9 @@ pub struct Counters {
     pub have: watch::Sender<Arc<Have>>,
     /// How long commits take and how many requests each holds.
     pub commits: Arc<CommitMetrics>,
+    /// This broker's latest publishes, kept for replication when it has
+    /// peers.
+    pub recent: Option<Arc<Mutex<RecentEvents>>>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -139,6 +143,9 @@ pub struct WriteTx<'c> {
     /// Whether this broker holds its own history, so that it may record
     /// events of its own: before, their seqs may be taken already.
     may_record: bool,
+    /// The events of its own the request recorded, when the writer keeps
+    /// them for replication (see `recent`).
+    recorded: Option<&'c mut Vec<Event>>,
 }
 
 impl WriteTx<'_> {
@@ -155,6 +162,9 @@ impl WriteTx<'_> {
         super::apply::apply(self.conn, &event)?;
         self.woken.extend(wakes(&event.change));
         self.woken.insert(Key::LocalEvents);
+        if let Some(recorded) = self.recorded.as_deref_mut() {
+            recorded.push(event.clone());
+        }
         Ok(event)
     }
 
@@ -198,6 +208,26 @@ impl WriteTx<'_> {
         if !stamped.is_empty() {
             self.woken.insert(Key::Topic(topic.to_string()));
             self.woken.insert(Key::LocalEvents);
+        }
+        if let Some(recorded) = self.recorded.as_deref_mut() {
+            recorded.extend(
+                stamped
+                    .iter()
+                    .zip(messages)
+                    .map(|(&(seq, lamport), message)| Event {
+                        origin: self.state.me.clone(),
+                        seq,
+                        lamport,
+                        change: Change::Publish {
+                            topic: topic.to_string(),
+                            publisher: publisher.to_string(),
+                            payload: message.payload.clone(),
+                            published_at_ms,
+                            headers: message.headers.clone().unwrap_or_default(),
+                            msg_id: message.msg_id.clone(),
+                        },
+                    }),
+            );
         }
         Ok(stamped)
     }
@@ -415,9 +445,22 @@ impl WriterThread {
         let mut woken = BTreeSet::new();
         let mut received = Have::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let outcome = self.run_batch(batch, &mut woken, &mut received, &mut replies);
+        let mut recorded = Vec::new();
+        let outcome = self.run_batch(
+            batch,
+            &mut woken,
+            &mut received,
+            &mut replies,
+            &mut recorded,
+        );
         let committed = match outcome {
             Ok(()) => {
+                // Kept before `have` says they are here, so that a sync
+                // that sees them there finds them kept.
+                if let Some(recent) = &self.counters.recent {
+                    let mut recent = lock(recent);
+                    recorded.into_iter().for_each(|event| recent.push(event));
+                }
                 self.publish_have(received);
                 let counters = &self.counters;
                 counters
@@ -485,6 +528,7 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
+        recorded: &mut Vec<Event>,
     ) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -496,12 +540,14 @@ impl WriterThread {
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut got = Have::new();
+            let mut own = Vec::new();
             let mut write = WriteTx {
                 conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
                 received: &mut got,
                 may_record,
+                recorded: self.counters.recent.is_some().then_some(&mut own),
             };
             // A panicking request is a bug: it is left unanswered (its
             // caller gets an internal error); the rest go on.
@@ -518,6 +564,7 @@ impl WriterThread {
             if ok {
                 woken.append(&mut keys);
                 received.extend(got);
+                recorded.append(&mut own);
                 continue;
             }
             self.state = snapshot;

@@ -1,0 +1,189 @@
+//! This broker's latest own publish events, kept after their commit so
+//! that replication sends them to its peers without reading them back.
+//!
+//! A read transaction of another connection starts with a cold page cache
+//! whenever the database changed since its last one, so reading back what
+//! the writer has just written costs about a microsecond an event, once
+//! per peer: under a steady load of batches the largest cost replication
+//! added to the publishing broker. The writer hands each commit's own
+//! events here; a sync takes a run of them when every one it needs is
+//! here, and reads the store otherwise.
+//!
+//! Only publishes are kept, in a gapless run of seqs: any other event of
+//! this broker's own, or a seq that does not follow on, starts the run
+//! anew. A message deleted since its commit is still sent as it was (as a
+//! sync read before the deletion would have sent it; every merge
+//! commutes).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::event::{Change, Event};
+
+/// Most events kept.
+const MAX_EVENTS: usize = 20_000;
+/// Most payload bytes kept (payloads may be large).
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct RecentEvents {
+    /// Consecutive seqs of this broker's own publishes, oldest first.
+    events: VecDeque<Arc<Event>>,
+    bytes: usize,
+}
+
+impl RecentEvents {
+    /// Adds a committed event of this broker's own (they come in seq order).
+    pub fn push(&mut self, event: Event) {
+        let follows = self
+            .events
+            .back()
+            .is_none_or(|last| last.seq + 1 == event.seq);
+        let Change::Publish { payload, .. } = &event.change else {
+            return self.clear();
+        };
+        if !follows {
+            self.clear();
+        }
+        self.bytes += payload.len();
+        self.events.push_back(Arc::new(event));
+        while self.events.len() > MAX_EVENTS || self.bytes > MAX_BYTES {
+            self.pop_oldest();
+        }
+    }
+
+    /// The events of `origin` with `after < seq <= until`, at most
+    /// `limit`, when all of them are here.
+    pub fn between(
+        &self,
+        origin: &str,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Option<Vec<Arc<Event>>> {
+        let oldest = self.events.front()?;
+        let (first, last) = (oldest.seq, self.events.back()?.seq);
+        if oldest.origin != origin || after >= until || first > after + 1 || last < until {
+            return None;
+        }
+        let skip = usize::try_from(after + 1 - first).ok()?;
+        Some(
+            self.events
+                .iter()
+                .skip(skip)
+                .take_while(|event| event.seq <= until)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(event) = self.events.pop_front() {
+            if let Change::Publish { payload, .. } = &event.change {
+                self.bytes -= payload.len();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use client::wire::Headers;
+
+    fn publish(seq: u64, payload: &str) -> Event {
+        Event {
+            origin: "A:1".into(),
+            seq,
+            lamport: seq,
+            change: Change::Publish {
+                topic: "news".into(),
+                publisher: "P1".into(),
+                payload: payload.into(),
+                published_at_ms: 1,
+                headers: Headers::new(),
+                msg_id: None,
+            },
+        }
+    }
+
+    fn seqs(events: Option<Vec<Arc<Event>>>) -> Option<Vec<u64>> {
+        events.map(|events| events.iter().map(|event| event.seq).collect())
+    }
+
+    #[test]
+    fn gives_a_run_only_when_every_event_of_it_is_here() {
+        let mut recent = RecentEvents::default();
+        for seq in 3..=7 {
+            recent.push(publish(seq, "x"));
+        }
+        assert_eq!(
+            seqs(recent.between("A:1", 2, 7, 100)),
+            Some(vec![3, 4, 5, 6, 7])
+        );
+        assert_eq!(seqs(recent.between("A:1", 4, 6, 100)), Some(vec![5, 6]));
+        assert_eq!(seqs(recent.between("A:1", 4, 7, 2)), Some(vec![5, 6]));
+        assert_eq!(
+            seqs(recent.between("A:1", 1, 7, 100)),
+            None,
+            "seq 2 is not here"
+        );
+        assert_eq!(
+            seqs(recent.between("A:1", 2, 8, 100)),
+            None,
+            "seq 8 is not here"
+        );
+        assert_eq!(
+            seqs(recent.between("A:1", 7, 7, 100)),
+            None,
+            "nothing to give"
+        );
+        assert_eq!(
+            seqs(recent.between("B:2", 2, 7, 100)),
+            None,
+            "another origin"
+        );
+    }
+
+    #[test]
+    fn another_kind_of_event_or_a_gap_starts_the_run_anew() {
+        let mut recent = RecentEvents::default();
+        recent.push(publish(1, "x"));
+        recent.push(publish(2, "x"));
+        recent.push(Event {
+            origin: "A:1".into(),
+            seq: 3,
+            lamport: 3,
+            change: Change::RegisterPublisher {
+                publisher: "P2".into(),
+            },
+        });
+        recent.push(publish(4, "x"));
+        assert_eq!(seqs(recent.between("A:1", 1, 4, 100)), None);
+        assert_eq!(seqs(recent.between("A:1", 3, 4, 100)), Some(vec![4]));
+        recent.push(publish(9, "x"));
+        assert_eq!(seqs(recent.between("A:1", 3, 9, 100)), None);
+        assert_eq!(seqs(recent.between("A:1", 8, 9, 100)), Some(vec![9]));
+    }
+
+    #[test]
+    fn keeps_the_newest_within_its_bounds() {
+        let mut recent = RecentEvents::default();
+        for seq in 1..=(MAX_EVENTS as u64 + 10) {
+            recent.push(publish(seq, "x"));
+        }
+        assert_eq!(recent.events.len(), MAX_EVENTS);
+        assert_eq!(recent.events.front().map(|event| event.seq), Some(11));
+        let big = "y".repeat(MAX_BYTES / 2 + 1);
+        recent.push(publish(MAX_EVENTS as u64 + 11, &big));
+        recent.push(publish(MAX_EVENTS as u64 + 12, &big));
+        assert_eq!(recent.events.len(), 1, "two halves do not fit");
+        assert_eq!(recent.bytes, big.len());
+    }
+}
