@@ -19,7 +19,7 @@ use crate::store::queries::SyncBudget;
 use crate::wakeups::Key;
 use crate::AppState;
 
-/// Most events, and payload bytes, one sync carries: well under any
+/// Most events, and bytes of payloads and headers, one sync carries: well under any
 /// broker's body limit (16 MiB at least). A peer that still refuses a sync
 /// as too large gets half as much the next time, down to one event. Only
 /// one sync is in flight per peer, and the peer commits each in a
@@ -132,7 +132,7 @@ async fn sync_request(
     let events = match theirs {
         Some(theirs) if lacks(theirs, &mine, &skip) => {
             app.store
-                .missing((*mine).clone(), theirs.clone(), skip, budget)
+                .missing(mine.clone(), theirs.clone(), skip, budget)
                 .await?
         }
         _ => Vec::new(),

@@ -107,7 +107,8 @@ impl Store {
         let have = watch::Sender::new(Arc::new(have));
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let commits = Arc::new(CommitMetrics::default());
-        let recent = (!config.peers.is_empty() || config.join.is_some()).then(Default::default);
+        // A broker that gains its first peer later reads its events back.
+        let recent = (!config.peers.is_empty()).then(Default::default);
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -283,7 +284,7 @@ impl Store {
     /// memory (see `recent`).
     pub async fn missing(
         &self,
-        mine: Have,
+        mine: Arc<Have>,
         theirs: Have,
         skip: HashSet<String>,
         budget: queries::SyncBudget,
@@ -735,7 +736,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let mine = (*store.have()).clone();
+        let mine = store.have();
         let theirs: Have = [("B:1".to_string(), 2)].into();
         let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 5, 100);
         assert_eq!(kept.map(|events| events.len()), Some(3), "seqs 3-5 kept");
@@ -764,6 +765,82 @@ mod tests {
             .unwrap();
         assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(from_memory, read);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn publishes_of_a_batch_that_failed_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = client::PeerAddr {
+            host: "A".into(),
+            port: 1,
+        };
+        let store = open_with_peers(dir.path(), vec![peer]);
+        store.own_history_held();
+        store
+            .write(|tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)
+            })
+            .await
+            .unwrap();
+        let failed = store
+            .write(|tx| {
+                tx.publish("news", "P1", vec![new_message("lost", None)], 7, 0)?;
+                Err::<(), _>(StoreError::Failed("after writing".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        store
+            .write(|tx| tx.publish("news", "P1", vec![new_message("kept", None)], 8, 0))
+            .await
+            .unwrap();
+        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 3, 100);
+        let payloads: Vec<String> = kept
+            .expect("seq 3 kept")
+            .iter()
+            .map(|event| match &event.change {
+                Change::Publish { payload, .. } => payload.clone(),
+                other => panic!("not a publish: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            payloads,
+            ["kept"],
+            "the failed batch's seq 3 was given again"
+        );
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_sync_counts_headers_and_client_ids_in_its_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let headed = |n: usize| {
+            let mut message = new_message("x", Some(&format!("m{n}")));
+            message.headers = Some(Headers::from([("k".to_string(), "v".repeat(4096))]));
+            message
+        };
+        let sent = (0..3).map(headed).collect();
+        store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)?;
+                tx.publish("news", "P1", sent, 7, 0)
+            })
+            .await
+            .unwrap();
+        let budget = queries::SyncBudget {
+            events: 100,
+            bytes: 5000,
+        };
+        let theirs: Have = [("B:1".to_string(), 2)].into();
+        let missing = store
+            .missing(store.have(), theirs, HashSet::new(), budget)
+            .await
+            .unwrap();
+        // The second message's headers take the sync past 5,000 bytes.
+        assert_eq!(missing.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
         store.close();
     }
 

@@ -895,8 +895,9 @@ pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
         .collect()
 }
 
-/// How much one sync may carry: at most `events` events, and no more
-/// payload bytes than `bytes` (counted as JSON-escaped) after the first event.
+/// How much one sync may carry: at most `events` events, and no more bytes
+/// of payloads, headers and client ids than `bytes` (counted as
+/// JSON-escaped) after the first event.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncBudget {
     pub events: usize,
@@ -925,9 +926,10 @@ pub fn missing(
         let mut next = after + 1;
         let in_memory =
             kept.and_then(|kept| lock(kept).between(origin, after, have, budget.events));
-        let events = match in_memory {
-            Some(events) => events.iter().map(|event| Event::clone(event)).collect(),
-            None => events_between(conn, origin, after, have, budget.events)?,
+        // Copied one by one: the budget may end the sync before the end.
+        let events: Box<dyn Iterator<Item = Event>> = match in_memory {
+            Some(events) => Box::new(events.into_iter().map(|event| Event::clone(&event))),
+            None => Box::new(events_between(conn, origin, after, have, budget.events)?.into_iter()),
         };
         for event in events {
             batch.pruned(origin, next, event.seq - 1);
@@ -954,8 +956,18 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, event: Event) {
-        if let Change::Publish { payload, .. } = &event.change {
-            self.bytes += escaped_len(payload);
+        if let Change::Publish {
+            payload,
+            headers,
+            msg_id,
+            ..
+        } = &event.change
+        {
+            let headers: usize = headers
+                .iter()
+                .map(|(name, value)| escaped_len(name) + escaped_len(value))
+                .sum();
+            self.bytes += escaped_len(payload) + headers + msg_id.as_deref().map_or(0, escaped_len);
         }
         if self.events.len() < self.budget.events {
             self.events.push(event);

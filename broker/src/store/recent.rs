@@ -9,8 +9,8 @@
 //! events here; a sync takes a run of them when every one it needs is
 //! here, and reads the store otherwise.
 //!
-//! Only publishes are kept, in a gapless run of seqs: any other event of
-//! this broker's own, or a seq that does not follow on, starts the run
+//! Only publishes are kept, in a gapless run of seqs: a seq that does not
+//! follow on (after any other event of this broker's own) starts the run
 //! anew. A message deleted since its commit is still sent as it was (as a
 //! sync read before the deletion would have sent it; every merge
 //! commutes).
@@ -22,7 +22,7 @@ use crate::event::{Change, Event};
 
 /// Most events kept.
 const MAX_EVENTS: usize = 20_000;
-/// Most payload bytes kept (payloads may be large).
+/// Most bytes of text kept (payloads and headers may be large).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Default)]
@@ -33,22 +33,23 @@ pub struct RecentEvents {
 }
 
 impl RecentEvents {
-    /// Adds a committed event of this broker's own (they come in seq order).
-    pub fn push(&mut self, event: Event) {
+    /// Adds a committed publish of this broker's own (they come in seq
+    /// order).
+    pub fn push(&mut self, event: Arc<Event>) {
         let follows = self
             .events
             .back()
             .is_none_or(|last| last.seq + 1 == event.seq);
-        let Change::Publish { payload, .. } = &event.change else {
-            return self.clear();
-        };
         if !follows {
-            self.clear();
+            self.events.clear();
+            self.bytes = 0;
         }
-        self.bytes += payload.len();
-        self.events.push_back(Arc::new(event));
+        self.bytes += text_bytes(&event);
+        self.events.push_back(event);
         while self.events.len() > MAX_EVENTS || self.bytes > MAX_BYTES {
-            self.pop_oldest();
+            if let Some(oldest) = self.events.pop_front() {
+                self.bytes -= text_bytes(&oldest);
+            }
         }
     }
 
@@ -77,18 +78,31 @@ impl RecentEvents {
                 .collect(),
         )
     }
+}
 
-    fn pop_oldest(&mut self) {
-        if let Some(event) = self.events.pop_front() {
-            if let Change::Publish { payload, .. } = &event.change {
-                self.bytes -= payload.len();
-            }
+/// The bytes of text an event holds: what bounds the memory kept.
+fn text_bytes(event: &Event) -> usize {
+    let own = event.origin.len();
+    match &event.change {
+        Change::Publish {
+            topic,
+            publisher,
+            payload,
+            headers,
+            msg_id,
+            ..
+        } => {
+            let headers: usize = headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum();
+            own + topic.len()
+                + publisher.len()
+                + payload.len()
+                + headers
+                + msg_id.as_ref().map_or(0, String::len)
         }
-    }
-
-    fn clear(&mut self) {
-        self.events.clear();
-        self.bytes = 0;
+        _ => own,
     }
 }
 
@@ -121,7 +135,7 @@ mod tests {
     fn gives_a_run_only_when_every_event_of_it_is_here() {
         let mut recent = RecentEvents::default();
         for seq in 3..=7 {
-            recent.push(publish(seq, "x"));
+            recent.push(Arc::new(publish(seq, "x")));
         }
         assert_eq!(
             seqs(recent.between("A:1", 2, 7, 100)),
@@ -152,22 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn another_kind_of_event_or_a_gap_starts_the_run_anew() {
+    fn a_seq_that_does_not_follow_on_starts_the_run_anew() {
         let mut recent = RecentEvents::default();
-        recent.push(publish(1, "x"));
-        recent.push(publish(2, "x"));
-        recent.push(Event {
-            origin: "A:1".into(),
-            seq: 3,
-            lamport: 3,
-            change: Change::RegisterPublisher {
-                publisher: "P2".into(),
-            },
-        });
-        recent.push(publish(4, "x"));
+        recent.push(Arc::new(publish(1, "x")));
+        recent.push(Arc::new(publish(2, "x")));
+        // Seq 3 was another kind of event, not kept.
+        recent.push(Arc::new(publish(4, "x")));
         assert_eq!(seqs(recent.between("A:1", 1, 4, 100)), None);
         assert_eq!(seqs(recent.between("A:1", 3, 4, 100)), Some(vec![4]));
-        recent.push(publish(9, "x"));
+        recent.push(Arc::new(publish(9, "x")));
         assert_eq!(seqs(recent.between("A:1", 3, 9, 100)), None);
         assert_eq!(seqs(recent.between("A:1", 8, 9, 100)), Some(vec![9]));
     }
@@ -176,14 +183,29 @@ mod tests {
     fn keeps_the_newest_within_its_bounds() {
         let mut recent = RecentEvents::default();
         for seq in 1..=(MAX_EVENTS as u64 + 10) {
-            recent.push(publish(seq, "x"));
+            recent.push(Arc::new(publish(seq, "x")));
         }
         assert_eq!(recent.events.len(), MAX_EVENTS);
         assert_eq!(recent.events.front().map(|event| event.seq), Some(11));
         let big = "y".repeat(MAX_BYTES / 2 + 1);
-        recent.push(publish(MAX_EVENTS as u64 + 11, &big));
-        recent.push(publish(MAX_EVENTS as u64 + 12, &big));
+        recent.push(Arc::new(publish(MAX_EVENTS as u64 + 11, &big)));
+        recent.push(Arc::new(publish(MAX_EVENTS as u64 + 12, &big)));
         assert_eq!(recent.events.len(), 1, "two halves do not fit");
-        assert_eq!(recent.bytes, big.len());
+        assert_eq!(recent.bytes, text_bytes(&publish(1, &big)));
+    }
+
+    #[test]
+    fn headers_count_toward_the_bound() {
+        let mut event = publish(1, "x");
+        let Change::Publish {
+            headers, msg_id, ..
+        } = &mut event.change
+        else {
+            unreachable!("a publish")
+        };
+        headers.insert("name".into(), "v".repeat(4096));
+        *msg_id = Some("m1".into());
+        // origin, topic, publisher, payload, the header, the msg_id
+        assert_eq!(text_bytes(&event), 3 + 4 + 2 + 1 + 4 + 4096 + 2);
     }
 }

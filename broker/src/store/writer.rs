@@ -143,8 +143,9 @@ pub struct WriteTx<'c> {
     /// Whether this broker holds its own history, so that it may record
     /// events of its own: before, their seqs may be taken already.
     may_record: bool,
-    /// The events of its own the request recorded, when the writer keeps
-    /// them for replication (see `recent`).
+    /// The publishes of its own the request recorded, when the writer
+    /// keeps them for replication (see `recent`; its other events break
+    /// the run of seqs kept there).
     recorded: Option<&'c mut Vec<Event>>,
 }
 
@@ -162,9 +163,6 @@ impl WriteTx<'_> {
         super::apply::apply(self.conn, &event)?;
         self.woken.extend(wakes(&event.change));
         self.woken.insert(Key::LocalEvents);
-        if let Some(recorded) = self.recorded.as_deref_mut() {
-            recorded.push(event.clone());
-        }
         Ok(event)
     }
 
@@ -458,8 +456,9 @@ impl WriterThread {
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
                 if let Some(recent) = &self.counters.recent {
+                    let kept: Vec<Arc<Event>> = recorded.into_iter().map(Arc::new).collect();
                     let mut recent = lock(recent);
-                    recorded.into_iter().for_each(|event| recent.push(event));
+                    kept.into_iter().for_each(|event| recent.push(event));
                 }
                 self.publish_have(received);
                 let counters = &self.counters;
