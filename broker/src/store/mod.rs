@@ -384,6 +384,15 @@ mod tests {
         open_with_peers(dir, Vec::new())
     }
 
+    /// A store whose peer list names `A:1`.
+    fn open_with_a_peer(dir: &Path) -> Store {
+        let peer = client::PeerAddr {
+            host: "A".to_string(),
+            port: 1,
+        };
+        open_with_peers(dir, vec![peer])
+    }
+
     fn open_with_peers(dir: &Path, peers: Vec<client::PeerAddr>) -> Store {
         let config = Config {
             id: "B:1".to_string(),
@@ -665,14 +674,7 @@ mod tests {
             .iter()
             .map(|payload| new_message(payload, None))
             .collect();
-        let outcomes = store
-            .write(move |tx| {
-                tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1", None)?;
-                tx.publish("news", "P1", sent, 7, 0)
-            })
-            .await
-            .unwrap();
+        let outcomes = publish_to_a_new_topic(&store, sent).await;
         let stamped: Vec<(u64, u64)> = outcomes
             .iter()
             .map(|outcome| match outcome {
@@ -719,23 +721,12 @@ mod tests {
     #[tokio::test]
     async fn a_peer_is_sent_the_kept_publishes_as_they_are_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let peer = client::PeerAddr {
-            host: "A".into(),
-            port: 1,
-        };
-        let store = open_with_peers(dir.path(), vec![peer]);
+        let store = open_with_a_peer(dir.path());
         store.own_history_held();
         let mut with_headers = new_message("h", Some("m1"));
         with_headers.headers = Some(Headers::from([("k".to_string(), "v".to_string())]));
         let sent = vec![new_message("a", None), with_headers, new_message("b", None)];
-        store
-            .write(move |tx| {
-                tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1", None)?;
-                tx.publish("news", "P1", sent, 7, 0)
-            })
-            .await
-            .unwrap();
+        publish_to_a_new_topic(&store, sent).await;
         let mine = store.have();
         let theirs: Have = [("B:1".to_string(), 2)].into();
         let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 5, 100);
@@ -771,11 +762,7 @@ mod tests {
     #[tokio::test]
     async fn publishes_of_a_batch_that_failed_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let peer = client::PeerAddr {
-            host: "A".into(),
-            port: 1,
-        };
-        let store = open_with_peers(dir.path(), vec![peer]);
+        let store = open_with_a_peer(dir.path());
         store.own_history_held();
         store
             .write(|tx| {
@@ -822,14 +809,7 @@ mod tests {
             message
         };
         let sent = (0..3).map(headed).collect();
-        store
-            .write(move |tx| {
-                tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1", None)?;
-                tx.publish("news", "P1", sent, 7, 0)
-            })
-            .await
-            .unwrap();
+        publish_to_a_new_topic(&store, sent).await;
         let budget = queries::SyncBudget {
             events: 100,
             bytes: 5000,
@@ -842,6 +822,18 @@ mod tests {
         // The second message's headers take the sync past 5,000 bytes.
         assert_eq!(missing.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
         store.close();
+    }
+
+    /// Registers P1, creates topic "news" and publishes `sent` there.
+    async fn publish_to_a_new_topic(store: &Store, sent: Vec<NewMessage>) -> Vec<Outcome> {
+        store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)?;
+                tx.publish("news", "P1", sent, 7, 0)
+            })
+            .await
+            .unwrap()
     }
 
     fn new_message(payload: &str, msg_id: Option<&str>) -> NewMessage {
@@ -1122,11 +1114,7 @@ mod tests {
     #[tokio::test]
     async fn no_event_of_its_own_is_recorded_before_the_broker_holds_its_history() {
         let dir = tempfile::tempdir().unwrap();
-        let peer = client::PeerAddr {
-            host: "A".to_string(),
-            port: 1,
-        };
-        let store = open_with_peers(dir.path(), vec![peer]);
+        let store = open_with_a_peer(dir.path());
         assert!(!store.holds_own_history(), "new, with a peer to learn from");
         let refused = store.write(|tx| tx.register_publisher("P9")).await;
         assert!(

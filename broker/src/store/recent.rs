@@ -137,32 +137,28 @@ mod tests {
         for seq in 3..=7 {
             recent.push(Arc::new(publish(seq, "x")));
         }
-        assert_eq!(
-            seqs(recent.between("A:1", 2, 7, 100)),
-            Some(vec![3, 4, 5, 6, 7])
+        // origin, after, until, limit, the seqs expected, why
+        type Case = (
+            &'static str,
+            u64,
+            u64,
+            usize,
+            Option<Vec<u64>>,
+            &'static str,
         );
-        assert_eq!(seqs(recent.between("A:1", 4, 6, 100)), Some(vec![5, 6]));
-        assert_eq!(seqs(recent.between("A:1", 4, 7, 2)), Some(vec![5, 6]));
-        assert_eq!(
-            seqs(recent.between("A:1", 1, 7, 100)),
-            None,
-            "seq 2 is not here"
-        );
-        assert_eq!(
-            seqs(recent.between("A:1", 2, 8, 100)),
-            None,
-            "seq 8 is not here"
-        );
-        assert_eq!(
-            seqs(recent.between("A:1", 7, 7, 100)),
-            None,
-            "nothing to give"
-        );
-        assert_eq!(
-            seqs(recent.between("B:2", 2, 7, 100)),
-            None,
-            "another origin"
-        );
+        let cases: [Case; 7] = [
+            ("A:1", 2, 7, 100, Some(vec![3, 4, 5, 6, 7]), "all of them"),
+            ("A:1", 4, 6, 100, Some(vec![5, 6]), "a run within"),
+            ("A:1", 4, 7, 2, Some(vec![5, 6]), "up to the limit"),
+            ("A:1", 1, 7, 100, None, "seq 2 is not here"),
+            ("A:1", 2, 8, 100, None, "seq 8 is not here"),
+            ("A:1", 7, 7, 100, None, "nothing to give"),
+            ("B:2", 2, 7, 100, None, "another origin"),
+        ];
+        for (origin, after, until, limit, expected, why) in cases {
+            let found = seqs(recent.between(origin, after, until, limit));
+            assert_eq!(found, expected, "{why}");
+        }
     }
 
     #[test]
