@@ -19,8 +19,8 @@ use crate::store::queries::SyncBudget;
 use crate::wakeups::Key;
 use crate::AppState;
 
-/// Most events, and bytes of payloads and headers, one sync carries: well under any
-/// broker's body limit (16 MiB at least). A peer that still refuses a sync
+/// Most events, and bytes of payloads, headers and client ids, one sync
+/// carries: well under any broker's body limit (16 MiB at least). A peer that still refuses a sync
 /// as too large gets half as much the next time, down to one event. Only
 /// one sync is in flight per peer, and the peer commits each in a
 /// transaction of its own: under a steady load of batches, 5,000 events

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::error::StoreError;
 use super::recent::RecentEvents;
 use crate::epochs::{Epochs, Lead};
-use crate::event::{Change, Event};
+use crate::event::{message_text, Change, Event};
 use crate::lock;
 
 pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), StoreError> {
@@ -956,19 +956,7 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, event: Event) {
-        if let Change::Publish {
-            payload,
-            headers,
-            msg_id,
-            ..
-        } = &event.change
-        {
-            let headers: usize = headers
-                .iter()
-                .map(|(name, value)| escaped_len(name) + escaped_len(value))
-                .sum();
-            self.bytes += escaped_len(payload) + headers + msg_id.as_deref().map_or(0, escaped_len);
-        }
+        self.bytes += message_text(&event.change).map(escaped_len).sum::<usize>();
         if self.events.len() < self.budget.events {
             self.events.push(event);
         }

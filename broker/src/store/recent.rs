@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::event::{Change, Event};
+use crate::event::{message_text, Change, Event};
 
 /// Most events kept.
 const MAX_EVENTS: usize = 20_000;
@@ -82,28 +82,13 @@ impl RecentEvents {
 
 /// The bytes of text an event holds: what bounds the memory kept.
 fn text_bytes(event: &Event) -> usize {
-    let own = event.origin.len();
-    match &event.change {
+    let names = match &event.change {
         Change::Publish {
-            topic,
-            publisher,
-            payload,
-            headers,
-            msg_id,
-            ..
-        } => {
-            let headers: usize = headers
-                .iter()
-                .map(|(name, value)| name.len() + value.len())
-                .sum();
-            own + topic.len()
-                + publisher.len()
-                + payload.len()
-                + headers
-                + msg_id.as_ref().map_or(0, String::len)
-        }
-        _ => own,
-    }
+            topic, publisher, ..
+        } => topic.len() + publisher.len(),
+        _ => 0,
+    };
+    event.origin.len() + names + message_text(&event.change).map(str::len).sum::<usize>()
 }
 
 #[cfg(test)]
