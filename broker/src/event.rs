@@ -47,25 +47,3 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
-
-/// The text a published message carries besides its names: the payload,
-/// each header's name and value, and the client id (none for any other
-/// change). What bounds the size of syncs and of what is kept in memory.
-pub fn message_text(change: &Change) -> impl Iterator<Item = &str> {
-    let Change::Publish {
-        payload,
-        headers,
-        msg_id,
-        ..
-    } = change
-    else {
-        return None.into_iter().flatten();
-    };
-    let headers = headers
-        .iter()
-        .flat_map(|(name, value)| [name.as_str(), value.as_str()]);
-    let text = std::iter::once(payload.as_str())
-        .chain(headers)
-        .chain(msg_id.as_deref());
-    Some(text).into_iter().flatten()
-}

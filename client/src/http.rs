@@ -6,6 +6,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::connect::{innermost, Connect, ConnectError};
 use crate::peer::{ElectionMessage, SyncRequest, SyncResponse};
@@ -483,9 +484,9 @@ impl Client {
     }
 
     /// Broker to broker: sends events and a heartbeat, returns the peer's state.
-    pub async fn sync(
+    pub async fn sync<E: Serialize>(
         &self,
-        body: &SyncRequest,
+        body: &SyncRequest<E>,
         timeout: Duration,
     ) -> Result<SyncResponse, ClientError> {
         let request = self.request(Method::POST, &["peer", "sync"])?;

@@ -3,8 +3,10 @@
 //! messages (`POST /peer/election`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::wire::{Headers, SharedSettings, StartFrom, TopicLimits};
 
@@ -12,12 +14,13 @@ use crate::wire::{Headers, SharedSettings, StartFrom, TopicLimits};
 pub type Have = BTreeMap<String, u64>;
 
 /// `POST /peer/sync`: events the receiver lacks, plus the sender's state.
+/// A broker sends its events already encoded (`EncodedEvent`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRequest {
+pub struct SyncRequest<E = PeerEvent> {
     pub from: String,
     pub term: u64,
     pub leader: Option<String>,
-    pub events: Vec<PeerEvent>,
+    pub events: Vec<E>,
     /// Leader mode, from the leader: per origin, the seq up to which a
     /// majority holds every event (what followers may deliver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +43,28 @@ pub struct PeerEvent {
     pub seq: u64,
     pub lamport: u64,
     pub change: PeerChange,
+}
+
+/// A `PeerEvent` in its JSON form: encoded once, it goes to every peer
+/// that lacks it as it is.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent(Arc<RawValue>);
+
+impl EncodedEvent {
+    pub fn new(event: &PeerEvent) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(event).map(|raw| EncodedEvent(Arc::from(raw)))
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for EncodedEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// What an event changes, tagged by its kind: `{"publish": {...}}`, or
@@ -237,6 +262,8 @@ mod tests {
             r#"[{"origin":"h:1","seq":7,"lamport":9,"change":{"publish":{"topic":"t","publisher":"p","payload":"hi","published_at_ms":5}}},{"origin":"h:1","seq":7,"lamport":9,"change":"pruned"}]"#
         );
         let back: Vec<PeerEvent> = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, [publish, pruned]);
+        assert_eq!(back, [publish.clone(), pruned.clone()]);
+        let encoded = [&publish, &pruned].map(|event| EncodedEvent::new(event).unwrap());
+        assert_eq!(serde_json::to_string(&encoded).unwrap(), text);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use client::peer::{Have, SyncRequest};
+use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::ClientError;
 
 use super::relay::Relays;
@@ -19,8 +19,8 @@ use crate::store::queries::SyncBudget;
 use crate::wakeups::Key;
 use crate::AppState;
 
-/// Most events, and bytes of payloads, headers and client ids, one sync
-/// carries: well under any broker's body limit (16 MiB at least). A peer that still refuses a sync
+/// Most events, and bytes of encoded events, one sync carries: well under
+/// any broker's body limit (16 MiB at least). A peer that still refuses a sync
 /// as too large gets half as much the next time, down to one event. Only
 /// one sync is in flight per peer, and the peer commits each in a
 /// transaction of its own: under a steady load of batches, 5,000 events
@@ -127,7 +127,7 @@ async fn sync_request(
     theirs: Option<&Have>,
     skip: HashSet<String>,
     budget: SyncBudget,
-) -> Result<(Have, SyncRequest), ApiError> {
+) -> Result<(Have, SyncRequest<EncodedEvent>), ApiError> {
     let mine = app.store.have();
     let events = match theirs {
         Some(theirs) if lacks(theirs, &mine, &skip) => {
@@ -157,7 +157,7 @@ fn lacks(theirs: &Have, mine: &Have, skip: &HashSet<String>) -> bool {
 }
 
 /// A sync without events: this broker's term and leader.
-fn heartbeat(app: &AppState) -> SyncRequest {
+fn heartbeat(app: &AppState) -> SyncRequest<EncodedEvent> {
     let leadership = app.cluster.leadership();
     SyncRequest {
         from: app.cluster.me().to_string(),

@@ -24,10 +24,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
-use client::peer::Have;
+use client::peer::{EncodedEvent, Have};
 
 use crate::config::{Config, Durability, Mode};
-use crate::event::Event;
 use crate::metrics::CommitMetrics;
 use crate::wakeups::Wakeups;
 
@@ -108,7 +107,8 @@ impl Store {
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let commits = Arc::new(CommitMetrics::default());
         // A broker that gains its first peer later reads its events back.
-        let recent = (!config.peers.is_empty()).then(Default::default);
+        let recent = (!config.peers.is_empty())
+            .then(|| Arc::new(Mutex::new(recent::RecentEvents::new(&config.id))));
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -288,17 +288,10 @@ impl Store {
         theirs: Have,
         skip: HashSet<String>,
         budget: queries::SyncBudget,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
         let kept = self.recent.clone();
         self.read(move |conn| {
-            Ok(queries::missing(
-                conn,
-                kept.as_deref(),
-                &mine,
-                &theirs,
-                &skip,
-                budget,
-            )?)
+            queries::missing(conn, kept.as_deref(), &mine, &theirs, &skip, budget)
         })
         .await
     }
@@ -580,19 +573,12 @@ mod tests {
         let missing = store
             .read(move |conn| {
                 let mine = queries::have(conn)?;
-                Ok(queries::missing(
-                    conn,
-                    None,
-                    &mine,
-                    &theirs,
-                    &HashSet::new(),
-                    budget,
-                )?)
+                queries::missing(conn, None, &mine, &theirs, &HashSet::new(), budget)
             })
             .await
             .unwrap();
         assert_eq!(
-            missing,
+            decoded(&missing),
             history()[1..]
                 .iter()
                 .map(|e| Event {
@@ -612,18 +598,11 @@ mod tests {
         let first_two = store
             .read(move |conn| {
                 let mine = queries::have(conn)?;
-                Ok(queries::missing(
-                    conn,
-                    None,
-                    &mine,
-                    &Have::new(),
-                    &HashSet::new(),
-                    small,
-                )?)
+                queries::missing(conn, None, &mine, &Have::new(), &HashSet::new(), small)
             })
             .await
             .unwrap();
-        assert_eq!(first_two.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(seqs(&first_two), [1, 2]);
         store.close();
     }
 
@@ -739,14 +718,7 @@ mod tests {
         let read = store
             .read(move |conn| {
                 let skip = HashSet::new();
-                Ok(queries::missing(
-                    conn,
-                    None,
-                    &mine_read,
-                    &theirs_read,
-                    &skip,
-                    budget,
-                )?)
+                queries::missing(conn, None, &mine_read, &theirs_read, &skip, budget)
             })
             .await
             .unwrap();
@@ -754,8 +726,11 @@ mod tests {
             .missing(mine, theirs, HashSet::new(), budget)
             .await
             .unwrap();
-        assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
-        assert_eq!(from_memory, read);
+        assert_eq!(seqs(&read), [3, 4, 5]);
+        let texts = |events: &[EncodedEvent]| -> Vec<String> {
+            events.iter().map(|e| e.json().to_string()).collect()
+        };
+        assert_eq!(texts(&from_memory), texts(&read));
         store.close();
     }
 
@@ -783,11 +758,15 @@ mod tests {
             .await
             .unwrap();
         let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 3, 100);
-        let payloads: Vec<String> = kept
+        let kept: Vec<EncodedEvent> = kept
             .expect("seq 3 kept")
-            .iter()
-            .map(|event| match &event.change {
-                Change::Publish { payload, .. } => payload.clone(),
+            .into_iter()
+            .map(|kept| kept.encoded)
+            .collect();
+        let payloads: Vec<String> = decoded(&kept)
+            .into_iter()
+            .map(|event| match event.change {
+                Change::Publish { payload, .. } => payload,
                 other => panic!("not a publish: {other:?}"),
             })
             .collect();
@@ -820,8 +799,19 @@ mod tests {
             .await
             .unwrap();
         // The second message's headers take the sync past 5,000 bytes.
-        assert_eq!(missing.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(seqs(&missing), [3, 4]);
         store.close();
+    }
+
+    fn decoded(events: &[EncodedEvent]) -> Vec<Event> {
+        events
+            .iter()
+            .map(|e| serde_json::from_str(e.json()).unwrap())
+            .collect()
+    }
+
+    fn seqs(events: &[EncodedEvent]) -> Vec<u64> {
+        decoded(events).iter().map(|e| e.seq).collect()
     }
 
     /// Registers P1, creates topic "news" and publishes `sent` there.

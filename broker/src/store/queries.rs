@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
-use client::peer::{Epoch, EventId, Have};
+use client::peer::{EncodedEvent, Epoch, EventId, Have};
 use client::wire::{
     message_id, Headers, Message, SharedSettings, StartFrom, TopicInfo, TopicLimits,
 };
@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::error::StoreError;
 use super::recent::RecentEvents;
 use crate::epochs::{Epochs, Lead};
-use crate::event::{message_text, Change, Event};
+use crate::event::{Change, Event};
 use crate::lock;
 
 pub fn require_publisher(conn: &Connection, publisher: &str) -> Result<(), StoreError> {
@@ -896,8 +896,7 @@ pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
 }
 
 /// How much one sync may carry: at most `events` events, and no more bytes
-/// of payloads, headers and client ids than `bytes` (counted as
-/// JSON-escaped) after the first event.
+/// of encoded events than `bytes` after the first event.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncBudget {
     pub events: usize,
@@ -907,7 +906,7 @@ pub struct SyncBudget {
 /// The events this broker holds (`mine`) that a peer lacks (`theirs`), in
 /// seq order per origin, but none of the origins in `skip`; messages
 /// deleted since are sent as `Pruned`. A run of events all `kept` in
-/// memory is taken from there.
+/// memory is taken from there, with the encodings it already has.
 pub fn missing(
     conn: &Connection,
     kept: Option<&Mutex<RecentEvents>>,
@@ -915,7 +914,7 @@ pub fn missing(
     theirs: &Have,
     skip: &HashSet<String>,
     budget: SyncBudget,
-) -> rusqlite::Result<Vec<Event>> {
+) -> Result<Vec<EncodedEvent>, StoreError> {
     let mut batch = Batch {
         events: Vec::new(),
         bytes: 0,
@@ -926,20 +925,24 @@ pub fn missing(
         let mut next = after + 1;
         let in_memory =
             kept.and_then(|kept| lock(kept).between(origin, after, have, budget.events));
-        // Copied one by one: the budget may end the sync before the end.
-        let events: Box<dyn Iterator<Item = Event>> = match in_memory {
-            Some(events) => Box::new(events.into_iter().map(|event| Event::clone(&event))),
-            None => Box::new(events_between(conn, origin, after, have, budget.events)?.into_iter()),
+        // Encoded one by one: the budget may end the sync before the end.
+        let events: Box<dyn Iterator<Item = _>> = match in_memory {
+            Some(events) => Box::new(events.into_iter().map(|kept| (kept.seq, Ok(kept.encoded)))),
+            None => Box::new(
+                events_between(conn, origin, after, have, budget.events)?
+                    .into_iter()
+                    .map(|event| (event.seq, EncodedEvent::new(&event))),
+            ),
         };
-        for event in events {
-            batch.pruned(origin, next, event.seq - 1);
-            next = event.seq + 1;
-            batch.push(event);
+        for (seq, encoded) in events {
+            batch.pruned(origin, next, seq - 1)?;
+            next = seq + 1;
+            batch.push(encoded.map_err(not_encoded)?);
             if batch.is_full() {
                 return Ok(batch.events);
             }
         }
-        batch.pruned(origin, next, have);
+        batch.pruned(origin, next, have)?;
         if batch.is_full() {
             break;
         }
@@ -947,47 +950,44 @@ pub fn missing(
     Ok(batch.events)
 }
 
+fn not_encoded(error: serde_json::Error) -> StoreError {
+    StoreError::Failed(format!("encoding an event: {error}"))
+}
+
 /// A sync's events as they are gathered, within its budget.
 struct Batch {
-    events: Vec<Event>,
+    events: Vec<EncodedEvent>,
     bytes: usize,
     budget: SyncBudget,
 }
 
 impl Batch {
-    fn push(&mut self, event: Event) {
-        self.bytes += message_text(&event.change).map(escaped_len).sum::<usize>();
+    fn push(&mut self, event: EncodedEvent) {
+        self.bytes += event.json().len();
         if self.events.len() < self.budget.events {
             self.events.push(event);
         }
     }
 
     /// Adds `Pruned` markers for `origin`'s seqs `from..=to`, as many as fit.
-    fn pruned(&mut self, origin: &str, from: u64, to: u64) {
+    fn pruned(&mut self, origin: &str, from: u64, to: u64) -> Result<(), StoreError> {
         let room = self.budget.events.saturating_sub(self.events.len()) as u64;
         let to = to.min(from.saturating_add(room).saturating_sub(1));
-        self.events.extend((from..=to).map(|seq| Event {
-            origin: origin.to_string(),
-            seq,
-            lamport: 0,
-            change: Change::Pruned,
-        }));
+        for seq in from..=to {
+            let marker = Event {
+                origin: origin.to_string(),
+                seq,
+                lamport: 0,
+                change: Change::Pruned,
+            };
+            self.push(EncodedEvent::new(&marker).map_err(not_encoded)?);
+        }
+        Ok(())
     }
 
     fn is_full(&self) -> bool {
         self.events.len() >= self.budget.events || self.bytes >= self.budget.bytes
     }
-}
-
-/// The length of `text` in a JSON string: control characters take six bytes.
-fn escaped_len(text: &str) -> usize {
-    text.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
 }
 
 /// The stored events of `origin` with `after < seq <= until`, at most `limit`.

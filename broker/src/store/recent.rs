@@ -6,8 +6,10 @@
 //! the writer has just written costs about a microsecond an event, once
 //! per peer: under a steady load of batches the largest cost replication
 //! added to the publishing broker. The writer hands each commit's own
-//! events here; a sync takes a run of them when every one it needs is
-//! here, and reads the store otherwise.
+//! events here already encoded for the wire, so every peer is sent the
+//! same text (encoding once per peer cost the publishing broker as much
+//! again as the sending); a sync takes a run of them when every one it
+//! needs is here, and reads the store otherwise.
 //!
 //! Only publishes are kept, in a gapless run of seqs: a seq that does not
 //! follow on (after any other event of this broker's own) starts the run
@@ -16,55 +18,63 @@
 //! commutes).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use crate::event::{message_text, Change, Event};
+use client::peer::EncodedEvent;
 
 /// Most events kept.
 const MAX_EVENTS: usize = 20_000;
-/// Most bytes of text kept (payloads and headers may be large).
+/// Most bytes of encoded events kept (payloads and headers may be large).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
-#[derive(Default)]
+/// A publish of this broker's own, encoded.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub seq: u64,
+    pub encoded: EncodedEvent,
+}
+
 pub struct RecentEvents {
-    /// Consecutive seqs of this broker's own publishes, oldest first.
-    events: VecDeque<Arc<Event>>,
+    /// This broker's id: every event kept is of this origin.
+    origin: String,
+    /// Consecutive seqs, oldest first.
+    events: VecDeque<Kept>,
     bytes: usize,
 }
 
 impl RecentEvents {
+    pub fn new(origin: &str) -> Self {
+        RecentEvents {
+            origin: origin.to_string(),
+            events: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
     /// Adds a committed publish of this broker's own (they come in seq
     /// order).
-    pub fn push(&mut self, event: Arc<Event>) {
+    pub fn push(&mut self, kept: Kept) {
         let follows = self
             .events
             .back()
-            .is_none_or(|last| last.seq + 1 == event.seq);
+            .is_none_or(|last| last.seq + 1 == kept.seq);
         if !follows {
             self.events.clear();
             self.bytes = 0;
         }
-        self.bytes += text_bytes(&event);
-        self.events.push_back(event);
+        self.bytes += kept.encoded.json().len();
+        self.events.push_back(kept);
         while self.events.len() > MAX_EVENTS || self.bytes > MAX_BYTES {
             if let Some(oldest) = self.events.pop_front() {
-                self.bytes -= text_bytes(&oldest);
+                self.bytes -= oldest.encoded.json().len();
             }
         }
     }
 
     /// The events of `origin` with `after < seq <= until`, at most
     /// `limit`, when all of them are here.
-    pub fn between(
-        &self,
-        origin: &str,
-        after: u64,
-        until: u64,
-        limit: usize,
-    ) -> Option<Vec<Arc<Event>>> {
-        let oldest = self.events.front()?;
-        let (first, last) = (oldest.seq, self.events.back()?.seq);
-        if oldest.origin != origin || after >= until || first > after + 1 || last < until {
+    pub fn between(&self, origin: &str, after: u64, until: u64, limit: usize) -> Option<Vec<Kept>> {
+        let (first, last) = (self.events.front()?.seq, self.events.back()?.seq);
+        if self.origin != origin || after >= until || first > after + 1 || last < until {
             return None;
         }
         let skip = usize::try_from(after + 1 - first).ok()?;
@@ -72,7 +82,7 @@ impl RecentEvents {
             self.events
                 .iter()
                 .skip(skip)
-                .take_while(|event| event.seq <= until)
+                .take_while(|kept| kept.seq <= until)
                 .take(limit)
                 .cloned()
                 .collect(),
@@ -80,20 +90,10 @@ impl RecentEvents {
     }
 }
 
-/// The bytes of text an event holds: what bounds the memory kept.
-fn text_bytes(event: &Event) -> usize {
-    let names = match &event.change {
-        Change::Publish {
-            topic, publisher, ..
-        } => topic.len() + publisher.len(),
-        _ => 0,
-    };
-    event.origin.len() + names + message_text(&event.change).map(str::len).sum::<usize>()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Change, Event};
     use client::wire::Headers;
 
     fn publish(seq: u64, payload: &str) -> Event {
@@ -112,15 +112,22 @@ mod tests {
         }
     }
 
-    fn seqs(events: Option<Vec<Arc<Event>>>) -> Option<Vec<u64>> {
-        events.map(|events| events.iter().map(|event| event.seq).collect())
+    fn kept(event: &Event) -> Kept {
+        Kept {
+            seq: event.seq,
+            encoded: EncodedEvent::new(event).unwrap(),
+        }
+    }
+
+    fn seqs(events: Option<Vec<Kept>>) -> Option<Vec<u64>> {
+        events.map(|events| events.iter().map(|kept| kept.seq).collect())
     }
 
     #[test]
     fn gives_a_run_only_when_every_event_of_it_is_here() {
-        let mut recent = RecentEvents::default();
+        let mut recent = RecentEvents::new("A:1");
         for seq in 3..=7 {
-            recent.push(Arc::new(publish(seq, "x")));
+            recent.push(kept(&publish(seq, "x")));
         }
         // origin, after, until, limit, the seqs expected, why
         type Case = (
@@ -148,45 +155,38 @@ mod tests {
 
     #[test]
     fn a_seq_that_does_not_follow_on_starts_the_run_anew() {
-        let mut recent = RecentEvents::default();
-        recent.push(Arc::new(publish(1, "x")));
-        recent.push(Arc::new(publish(2, "x")));
+        let mut recent = RecentEvents::new("A:1");
+        recent.push(kept(&publish(1, "x")));
+        recent.push(kept(&publish(2, "x")));
         // Seq 3 was another kind of event, not kept.
-        recent.push(Arc::new(publish(4, "x")));
+        recent.push(kept(&publish(4, "x")));
         assert_eq!(seqs(recent.between("A:1", 1, 4, 100)), None);
         assert_eq!(seqs(recent.between("A:1", 3, 4, 100)), Some(vec![4]));
-        recent.push(Arc::new(publish(9, "x")));
+        recent.push(kept(&publish(9, "x")));
         assert_eq!(seqs(recent.between("A:1", 3, 9, 100)), None);
         assert_eq!(seqs(recent.between("A:1", 8, 9, 100)), Some(vec![9]));
     }
 
     #[test]
     fn keeps_the_newest_within_its_bounds() {
-        let mut recent = RecentEvents::default();
+        let mut recent = RecentEvents::new("A:1");
         for seq in 1..=(MAX_EVENTS as u64 + 10) {
-            recent.push(Arc::new(publish(seq, "x")));
+            recent.push(kept(&publish(seq, "x")));
         }
         assert_eq!(recent.events.len(), MAX_EVENTS);
-        assert_eq!(recent.events.front().map(|event| event.seq), Some(11));
-        let big = "y".repeat(MAX_BYTES / 2 + 1);
-        recent.push(Arc::new(publish(MAX_EVENTS as u64 + 11, &big)));
-        recent.push(Arc::new(publish(MAX_EVENTS as u64 + 12, &big)));
-        assert_eq!(recent.events.len(), 1, "two halves do not fit");
-        assert_eq!(recent.bytes, text_bytes(&publish(1, &big)));
-    }
-
-    #[test]
-    fn headers_count_toward_the_bound() {
-        let mut event = publish(1, "x");
-        let Change::Publish {
-            headers, msg_id, ..
-        } = &mut event.change
-        else {
-            unreachable!("a publish")
+        assert_eq!(recent.events.front().map(|kept| kept.seq), Some(11));
+        // Headers count as much as payloads.
+        let headed = |seq| {
+            let mut event = publish(seq, "x");
+            if let Change::Publish { headers, .. } = &mut event.change {
+                headers.insert("big".into(), "y".repeat(MAX_BYTES / 2 + 1));
+            }
+            kept(&event)
         };
-        headers.insert("name".into(), "v".repeat(4096));
-        *msg_id = Some("m1".into());
-        // origin, topic, publisher, payload, the header, the msg_id
-        assert_eq!(text_bytes(&event), 3 + 4 + 2 + 1 + 4 + 4096 + 2);
+        let last = headed(MAX_EVENTS as u64 + 12);
+        recent.push(headed(MAX_EVENTS as u64 + 11));
+        recent.push(last.clone());
+        assert_eq!(recent.events.len(), 1, "two halves do not fit");
+        assert_eq!(recent.bytes, last.encoded.json().len());
     }
 }

@@ -17,14 +17,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::peer::Have;
+use client::peer::{EncodedEvent, Have};
 use client::wire::{Headers, NewMessage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
-use super::recent::RecentEvents;
+use super::recent::{Kept, RecentEvents};
 use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::event::{Change, Event};
@@ -146,7 +146,7 @@ pub struct WriteTx<'c> {
     /// The publishes of its own the request recorded, when the writer
     /// keeps them for replication (see `recent`; its other events break
     /// the run of seqs kept there).
-    recorded: Option<&'c mut Vec<Event>>,
+    recorded: Option<&'c mut Vec<Kept>>,
 }
 
 impl WriteTx<'_> {
@@ -208,24 +208,26 @@ impl WriteTx<'_> {
             self.woken.insert(Key::LocalEvents);
         }
         if let Some(recorded) = self.recorded.as_deref_mut() {
-            recorded.extend(
-                stamped
-                    .iter()
-                    .zip(messages)
-                    .map(|(&(seq, lamport), message)| Event {
-                        origin: self.state.me.clone(),
-                        seq,
-                        lamport,
-                        change: Change::Publish {
-                            topic: topic.to_string(),
-                            publisher: publisher.to_string(),
-                            payload: message.payload.clone(),
-                            published_at_ms,
-                            headers: message.headers.clone().unwrap_or_default(),
-                            msg_id: message.msg_id.clone(),
-                        },
-                    }),
-            );
+            for (&(seq, lamport), message) in stamped.iter().zip(messages) {
+                let event = Event {
+                    origin: self.state.me.clone(),
+                    seq,
+                    lamport,
+                    change: Change::Publish {
+                        topic: topic.to_string(),
+                        publisher: publisher.to_string(),
+                        payload: message.payload.clone(),
+                        published_at_ms,
+                        headers: message.headers.clone().unwrap_or_default(),
+                        msg_id: message.msg_id.clone(),
+                    },
+                };
+                // One that cannot be encoded is not kept: the run breaks
+                // there, and syncs read it from the store.
+                if let Ok(encoded) = EncodedEvent::new(&event) {
+                    recorded.push(Kept { seq, encoded });
+                }
+            }
         }
         Ok(stamped)
     }
@@ -456,9 +458,8 @@ impl WriterThread {
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
                 if let Some(recent) = &self.counters.recent {
-                    let kept: Vec<Arc<Event>> = recorded.into_iter().map(Arc::new).collect();
                     let mut recent = lock(recent);
-                    kept.into_iter().for_each(|event| recent.push(event));
+                    recorded.into_iter().for_each(|kept| recent.push(kept));
                 }
                 self.publish_have(received);
                 let counters = &self.counters;
@@ -527,7 +528,7 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
-        recorded: &mut Vec<Event>,
+        recorded: &mut Vec<Kept>,
     ) -> Result<(), StoreError> {
         let tx = self
             .conn
