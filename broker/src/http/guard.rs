@@ -34,7 +34,10 @@ pub async fn authenticate(
     let Some(app) = request.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    let (signed_by_peer, checked) = match check_peer(&app, &mut request).await {
+    // Boxed, as is signing below: their state (reading and hashing a
+    // body) would otherwise take room in every connection's state, a
+    // waiting poll's for its whole wait.
+    let (signed_by_peer, checked) = match Box::pin(check_peer(&app, &mut request)).await {
         Ok(nonce) => (nonce, Ok(())),
         Err(Refused { nonce, error }) => (nonce, Err(error)),
     };
@@ -47,7 +50,7 @@ pub async fn authenticate(
         Err(error) => refuse(request, error),
     };
     match (signed_by_peer, app.trust.cluster_key()) {
-        (Some(nonce), Some(key)) => sign_answer(key, &nonce, response).await,
+        (Some(nonce), Some(key)) => Box::pin(sign_answer(key, &nonce, response)).await,
         _ => Ok(response),
     }
 }
