@@ -34,10 +34,7 @@ pub async fn authenticate(
     let Some(app) = request.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    // Boxed, as is signing below: their state (reading and hashing a
-    // body) would otherwise take room in every connection's state, a
-    // waiting poll's for its whole wait.
-    let (signed_by_peer, checked) = match Box::pin(check_peer(&app, &mut request)).await {
+    let (signed_by_peer, checked) = match check_peer(&app, &mut request).await {
         Ok(nonce) => (nonce, Ok(())),
         Err(Refused { nonce, error }) => (nonce, Err(error)),
     };
@@ -50,6 +47,9 @@ pub async fn authenticate(
         Err(error) => refuse(request, error),
     };
     match (signed_by_peer, app.trust.cluster_key()) {
+        // Boxed, as is reading a signed body: their state would otherwise
+        // take room in every connection's, a waiting poll's for its whole
+        // wait.
         (Some(nonce), Some(key)) => Box::pin(sign_answer(key, &nonce, response)).await,
         _ => Ok(response),
     }
@@ -88,10 +88,12 @@ async fn check_peer(
     match app.trust.cluster_key() {
         Some(key) if signed || is_peer_request(request) => {
             let nonce = verify_signature(app, key, request)?;
-            take_body(request, &nonce).await.map_err(|error| Refused {
-                nonce: Some(nonce.clone()),
-                error,
-            })?;
+            Box::pin(take_body(request, &nonce))
+                .await
+                .map_err(|error| Refused {
+                    nonce: Some(nonce.clone()),
+                    error,
+                })?;
             Ok(Some(nonce))
         }
         None if is_peer_request(request) && !from_loopback(request) => {

@@ -224,8 +224,9 @@ impl WriteTx<'_> {
                 };
                 // One that cannot be encoded is not kept: the run breaks
                 // there, and syncs read it from the store.
-                if let Ok(encoded) = EncodedEvent::new(&event) {
-                    recorded.push(Kept { seq, encoded });
+                match EncodedEvent::new(&event) {
+                    Ok(encoded) => recorded.push(Kept { seq, encoded }),
+                    Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
                 }
             }
         }
