@@ -612,6 +612,57 @@ async fn publishes_wait_for_a_replica_too_far_behind() {
     }
 }
 
+/// An event larger than a peer's body limit (a peer with a lower
+/// `--max-payload-bytes`) can never reach that peer: it is offered again
+/// at the pace of a failure, not in a busy loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = support::free_ports(2);
+    let peers: String = ports
+        .iter()
+        .map(|p| format!("{},{p}\n", support::HOST))
+        .collect();
+    let peers_file = dir.path().join("peers.csv");
+    std::fs::write(&peers_file, peers).expect("write the peer file");
+    let peers_arg = peers_file.to_str().expect("UTF-8 temp path");
+    // Payloads up to 4 MiB here, bodies up to 16 MiB there: 3 MiB of
+    // control characters, six bytes each in JSON, pass one and not the other.
+    let mut large = Broker::spawn_on(
+        ports[0],
+        &["--peers", peers_arg, "--max-payload-bytes", "4194304"],
+    );
+    let mut small = Broker::spawn_on(ports[1], &["--peers", peers_arg]);
+    large.wait_healthy().await;
+    small.wait_healthy().await;
+    let client = large.client();
+    topic_of(&client, P1, T).await;
+    client
+        .publish(T, P1, &"\u{1}".repeat(3 * 1024 * 1024))
+        .await
+        .expect("the large broker takes the payload");
+
+    // The sync is halved down to the one event at once (13 halvings from
+    // 5,000 events), then offered at most every 200-500 ms.
+    let halved = "refused a sync as too large; sending less";
+    eventually(REPLICATION, "the sync is down to the one event", || {
+        let log = large.log();
+        async move { log.contains("refuses an event as too large") }
+    })
+    .await;
+    let refused = "rumor_http_request_duration_seconds_count{route=\"/peer/sync\",status=\"413\"}";
+    let peer = small.client();
+    let before = metric_now(&peer, refused).await;
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let offers = metric_now(&peer, refused).await - before;
+    let most = window.as_millis() as f64 / 200.0 + 1.0;
+    assert!(offers <= most, "{offers} refused syncs in {window:?}");
+    let halvings = large.log().matches(halved).count();
+    assert!(halvings <= 13, "{halvings} halvings of the sync");
+    assert!(large.is_running() && small.is_running());
+}
+
 /// A peer that stops answering holds writes back only until it is taken
 /// as down: publishes go on, and it catches up once it resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

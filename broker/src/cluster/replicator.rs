@@ -81,13 +81,25 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 }
                 HEARTBEAT
             }
-            Err(ClientError::Api { status: 413, .. }) => {
+            Err(ClientError::Api { status: 413, .. }) if budget.events > 1 => {
                 budget = SyncBudget {
                     events: (budget.events / 2).max(1),
                     bytes: (budget.bytes / 2).max(1),
                 };
                 tracing::warn!("{peer} refused a sync as too large; sending less");
                 continue;
+            }
+            Err(ClientError::Api { status: 413, .. }) => {
+                // One event over the peer's body limit (a peer with a
+                // lower --max-payload-bytes): it cannot take it, however
+                // often it is sent, so it is sent again at the pace of a
+                // failure, not at once.
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tracing::error!(
+                    "{peer} refuses an event as too large for its body limit; \
+                     trying again in {backoff:?}"
+                );
+                backoff
             }
             Err(error) => {
                 log_failure(&peer, &error);
