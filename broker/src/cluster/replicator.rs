@@ -62,6 +62,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             }
         };
         let sent = request.events.len();
+        // Whether the peer refused even one event as too large: new events
+        // do not make it any smaller, so they do not cut the pause short.
+        let mut refused_alone = false;
         let pause = match client.sync(&request, PEER_TIMEOUT).await {
             Ok(answer) => {
                 app.cluster
@@ -94,6 +97,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 // lower --max-payload-bytes): it cannot take it, however
                 // often it is sent, so it is sent again at the pace of a
                 // failure, not at once.
+                refused_alone = true;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 tracing::error!(
                     "{peer} refuses an event as too large for its body limit; \
@@ -111,7 +115,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             }
         };
         tokio::select! {
-            _ = recorded => {}
+            _ = recorded, if !refused_alone => {}
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
