@@ -13,9 +13,9 @@
 //!
 //! Only publishes are kept, in a gapless run of seqs: a seq that does not
 //! follow on (after any other event of this broker's own, or a publish
-//! that could not be encoded) starts the run anew. A message deleted since its commit is still sent as it was (as a
-//! sync read before the deletion would have sent it; every merge
-//! commutes).
+//! that could not be encoded) starts the run anew. A message deleted
+//! since its commit is still sent as it was (as a sync read before the
+//! deletion would have sent it; every merge commutes).
 
 use std::collections::VecDeque;
 
