@@ -81,18 +81,51 @@ impl Serialize for PeerEvent {
             object.serialize_field("change", &self.change)?;
             return object.end();
         };
-        let extras = !headers.is_empty() || msg_id.is_some();
+        PublishEvent {
+            origin: &self.origin,
+            seq: self.seq,
+            lamport: self.lamport,
+            topic,
+            publisher,
+            payload,
+            published_at_ms: *published_at_ms,
+            headers,
+            msg_id: msg_id.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A publish event's fields, borrowed: what a broker encodes its own
+/// publishes from, without an owned `PeerEvent`. Encoded as `PeerEvent`
+/// encodes a publish.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishEvent<'a> {
+    pub origin: &'a str,
+    pub seq: u64,
+    pub lamport: u64,
+    pub topic: &'a str,
+    pub publisher: &'a str,
+    pub payload: &'a str,
+    pub published_at_ms: i64,
+    pub headers: &'a Headers,
+    pub msg_id: Option<&'a str>,
+}
+
+impl Serialize for PublishEvent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extras = !self.headers.is_empty() || self.msg_id.is_some();
         let mut array = serializer.serialize_tuple(if extras { 9 } else { 7 })?;
-        array.serialize_element(&self.origin)?;
+        array.serialize_element(self.origin)?;
         array.serialize_element(&self.seq)?;
         array.serialize_element(&self.lamport)?;
-        array.serialize_element(topic)?;
-        array.serialize_element(publisher)?;
-        array.serialize_element(payload)?;
-        array.serialize_element(published_at_ms)?;
+        array.serialize_element(self.topic)?;
+        array.serialize_element(self.publisher)?;
+        array.serialize_element(self.payload)?;
+        array.serialize_element(&self.published_at_ms)?;
         if extras {
-            array.serialize_element(headers)?;
-            array.serialize_element(msg_id)?;
+            array.serialize_element(self.headers)?;
+            array.serialize_element(&self.msg_id)?;
         }
         array.end()
     }
@@ -156,13 +189,22 @@ fn element<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
 }
 
 /// A `PeerEvent` in its JSON form: encoded once, it goes to every peer
-/// that lacks it as it is.
+/// that lacks it as it is. (Shared as the box the encoder made, so that
+/// its text is not copied again.)
 #[derive(Debug, Clone)]
-pub struct EncodedEvent(Arc<RawValue>);
+pub struct EncodedEvent(Arc<Box<RawValue>>);
 
 impl EncodedEvent {
     pub fn new(event: &PeerEvent) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(event).map(|raw| EncodedEvent(Arc::from(raw)))
+        Self::encode(event)
+    }
+
+    pub fn publish(event: &PublishEvent<'_>) -> Result<Self, serde_json::Error> {
+        Self::encode(event)
+    }
+
+    fn encode(event: &impl Serialize) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(event).map(|raw| EncodedEvent(Arc::new(raw)))
     }
 
     /// The JSON text.

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::peer::{EncodedEvent, Have};
+use client::peer::{EncodedEvent, Have, PublishEvent};
 use client::wire::{Headers, NewMessage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
@@ -209,22 +209,20 @@ impl WriteTx<'_> {
         }
         if let Some(recorded) = self.recorded.as_deref_mut() {
             for (&(seq, lamport), message) in stamped.iter().zip(messages) {
-                let event = Event {
-                    origin: self.state.me.clone(),
+                let event = PublishEvent {
+                    origin: &self.state.me,
                     seq,
                     lamport,
-                    change: Change::Publish {
-                        topic: topic.to_string(),
-                        publisher: publisher.to_string(),
-                        payload: message.payload.clone(),
-                        published_at_ms,
-                        headers: message.headers.clone().unwrap_or_default(),
-                        msg_id: message.msg_id.clone(),
-                    },
+                    topic,
+                    publisher,
+                    payload: &message.payload,
+                    published_at_ms,
+                    headers: message.headers.as_ref().unwrap_or(&no_headers),
+                    msg_id: message.msg_id.as_deref(),
                 };
                 // One that cannot be encoded is not kept: the run breaks
                 // there, and syncs read it from the store.
-                match EncodedEvent::new(&event) {
+                match EncodedEvent::publish(&event) {
                     Ok(encoded) => recorded.push(Kept { seq, encoded }),
                     Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
                 }
