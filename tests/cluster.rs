@@ -671,6 +671,64 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
     assert!(large.is_running() && small.is_running());
 }
 
+/// A peer that refused syncs as too large, down to one event, and then
+/// takes them again is soon sent full syncs again: the sync grows back with
+/// every sync it takes, not only once it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
+    const MESSAGES: usize = 5000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = support::free_ports(2);
+    let peers: String = ports
+        .iter()
+        .map(|p| format!("{},{p}\n", support::HOST))
+        .collect();
+    let peers_file = dir.path().join("peers.csv");
+    std::fs::write(&peers_file, peers).expect("write the peer file");
+    let peers_arg = peers_file.to_str().expect("UTF-8 temp path");
+    // As above: a payload one broker takes and the other's body limit
+    // refuses.
+    let large_payload = ["--max-payload-bytes", "4194304"];
+    let mut large = Broker::spawn_on(
+        ports[0],
+        &[&["--peers", peers_arg], &large_payload[..]].concat(),
+    );
+    let mut small = Broker::spawn_on(ports[1], &["--peers", peers_arg]);
+    large.wait_healthy().await;
+    small.wait_healthy().await;
+    let client = large.client();
+    topic_of(&client, P1, T).await;
+    client
+        .publish(T, P1, &"\u{1}".repeat(3 * 1024 * 1024))
+        .await
+        .expect("the large broker takes the payload");
+    eventually(REPLICATION, "the sync is down to the one event", || {
+        let log = large.log();
+        async move { log.contains("refuses an event as too large") }
+    })
+    .await;
+    for batch in 0..MESSAGES / 500 {
+        let payloads = (0..500).map(|k| format!("{batch}.{k}")).collect();
+        client
+            .publish_batch(T, P1, payloads)
+            .await
+            .expect("publish a batch");
+    }
+
+    small.terminate();
+    small.restart_with(&large_payload).await;
+    let peer = small.client();
+    holds_messages(&peer, MESSAGES + 1, "the peer caught up").await;
+    let taken = "rumor_http_request_duration_seconds_count{route=\"/peer/sync\",status=\"200\"}";
+    let syncs = metric_now(&peer, taken).await;
+    // Growing back from one event to 5,000 takes 13 syncs; one event a
+    // sync would take 5,000.
+    assert!(
+        syncs < 100.0,
+        "{syncs} syncs to catch up on {MESSAGES} messages"
+    );
+}
+
 /// A peer that stops answering holds writes back only until it is taken
 /// as down: publishes go on, and it catches up once it resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

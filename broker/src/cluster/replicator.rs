@@ -21,7 +21,8 @@ use crate::AppState;
 
 /// Most events, and bytes of encoded events, one sync carries: well under
 /// any broker's body limit (16 MiB at least). A peer that still refuses a sync
-/// as too large gets half as much the next time, down to one event. Only
+/// as too large gets half as much the next time, down to one event, and
+/// twice as much after each sync it takes. Only
 /// one sync is in flight per peer, and the peer commits each in a
 /// transaction of its own: under a steady load of batches, 5,000 events
 /// a sync replicate 7–22% faster than 1,000 (the commits' and requests'
@@ -76,19 +77,16 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
-                if sent == 0 {
-                    budget = BUDGET; // caught up: full batches again
-                }
+                // Caught up, full syncs again; otherwise the sync grows
+                // back after any refusal, one taken sync at a time.
+                budget = if sent == 0 { BUDGET } else { grown(budget) };
                 if sent > 0 && progressed {
                     continue; // more may be missing: keep streaming
                 }
                 HEARTBEAT
             }
             Err(ClientError::Api { status: 413, .. }) if budget.events > 1 => {
-                budget = SyncBudget {
-                    events: (budget.events / 2).max(1),
-                    bytes: (budget.bytes / 2).max(1),
-                };
+                budget = halved(budget);
                 tracing::warn!("{peer} refused a sync as too large; sending less");
                 continue;
             }
@@ -98,7 +96,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 // often it is sent, so it is sent again at the pace of a
                 // failure, not at once.
                 refused_alone = true;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = longer(backoff);
                 tracing::error!(
                     "{peer} refuses an event as too large for its body limit; \
                      trying again in {backoff:?}"
@@ -110,7 +108,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster.failed(&peer);
                 theirs = None;
                 relays = Relays::new(RELAY_AFTER);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = longer(backoff);
                 backoff
             }
         };
@@ -120,6 +118,28 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// After a sync the peer refused as too large: half as much, down to one
+/// event.
+fn halved(budget: SyncBudget) -> SyncBudget {
+    SyncBudget {
+        events: (budget.events / 2).max(1),
+        bytes: (budget.bytes / 2).max(1),
+    }
+}
+
+/// After a sync the peer took: twice as much, up to `BUDGET`.
+fn grown(budget: SyncBudget) -> SyncBudget {
+    SyncBudget {
+        events: (budget.events * 2).min(BUDGET.events),
+        bytes: (budget.bytes * 2).min(BUDGET.bytes),
+    }
+}
+
+/// The pause after another failure.
+fn longer(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
 }
 
 /// The origins whose events this sync to `peer` leaves to their own
