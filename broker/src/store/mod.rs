@@ -735,6 +735,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_is_sent_every_kept_own_event_as_it_is_stored() {
+        use crate::cursor::Position;
+        use client::peer::EventId;
+        use client::wire::{StartFrom, TopicLimits};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with_a_peer(dir.path());
+        store.own_history_held();
+        let first = store.own_seq() + 1;
+        let limits = || TopicLimits {
+            max_messages: Some(10),
+            ..TopicLimits::default()
+        };
+        store
+            .write(move |tx| {
+                tx.register_publisher("P1")?;
+                tx.register_subscriber("S1")?;
+                tx.create_topic("news", "P1", Some(limits()))?;
+                tx.subscribe("S1", "news", StartFrom::Earliest, None)?;
+                tx.publish("news", "P1", vec![new_message("a", Some("m1"))], 7, 0)?;
+                tx.publish("news", "P1", vec![new_message("b", None)], 8, 0)?;
+                let (origin, seq) = ("B:1".to_string(), first + 4);
+                let position = Position {
+                    topic: "news".to_string(),
+                    origin: origin.clone(),
+                    seq,
+                };
+                tx.ack("S1", vec![position], &Default::default())?;
+                tx.ack_messages(
+                    "S1",
+                    vec![EventId {
+                        origin,
+                        seq: seq + 1,
+                    }],
+                )?;
+                tx.set_limits("news", Some("P1"), TopicLimits::default())?;
+                tx.seek("S1", "news", SeekPoint::Earliest)?;
+                tx.set_mode(Mode::Leader)?;
+                tx.unsubscribe("S1", "news")?;
+                // Not a deletion of the topic: a message deleted since its
+                // commit is still sent from memory as it was.
+                tx.add_member("C", 2).map(drop)
+            })
+            .await
+            .unwrap();
+        let last = store.own_seq();
+        assert!(last >= first + 11, "every change recorded an event");
+        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", first - 1, last, 100);
+        assert_eq!(
+            kept.map(|events| events.len() as u64),
+            Some(last + 1 - first)
+        );
+        let theirs: Have = [("B:1".to_string(), first - 1)].into();
+        let budget = queries::SyncBudget {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        let (mine, theirs_read) = (store.have(), theirs.clone());
+        let read = store
+            .read(move |conn| {
+                let skip = HashSet::new();
+                queries::missing(conn, None, &mine, &theirs_read, &skip, budget)
+            })
+            .await
+            .unwrap();
+        let from_memory = store
+            .missing(store.have(), theirs, HashSet::new(), budget)
+            .await
+            .unwrap();
+        let texts = |events: &[EncodedEvent]| -> Vec<String> {
+            events.iter().map(|e| e.json().to_string()).collect()
+        };
+        assert_eq!(texts(&from_memory), texts(&read));
+        store.close();
+    }
+
+    #[tokio::test]
     async fn publishes_of_a_batch_that_failed_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_with_a_peer(dir.path());

@@ -1,5 +1,5 @@
-//! This broker's latest own publish events, kept after their commit so
-//! that replication sends them to its peers without reading them back.
+//! This broker's latest own events, kept after their commit so that
+//! replication sends them to its peers without reading them back.
 //!
 //! A read transaction of another connection starts with a cold page cache
 //! whenever the database changed since its last one, so reading back what
@@ -11,11 +11,13 @@
 //! again as the sending); a sync takes a run of them when every one it
 //! needs is here, and reads the store otherwise.
 //!
-//! Only publishes are kept, in a gapless run of seqs: a seq that does not
-//! follow on (after any other event of this broker's own, or a publish
-//! that could not be encoded) starts the run anew. A message deleted
-//! since its commit is still sent as it was (as a sync read before the
-//! deletion would have sent it; every merge commutes).
+//! They are kept in a gapless run of seqs: a seq that does not follow on
+//! (after an event that could not be encoded, or own events received back
+//! from a peer) starts the run anew. Every kind of event is kept: when
+//! only publishes were, the acknowledgements of the broker's own
+//! subscribers broke the run, and syncs read from the store again. A
+//! message deleted since its commit is still sent as it was (as a sync
+//! read before the deletion would have sent it; every merge commutes).
 
 use std::collections::VecDeque;
 
@@ -26,7 +28,7 @@ const MAX_EVENTS: usize = 20_000;
 /// Most bytes of encoded events kept (payloads and headers may be large).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// A publish of this broker's own, encoded.
+/// An event of this broker's own, encoded.
 #[derive(Debug, Clone)]
 pub struct Kept {
     pub seq: u64,
@@ -50,7 +52,7 @@ impl RecentEvents {
         }
     }
 
-    /// Adds a committed publish of this broker's own (they come in seq
+    /// Adds a committed event of this broker's own (they come in seq
     /// order).
     pub fn push(&mut self, kept: Kept) {
         let follows = self

@@ -143,9 +143,8 @@ pub struct WriteTx<'c> {
     /// Whether this broker holds its own history, so that it may record
     /// events of its own: before, their seqs may be taken already.
     may_record: bool,
-    /// The publishes of its own the request recorded, when the writer
-    /// keeps them for replication (see `recent`; its other events break
-    /// the run of seqs kept there).
+    /// The events of its own the request recorded, encoded, when the
+    /// writer keeps them for replication (see `recent`).
     recorded: Option<&'c mut Vec<Kept>>,
 }
 
@@ -163,6 +162,9 @@ impl WriteTx<'_> {
         super::apply::apply(self.conn, &event)?;
         self.woken.extend(wakes(&event.change));
         self.woken.insert(Key::LocalEvents);
+        if let Some(recorded) = self.recorded.as_deref_mut() {
+            keep(recorded, event.seq, EncodedEvent::new(&event));
+        }
         Ok(event)
     }
 
@@ -220,12 +222,7 @@ impl WriteTx<'_> {
                     headers: message.headers.as_ref().unwrap_or(&no_headers),
                     msg_id: message.msg_id.as_deref(),
                 };
-                // One that cannot be encoded is not kept: the run breaks
-                // there, and syncs read it from the store.
-                match EncodedEvent::publish(&event) {
-                    Ok(encoded) => recorded.push(Kept { seq, encoded }),
-                    Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
-                }
+                keep(recorded, seq, EncodedEvent::publish(&event));
             }
         }
         Ok(stamped)
@@ -306,6 +303,16 @@ impl WriteTx<'_> {
     /// The seq of this broker's latest event.
     pub(super) fn last_seq(&self) -> u64 {
         self.state.last_seq
+    }
+}
+
+/// Keeps an own event of seq `seq` as encoded. One that cannot be encoded
+/// is not kept: the run of kept seqs breaks there, and syncs read it from
+/// the store.
+fn keep(recorded: &mut Vec<Kept>, seq: u64, encoded: Result<EncodedEvent, serde_json::Error>) {
+    match encoded {
+        Ok(encoded) => recorded.push(Kept { seq, encoded }),
+        Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
     }
 }
 
