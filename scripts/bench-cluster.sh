@@ -290,7 +290,7 @@ done
 
 cat <<EOF
 # rumor: a three-broker cluster against one broker, $(date -u '+%Y-%m-%d %H:%M UTC')
-rumor:     $git_rev ($git_head), $broker_bin
+rumor:     $git_rev ($git_head), $(report_path "$broker_bin")
            $("$broker_bin" --version 2>&1 | head -n 1); $("$bench_bin" --version 2>&1 | head -n 1)
 wrk:       $(wrk --version 2>&1 | head -n 1 | sed 's/ Copyright.*//')
 machine:   $(machine_line)

@@ -762,7 +762,7 @@ done
 
 cat <<EOF
 # rumor vs NATS JetStream: publishes with acknowledgements, $(date -u '+%Y-%m-%d %H:%M UTC')
-rumor:       $git_rev ($git_head), $broker_bin
+rumor:       $git_rev ($git_head), $(report_path "$broker_bin")
 nats-server: ${nats_version#nats-server: } (Debian package $nats_pkg)
 loadgen:     built by $(go version | sed 's/^go version //'); nats.go $go_nats_pkg (Debian) for the streams and the nats.go rows
 wrk:         $(wrk --version 2>&1 | head -n 1 | sed 's/ Copyright.*//')

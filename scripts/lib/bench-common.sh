@@ -89,6 +89,17 @@ resolve_rumor_bins() {
     fi
 }
 
+# Prints the binary path $1 as a report names it: relative to the
+# repository when inside it, else by its file name only (reports are
+# committed, and a path outside the checkout names a machine).
+report_path() {
+    case $1 in
+        "$root"/*) printf '%s\n' "${1#"$root"/}" ;;
+        /*) printf '%s (given, outside the checkout)\n' "${1##*/}" ;;
+        *) printf '%s\n' "$1" ;;
+    esac
+}
+
 # ---------------------------------------------------------------- processes
 
 # The processes started and still to stop, in the order started, and
