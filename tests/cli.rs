@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use client::wire::{Message, PullQuery, Pulled, StartFrom};
 use support::{
-    assert_one_line_failure, assert_success, eventually, free_port, lines, payloads, read_all,
-    run_bin, spawn_piped, subscribed, wait_bounded, Broker, HOST,
+    assert_one_line_failure, assert_success, eventually, free_port, lines, payloads, peer_list,
+    read_all, run_bin, spawn_piped, subscribed, wait_bounded, Broker, HOST,
 };
 
 const PUBLISHER: &str = env!("CARGO_BIN_EXE_publisher");
@@ -328,20 +328,6 @@ async fn subscriber_prints_nothing_twice_after_failing_over_to_a_lagging_broker(
 
 // ---------------------------------------------------------------------------
 // helpers
-
-/// A peer list file naming the brokers on `ports`, in order; returns the
-/// directory holding it (removed when dropped) and its path.
-fn peer_list(ports: &[u16]) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("peers.csv");
-    let list: String = ports
-        .iter()
-        .map(|port| format!("{HOST},{port}\n"))
-        .collect();
-    std::fs::write(&path, list).expect("write peer list");
-    let path = path.to_str().expect("UTF-8 path").to_string();
-    (dir, path)
-}
 
 /// Replaces the files of directory `to` with those of directory `from`.
 fn copy_files(from: &std::path::Path, to: &std::path::Path) {

@@ -617,15 +617,9 @@ async fn publishes_wait_for_a_replica_too_far_behind() {
 /// at the pace of a failure, not in a busy loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let ports = support::free_ports(2);
-    let peers: String = ports
-        .iter()
-        .map(|p| format!("{},{p}\n", support::HOST))
-        .collect();
-    let peers_file = dir.path().join("peers.csv");
-    std::fs::write(&peers_file, peers).expect("write the peer file");
-    let peers_arg = peers_file.to_str().expect("UTF-8 temp path");
+    let (_dir, peers_arg) = support::peer_list(&ports);
+    let peers_arg = peers_arg.as_str();
     // Payloads up to 4 MiB here, bodies up to 16 MiB there: 3 MiB of
     // control characters, six bytes each in JSON, pass one and not the other.
     let mut large = Broker::spawn_on(
@@ -677,15 +671,9 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
     const MESSAGES: usize = 5000;
-    let dir = tempfile::tempdir().expect("temp dir");
     let ports = support::free_ports(2);
-    let peers: String = ports
-        .iter()
-        .map(|p| format!("{},{p}\n", support::HOST))
-        .collect();
-    let peers_file = dir.path().join("peers.csv");
-    std::fs::write(&peers_file, peers).expect("write the peer file");
-    let peers_arg = peers_file.to_str().expect("UTF-8 temp path");
+    let (_dir, peers_arg) = support::peer_list(&ports);
+    let peers_arg = peers_arg.as_str();
     // As above: a payload one broker takes and the other's body limit
     // refuses.
     let large_payload = ["--max-payload-bytes", "4194304"];

@@ -309,6 +309,20 @@ fn wait_for_process_state(pid: u32, stopped: bool) {
     }
 }
 
+/// A peer list file naming the brokers on `ports`, in order; returns the
+/// directory holding it (removed when dropped) and its path.
+pub fn peer_list(ports: &[u16]) -> (TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("peers.csv");
+    let list: String = ports
+        .iter()
+        .map(|port| format!("{HOST},{port}\n"))
+        .collect();
+    std::fs::write(&path, list).expect("write the peer list");
+    let path = path.to_str().expect("UTF-8 temp path").to_string();
+    (dir, path)
+}
+
 /// `n` distinct loopback ports that were free a moment ago (all bound at
 /// once, so no two are the same).
 pub fn free_ports(n: usize) -> Vec<u16> {
@@ -770,11 +784,7 @@ impl Cluster {
         assert!(n > 0, "a cluster needs a broker");
         let mut ports = free_ports(n);
         ports.sort_unstable();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let peers: String = ports.iter().map(|p| format!("{HOST},{p}\n")).collect();
-        let peers_file = dir.path().join("peers.csv");
-        std::fs::write(&peers_file, peers).expect("write the peer file");
-        let peers_arg = peers_file.to_str().expect("UTF-8 temp path").to_string();
+        let (dir, peers_arg) = peer_list(&ports);
         net::readable_by_all(dir.path());
         let mut args: Vec<&str> = extra_args.to_vec();
         args.extend(["--peers", &peers_arg]);
