@@ -612,21 +612,19 @@ async fn publishes_wait_for_a_replica_too_far_behind() {
     }
 }
 
-/// An event larger than a peer's body limit (a peer with a lower
-/// `--max-payload-bytes`) can never reach that peer: it is offered again
-/// at the pace of a failure, not in a busy loop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
+/// Payloads up to 4 MiB, where bodies are limited to 16 MiB by default.
+const LARGE_PAYLOADS: [&str; 2] = ["--max-payload-bytes", "4194304"];
+
+/// Two brokers peered with each other, the first with [`LARGE_PAYLOADS`],
+/// after the first took a message the second's body limit refuses: 3 MiB
+/// of control characters, six bytes each in JSON. Returns them and the
+/// directory of their peer list.
+async fn a_peer_refusing_an_event() -> (Broker, Broker, tempfile::TempDir) {
     let ports = support::free_ports(2);
-    let (_dir, peers_arg) = support::peer_list(&ports);
-    let peers_arg = peers_arg.as_str();
-    // Payloads up to 4 MiB here, bodies up to 16 MiB there: 3 MiB of
-    // control characters, six bytes each in JSON, pass one and not the other.
-    let mut large = Broker::spawn_on(
-        ports[0],
-        &["--peers", peers_arg, "--max-payload-bytes", "4194304"],
-    );
-    let mut small = Broker::spawn_on(ports[1], &["--peers", peers_arg]);
+    let (dir, peers) = support::peer_list(&ports);
+    let large_args = [&["--peers", peers.as_str()], &LARGE_PAYLOADS[..]].concat();
+    let mut large = Broker::spawn_on(ports[0], &large_args);
+    let mut small = Broker::spawn_on(ports[1], &["--peers", &peers]);
     large.wait_healthy().await;
     small.wait_healthy().await;
     let client = large.client();
@@ -635,7 +633,16 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
         .publish(T, P1, &"\u{1}".repeat(3 * 1024 * 1024))
         .await
         .expect("the large broker takes the payload");
+    (large, small, dir)
+}
 
+/// An event larger than a peer's body limit (a peer with a lower
+/// `--max-payload-bytes`) can never reach that peer: it is offered again
+/// at the pace of a failure, not in a busy loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
+    let (large, small, _dir) = a_peer_refusing_an_event().await;
+    let client = large.client();
     // The sync is halved down to the one event at once (13 halvings from
     // 5,000 events), then offered at most every 200-500 ms.
     let halved = "refused a sync as too large; sending less";
@@ -671,25 +678,8 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
     const MESSAGES: usize = 5000;
-    let ports = support::free_ports(2);
-    let (_dir, peers_arg) = support::peer_list(&ports);
-    let peers_arg = peers_arg.as_str();
-    // As above: a payload one broker takes and the other's body limit
-    // refuses.
-    let large_payload = ["--max-payload-bytes", "4194304"];
-    let mut large = Broker::spawn_on(
-        ports[0],
-        &[&["--peers", peers_arg], &large_payload[..]].concat(),
-    );
-    let mut small = Broker::spawn_on(ports[1], &["--peers", peers_arg]);
-    large.wait_healthy().await;
-    small.wait_healthy().await;
+    let (large, mut small, _dir) = a_peer_refusing_an_event().await;
     let client = large.client();
-    topic_of(&client, P1, T).await;
-    client
-        .publish(T, P1, &"\u{1}".repeat(3 * 1024 * 1024))
-        .await
-        .expect("the large broker takes the payload");
     eventually(REPLICATION, "the sync is down to the one event", || {
         let log = large.log();
         async move { log.contains("refuses an event as too large") }
@@ -704,7 +694,7 @@ async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
     }
 
     small.terminate();
-    small.restart_with(&large_payload).await;
+    small.restart_with(&LARGE_PAYLOADS).await;
     let peer = small.client();
     holds_messages(&peer, MESSAGES + 1, "the peer caught up").await;
     let taken = "rumor_http_request_duration_seconds_count{route=\"/peer/sync\",status=\"200\"}";
