@@ -616,10 +616,10 @@ async fn publishes_wait_for_a_replica_too_far_behind() {
 const LARGE_PAYLOADS: [&str; 2] = ["--max-payload-bytes", "4194304"];
 
 /// Two brokers peered with each other, the first with [`LARGE_PAYLOADS`],
-/// after the first took a message the second's body limit refuses: 3 MiB
-/// of control characters, six bytes each in JSON. Returns them and the
-/// directory of their peer list.
-async fn a_peer_refusing_an_event() -> (Broker, Broker, tempfile::TempDir) {
+/// after the first took a message to `topic` that the second's body limit
+/// refuses: 3 MiB of control characters, six bytes each in JSON. Returns
+/// them and the directory of their peer list.
+async fn a_peer_refusing_an_event(topic: &str) -> (Broker, Broker, tempfile::TempDir) {
     let ports = support::free_ports(2);
     let (dir, peers) = support::peer_list(&ports);
     let large_args = [&["--peers", peers.as_str()], &LARGE_PAYLOADS[..]].concat();
@@ -628,9 +628,9 @@ async fn a_peer_refusing_an_event() -> (Broker, Broker, tempfile::TempDir) {
     large.wait_healthy().await;
     small.wait_healthy().await;
     let client = large.client();
-    topic_of(&client, P1, T).await;
+    topic_of(&client, P1, topic).await;
     client
-        .publish(T, P1, &"\u{1}".repeat(3 * 1024 * 1024))
+        .publish(topic, P1, &"\u{1}".repeat(3 * 1024 * 1024))
         .await
         .expect("the large broker takes the payload");
     (large, small, dir)
@@ -641,7 +641,7 @@ async fn a_peer_refusing_an_event() -> (Broker, Broker, tempfile::TempDir) {
 /// at the pace of a failure, not in a busy loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
-    let (large, small, _dir) = a_peer_refusing_an_event().await;
+    let (large, small, _dir) = a_peer_refusing_an_event(T).await;
     let client = large.client();
     // The sync is halved down to the one event at once (13 halvings from
     // 5,000 events), then offered at most every 200-500 ms.
@@ -674,17 +674,19 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
 
 /// A peer that refused syncs as too large, down to one event, and then
 /// takes them again is soon sent full syncs again: the sync grows back with
-/// every sync it takes, not only once it has caught up.
+/// every sync it takes, not only once the peer has caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
     const MESSAGES: usize = 5000;
-    let (large, mut small, _dir) = a_peer_refusing_an_event().await;
+    const LARGE: &str = "large";
+    let (large, small, _dir) = a_peer_refusing_an_event(LARGE).await;
     let client = large.client();
     eventually(REPLICATION, "the sync is down to the one event", || {
         let log = large.log();
         async move { log.contains("refuses an event as too large") }
     })
     .await;
+    topic_of(&client, P1, T).await;
     for batch in 0..MESSAGES / 500 {
         let payloads = (0..500).map(|k| format!("{batch}.{k}")).collect();
         client
@@ -692,13 +694,17 @@ async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
             .await
             .expect("publish a batch");
     }
-
-    small.terminate();
-    small.restart_with(&LARGE_PAYLOADS).await;
     let peer = small.client();
-    holds_messages(&peer, MESSAGES + 1, "the peer caught up").await;
     let taken = "rumor_http_request_duration_seconds_count{route=\"/peer/sync\",status=\"200\"}";
-    let syncs = metric_now(&peer, taken).await;
+    let before = metric_now(&peer, taken).await;
+    // Deleted, the message the peer refused is sent as a marker it takes.
+    client
+        .delete_topic(LARGE, P1)
+        .await
+        .expect("delete the large message's topic");
+
+    holds_messages(&peer, MESSAGES, "the peer caught up").await;
+    let syncs = metric_now(&peer, taken).await - before;
     // Growing back from one event to 5,000 takes 13 syncs; one event a
     // sync would take 5,000.
     assert!(

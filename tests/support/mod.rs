@@ -260,12 +260,6 @@ impl Broker {
         self.spawn();
         self.wait_healthy().await;
     }
-
-    /// [`Broker::restart`] with `more_args` added to its flags.
-    pub async fn restart_with(&mut self, more_args: &[&str]) {
-        self.args.extend(more_args.iter().map(|a| a.to_string()));
-        self.restart().await;
-    }
 }
 
 impl Drop for Broker {

@@ -14,6 +14,7 @@ mod pacing;
 mod quorum;
 mod relay;
 mod replicator;
+mod sizing;
 
 use std::collections::HashMap;
 use std::future::Future;

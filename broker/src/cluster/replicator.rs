@@ -13,6 +13,7 @@ use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::ClientError;
 
 use super::relay::Relays;
+use super::sizing::SyncSizing;
 use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
 use crate::error::ApiError;
 use crate::store::queries::SyncBudget;
@@ -20,13 +21,12 @@ use crate::wakeups::Key;
 use crate::AppState;
 
 /// Most events, and bytes of encoded events, one sync carries: well under
-/// any broker's body limit (16 MiB at least). A peer that still refuses a sync
-/// as too large gets half as much the next time, down to one event, and
-/// twice as much after each sync it takes. Only
-/// one sync is in flight per peer, and the peer commits each in a
-/// transaction of its own: under a steady load of batches, 5,000 events
-/// a sync replicate 7–22% faster than 1,000 (the commits' and requests'
-/// own costs spread over more events; 20,000 were no better than 5,000).
+/// any broker's body limit (16 MiB at least); a peer that still refuses a
+/// sync as too large gets less (see `sizing`). Only one sync is in flight
+/// per peer, and the peer commits each in a transaction of its own: under
+/// a steady load of batches, 5,000 events a sync replicate 7–22% faster
+/// than 1,000 (the commits' and requests' own costs spread over more
+/// events; 20,000 were no better than 5,000).
 const BUDGET: SyncBudget = SyncBudget {
     events: 5000,
     bytes: 4 * 1024 * 1024,
@@ -44,13 +44,14 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     let mut theirs: Option<Have> = None;
     let mut relays = Relays::new(RELAY_AFTER);
     let mut backoff = HEARTBEAT;
-    let mut budget = BUDGET;
+    let mut sizing = SyncSizing::new(BUDGET);
     // Ends when the peer is no longer a member.
     while app.cluster.knows(&peer) {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
         let skip = left_to_their_origin(&app, &peer, &mut relays);
+        let budget = sizing.budget();
         let (mine, request) = match sync_request(&app, theirs.as_ref(), skip, budget).await {
             Ok(read) => read,
             Err(error) => {
@@ -77,16 +78,14 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
-                // Caught up, full syncs again; otherwise the sync grows
-                // back after any refusal, one taken sync at a time.
-                budget = if sent == 0 { BUDGET } else { grown(budget) };
+                sizing.taken(sent);
                 if sent > 0 && progressed {
                     continue; // more may be missing: keep streaming
                 }
                 HEARTBEAT
             }
             Err(ClientError::Api { status: 413, .. }) if budget.events > 1 => {
-                budget = halved(budget);
+                sizing.refused(encoded_bytes(&request));
                 tracing::warn!("{peer} refused a sync as too large; sending less");
                 continue;
             }
@@ -108,6 +107,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster.failed(&peer);
                 theirs = None;
                 relays = Relays::new(RELAY_AFTER);
+                sizing.failed();
                 backoff = longer(backoff);
                 backoff
             }
@@ -120,21 +120,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     }
 }
 
-/// After a sync the peer refused as too large: half as much, down to one
-/// event.
-fn halved(budget: SyncBudget) -> SyncBudget {
-    SyncBudget {
-        events: (budget.events / 2).max(1),
-        bytes: (budget.bytes / 2).max(1),
-    }
-}
-
-/// After a sync the peer took: twice as much, up to `BUDGET`.
-fn grown(budget: SyncBudget) -> SyncBudget {
-    SyncBudget {
-        events: (budget.events * 2).min(BUDGET.events),
-        bytes: (budget.bytes * 2).min(BUDGET.bytes),
-    }
+/// The bytes of a sync's encoded events: what its budget counts.
+fn encoded_bytes(request: &SyncRequest<EncodedEvent>) -> usize {
+    request.events.iter().map(|event| event.json().len()).sum()
 }
 
 /// The pause after another failure.

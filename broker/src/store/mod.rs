@@ -63,7 +63,7 @@ pub struct Store {
     /// `broker.db`, whose size (and its write-ahead log's) `/metrics` shows.
     path: PathBuf,
     admission: Admission,
-    /// This broker's latest publishes, kept for replication (see `recent`).
+    /// This broker's latest own events, kept for replication (see `recent`).
     recent: Option<Arc<Mutex<recent::RecentEvents>>>,
 }
 
@@ -280,7 +280,7 @@ impl Store {
 
     /// The events this broker holds (`mine`) that a peer lacks (`theirs`),
     /// but none of the origins in `skip`, within `budget` (see
-    /// `queries::missing`); this broker's latest publishes come from
+    /// `queries::missing`); this broker's latest own events come from
     /// memory (see `recent`).
     pub async fn missing(
         &self,
@@ -747,6 +747,12 @@ mod tests {
             max_messages: Some(10),
             ..TopicLimits::default()
         };
+        let shared = || client::wire::SharedSettings {
+            ack_wait_ms: 1_000,
+            backoff_ms: vec![0],
+            max_deliveries: None,
+            dead_letter_topic: None,
+        };
         store
             .write(move |tx| {
                 tx.register_publisher("P1")?;
@@ -771,16 +777,41 @@ mod tests {
                 )?;
                 tx.set_limits("news", Some("P1"), TopicLimits::default())?;
                 tx.seek("S1", "news", SeekPoint::Earliest)?;
-                tx.set_mode(Mode::Leader)?;
+                // An acknowledgement after a seek names its epoch.
+                let position = Position {
+                    topic: "news".to_string(),
+                    origin: "B:1".to_string(),
+                    seq: first + 4,
+                };
+                tx.ack("S1", vec![position], &Default::default())?;
                 tx.unsubscribe("S1", "news")?;
-                // Not a deletion of the topic: a message deleted since its
-                // commit is still sent from memory as it was.
-                tx.add_member("C", 2).map(drop)
+                // Not a deletion of a topic with messages: a message deleted
+                // since its commit is still sent from memory as it was.
+                tx.create_topic("empty", "P1", None)?;
+                tx.delete_topic("empty", Some("P1"))?;
+                tx.add_member("C", 2)?;
+                tx.remove_member("C:2", true)?;
+                // A shared subscription from the latest message.
+                tx.register_subscriber("S2")?;
+                tx.create_topic("jobs", "P1", None)?;
+                tx.subscribe("S2", "jobs", StartFrom::Latest, Some(shared()))?;
+                tx.publish("jobs", "P1", vec![new_message("c", None)], 9, 0)
+                    .map(drop)
+            })
+            .await
+            .unwrap();
+        // Leased once committed, then the leader's events.
+        store
+            .write(move |tx| {
+                let leased = tx.lease("S2", &[("jobs".to_string(), shared())], None, (10, 10))?;
+                assert_eq!(leased.messages.len(), 1, "the message is leased");
+                tx.set_mode(Mode::Leader)?;
+                tx.lead(1, &Have::new(), 120_000)
             })
             .await
             .unwrap();
         let last = store.own_seq();
-        assert!(last >= first + 11, "every change recorded an event");
+        assert_eq!(last + 1 - first, 23, "every change recorded one event");
         let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", first - 1, last, 100);
         assert_eq!(
             kept.map(|events| events.len() as u64),
@@ -807,6 +838,31 @@ mod tests {
             events.iter().map(|e| e.json().to_string()).collect()
         };
         assert_eq!(texts(&from_memory), texts(&read));
+        let kinds = [
+            "register_publisher",
+            "register_subscriber",
+            "create_topic",
+            "subscribe",
+            "ack",
+            "ack_messages",
+            "set_limits",
+            "seek",
+            "unsubscribe",
+            "delete_topic",
+            "add_member",
+            "remove_member",
+            "lease",
+            "set_mode",
+            "lead",
+        ];
+        for kind in kinds {
+            let key = format!("\"{kind}\":");
+            assert!(
+                texts(&read).iter().any(|text| text.contains(&key)),
+                "no {kind} event among {:?}",
+                texts(&read)
+            );
+        }
         store.close();
     }
 

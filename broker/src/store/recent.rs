@@ -160,7 +160,7 @@ mod tests {
         let mut recent = RecentEvents::new("A:1");
         recent.push(kept(&publish(1, "x")));
         recent.push(kept(&publish(2, "x")));
-        // Seq 3 was another kind of event, not kept.
+        // Seq 3 could not be encoded, so it was not kept.
         recent.push(kept(&publish(4, "x")));
         assert_eq!(seqs(recent.between("A:1", 1, 4, 100)), None);
         assert_eq!(seqs(recent.between("A:1", 3, 4, 100)), Some(vec![4]));

@@ -121,7 +121,7 @@ pub struct Counters {
     pub have: watch::Sender<Arc<Have>>,
     /// How long commits take and how many requests each holds.
     pub commits: Arc<CommitMetrics>,
-    /// This broker's latest publishes, kept for replication when it has
+    /// This broker's latest own events, kept for replication when it has
     /// peers.
     pub recent: Option<Arc<Mutex<RecentEvents>>>,
 }
