@@ -706,10 +706,18 @@ mod tests {
         with_headers.headers = Some(Headers::from([("k".to_string(), "v".to_string())]));
         let sent = vec![new_message("a", None), with_headers, new_message("b", None)];
         publish_to_a_new_topic(&store, sent).await;
-        let mine = store.have();
-        let theirs: Have = [("B:1".to_string(), 2)].into();
         let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 5, 100);
         assert_eq!(kept.map(|events| events.len()), Some(3), "seqs 3-5 kept");
+        let (read, from_memory) = sent_after(&store, 2).await;
+        assert_eq!(seqs(&read), [3, 4, 5]);
+        assert_eq!(texts(&from_memory), texts(&read));
+        store.close();
+    }
+
+    /// What a peer holding B:1's events up to `seq` is sent: read from
+    /// the store alone, and as `Store::missing` sends it (from memory).
+    async fn sent_after(store: &Store, seq: u64) -> (Vec<EncodedEvent>, Vec<EncodedEvent>) {
+        let (mine, theirs): (_, Have) = (store.have(), [("B:1".to_string(), seq)].into());
         let budget = queries::SyncBudget {
             events: 100,
             bytes: 1 << 20,
@@ -726,12 +734,11 @@ mod tests {
             .missing(mine, theirs, HashSet::new(), budget)
             .await
             .unwrap();
-        assert_eq!(seqs(&read), [3, 4, 5]);
-        let texts = |events: &[EncodedEvent]| -> Vec<String> {
-            events.iter().map(|e| e.json().to_string()).collect()
-        };
-        assert_eq!(texts(&from_memory), texts(&read));
-        store.close();
+        (read, from_memory)
+    }
+
+    fn texts(events: &[EncodedEvent]) -> Vec<String> {
+        events.iter().map(|e| e.json().to_string()).collect()
     }
 
     #[tokio::test]
@@ -817,26 +824,7 @@ mod tests {
             kept.map(|events| events.len() as u64),
             Some(last + 1 - first)
         );
-        let theirs: Have = [("B:1".to_string(), first - 1)].into();
-        let budget = queries::SyncBudget {
-            events: 100,
-            bytes: 1 << 20,
-        };
-        let (mine, theirs_read) = (store.have(), theirs.clone());
-        let read = store
-            .read(move |conn| {
-                let skip = HashSet::new();
-                queries::missing(conn, None, &mine, &theirs_read, &skip, budget)
-            })
-            .await
-            .unwrap();
-        let from_memory = store
-            .missing(store.have(), theirs, HashSet::new(), budget)
-            .await
-            .unwrap();
-        let texts = |events: &[EncodedEvent]| -> Vec<String> {
-            events.iter().map(|e| e.json().to_string()).collect()
-        };
+        let (read, from_memory) = sent_after(&store, first - 1).await;
         assert_eq!(texts(&from_memory), texts(&read));
         let kinds = [
             "register_publisher",
