@@ -616,9 +616,10 @@ async fn publishes_wait_for_a_replica_too_far_behind() {
 const LARGE_PAYLOADS: [&str; 2] = ["--max-payload-bytes", "4194304"];
 
 /// Two brokers peered with each other, the first with [`LARGE_PAYLOADS`],
-/// after the first took a message to `topic` that the second's body limit
-/// refuses: 3 MiB of control characters, six bytes each in JSON. Returns
-/// them and the directory of their peer list.
+/// once the first took a message to `topic` that the second's body limit
+/// refuses (3 MiB of control characters, six bytes each in JSON) and has
+/// halved its syncs down to that one event. Returns them and the directory
+/// of their peer list.
 async fn a_peer_refusing_an_event(topic: &str) -> (Broker, Broker, tempfile::TempDir) {
     let ports = support::free_ports(2);
     let (dir, peers) = support::peer_list(&ports);
@@ -633,6 +634,11 @@ async fn a_peer_refusing_an_event(topic: &str) -> (Broker, Broker, tempfile::Tem
         .publish(topic, P1, &"\u{1}".repeat(3 * 1024 * 1024))
         .await
         .expect("the large broker takes the payload");
+    eventually(REPLICATION, "the sync is down to the one event", || {
+        let log = large.log();
+        async move { log.contains("refuses an event as too large") }
+    })
+    .await;
     (large, small, dir)
 }
 
@@ -646,11 +652,6 @@ async fn an_event_too_large_for_a_peer_is_offered_again_at_a_pace() {
     // The sync is halved down to the one event at once (13 halvings from
     // 5,000 events), then offered at most every 200-500 ms.
     let halved = "refused a sync as too large; sending less";
-    eventually(REPLICATION, "the sync is down to the one event", || {
-        let log = large.log();
-        async move { log.contains("refuses an event as too large") }
-    })
-    .await;
     let refused = "rumor_http_request_duration_seconds_count{route=\"/peer/sync\",status=\"413\"}";
     let peer = small.client();
     let before = metric_now(&peer, refused).await;
@@ -681,11 +682,6 @@ async fn a_peer_that_takes_large_syncs_again_gets_full_ones_again() {
     const LARGE: &str = "large";
     let (large, small, _dir) = a_peer_refusing_an_event(LARGE).await;
     let client = large.client();
-    eventually(REPLICATION, "the sync is down to the one event", || {
-        let log = large.log();
-        async move { log.contains("refuses an event as too large") }
-    })
-    .await;
     topic_of(&client, P1, T).await;
     for batch in 0..MESSAGES / 500 {
         let payloads = (0..500).map(|k| format!("{batch}.{k}")).collect();

@@ -13,7 +13,7 @@
 
 use crate::store::queries::SyncBudget;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SyncSizing {
     full: SyncBudget,
     budget: SyncBudget,
