@@ -8,6 +8,7 @@
 
 mod driver;
 mod election;
+mod gathering;
 mod members;
 mod membership;
 mod pacing;

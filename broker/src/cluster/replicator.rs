@@ -12,6 +12,7 @@ use actix_web::web;
 use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::ClientError;
 
+use super::gathering;
 use super::relay::Relays;
 use super::sizing::SyncSizing;
 use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
@@ -80,7 +81,17 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 backoff = HEARTBEAT;
                 sizing.taken(sent);
                 if sent > 0 && progressed {
-                    continue; // more may be missing: keep streaming
+                    // More may be missing: keep streaming, after gathering
+                    // more when this sync was large.
+                    let lacking = lacking_own(&app, theirs.as_ref());
+                    if let Some(linger) = gathering::linger(sent, lacking) {
+                        let theirs = theirs.as_ref();
+                        let gathered = gather(&app, theirs, linger, &mut shutdown);
+                        if !gathered.await {
+                            return;
+                        }
+                    }
+                    continue;
                 }
                 HEARTBEAT
             }
@@ -118,6 +129,38 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Waits up to `linger` for this broker to record more events, or until the
+/// peer (holding `theirs`) lacks enough of them. False on shutdown.
+async fn gather(
+    app: &AppState,
+    theirs: Option<&Have>,
+    linger: Duration,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + linger;
+    loop {
+        let local = app.wakeups.watch(Key::LocalEvents);
+        let mut recorded = Box::pin(local.notified());
+        recorded.as_mut().enable();
+        if gathering::enough(lacking_own(app, theirs)) {
+            return true;
+        }
+        tokio::select! {
+            _ = recorded => {}
+            _ = tokio::time::sleep_until(deadline) => return true,
+            _ = shutdown.changed() => return false,
+        }
+    }
+}
+
+/// How many of this broker's own events a peer holding `theirs` lacks.
+fn lacking_own(app: &AppState, theirs: Option<&Have>) -> u64 {
+    let me = app.cluster.me();
+    let mine = app.store.have().get(me).copied().unwrap_or(0);
+    let held = theirs.and_then(|have| have.get(me)).copied().unwrap_or(0);
+    mine.saturating_sub(held)
 }
 
 /// The bytes of a sync's encoded events: what its budget counts.
