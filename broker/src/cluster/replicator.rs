@@ -53,7 +53,8 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         recorded.as_mut().enable();
         let skip = left_to_their_origin(&app, &peer, &mut relays);
         let budget = sizing.budget();
-        let (mine, request) = match sync_request(&app, theirs.as_ref(), skip, budget).await {
+        let (mine, request) = match sync_request(&app, theirs.as_ref(), skip.clone(), budget).await
+        {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!("cannot read events for {peer}: {error}");
@@ -83,11 +84,10 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 if sent > 0 && progressed {
                     // More may be missing: keep streaming, after gathering
                     // more when this sync was large.
-                    let lacking = lacking_own(&app, theirs.as_ref());
+                    let theirs = theirs.as_ref();
+                    let lacking = gathering::lacking(theirs, &app.store.have(), &skip);
                     if let Some(linger) = gathering::linger(sent, lacking) {
-                        let theirs = theirs.as_ref();
-                        let gathered = gather(&app, theirs, linger, &mut shutdown);
-                        if !gathered.await {
+                        if !gather(&app, theirs, &skip, linger, &mut shutdown).await {
                             return;
                         }
                     }
@@ -132,10 +132,12 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
 }
 
 /// Waits up to `linger` for this broker to record more events, or until the
-/// peer (holding `theirs`) lacks enough of them. False on shutdown.
+/// peer (holding `theirs`) lacks enough of those it is sent. False on
+/// shutdown.
 async fn gather(
     app: &AppState,
     theirs: Option<&Have>,
+    skip: &HashSet<String>,
     linger: Duration,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
@@ -144,7 +146,7 @@ async fn gather(
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
-        if gathering::enough(lacking_own(app, theirs)) {
+        if gathering::enough(gathering::lacking(theirs, &app.store.have(), skip)) {
             return true;
         }
         tokio::select! {
@@ -153,14 +155,6 @@ async fn gather(
             _ = shutdown.changed() => return false,
         }
     }
-}
-
-/// How many of this broker's own events a peer holding `theirs` lacks.
-fn lacking_own(app: &AppState, theirs: Option<&Have>) -> u64 {
-    let me = app.cluster.me();
-    let mine = app.store.have().get(me).copied().unwrap_or(0);
-    let held = theirs.and_then(|have| have.get(me)).copied().unwrap_or(0);
-    mine.saturating_sub(held)
 }
 
 /// The bytes of a sync's encoded events: what its budget counts.
@@ -197,7 +191,7 @@ async fn sync_request(
 ) -> Result<(Have, SyncRequest<EncodedEvent>), ApiError> {
     let mine = app.store.have();
     let events = match theirs {
-        Some(theirs) if lacks(theirs, &mine, &skip) => {
+        Some(theirs) if gathering::lacking(Some(theirs), &mine, &skip) > 0 => {
             app.store
                 .missing(mine.clone(), theirs.clone(), skip, budget)
                 .await?
@@ -214,13 +208,6 @@ async fn sync_request(
         ..heartbeat(app)
     };
     Ok((mine, request))
-}
-
-/// Whether `theirs` lacks events `mine` holds of an origin not in `skip`.
-fn lacks(theirs: &Have, mine: &Have, skip: &HashSet<String>) -> bool {
-    mine.iter()
-        .filter(|(origin, _)| !skip.contains(*origin))
-        .any(|(origin, seq)| theirs.get(origin).copied().unwrap_or(0) < *seq)
 }
 
 /// A sync without events: this broker's term and leader.
