@@ -17,7 +17,7 @@ mod relay;
 mod replicator;
 mod sizing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -520,13 +520,7 @@ impl Cluster {
             .map(|peer| {
                 let id = peer.id();
                 let reported = table.reports.get(&id).map(|report| &report.have);
-                let lag = own
-                    .iter()
-                    .map(|(origin, seq)| {
-                        let held = reported.and_then(|have| have.get(origin)).copied();
-                        seq.saturating_sub(held.unwrap_or(0))
-                    })
-                    .sum();
+                let lag = gathering::lacking(reported, own, &HashSet::new());
                 (id.clone(), table.liveness.is_alive(&id, now), lag)
             })
             .collect()

@@ -1,6 +1,7 @@
 //! One replicator per peer: pushes the events the peer lacks (its own `have`
 //! comes back with every answer), at once when this broker records events
-//! and every heartbeat otherwise. The same exchange is the anti-entropy
+//! (after a large sync, up to 2 ms later: see `gathering`) and every
+//! heartbeat otherwise. The same exchange is the anti-entropy
 //! (events of other origins are relayed when their own broker cannot
 //! deliver them, see `relay`) and the heartbeat that tells liveness, term
 //! and leader.
@@ -12,7 +13,7 @@ use actix_web::web;
 use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::ClientError;
 
-use super::gathering;
+use super::gathering::{self, Gathering};
 use super::relay::Relays;
 use super::sizing::SyncSizing;
 use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
@@ -46,6 +47,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     let mut relays = Relays::new(RELAY_AFTER);
     let mut backoff = HEARTBEAT;
     let mut sizing = SyncSizing::new(BUDGET);
+    let gathering = Gathering::new(app.config.max_replica_lag);
     // Ends when the peer is no longer a member.
     while app.cluster.knows(&peer) {
         let local = app.wakeups.watch(Key::LocalEvents);
@@ -53,8 +55,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         recorded.as_mut().enable();
         let skip = left_to_their_origin(&app, &peer, &mut relays);
         let budget = sizing.budget();
-        let (mine, request) = match sync_request(&app, theirs.as_ref(), skip.clone(), budget).await
-        {
+        let (mine, request) = match sync_request(&app, theirs.as_ref(), &skip, budget).await {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!("cannot read events for {peer}: {error}");
@@ -66,6 +67,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
             }
         };
         let sent = request.events.len();
+        let filled = sent >= budget.events || encoded_bytes(&request) >= budget.bytes;
         // Whether the peer refused even one event as too large: new events
         // do not make it any smaller, so they do not cut the pause short.
         let mut refused_alone = false;
@@ -84,10 +86,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 if sent > 0 && progressed {
                     // More may be missing: keep streaming, after gathering
                     // more when this sync was large.
-                    let theirs = theirs.as_ref();
-                    let lacking = gathering::lacking(theirs, &app.store.have(), &skip);
-                    if let Some(linger) = gathering::linger(sent, lacking) {
-                        if !gather(&app, theirs, &skip, linger, &mut shutdown).await {
+                    if let Some(linger) = gathering.linger(app.mode(), sent, filled) {
+                        let gathered = gather(&app, &gathering, theirs.as_ref(), &skip, linger);
+                        if !gathered.await {
                             return;
                         }
                     }
@@ -132,21 +133,23 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
 }
 
 /// Waits up to `linger` for this broker to record more events, or until the
-/// peer (holding `theirs`) lacks enough of those it is sent. False on
-/// shutdown.
+/// peer (holding `theirs`) lacks enough of those it is sent: checked when
+/// this broker records events, so a backlog of other origins' events alone
+/// waits the whole `linger`. False on shutdown.
 async fn gather(
     app: &AppState,
+    gathering: &Gathering,
     theirs: Option<&Have>,
     skip: &HashSet<String>,
     linger: Duration,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
+    let mut shutdown = app.shutdown.clone();
     let deadline = tokio::time::Instant::now() + linger;
     loop {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
-        if gathering::enough(gathering::lacking(theirs, &app.store.have(), skip)) {
+        if gathering.lacks_enough(gathering::lacking(theirs, &app.store.have(), skip)) {
             return true;
         }
         tokio::select! {
@@ -186,14 +189,14 @@ fn left_to_their_origin(app: &AppState, peer: &str, relays: &mut Relays) -> Hash
 async fn sync_request(
     app: &web::Data<AppState>,
     theirs: Option<&Have>,
-    skip: HashSet<String>,
+    skip: &HashSet<String>,
     budget: SyncBudget,
 ) -> Result<(Have, SyncRequest<EncodedEvent>), ApiError> {
     let mine = app.store.have();
     let events = match theirs {
-        Some(theirs) if gathering::lacking(Some(theirs), &mine, &skip) > 0 => {
+        Some(theirs) if gathering::lacking(Some(theirs), &mine, skip) > 0 => {
             app.store
-                .missing(mine.clone(), theirs.clone(), skip, budget)
+                .missing(mine.clone(), theirs.clone(), skip.clone(), budget)
                 .await?
         }
         _ => Vec::new(),
