@@ -148,16 +148,13 @@ fn raised(floor: Option<&Have>, base: &Have) -> Have {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::have;
 
     fn id(origin: &str, seq: u64) -> EventId {
         EventId {
             origin: origin.to_string(),
             seq,
         }
-    }
-
-    fn have(entries: &[(&str, u64)]) -> Have {
-        entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
     }
 
     fn lead(origin: &str, seq: u64, term: u64, prev: Option<EventId>, base: Have) -> Lead {

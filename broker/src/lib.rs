@@ -25,6 +25,8 @@ mod metrics;
 mod names;
 mod retention;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod topic_limits;
 mod trust;
 mod wakeups;

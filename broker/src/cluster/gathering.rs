@@ -78,10 +78,7 @@ pub fn lacking(theirs: Option<&Have>, mine: &Have, skip: &HashSet<String>) -> u6
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn have(entries: &[(&str, u64)]) -> Have {
-        entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
-    }
+    use crate::test_support::have;
 
     #[test]
     fn a_peer_lacks_what_it_does_not_hold_of_the_origins_it_is_sent() {

@@ -583,16 +583,13 @@ async fn recovery_deadline(app: web::Data<AppState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::have;
 
     fn peer(port: u16) -> PeerAddr {
         PeerAddr {
             host: "h".to_string(),
             port,
         }
-    }
-
-    fn have(entries: &[(&str, u64)]) -> Have {
-        entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
     }
 
     #[test]

@@ -77,10 +77,7 @@ fn held(have: &Have, origin: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn have(entries: &[(&str, u64)]) -> Have {
-        entries.iter().map(|(o, s)| (o.to_string(), *s)).collect()
-    }
+    use crate::test_support::have;
 
     #[test]
     fn a_majority_is_more_than_half() {

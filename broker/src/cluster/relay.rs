@@ -75,12 +75,9 @@ impl Relays {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::have;
 
     const AFTER: Duration = Duration::from_secs(1);
-
-    fn have(pairs: &[(&str, u64)]) -> Have {
-        pairs.iter().map(|(o, s)| (o.to_string(), *s)).collect()
-    }
 
     #[test]
     fn a_peer_that_keeps_catching_up_is_left_to_the_origin() {
