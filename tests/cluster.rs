@@ -757,6 +757,62 @@ async fn events_of_a_broker_that_is_down_reach_a_peer_through_another() {
     assert_eq!(ids(&pulled.messages), sent);
 }
 
+/// A peer is sent its own events only when it lost them. What it answered
+/// to the sync before is up to a heartbeat old, and it has made more events
+/// since (and sent them here): that is no reason to send them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_is_not_sent_its_own_events_back() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (c0, c1) = (cluster.client(0), cluster.client(1));
+    topic_of(&c0, P1, T).await;
+    known_everywhere(&cluster, T).await;
+    let own_events_of_1 = || async {
+        let held = |info: ClusterInfo| info.have.get(&cluster.id(1)).copied().unwrap_or(0);
+        let on_1 = held(probe(c1.cluster()).await?);
+        let on_0 = held(probe(c0.cluster()).await?);
+        (on_0 == on_1)
+            .then_some(on_1)
+            .ok_or(format!("{on_0} of {on_1}"))
+    };
+    let before = eventually_ok(
+        REPLICATION,
+        "broker 0 holds broker 1's events",
+        own_events_of_1,
+    )
+    .await;
+    let received = metric_now(&c0, "rumor_peer_events_received_total").await;
+
+    // Publishes for well over a heartbeat (200 ms), so that broker 1 syncs
+    // broker 0 while it holds more of broker 0's events than broker 0 last
+    // told it it held.
+    let mut published = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1200) {
+        let payloads = (0..100).map(|k| format!("m{k}")).collect();
+        c0.publish_batch(T, P1, payloads).await.expect("publish");
+        published += 100;
+    }
+    holds_messages(&c1, published, "broker 1 holds every message").await;
+    let syncs = metric_now(&c0, "rumor_peer_syncs_received_total").await;
+    eventually(REPLICATION, "two more syncs from broker 1", || async {
+        metric_now(&c0, "rumor_peer_syncs_received_total").await >= syncs + 2.0
+    })
+    .await;
+
+    let after = eventually_ok(
+        REPLICATION,
+        "broker 0 holds broker 1's events",
+        own_events_of_1,
+    )
+    .await;
+    let sent_back = metric_now(&c0, "rumor_peer_events_received_total").await - received;
+    assert!(
+        sent_back <= (after - before) as f64,
+        "broker 0 received {sent_back} events from broker 1, which made {} of its own",
+        after - before
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creations_of_one_topic_converge_on_one_creator() {
     let cluster = Cluster::start(3, &[]).await;

@@ -109,6 +109,7 @@ pub struct Metrics {
     waiting_pulls: AtomicI64,
     pull_reads: AtomicU64,
     peer_syncs: AtomicU64,
+    peer_events: AtomicU64,
     /// Per route and status, how long requests took.
     durations: Mutex<BTreeMap<String, BTreeMap<u16, Histogram>>>,
     /// Per topic: messages stored through this broker, given out again,
@@ -127,6 +128,7 @@ impl Default for Metrics {
             waiting_pulls: AtomicI64::new(0),
             pull_reads: AtomicU64::new(0),
             peer_syncs: AtomicU64::new(0),
+            peer_events: AtomicU64::new(0),
             durations: Mutex::default(),
             published_per_topic: Mutex::default(),
             redeliveries: Mutex::default(),
@@ -196,9 +198,10 @@ impl Metrics {
         self.pull_reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A peer's sync was received.
-    pub fn count_peer_sync(&self) {
+    /// A peer's sync of `events` events was received.
+    pub fn count_peer_sync(&self, events: usize) {
         self.peer_syncs.fetch_add(1, Ordering::Relaxed);
+        self.peer_events.fetch_add(events as u64, Ordering::Relaxed);
     }
 
     /// Counts a waiting pull until the returned guard is dropped (also when
@@ -237,6 +240,11 @@ impl Metrics {
                 "rumor_peer_syncs_received_total",
                 "Syncs (events and heartbeats) received from peers.",
                 load(&self.peer_syncs),
+            ),
+            (
+                "rumor_peer_events_received_total",
+                "Events received in peers' syncs, those already held included.",
+                load(&self.peer_events),
             ),
         ];
         for (name, help, value) in counters {

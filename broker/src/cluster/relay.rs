@@ -7,8 +7,9 @@
 //! left to it, unless the peer has lacked some of them for `relay_after`
 //! without catching up (the origin cannot reach the peer, or lost its
 //! data): from then on they are relayed until the peer holds all that this
-//! broker holds. Events of this broker, of the peer itself, and of origins
-//! that are down or no longer members are always sent (see `replicator`).
+//! broker holds. Events of this broker and of origins that are down or no
+//! longer members are always sent (see `replicator`); the peer's own only
+//! when it lost them (`lost_own_events`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -72,6 +73,16 @@ impl Relays {
     }
 }
 
+/// Whether `peer` lost events of its own: it answered a sync holding fewer
+/// of them (`answer`) than this broker held when it sent that sync
+/// (`asked_with`). A broker holds every event it made, so only a lost data
+/// directory explains that. Holding fewer than this broker holds *now*
+/// explains nothing: the peer made more since its answer, and sent them.
+pub fn lost_own_events(peer: &str, asked_with: &Have, answer: &Have) -> bool {
+    let held = |have: &Have| have.get(peer).copied().unwrap_or(0);
+    held(answer) < held(asked_with)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +126,16 @@ mod tests {
         relays.observe(&have(&[("a", 5)]), &have(&[("a", 9)]), start + AFTER * 3);
         assert!(!relays.relay("a", start + AFTER * 3));
         assert!(!relays.relay("unknown", start + AFTER * 3));
+    }
+
+    #[test]
+    fn a_peer_lost_its_own_events_only_if_it_answered_holding_fewer_than_were_here() {
+        let asked_with = have(&[("p", 40), ("a", 7)]);
+        assert!(!lost_own_events("p", &asked_with, &have(&[("p", 40)])));
+        assert!(!lost_own_events("p", &asked_with, &have(&[("p", 90)])));
+        assert!(lost_own_events("p", &asked_with, &have(&[("p", 39)])));
+        assert!(lost_own_events("p", &asked_with, &Have::new()));
+        // Nothing of the peer here: nothing to give back.
+        assert!(!lost_own_events("q", &asked_with, &Have::new()));
     }
 }

@@ -14,7 +14,7 @@ use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::ClientError;
 
 use super::gathering::{self, Gathering};
-use super::relay::Relays;
+use super::relay::{lost_own_events, Relays};
 use super::sizing::SyncSizing;
 use super::{HEARTBEAT, PEER_TIMEOUT, RELAY_AFTER};
 use crate::error::ApiError;
@@ -45,6 +45,8 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     // What the peer holds; unknown until it first answers.
     let mut theirs: Option<Have> = None;
     let mut relays = Relays::new(RELAY_AFTER);
+    // Whether the peer lost events it made: only then is it sent them.
+    let mut peer_lost_own = false;
     let mut backoff = HEARTBEAT;
     let mut sizing = SyncSizing::new(BUDGET);
     let gathering = Gathering::new(app.config.max_replica_lag);
@@ -53,7 +55,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
-        let skip = left_to_their_origin(&app, &peer, &mut relays);
+        let skip = left_out(&app, &peer, peer_lost_own, &mut relays);
         let budget = sizing.budget();
         let (mine, request) = match sync_request(&app, theirs.as_ref(), &skip, budget).await {
             Ok(read) => read,
@@ -79,6 +81,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster
                     .peer_holds(&peer, answer.have.clone(), answer.term);
                 relays.observe(&mine, &answer.have, Instant::now());
+                peer_lost_own = lost_own_events(&peer, &mine, &answer.have);
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
@@ -119,6 +122,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster.failed(&peer);
                 theirs = None;
                 relays = Relays::new(RELAY_AFTER);
+                peer_lost_own = false;
                 sizing.failed();
                 backoff = longer(backoff);
                 backoff
@@ -170,18 +174,21 @@ fn longer(backoff: Duration) -> Duration {
     (backoff * 2).min(MAX_BACKOFF)
 }
 
-/// The origins whose events this sync to `peer` leaves to their own
-/// broker: the live peers other than `peer`, unless `peer` has lacked their
-/// events too long.
-fn left_to_their_origin(app: &AppState, peer: &str, relays: &mut Relays) -> HashSet<String> {
+/// The origins whose events this sync to `peer` leaves out: the live peers
+/// other than `peer`, unless `peer` has lacked their events too long (they
+/// are left to their own broker); and `peer` itself, unless it `lost_own`
+/// events.
+fn left_out(app: &AppState, peer: &str, lost_own: bool, relays: &mut Relays) -> HashSet<String> {
     let now = Instant::now();
-    app.cluster
+    let others = app
+        .cluster
         .members()
         .into_iter()
         .filter(|member| member.alive && member.id != app.cluster.me() && member.id != peer)
         .filter(|member| !relays.relay(&member.id, now))
-        .map(|member| member.id)
-        .collect()
+        .map(|member| member.id);
+    let itself = (!lost_own).then(|| peer.to_string());
+    others.chain(itself).collect()
 }
 
 /// What this broker holds, and the sync to send: the events the peer

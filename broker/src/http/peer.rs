@@ -25,7 +25,7 @@ pub async fn sync(
         committed,
     } = body.into_inner();
     check_peer(&app, &from)?;
-    app.metrics.count_peer_sync();
+    app.metrics.count_peer_sync(events.len());
     check_term(&app, &from, term)?;
     let own_lamport = app.store.lamport();
     for event in &events {
