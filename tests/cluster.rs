@@ -766,19 +766,20 @@ async fn a_broker_is_not_sent_its_own_events_back() {
     let (c0, c1) = (cluster.client(0), cluster.client(1));
     topic_of(&c0, P1, T).await;
     known_everywhere(&cluster, T).await;
-    let own_events_of_1 = || async {
-        let held = |info: ClusterInfo| info.have.get(&cluster.id(1)).copied().unwrap_or(0);
-        let on_1 = held(probe(c1.cluster()).await?);
-        let on_0 = held(probe(c0.cluster()).await?);
+    let own_events_of = |client: &Client| {
+        let client = client.clone();
+        let id = cluster.id(1);
+        async move {
+            let info = probe(client.cluster()).await?;
+            Ok::<u64, String>(info.have.get(&id).copied().unwrap_or(0))
+        }
+    };
+    let before = eventually_ok(REPLICATION, "broker 0 holds broker 1's events", || async {
+        let (on_0, on_1) = (own_events_of(&c0).await?, own_events_of(&c1).await?);
         (on_0 == on_1)
             .then_some(on_1)
             .ok_or(format!("{on_0} of {on_1}"))
-    };
-    let before = eventually_ok(
-        REPLICATION,
-        "broker 0 holds broker 1's events",
-        own_events_of_1,
-    )
+    })
     .await;
     let received = metric_now(&c0, "rumor_peer_events_received_total").await;
 
@@ -799,13 +800,10 @@ async fn a_broker_is_not_sent_its_own_events_back() {
     })
     .await;
 
-    let after = eventually_ok(
-        REPLICATION,
-        "broker 0 holds broker 1's events",
-        own_events_of_1,
-    )
-    .await;
+    // Read before broker 1's own count, so that every event counted here
+    // was made by then.
     let sent_back = metric_now(&c0, "rumor_peer_events_received_total").await - received;
+    let after = own_events_of(&c1).await.expect("GET /cluster on broker 1");
     assert!(
         sent_back <= (after - before) as f64,
         "broker 0 received {sent_back} events from broker 1, which made {} of its own",

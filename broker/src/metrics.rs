@@ -243,7 +243,7 @@ impl Metrics {
             ),
             (
                 "rumor_peer_events_received_total",
-                "Events received in peers' syncs, those already held included.",
+                "Events received in peers' syncs, those already held and those refused included.",
                 load(&self.peer_events),
             ),
         ];

@@ -75,9 +75,11 @@ impl Relays {
 
 /// Whether `peer` lost events of its own: it answered a sync holding fewer
 /// of them (`answer`) than this broker held when it sent that sync
-/// (`asked_with`). A broker holds every event it made, so only a lost data
-/// directory explains that. Holding fewer than this broker holds *now*
-/// explains nothing: the peer made more since its answer, and sent them.
+/// (`asked_with`). A broker holds every event it made, so only lost data
+/// explains that (a wiped data directory, or under `--durability normal`
+/// a tail of commits not yet on disk). Holding fewer than this broker
+/// holds *now* explains nothing: the peer made more since its answer, and
+/// sent them.
 pub fn lost_own_events(peer: &str, asked_with: &Have, answer: &Have) -> bool {
     let held = |have: &Have| have.get(peer).copied().unwrap_or(0);
     held(answer) < held(asked_with)

@@ -57,15 +57,16 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         recorded.as_mut().enable();
         let skip = left_out(&app, &peer, peer_lost_own, &mut relays);
         let budget = sizing.budget();
+        // `mine`: what this broker held when it asked, unless the read failed.
         let (mine, request) = match sync_request(&app, theirs.as_ref(), &skip, budget).await {
-            Ok(read) => read,
+            Ok((mine, request)) => (Some(mine), request),
             Err(error) => {
                 tracing::error!("cannot read events for {peer}: {error}");
                 let request = SyncRequest {
                     events: Vec::new(),
                     ..heartbeat(&app)
                 };
-                (Have::new(), request)
+                (None, request)
             }
         };
         let sent = request.events.len();
@@ -80,12 +81,21 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 let progressed = theirs.as_ref() != Some(&answer.have);
                 app.cluster
                     .peer_holds(&peer, answer.have.clone(), answer.term);
-                relays.observe(&mine, &answer.have, Instant::now());
-                peer_lost_own = lost_own_events(&peer, &mine, &answer.have);
+                // Whether this answer shows the peer lost its own events.
+                let mut lost_now = false;
+                if let Some(mine) = &mine {
+                    relays.observe(mine, &answer.have, Instant::now());
+                    let lost = lost_own_events(&peer, mine, &answer.have);
+                    lost_now = lost && !peer_lost_own;
+                    peer_lost_own = lost;
+                }
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
                 sizing.taken(sent);
+                if lost_now {
+                    continue; // it is sent its own events back at once
+                }
                 if sent > 0 && progressed {
                     // More may be missing: keep streaming, after gathering
                     // more when this sync was large.
