@@ -82,6 +82,8 @@ struct PeerTable {
 struct Report {
     have: Have,
     term: u64,
+    /// The peer lost events of its own (see `relay::lost_own_events`).
+    lost_own: bool,
 }
 
 impl PeerTable {
@@ -357,11 +359,15 @@ impl Cluster {
         lock(&self.pacing).holds_back(&peers, now)
     }
 
-    /// A peer answered a sync holding `have`, in `term`.
-    pub fn peer_holds(&self, peer: &str, have: Have, term: u64) {
-        self.table()
-            .reports
-            .insert(peer.to_string(), Report { have, term });
+    /// A peer answered a sync holding `have`, in `term`; `lost_own`: it
+    /// holds fewer of its own events than this broker held when it asked.
+    pub fn peer_holds(&self, peer: &str, have: Have, term: u64, lost_own: bool) {
+        let report = Report {
+            have,
+            term,
+            lost_own,
+        };
+        self.table().reports.insert(peer.to_string(), report);
         self.reported.send_modify(|updates| *updates += 1);
     }
 
@@ -510,7 +516,9 @@ impl Cluster {
     }
 
     /// Per peer: whether it is alive, and how many of the events in `own`
-    /// (what this broker holds) it has not reported holding.
+    /// (what this broker holds) it has not reported holding. Of its own
+    /// events, only those it lost count: its report is up to a heartbeat
+    /// old, and it made the newer ones itself.
     pub fn peer_lags(&self, own: &Have) -> Vec<(String, bool, u64)> {
         let now = Instant::now();
         let table = self.table();
@@ -519,8 +527,13 @@ impl Cluster {
             .iter()
             .map(|peer| {
                 let id = peer.id();
-                let reported = table.reports.get(&id).map(|report| &report.have);
-                let lag = gathering::lacking(reported, own, &HashSet::new());
+                let report = table.reports.get(&id);
+                // A peer not heard from holds nothing, as far as this broker knows.
+                let lost_own = report.is_none_or(|report| report.lost_own);
+                let left_out: HashSet<String> =
+                    (!lost_own).then(|| id.clone()).into_iter().collect();
+                let reported = report.map(|report| &report.have);
+                let lag = gathering::lacking(reported, own, &left_out);
                 (id.clone(), table.liveness.is_alive(&id, now), lag)
             })
             .collect()
@@ -599,23 +612,36 @@ mod tests {
 
         let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert_eq!(cluster.replicated(), Some(Have::new()));
-        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1);
+        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1, false);
         assert_eq!(
             cluster.replicated(),
             Some(have(&[("h:1", 0), ("h:2", 0)])),
             "h:3 was not heard from"
         );
-        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]), 1);
+        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]), 1, false);
         assert_eq!(cluster.replicated(), Some(have(&[("h:1", 7), ("h:2", 0)])));
+    }
+
+    #[test]
+    fn a_peer_lags_by_its_own_events_only_when_it_lost_them() {
+        let (cluster, _) = Cluster::new("h:1", &[peer(2)], 100, Connect::default());
+        let own = have(&[("h:1", 10), ("h:2", 9)]);
+        let lag = |cluster: &Cluster| cluster.peer_lags(&own)[0].2;
+        assert_eq!(lag(&cluster), 19, "not heard from: it lacks everything");
+        // Its report is older than the events it made since.
+        cluster.peer_holds("h:2", have(&[("h:1", 7), ("h:2", 4)]), 1, false);
+        assert_eq!(lag(&cluster), 3);
+        cluster.peer_holds("h:2", have(&[("h:1", 7), ("h:2", 4)]), 1, true);
+        assert_eq!(lag(&cluster), 3 + 5, "it lost 5 of its own");
     }
 
     #[test]
     fn a_broker_holds_its_history_once_every_peer_told_what_it_holds_of_it() {
         let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert!(!cluster.holds_own_history(0), "no peer heard from yet");
-        cluster.peer_holds("h:2", have(&[("h:2", 4)]), 1);
+        cluster.peer_holds("h:2", have(&[("h:2", 4)]), 1, false);
         assert!(!cluster.holds_own_history(0), "h:3 may hold events of ours");
-        cluster.peer_holds("h:3", have(&[("h:1", 7)]), 1);
+        cluster.peer_holds("h:3", have(&[("h:1", 7)]), 1, false);
         assert!(!cluster.holds_own_history(6), "h:3 holds our seq 7");
         assert!(cluster.holds_own_history(7));
     }
@@ -626,15 +652,15 @@ mod tests {
         let mine = have(&[("h:1", 4), ("h:2", 6)]);
         assert!(!cluster.holds_what_a_majority_holds(&mine), "no report");
         // A report of another term (from before a partition) does not count.
-        cluster.peer_holds("h:2", have(&[("h:2", 6)]), 3);
+        cluster.peer_holds("h:2", have(&[("h:2", 6)]), 3, false);
         assert!(!cluster.holds_what_a_majority_holds(&mine));
-        cluster.peer_holds("h:3", have(&[("h:2", 7)]), 0);
+        cluster.peer_holds("h:3", have(&[("h:2", 7)]), 0, false);
         assert!(
             !cluster.holds_what_a_majority_holds(&mine),
             "h:3 holds more"
         );
         // An origin reported at 0 is held (a broker that recorded nothing).
-        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), 0);
+        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), 0, false);
         assert!(cluster.holds_what_a_majority_holds(&mine));
     }
 
@@ -674,19 +700,19 @@ mod tests {
             have(&[("h:1", 0), ("h:2", 0)])
         );
         // Peers of term 0 (the term of a fresh cluster view) count.
-        cluster.peer_holds("h:2", have(&[("h:1", 8), ("h:2", 3)]), 0);
-        cluster.peer_holds("h:3", have(&[("h:1", 6)]), 0);
+        cluster.peer_holds("h:2", have(&[("h:1", 8), ("h:2", 3)]), 0, false);
+        cluster.peer_holds("h:3", have(&[("h:1", 6)]), 0, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 6), ("h:2", 0)])
         );
         // A peer in another term does not count.
-        cluster.peer_holds("h:4", have(&[("h:1", 10), ("h:2", 3)]), 7);
+        cluster.peer_holds("h:4", have(&[("h:1", 10), ("h:2", 3)]), 7, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 6), ("h:2", 0)])
         );
-        cluster.peer_holds("h:5", have(&[("h:1", 9), ("h:2", 3)]), 0);
+        cluster.peer_holds("h:5", have(&[("h:1", 9), ("h:2", 3)]), 0, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 8), ("h:2", 3)])

@@ -79,8 +79,6 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 app.cluster
                     .heard_from(&peer, answer.term, answer.leader.clone());
                 let progressed = theirs.as_ref() != Some(&answer.have);
-                app.cluster
-                    .peer_holds(&peer, answer.have.clone(), answer.term);
                 // Whether this answer shows the peer lost its own events.
                 let mut lost_now = false;
                 if let Some(mine) = &mine {
@@ -89,6 +87,8 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                     lost_now = lost && !peer_lost_own;
                     peer_lost_own = lost;
                 }
+                let (have, term) = (answer.have.clone(), answer.term);
+                app.cluster.peer_holds(&peer, have, term, peer_lost_own);
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;
