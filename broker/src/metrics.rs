@@ -378,7 +378,7 @@ impl Metrics {
             (
                 "rumor_peer_lag_events",
                 "gauge",
-                "Events this broker holds that a peer has not reported holding (of its own, only those it lost).",
+                "Events this broker holds that a peer has not reported holding (of its own, only while it has lost some).",
             ),
             gauges
                 .peers

@@ -64,7 +64,8 @@ pub struct Member {
     pub id: String,
     pub alive: bool,
     /// For a peer: events the answering broker holds that it has not
-    /// reported holding (absent for the answering broker itself).
+    /// reported holding; of the peer's own events, only while it has lost
+    /// some (absent for the answering broker itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
 }

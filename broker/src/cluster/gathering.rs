@@ -27,8 +27,8 @@ use crate::config::Mode;
 /// messages a second a sync carries one or two.
 const GATHER_AFTER: usize = 16;
 /// Longest wait for more events: with three brokers on two cores, single
-/// publishes through one broker took 13–20% more messages a second with
-/// 2 ms (4 ms: 5% more again, but at 5,000 messages a second the p50
+/// publishes through one broker took 11–20% more messages a second with
+/// 2 ms (4 ms: 3–6% more again, but at 5,000 messages a second the p50
 /// across brokers grew by 1.3 ms).
 const LINGER: Duration = Duration::from_millis(2);
 /// The peer lacking this many events ends the wait (a sync that large costs

@@ -516,8 +516,8 @@ impl Cluster {
     }
 
     /// Per peer: whether it is alive, and how many of the events in `own`
-    /// (what this broker holds) it has not reported holding. Of its own
-    /// events, only those it lost count: its report is up to a heartbeat
+    /// (what this broker holds) it has not reported holding. Its own events
+    /// count only while it has lost some: its report is up to a heartbeat
     /// old, and it made the newer ones itself.
     pub fn peer_lags(&self, own: &Have) -> Vec<(String, bool, u64)> {
         let now = Instant::now();
@@ -625,14 +625,16 @@ mod tests {
     #[test]
     fn a_peer_lags_by_its_own_events_only_when_it_lost_them() {
         let (cluster, _) = Cluster::new("h:1", &[peer(2)], 100, Connect::default());
-        let own = have(&[("h:1", 10), ("h:2", 9)]);
+        let own = have(&[("h:1", 10), ("h:2", 9), ("h:3", 6)]);
         let lag = |cluster: &Cluster| cluster.peer_lags(&own)[0].2;
-        assert_eq!(lag(&cluster), 19, "not heard from: it lacks everything");
-        // Its report is older than the events it made since.
-        cluster.peer_holds("h:2", have(&[("h:1", 7), ("h:2", 4)]), 1, false);
-        assert_eq!(lag(&cluster), 3);
-        cluster.peer_holds("h:2", have(&[("h:1", 7), ("h:2", 4)]), 1, true);
-        assert_eq!(lag(&cluster), 3 + 5, "it lost 5 of its own");
+        assert_eq!(lag(&cluster), 25, "not heard from: it lacks everything");
+        // Its report is older than the events it made since; the other
+        // origins count.
+        let report = have(&[("h:1", 7), ("h:2", 4), ("h:3", 5)]);
+        cluster.peer_holds("h:2", report.clone(), 1, false);
+        assert_eq!(lag(&cluster), 3 + 1);
+        cluster.peer_holds("h:2", report, 1, true);
+        assert_eq!(lag(&cluster), 3 + 1 + 5, "it lost 5 of its own");
     }
 
     #[test]
