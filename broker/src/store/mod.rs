@@ -368,6 +368,7 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::event::{Change, Event};
+    use apply::{MessageRow, MessageRun};
     use client::peer::Have;
     use client::wire::{Headers, NewMessage};
     use futures_util::FutureExt;
@@ -694,6 +695,42 @@ mod tests {
             );
             assert_eq!((seq, lamport), (sent_seq, sent_lamport));
         }
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_twice_fails_its_whole_batch_and_the_next_takes_its_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        publish_to_a_new_topic(&store, vec![new_message("first", None)]).await;
+        let failed = store
+            .write(|tx| {
+                tx.publish("news", "P1", vec![new_message("lost", None)], 7, 0)?;
+                // A full multi-row statement whose first row is stored already.
+                let rows: Vec<MessageRow<'_>> = (3..3 + 64)
+                    .map(|seq| MessageRow::new((seq, seq), "again", &Headers::new(), None))
+                    .collect();
+                let run = MessageRun {
+                    origin: "B:1",
+                    topic: "news",
+                    publisher: "P1",
+                    published_at_ms: 7,
+                    messages: &rows,
+                };
+                Ok(apply::insert_messages(tx.conn, &run)?)
+            })
+            .await;
+        assert!(failed.is_err(), "storing seq 3 twice succeeded");
+        assert_eq!(stored_payloads(&store).await, ["first"]);
+        let next = store
+            .write(|tx| tx.publish("news", "P1", vec![new_message("next", None)], 8, 0))
+            .await
+            .unwrap();
+        assert!(
+            matches!(next[..], [Outcome::Stored((4, _))]),
+            "the failed batch's seq 4 is given again: {next:?}"
+        );
+        assert_eq!(stored_payloads(&store).await, ["first", "next"]);
         store.close();
     }
 
