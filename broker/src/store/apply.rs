@@ -1323,4 +1323,30 @@ mod tests {
             ]
         );
     }
+
+    /// A message stored twice rolls back everything its transaction did,
+    /// by the multi-row statement and by the one-row statement alike.
+    #[test]
+    fn a_message_stored_twice_rolls_back_its_whole_transaction() {
+        for rows in [ROWS_PER_INSERT, 1] {
+            let mut conn = Connection::open_in_memory().unwrap();
+            schema::migrate(&mut conn).unwrap();
+            apply(&conn, &publish("A", 1, 1, "first")).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            apply(&conn, &publish("A", 2, 2, "second")).unwrap();
+            let again: Vec<Event> = (1..=rows as u64)
+                .map(|seq| publish("A", seq, seq, "again"))
+                .collect();
+            assert!(apply_run(&conn, &again).is_err(), "{rows} rows");
+            assert!(conn.is_autocommit(), "{rows} rows: still in a transaction");
+            let payloads: Vec<String> = conn
+                .prepare("SELECT payload FROM messages ORDER BY seq")
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(payloads, ["first"], "{rows} rows");
+        }
+    }
 }
