@@ -6,10 +6,9 @@ use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::connect::{innermost, Connect, ConnectError};
-use crate::peer::{ElectionMessage, SyncRequest, SyncResponse};
+use crate::peer::{ElectionMessage, EncodedEvent, SyncRequest, SyncResponse};
 use crate::peer_auth::{self, ClusterKey, SignedRequest};
 use crate::peers::PeerAddr;
 use crate::wire::*;
@@ -484,13 +483,20 @@ impl Client {
     }
 
     /// Broker to broker: sends events and a heartbeat, returns the peer's state.
-    pub async fn sync<E: Serialize>(
+    pub async fn sync(
         &self,
-        body: &SyncRequest<E>,
+        body: &SyncRequest<EncodedEvent>,
         timeout: Duration,
     ) -> Result<SyncResponse, ClientError> {
-        let request = self.request(Method::POST, &["peer", "sync"])?;
-        self.json(request.json(body).timeout(timeout)).await
+        let body = body.to_json().map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            reason: format!("cannot encode a sync: {e}"),
+        })?;
+        let request = self
+            .request(Method::POST, &["peer", "sync"])?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.json(request.timeout(timeout)).await
     }
 
     /// Broker to broker: sends a client's request on to this broker as it

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeStruct, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
 
 use crate::wire::{Headers, SharedSettings, StartFrom, TopicLimits};
 
@@ -189,33 +189,119 @@ fn element<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
 }
 
 /// A `PeerEvent` in its JSON form: encoded once, it goes to every peer
-/// that lacks it as it is. (Shared as the box the encoder made, so that
-/// its text is not copied again.)
+/// that lacks it as it is. Events encoded together (the own events of one
+/// commit) share one text: keeping and dropping them costs an allocation
+/// per text, not several per event.
 #[derive(Debug, Clone)]
-pub struct EncodedEvent(Arc<Box<RawValue>>);
+pub struct EncodedEvent {
+    text: Arc<Vec<u8>>,
+    span: Range<usize>,
+}
 
 impl EncodedEvent {
+    /// One event, in a text of its own.
     pub fn new(event: &PeerEvent) -> Result<Self, serde_json::Error> {
-        Self::encode(event)
-    }
-
-    pub fn publish(event: &PublishEvent<'_>) -> Result<Self, serde_json::Error> {
-        Self::encode(event)
-    }
-
-    fn encode(event: &impl Serialize) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(event).map(|raw| EncodedEvent(Arc::new(raw)))
+        let text = serde_json::to_vec(event)?;
+        Ok(EncodedEvent {
+            span: 0..text.len(),
+            text: Arc::new(text),
+        })
     }
 
     /// The JSON text.
-    pub fn json(&self) -> &str {
-        self.0.get()
+    pub fn json(&self) -> &[u8] {
+        &self.text[self.span.clone()]
     }
 }
 
-impl Serialize for EncodedEvent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+/// Encodes events one after another into one text that all of them share.
+#[derive(Debug, Default)]
+pub struct EventEncoder {
+    text: Vec<u8>,
+    /// Where each event's text ends.
+    ends: Vec<usize>,
+}
+
+impl EventEncoder {
+    pub fn push(&mut self, event: &PeerEvent) -> Result<(), serde_json::Error> {
+        self.encode(event)
+    }
+
+    pub fn push_publish(&mut self, event: &PublishEvent<'_>) -> Result<(), serde_json::Error> {
+        self.encode(event)
+    }
+
+    /// An event that cannot be encoded leaves nothing behind.
+    fn encode(&mut self, event: &impl Serialize) -> Result<(), serde_json::Error> {
+        let start = self.text.len();
+        serde_json::to_writer(&mut self.text, event).inspect_err(|_| self.text.truncate(start))?;
+        self.ends.push(self.text.len());
+        Ok(())
+    }
+
+    /// How many events it holds.
+    pub fn events(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The bytes of their text.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Forgets every event but the first `events`.
+    pub fn truncate(&mut self, events: usize) {
+        self.ends.truncate(events);
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    /// The events, in the order they came.
+    pub fn finish(self) -> Vec<EncodedEvent> {
+        let text = Arc::new(self.text);
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| EncodedEvent {
+                text: Arc::clone(&text),
+                span: start..end,
+            })
+            .collect()
+    }
+}
+
+impl SyncRequest<EncodedEvent> {
+    /// The sync as JSON, its events written as they were encoded.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        /// Every field of a `SyncRequest` but its events.
+        #[derive(Serialize)]
+        struct Head<'a> {
+            from: &'a str,
+            term: u64,
+            leader: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            committed: Option<&'a Have>,
+        }
+        let head = Head {
+            from: &self.from,
+            term: self.term,
+            leader: self.leader.as_deref(),
+            committed: self.committed.as_ref(),
+        };
+        let events: usize = self.events.iter().map(|event| event.json().len() + 1).sum();
+        let mut json = Vec::with_capacity(events + 256);
+        serde_json::to_writer(&mut json, &head)?;
+        // The head is an object with a field or more: `{...}`; the events
+        // go in before its closing brace.
+        json.pop();
+        json.extend_from_slice(br#","events":["#);
+        for (n, event) in self.events.iter().enumerate() {
+            if n > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(event.json());
+        }
+        json.extend_from_slice(b"]}");
+        Ok(json)
     }
 }
 
@@ -415,8 +501,20 @@ mod tests {
         );
         let back: Vec<PeerEvent> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, [publish.clone(), pruned.clone()]);
-        let encoded = [&publish, &pruned].map(|event| EncodedEvent::new(event).unwrap());
-        assert_eq!(serde_json::to_string(&encoded).unwrap(), text);
+        let mut encoder = EventEncoder::default();
+        encoder.push(&publish).unwrap();
+        encoder.push(&pruned).unwrap();
+        let sync = SyncRequest {
+            from: "h:1".to_string(),
+            term: 3,
+            leader: None,
+            events: encoder.finish(),
+            committed: None,
+        };
+        assert_eq!(
+            String::from_utf8(sync.to_json().unwrap()).unwrap(),
+            format!(r#"{{"from":"h:1","term":3,"leader":null,"events":{text}}}"#)
+        );
         let as_object = r#"{"origin":"h:1","seq":7,"lamport":9,"change":{"publish":{"topic":"t","publisher":"p","payload":"hi","published_at_ms":5}}}"#;
         assert_eq!(
             serde_json::from_str::<PeerEvent>(as_object).unwrap(),
@@ -475,5 +573,83 @@ mod tests {
                 "{text} was taken"
             );
         }
+    }
+
+    fn publish(seq: u64, payload: &str) -> PeerEvent {
+        PeerEvent {
+            origin: "h:1".to_string(),
+            seq,
+            lamport: seq + 1,
+            change: PeerChange::Publish {
+                topic: "t".to_string(),
+                publisher: "p".to_string(),
+                payload: payload.to_string(),
+                published_at_ms: 5,
+                headers: Headers::new(),
+                msg_id: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_sync_of_encoded_events_reads_as_the_sync_of_its_events() {
+        let events = vec![
+            publish(1, "a \"quoted\" payload"),
+            PeerEvent {
+                change: PeerChange::Pruned,
+                ..publish(2, "")
+            },
+            publish(3, "ü"),
+        ];
+        let committed = Have::from([("h:1".to_string(), 2), ("h:2".to_string(), 9)]);
+        for (events, leader, committed) in [
+            (events.clone(), Some("h:2"), Some(committed)),
+            (events, None, None),
+            (Vec::new(), None, None),
+        ] {
+            let mut encoder = EventEncoder::default();
+            for event in &events {
+                encoder.push(event).unwrap();
+            }
+            fn sync<E>(
+                events: Vec<E>,
+                leader: Option<&str>,
+                committed: Option<Have>,
+            ) -> SyncRequest<E> {
+                SyncRequest {
+                    from: "h:1".to_string(),
+                    term: 7,
+                    leader: leader.map(str::to_string),
+                    events,
+                    committed,
+                }
+            }
+            let json = sync(encoder.finish(), leader, committed.clone())
+                .to_json()
+                .unwrap();
+            let read: SyncRequest = serde_json::from_slice(&json).unwrap();
+            assert_eq!(read, sync(events, leader, committed));
+        }
+    }
+
+    #[test]
+    fn an_encoder_forgets_what_it_is_told_to() {
+        let mut encoder = EventEncoder::default();
+        for seq in 1..=3 {
+            encoder.push(&publish(seq, "x")).unwrap();
+        }
+        encoder.truncate(1);
+        assert_eq!(encoder.events(), 1);
+        encoder.push(&publish(4, "y")).unwrap();
+        let encoded = encoder.finish();
+        let read: Vec<PeerEvent> = encoded
+            .iter()
+            .map(|event| serde_json::from_slice(event.json()).unwrap())
+            .collect();
+        assert_eq!(read, [publish(1, "x"), publish(4, "y")]);
+        assert_eq!(
+            encoded[1].json(),
+            EncodedEvent::new(&publish(4, "y")).unwrap().json()
+        );
     }
 }

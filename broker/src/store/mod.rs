@@ -775,7 +775,10 @@ mod tests {
     }
 
     fn texts(events: &[EncodedEvent]) -> Vec<String> {
-        events.iter().map(|e| e.json().to_string()).collect()
+        events
+            .iter()
+            .map(|e| String::from_utf8(e.json().to_vec()).unwrap())
+            .collect()
     }
 
     #[tokio::test]
@@ -963,7 +966,7 @@ mod tests {
     fn decoded(events: &[EncodedEvent]) -> Vec<Event> {
         events
             .iter()
-            .map(|e| serde_json::from_str(e.json()).unwrap())
+            .map(|e| serde_json::from_slice(e.json()).unwrap())
             .collect()
     }
 

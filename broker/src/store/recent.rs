@@ -21,12 +21,16 @@
 
 use std::collections::VecDeque;
 
-use client::peer::EncodedEvent;
+use client::peer::{EncodedEvent, EventEncoder};
 
 /// Most events kept.
 const MAX_EVENTS: usize = 20_000;
 /// Most bytes of encoded events kept (payloads and headers may be large).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of events that share one text, past which a recording starts
+/// another (at a request's end): a text lives as long as any of its events,
+/// so the events kept hold at most about this much more than `MAX_BYTES`.
+const TEXT_BYTES: usize = 1024 * 1024;
 
 /// An event of this broker's own, encoded.
 #[derive(Debug, Clone)]
@@ -89,6 +93,66 @@ impl RecentEvents {
                 .cloned()
                 .collect(),
         )
+    }
+}
+
+/// The own events a batch of requests records, encoded as they are
+/// recorded into shared texts (see `EventEncoder`).
+#[derive(Default)]
+pub struct Recording {
+    sealed: Vec<Kept>,
+    encoder: EventEncoder,
+    /// The seq of each event in `encoder`.
+    seqs: Vec<u64>,
+}
+
+impl Recording {
+    /// Keeps the event of seq `seq` that `encode` encodes. One that cannot
+    /// be encoded is not kept: the run of kept seqs breaks there, and syncs
+    /// read it from the store.
+    pub fn keep(
+        &mut self,
+        seq: u64,
+        encode: impl FnOnce(&mut EventEncoder) -> Result<(), serde_json::Error>,
+    ) {
+        match encode(&mut self.encoder) {
+            Ok(()) => self.seqs.push(seq),
+            Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
+        }
+    }
+
+    /// Where the next request's events start.
+    pub fn mark(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Forgets the events of a request that failed, recorded since `mark`.
+    pub fn undo(&mut self, mark: usize) {
+        self.seqs.truncate(mark);
+        self.encoder.truncate(mark);
+    }
+
+    /// After a request that succeeded: a large text is closed.
+    pub fn request_done(&mut self) {
+        if self.encoder.bytes() >= TEXT_BYTES {
+            self.seal();
+        }
+    }
+
+    fn seal(&mut self) {
+        let encoded = std::mem::take(&mut self.encoder).finish();
+        let seqs = std::mem::take(&mut self.seqs);
+        self.sealed.extend(
+            seqs.into_iter()
+                .zip(encoded)
+                .map(|(seq, encoded)| Kept { seq, encoded }),
+        );
+    }
+
+    /// Every event kept, in the order recorded.
+    pub fn finish(mut self) -> Vec<Kept> {
+        self.seal();
+        self.sealed
     }
 }
 
@@ -190,5 +254,41 @@ mod tests {
         recent.push(last.clone());
         assert_eq!(recent.events.len(), 1, "two halves do not fit");
         assert_eq!(recent.bytes, last.encoded.json().len());
+    }
+
+    #[test]
+    fn a_recording_keeps_what_the_requests_that_succeeded_recorded() {
+        let mut recording = Recording::default();
+        let large = "x".repeat(TEXT_BYTES);
+        let keep = |recording: &mut Recording, seq, payload: &str| {
+            let event = publish(seq, payload);
+            recording.keep(seq, |encoder| encoder.push(&event));
+        };
+        // A request whose text grows past the bound, so it is closed.
+        keep(&mut recording, 1, "a");
+        keep(&mut recording, 2, &large);
+        recording.request_done();
+        // One that failed, then one that succeeded.
+        let mark = recording.mark();
+        keep(&mut recording, 3, "lost");
+        recording.undo(mark);
+        keep(&mut recording, 3, "c");
+        recording.request_done();
+        let kept = recording.finish();
+        let read: Vec<(u64, Event)> = kept
+            .iter()
+            .map(|kept| {
+                (
+                    kept.seq,
+                    serde_json::from_slice(kept.encoded.json()).unwrap(),
+                )
+            })
+            .collect();
+        let expected = [
+            (1, publish(1, "a")),
+            (2, publish(2, &large)),
+            (3, publish(3, "c")),
+        ];
+        assert_eq!(read, expected);
     }
 }

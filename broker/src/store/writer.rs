@@ -17,14 +17,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::peer::{EncodedEvent, Have, PublishEvent};
+use client::peer::{Have, PublishEvent};
 use client::wire::{Headers, NewMessage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
-use super::recent::{Kept, RecentEvents};
+use super::recent::{RecentEvents, Recording};
 use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::event::{Change, Event};
@@ -145,7 +145,7 @@ pub struct WriteTx<'c> {
     may_record: bool,
     /// The events of its own the request recorded, encoded, when the
     /// writer keeps them for replication (see `recent`).
-    recorded: Option<&'c mut Vec<Kept>>,
+    recorded: Option<&'c mut Recording>,
 }
 
 impl WriteTx<'_> {
@@ -163,7 +163,7 @@ impl WriteTx<'_> {
         self.woken.extend(wakes(&event.change));
         self.woken.insert(Key::LocalEvents);
         if let Some(recorded) = self.recorded.as_deref_mut() {
-            keep(recorded, event.seq, EncodedEvent::new(&event));
+            recorded.keep(event.seq, |encoder| encoder.push(&event));
         }
         Ok(event)
     }
@@ -222,7 +222,7 @@ impl WriteTx<'_> {
                     headers: message.headers.as_ref().unwrap_or(&no_headers),
                     msg_id: message.msg_id.as_deref(),
                 };
-                keep(recorded, seq, EncodedEvent::publish(&event));
+                recorded.keep(seq, |encoder| encoder.push_publish(&event));
             }
         }
         Ok(stamped)
@@ -303,16 +303,6 @@ impl WriteTx<'_> {
     /// The seq of this broker's latest event.
     pub(super) fn last_seq(&self) -> u64 {
         self.state.last_seq
-    }
-}
-
-/// Keeps an own event of seq `seq` as encoded. One that cannot be encoded
-/// is not kept: the run of kept seqs breaks there, and syncs read it from
-/// the store.
-fn keep(recorded: &mut Vec<Kept>, seq: u64, encoded: Result<EncodedEvent, serde_json::Error>) {
-    match encoded {
-        Ok(encoded) => recorded.push(Kept { seq, encoded }),
-        Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
     }
 }
 
@@ -451,7 +441,7 @@ impl WriterThread {
         let mut woken = BTreeSet::new();
         let mut received = Have::new();
         let mut replies = Vec::with_capacity(batch.len());
-        let mut recorded = Vec::new();
+        let mut recorded = Recording::default();
         let outcome = self.run_batch(
             batch,
             &mut woken,
@@ -465,7 +455,10 @@ impl WriterThread {
                 // that sees them there finds them kept.
                 if let Some(recent) = &self.counters.recent {
                     let mut recent = lock(recent);
-                    recorded.into_iter().for_each(|kept| recent.push(kept));
+                    recorded
+                        .finish()
+                        .into_iter()
+                        .for_each(|kept| recent.push(kept));
                 }
                 self.publish_have(received);
                 let counters = &self.counters;
@@ -534,7 +527,7 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
-        recorded: &mut Vec<Kept>,
+        recorded: &mut Recording,
     ) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -546,14 +539,14 @@ impl WriterThread {
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut got = Have::new();
-            let mut own = Vec::new();
+            let mark = recorded.mark();
             let mut write = WriteTx {
                 conn: &tx,
                 state: &mut self.state,
                 woken: &mut keys,
                 received: &mut got,
                 may_record,
-                recorded: self.counters.recent.is_some().then_some(&mut own),
+                recorded: self.counters.recent.is_some().then_some(&mut *recorded),
             };
             // A panicking request is a bug: it is left unanswered (its
             // caller gets an internal error); the rest go on.
@@ -570,9 +563,10 @@ impl WriterThread {
             if ok {
                 woken.append(&mut keys);
                 received.extend(got);
-                recorded.append(&mut own);
+                recorded.request_done();
                 continue;
             }
+            recorded.undo(mark);
             self.state = snapshot;
             // Requests are checked before they write, so a refused one
             // changed nothing. One that failed after writing (a storage
