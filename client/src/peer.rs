@@ -256,7 +256,8 @@ impl EventEncoder {
     }
 
     /// The events, in the order they came.
-    pub fn finish(self) -> Vec<EncodedEvent> {
+    pub fn finish(mut self) -> Vec<EncodedEvent> {
+        self.text.shrink_to_fit();
         let text = Arc::new(self.text);
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts

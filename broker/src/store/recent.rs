@@ -28,8 +28,8 @@ const MAX_EVENTS: usize = 20_000;
 /// Most bytes of encoded events kept (payloads and headers may be large).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of events that share one text, past which a recording starts
-/// another (at a request's end): a text lives as long as any of its events,
-/// so the events kept hold at most about this much more than `MAX_BYTES`.
+/// another: a text lives as long as any of its events, so the events kept
+/// hold at most about this much (and one event) more than `MAX_BYTES`.
 const TEXT_BYTES: usize = 1024 * 1024;
 
 /// An event of this broker's own, encoded.
@@ -97,7 +97,7 @@ impl RecentEvents {
 }
 
 /// The own events a batch of requests records, encoded as they are
-/// recorded into shared texts (see `EventEncoder`).
+/// recorded into shared texts (see `EventEncoder`) of about `TEXT_BYTES`.
 #[derive(Default)]
 pub struct Recording {
     sealed: Vec<Kept>,
@@ -119,23 +119,28 @@ impl Recording {
             Ok(()) => self.seqs.push(seq),
             Err(error) => tracing::error!("cannot encode event {seq}: {error}"),
         }
+        if self.encoder.bytes() >= TEXT_BYTES {
+            self.seal();
+        }
     }
 
-    /// Where the next request's events start.
+    /// How many events it holds: where the next request's start.
     pub fn mark(&self) -> usize {
-        self.seqs.len()
+        self.sealed.len() + self.seqs.len()
     }
 
     /// Forgets the events of a request that failed, recorded since `mark`.
     pub fn undo(&mut self, mark: usize) {
-        self.seqs.truncate(mark);
-        self.encoder.truncate(mark);
-    }
-
-    /// After a request that succeeded: a large text is closed.
-    pub fn request_done(&mut self) {
-        if self.encoder.bytes() >= TEXT_BYTES {
-            self.seal();
+        match mark.checked_sub(self.sealed.len()) {
+            Some(open) => {
+                self.seqs.truncate(open);
+                self.encoder.truncate(open);
+            }
+            None => {
+                self.sealed.truncate(mark);
+                self.seqs.clear();
+                self.encoder = EventEncoder::default();
+            }
         }
     }
 
@@ -264,16 +269,18 @@ mod tests {
             let event = publish(seq, payload);
             recording.keep(seq, |encoder| encoder.push(&event));
         };
-        // A request whose text grows past the bound, so it is closed.
         keep(&mut recording, 1, "a");
+        // A request that failed after its text grew past the bound (and
+        // was closed), then one that failed within a text.
+        for payload in [large.as_str(), "lost"] {
+            let mark = recording.mark();
+            keep(&mut recording, 2, payload);
+            keep(&mut recording, 3, "lost");
+            recording.undo(mark);
+            assert_eq!(recording.mark(), 1);
+        }
         keep(&mut recording, 2, &large);
-        recording.request_done();
-        // One that failed, then one that succeeded.
-        let mark = recording.mark();
-        keep(&mut recording, 3, "lost");
-        recording.undo(mark);
         keep(&mut recording, 3, "c");
-        recording.request_done();
         let kept = recording.finish();
         let read: Vec<(u64, Event)> = kept
             .iter()

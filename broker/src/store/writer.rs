@@ -454,11 +454,9 @@ impl WriterThread {
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
                 if let Some(recent) = &self.counters.recent {
+                    let kept = recorded.finish();
                     let mut recent = lock(recent);
-                    recorded
-                        .finish()
-                        .into_iter()
-                        .for_each(|kept| recent.push(kept));
+                    kept.into_iter().for_each(|kept| recent.push(kept));
                 }
                 self.publish_have(received);
                 let counters = &self.counters;
@@ -563,7 +561,6 @@ impl WriterThread {
             if ok {
                 woken.append(&mut keys);
                 received.extend(got);
-                recorded.request_done();
                 continue;
             }
             recorded.undo(mark);
