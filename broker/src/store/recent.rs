@@ -9,7 +9,9 @@
 //! events here already encoded for the wire, so every peer is sent the
 //! same text (encoding once per peer cost the publishing broker as much
 //! again as the sending); a sync takes a run of them when every one it
-//! needs is here, and reads the store otherwise.
+//! needs is here, and reads the store otherwise. A batch's requests
+//! encode their events as they record them (`Recording`), into texts the
+//! events share, and the events of a request that failed are cut off again.
 //!
 //! They are kept in a gapless run of seqs: a seq that does not follow on
 //! (after an event that could not be encoded, or own events received back
