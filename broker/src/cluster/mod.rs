@@ -434,9 +434,16 @@ impl Cluster {
     /// no leader can be reached or it falls silent meanwhile (see
     /// `while_alive`).
     pub async fn forward_to_leader(&self, request: ForwardedRequest<'_>) -> Option<Forwarded> {
-        let (leader, client) = self.leader_client()?;
-        self.while_alive(&leader, client.forward(request))
-            .await?
+        let Some((leader, client)) = self.leader_client() else {
+            tracing::warn!("cannot forward a write: no leader known");
+            return None;
+        };
+        let Some(answer) = self.while_alive(&leader, client.forward(request)).await else {
+            tracing::warn!("cannot forward a write: leader {leader} is silent");
+            return None;
+        };
+        answer
+            .inspect_err(|error| tracing::warn!("forwarding a write to {leader} failed: {error}"))
             .ok()
     }
 
