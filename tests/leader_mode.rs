@@ -331,3 +331,29 @@ async fn messages_from_before_leader_mode_are_delivered_first_after_the_switch()
         assert!(before.iter().all(|id| ids.contains(id)), "{ids:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_does_not_deliver_again_what_its_auto_acknowledged_pull_gave() {
+    // Of five, a majority without broker 0 is likely each round.
+    let cluster = Cluster::start(5, &["--mode", "leader"]).await;
+    cluster.agreed_leader(SETTLE).await;
+    let leader = cluster.client(4);
+    topic_of(&leader, P1, T).await;
+    let follower = cluster.client(0);
+    subscribed(&follower, "worker", T, StartFrom::Latest).await;
+    let query = client::wire::PullQuery {
+        topic: Some(T.to_string()),
+        max: None,
+        wait_ms: Some(5_000),
+        auto_ack: Some(true),
+    };
+    // The acknowledgement goes through the leader, and a majority without
+    // this follower may take it: the next pull here must still pass over it.
+    for n in 0..100 {
+        let payload = format!("m-{n}");
+        leader.publish(T, P1, &payload).await.expect("publish");
+        let pulled = follower.pull("worker", &query).await.expect("pull");
+        let payloads: Vec<&str> = pulled.messages.iter().map(|m| m.payload.as_str()).collect();
+        assert_eq!(payloads, [payload.as_str()], "round {n}");
+    }
+}

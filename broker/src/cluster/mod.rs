@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use client::http::{Forwarded, ForwardedRequest};
-use client::peer::Have;
+use client::peer::{EncodedEvent, Have, SyncRequest};
 use client::wire::Member;
 use client::{Client, Connect, PeerAddr};
 use tokio::sync::{mpsc, watch};
@@ -445,6 +445,32 @@ impl Cluster {
         answer
             .inspect_err(|error| tracing::warn!("forwarding a write to {leader} failed: {error}"))
             .ok()
+    }
+
+    /// What the leader holds of its own events as it answers now (the seq
+    /// below which it holds them all), with its id: an empty sync, as a
+    /// heartbeat. `None` when no leader is known or it does not answer.
+    pub async fn leader_holds_now(&self) -> Option<(String, u64)> {
+        let (leader, client) = self.leader_client()?;
+        let answer = client
+            .sync(&self.heartbeat(), PEER_TIMEOUT)
+            .await
+            .inspect_err(|error| tracing::debug!("asking {leader} what it holds: {error}"))
+            .ok()?;
+        let seq = answer.have.get(&leader).copied().unwrap_or(0);
+        Some((leader, seq))
+    }
+
+    /// A sync without events: this broker's term and leader.
+    pub fn heartbeat(&self) -> SyncRequest<EncodedEvent> {
+        let leadership = self.leadership();
+        SyncRequest {
+            from: self.me.clone(),
+            term: leadership.term,
+            leader: leadership.leader,
+            events: Vec::new(),
+            committed: None,
+        }
     }
 
     /// Runs `call` to the peer `leader` while it is alive: `None` once it

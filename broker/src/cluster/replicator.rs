@@ -64,7 +64,7 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                 tracing::error!("cannot read events for {peer}: {error}");
                 let request = SyncRequest {
                     events: Vec::new(),
-                    ..heartbeat(&app)
+                    ..app.cluster.heartbeat()
                 };
                 (None, request)
             }
@@ -225,21 +225,9 @@ async fn sync_request(
     let request = SyncRequest {
         events,
         committed,
-        ..heartbeat(app)
+        ..app.cluster.heartbeat()
     };
     Ok((mine, request))
-}
-
-/// A sync without events: this broker's term and leader.
-fn heartbeat(app: &AppState) -> SyncRequest<EncodedEvent> {
-    let leadership = app.cluster.leadership();
-    SyncRequest {
-        from: app.cluster.me().to_string(),
-        term: leadership.term,
-        leader: leadership.leader,
-        events: Vec::new(),
-        committed: None,
-    }
 }
 
 fn log_failure(peer: &str, error: &ClientError) {
