@@ -181,7 +181,8 @@ impl Drop for PullSlot {
 /// subscriber's reads on this broker pass over the messages it
 /// acknowledges, as if it had committed, so they neither give them again
 /// nor wait for the commit. A follower in leader mode sends it through the
-/// leader and keeps the mark until the acknowledgement has come back to it. Should the broker stop before the commit, or
+/// leader and keeps the mark until the acknowledgement has come back to it
+/// (up to 3 s). Should the broker stop before the commit, or
 /// the commit fail, they are delivered again: at least once, never lost.
 #[derive(Default)]
 pub struct AcksInFlight {
@@ -289,8 +290,10 @@ pub async fn acknowledge(
             timeout: None,
         };
         return match app.cluster.forward_to_leader(forwarded).await {
-            Some(answer) if (200..300).contains(&answer.status) => {
-                until_held_from_leader(app).await;
+            Some((leader, answer)) if (200..300).contains(&answer.status) => {
+                if commit == Commit::Lazily {
+                    until_back_from(app, &leader).await;
+                }
                 Ok(())
             }
             Some(_) | None => Err(ApiError::NoQuorum),
@@ -316,21 +319,21 @@ pub async fn acknowledge(
     }
 }
 
-/// How long a follower waits for an acknowledgement it sent through the
-/// leader to come back to it (see `until_held_from_leader`).
+/// How long a follower waits for an auto-acknowledgement it sent through
+/// the leader to come back to it (see `until_back_from`).
 const ACK_RETURN_WAIT: Duration = Duration::from_secs(3);
 
-/// Waits (up to `ACK_RETURN_WAIT`) until this follower holds what the
-/// leader held of its own events once it had recorded an acknowledgement
+/// Waits (up to `ACK_RETURN_WAIT`) until this follower holds what `leader`
+/// held of its own events once it had recorded an auto-acknowledgement
 /// sent through it. A majority without this broker may have taken it, and
-/// until it arrives here, reads here (past the acknowledgement's mark, see
-/// [`AcksInFlight`]) would give its messages again.
-async fn until_held_from_leader(app: &AppState) {
-    let Some((leader, seq)) = app.cluster.leader_holds_now().await else {
+/// until it arrives here, reads here without the acknowledgement's mark
+/// (see [`AcksInFlight`]) would give its messages again.
+async fn until_back_from(app: &AppState, leader: &str) {
+    let Some(seq) = app.cluster.holds_now(leader).await else {
         return;
     };
     let mut have = app.store.watch_have();
-    let held = have.wait_for(|have| have.get(&leader).is_some_and(|held| *held >= seq));
+    let held = have.wait_for(|have| have.get(leader).copied().unwrap_or(0) >= seq);
     if !matches!(tokio::time::timeout(ACK_RETURN_WAIT, held).await, Ok(Ok(_))) {
         tracing::debug!("an acknowledgement sent through {leader} did not come back in time");
     }

@@ -430,35 +430,39 @@ impl Cluster {
         Some((leader, client))
     }
 
-    /// Sends a request on to the leader and returns its answer; `None` when
-    /// no leader can be reached or it falls silent meanwhile (see
-    /// `while_alive`).
-    pub async fn forward_to_leader(&self, request: ForwardedRequest<'_>) -> Option<Forwarded> {
+    /// Sends a request on to the leader and returns its answer, with the
+    /// leader's id; `None` when no leader can be reached or it falls silent
+    /// meanwhile (see `while_alive`).
+    pub async fn forward_to_leader(
+        &self,
+        request: ForwardedRequest<'_>,
+    ) -> Option<(String, Forwarded)> {
         let Some((leader, client)) = self.leader_client() else {
-            tracing::warn!("cannot forward a write: no leader known");
+            tracing::debug!("cannot forward a request: no leader known");
             return None;
         };
         let Some(answer) = self.while_alive(&leader, client.forward(request)).await else {
-            tracing::warn!("cannot forward a write: leader {leader} is silent");
+            tracing::debug!("cannot forward a request: leader {leader} is silent");
             return None;
         };
-        answer
-            .inspect_err(|error| tracing::warn!("forwarding a write to {leader} failed: {error}"))
-            .ok()
+        let answer = answer
+            .inspect_err(|error| {
+                tracing::debug!("forwarding a request to {leader} failed: {error}")
+            })
+            .ok()?;
+        Some((leader, answer))
     }
 
-    /// What the leader holds of its own events as it answers now (the seq
-    /// below which it holds them all), with its id: an empty sync, as a
-    /// heartbeat. `None` when no leader is known or it does not answer.
-    pub async fn leader_holds_now(&self) -> Option<(String, u64)> {
-        let (leader, client) = self.leader_client()?;
-        let answer = client
+    /// Up to which seq `peer` holds its own events as it answers now (an
+    /// empty sync, as a heartbeat); `None` when it does not answer.
+    pub async fn holds_now(&self, peer: &str) -> Option<u64> {
+        let answer = self
+            .client(peer)?
             .sync(&self.heartbeat(), PEER_TIMEOUT)
             .await
-            .inspect_err(|error| tracing::debug!("asking {leader} what it holds: {error}"))
+            .inspect_err(|error| tracing::debug!("asking {peer} what it holds: {error}"))
             .ok()?;
-        let seq = answer.have.get(&leader).copied().unwrap_or(0);
-        Some((leader, seq))
+        Some(answer.have.get(peer).copied().unwrap_or(0))
     }
 
     /// A sync without events: this broker's term and leader.

@@ -94,7 +94,7 @@ pub async fn send_to_leader(
     app: &AppState,
     request: ForwardedRequest<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let answer = app
+    let (_, answer) = app
         .cluster
         .forward_to_leader(request)
         .await
