@@ -207,10 +207,14 @@ async fn peer_requests_not_signed_with_the_cluster_key_are_refused_and_change_no
     let secrets = Secrets::new();
     let key_file = secrets.write("cluster.key", KEY);
     let other_key = secrets.write("other.key", &"x".repeat(40));
-    // A peer that never runs: its id is one the broker knows.
-    let absent = free_port();
+    // A peer that never runs: its id is one the broker knows (two ports
+    // taken at once: one after the other, they can be the same).
+    let [absent, port] = free_ports(2)[..] else {
+        unreachable!("two ports")
+    };
     let peers = secrets.write("peers.csv", &format!("{HOST},{absent}\n"));
-    let broker = Broker::start_with(&["--cluster-key-file", &key_file, "--peers", &peers]).await;
+    let broker =
+        Broker::start_on(port, &["--cluster-key-file", &key_file, "--peers", &peers]).await;
     let client = broker.client();
     topic_of(&client, "p", "t").await;
     client.publish("t", "p", "real").await.unwrap();
@@ -285,9 +289,12 @@ async fn peer_requests_not_signed_with_the_cluster_key_are_refused_and_change_no
 async fn a_signed_peer_request_is_taken_once_and_only_while_fresh() {
     let secrets = Secrets::new();
     let key_file = secrets.write("cluster.key", KEY);
-    let absent = free_port();
+    let [absent, port] = free_ports(2)[..] else {
+        unreachable!("two ports")
+    };
     let peers = secrets.write("peers.csv", &format!("{HOST},{absent}\n"));
-    let broker = Broker::start_with(&["--cluster-key-file", &key_file, "--peers", &peers]).await;
+    let broker =
+        Broker::start_on(port, &["--cluster-key-file", &key_file, "--peers", &peers]).await;
     let key = ClusterKey::load(Path::new(&key_file)).unwrap();
     let url = format!("{}/peer/sync", broker.url());
     let body = sync_body(&format!("{HOST}:{absent}"), 0, vec![]);
