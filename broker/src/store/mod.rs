@@ -3,11 +3,13 @@
 //! One writer thread owns the write connection and commits everything queued
 //! in one transaction (group commit, see `writer`); reads run on an r2d2 pool
 //! of read-only connections on the blocking thread pool, never on the async
-//! executor. `apply` holds the event merges, `ops` the checked operations
+//! executor; a checkpoint thread copies the write-ahead log back into the
+//! database beside the writer (`checkpoint`). `apply` holds the event merges, `ops` the checked operations
 //! that turn requests into events, `queries` the reads.
 
 mod admission;
 mod apply;
+mod checkpoint;
 mod error;
 mod ops;
 pub mod queries;
@@ -48,6 +50,8 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     readers: ReadThreads,
     writer: writer::Writer,
+    /// Copies the write-ahead log back into the database beside the writer.
+    checkpointer: checkpoint::Checkpointer,
     lamport: Arc<AtomicU64>,
     own_seq: Arc<AtomicU64>,
     mode: Arc<Mutex<Option<Mode>>>,
@@ -121,8 +125,12 @@ impl Store {
             recent: recent.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
+        let checkpointer =
+            checkpoint::Checkpointer::start(&path, config.durability, have.subscribe())
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Ok(Store {
             pool,
+            checkpointer,
             readers: ReadThreads::start()?,
             writer,
             lamport,
@@ -298,6 +306,7 @@ impl Store {
 
     /// Commits what is queued and stops the writer thread.
     pub fn close(&self) {
+        self.checkpointer.stop();
         self.writer.stop();
     }
 }
@@ -531,6 +540,30 @@ mod tests {
         for write in lazy {
             write.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_log_is_copied_back_into_the_database_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (db_before, _) = store.file_sizes();
+        // Far fewer pages than the writer's own checkpoint waits for.
+        let events: Vec<Event> = (1..=200)
+            .map(|seq| publish(seq, &"x".repeat(100)))
+            .collect();
+        let mut history = history();
+        history.extend(events.into_iter().skip(history.len()));
+        receive(&store, history).await;
+        assert!(store.file_sizes().1 > 0, "the commit went to the log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.file_sizes().0 == db_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not copied back into the database within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.close();
     }
 
     #[tokio::test]

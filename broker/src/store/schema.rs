@@ -32,10 +32,10 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 const WRITER_CACHE_KIB: i64 = -65_536;
 
 /// Pages the write-ahead log grows by before a commit copies it back into
-/// the database (SQLite's default is 1,000). A checkpoint stalls the commit
-/// that runs it (it copies and fsyncs); the hot pages of the indexes are the
-/// same from one checkpoint to the next, so fewer, larger checkpoints copy
-/// little more each and stall commits far less often.
+/// the database (SQLite's default is 1,000): the bound on the log's size.
+/// The checkpoint thread (`checkpoint`) copies most of it before then, so
+/// that the commit which runs this checkpoint, and every write behind it,
+/// stalls only for what is left.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 fn migrations() -> Migrations<'static> {
@@ -50,18 +50,34 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
 
 /// WAL (readable by `sqlite3` while the broker runs) and the durability asked for.
 pub fn configure_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
-    let synchronous = match durability {
-        Durability::Fsync => "FULL",
-        Durability::Normal => "NORMAL",
-    };
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "synchronous", synchronous(durability))?;
     conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
     // Sorts and temporary indexes in memory, not in temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     Ok(())
+}
+
+/// The checkpoint thread's connection (see `checkpoint`): it syncs what it
+/// copies as the writer would.
+pub fn configure_checkpointer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", synchronous(durability))?;
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)
+}
+
+/// Copies what the write-ahead log holds back into the database, as far as
+/// no reader still needs it, without waiting for any lock.
+pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Fsync => "FULL",
+        Durability::Normal => "NORMAL",
+    }
 }
 
 pub fn configure_reader(conn: &mut Connection) -> rusqlite::Result<()> {
