@@ -4,21 +4,20 @@
 //! it. Run by the writer (SQLite's automatic checkpoint at the end of a
 //! commit) it stalls every write queued behind that commit, and under
 //! batches it was about a sixth of the writer's time. This thread takes it
-//! off the writer: every `EVERY` after a commit it copies, without
-//! waiting for any lock (`PASSIVE`), what the log holds. The writer keeps
-//! its automatic checkpoint as the bound on the log's size: when it comes
-//! due, little is left to copy, and once a checkpoint has copied the whole
-//! log the next commit starts it from the beginning again.
+//! off the writer: every `EVERY`, when the writer committed since, it
+//! copies what the log holds without waiting for any lock (`PASSIVE`). The
+//! writer keeps its automatic checkpoint as the bound on the log's size:
+//! when it comes due, little is left to copy, and once a checkpoint has
+//! copied the whole log (and no reader still reads from it) the next
+//! commit starts the log from the beginning again.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::watch;
-
-use client::peer::Have;
 
 use super::schema;
 use crate::config::Durability;
@@ -28,7 +27,7 @@ use crate::lock;
 /// 800,000 messages a second are a few thousand by then.
 const EVERY: Duration = Duration::from_millis(100);
 
-/// Handle to the checkpoint thread; stops it when told or dropped.
+/// Handle to the checkpoint thread.
 pub struct Checkpointer {
     stopped: Arc<(Mutex<bool>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -36,19 +35,18 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Opens a connection of its own to `path` and starts the thread;
-    /// `have` moves with every commit that wrote events.
+    /// `committed` counts the writer's commits.
     pub fn start(
         path: &Path,
         durability: Durability,
-        have: watch::Receiver<Arc<Have>>,
+        committed: Arc<AtomicU64>,
     ) -> Result<Checkpointer, String> {
-        let conn = Connection::open(path).map_err(|e| e.to_string())?;
-        schema::configure_checkpointer(&conn, durability).map_err(|e| e.to_string())?;
+        let conn = schema::open_checkpointer(path, durability).map_err(|e| e.to_string())?;
         let stopped = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stopped.clone();
         let thread = std::thread::Builder::new()
             .name("store-checkpoint".to_string())
-            .spawn(move || run(&conn, have, &signal))
+            .spawn(move || run(&conn, &committed, &signal))
             .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
         Ok(Checkpointer {
             stopped,
@@ -56,40 +54,57 @@ impl Checkpointer {
         })
     }
 
-    /// Stops the thread (a checkpoint under way finishes first).
+    /// Stops the thread and waits for it (a checkpoint under way finishes
+    /// first).
     pub fn stop(&self) {
-        let (stopped, wake) = &*self.stopped;
-        *lock(stopped) = true;
-        wake.notify_all();
+        self.tell_to_stop();
         if let Some(thread) = lock(&self.thread).take() {
             if thread.join().is_err() {
                 tracing::error!("the checkpoint thread panicked");
             }
         }
     }
-}
 
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop();
+    fn tell_to_stop(&self) {
+        let (stopped, wake) = &*self.stopped;
+        *lock(stopped) = true;
+        wake.notify_all();
     }
 }
 
-fn run(conn: &Connection, mut have: watch::Receiver<Arc<Have>>, stopped: &(Mutex<bool>, Condvar)) {
+impl Drop for Checkpointer {
+    /// Without waiting: the store may be dropped on an async thread.
+    fn drop(&mut self) {
+        self.tell_to_stop();
+    }
+}
+
+fn run(conn: &Connection, committed: &AtomicU64, stopped: &(Mutex<bool>, Condvar)) {
     let (stopped, wake) = stopped;
+    let mut copied_up_to = 0;
+    // Whether the last checkpoint failed: a lasting failure is told once.
+    let mut failing = false;
     let mut done = lock(stopped);
     while !*done {
         done = wake
             .wait_timeout(done, EVERY)
             .map(|(done, _)| done)
             .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-        if *done || !have.has_changed().unwrap_or(false) {
+        let commits = committed.load(Ordering::Acquire);
+        if *done || commits == copied_up_to {
             continue;
         }
-        have.borrow_and_update();
         drop(done);
-        if let Err(error) = schema::checkpoint(conn) {
-            tracing::warn!("checkpoint failed (the writer's own will copy the log): {error}");
+        match schema::checkpoint(conn) {
+            Ok(()) => {
+                copied_up_to = commits;
+                failing = false;
+            }
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!("checkpoint failed (the writer's own will copy the log): {error}");
+            }
+            Err(_) => {}
         }
         done = lock(stopped);
     }

@@ -1,6 +1,8 @@
 //! Connection settings and the migrations in `migrations/`, embedded at build time.
 
-use rusqlite::Connection;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{Migrations, M};
 
 use crate::config::Durability;
@@ -60,11 +62,13 @@ pub fn configure_writer(conn: &Connection, durability: Durability) -> rusqlite::
     Ok(())
 }
 
-/// The checkpoint thread's connection (see `checkpoint`): it syncs what it
-/// copies as the writer would.
-pub fn configure_checkpointer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+/// The checkpoint thread's connection to the database the writer made (see
+/// `checkpoint`): it syncs what it copies as the writer would.
+pub fn open_checkpointer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     conn.pragma_update(None, "synchronous", synchronous(durability))?;
-    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
+    Ok(conn)
 }
 
 /// Copies what the write-ahead log holds back into the database, as far as

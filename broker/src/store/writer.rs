@@ -121,6 +121,8 @@ pub struct Counters {
     pub have: watch::Sender<Arc<Have>>,
     /// How long commits take and how many requests each holds.
     pub commits: Arc<CommitMetrics>,
+    /// Counts the commits that succeeded (the checkpoint thread's cue).
+    pub committed: Arc<AtomicU64>,
     /// This broker's latest own events, kept for replication when it has
     /// peers.
     pub recent: Option<Arc<Mutex<RecentEvents>>>,
@@ -473,6 +475,7 @@ impl WriterThread {
                 if woken.contains(&Key::LeadsChanged) {
                     self.counters.leads_version.fetch_add(1, Ordering::Release);
                 }
+                self.counters.committed.fetch_add(1, Ordering::Release);
                 for key in &woken {
                     self.wakeups.wake(key);
                 }
