@@ -4,8 +4,9 @@
 //! in one transaction (group commit, see `writer`); reads run on an r2d2 pool
 //! of read-only connections on the blocking thread pool, never on the async
 //! executor; a checkpoint thread copies the write-ahead log back into the
-//! database beside the writer (`checkpoint`). `apply` holds the event merges, `ops` the checked operations
-//! that turn requests into events, `queries` the reads.
+//! database beside the writer (`checkpoint`). `apply` holds the event
+//! merges, `ops` the checked operations that turn requests into events,
+//! `queries` the reads.
 
 mod admission;
 mod apply;
