@@ -70,9 +70,9 @@ Defaults aim at 1-5 s per run on a 2-core machine (a batch run of 200,000
 messages took 0.3 s, too short to measure a rate: its start weighed in,
 and it swung widely from run to run). Clients: 50 for Redis
 (redis-benchmark -c 50) and rumor single publishes; K for rumor batches
-(each batch request already carries 1000 messages; with 2 cores, 4 keeps
-the broker's writer busy while the next batches are parsed, more only
-contend for the CPU).
+(each batch request already carries 1000 messages; with 2 cores, 4 keep
+the broker's writer busy most of the time while the next batches are
+parsed; 8 gave 3-5% more in pairs, BENCHMARKS.md, sixth look).
 EOF
 }
 
