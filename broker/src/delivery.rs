@@ -253,6 +253,9 @@ pub fn acknowledge_in_background(
     actix_web::rt::spawn(async move {
         let subscriber = cursor.subscriber.clone();
         let acked = acknowledge(&app, cursor, authorization.as_deref(), Commit::Lazily).await;
+        if let Ok(Some(leader)) = &acked {
+            until_back_from(&app, leader).await;
+        }
         drop(in_flight);
         if let Err(error) = acked {
             tracing::warn!(
@@ -266,13 +269,14 @@ pub fn acknowledge_in_background(
 
 /// Acknowledges every message up to the cursor's positions (through the
 /// leader when this broker follows in leader mode, as the client whose
-/// `authorization` it is would), committed as `commit` says.
+/// `authorization` it is would), committed as `commit` says; returns the
+/// leader it went through, if any.
 pub async fn acknowledge(
     app: &AppState,
     cursor: Cursor,
     authorization: Option<&[u8]>,
     commit: Commit,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     if app.follows_leader() {
         let body = serde_json::to_vec(&Ack {
             cursor: Some(cursor.encode()),
@@ -290,12 +294,7 @@ pub async fn acknowledge(
             timeout: None,
         };
         return match app.cluster.forward_to_leader(forwarded).await {
-            Some((leader, answer)) if (200..300).contains(&answer.status) => {
-                if commit == Commit::Lazily {
-                    until_back_from(app, &leader).await;
-                }
-                Ok(())
-            }
+            Some((leader, answer)) if (200..300).contains(&answer.status) => Ok(Some(leader)),
             Some(_) | None => Err(ApiError::NoQuorum),
         };
     }
@@ -314,9 +313,10 @@ pub async fn acknowledge(
         tx.ack_messages(&subscriber, ids)
     };
     match commit {
-        Commit::Now => app.record(change).await,
-        Commit::Lazily => app.record_lazily(change).await,
+        Commit::Now => app.record(change).await?,
+        Commit::Lazily => app.record_lazily(change).await?,
     }
+    Ok(None)
 }
 
 /// How long a follower waits for an auto-acknowledgement it sent through
@@ -348,7 +348,9 @@ pub async fn acknowledge_token(
     authorization: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     match Cursor::decode(token, &subscriber) {
-        Ok(cursor) => acknowledge(app, cursor, authorization, Commit::Now).await,
+        Ok(cursor) => acknowledge(app, cursor, authorization, Commit::Now)
+            .await
+            .map(drop),
         Err(invalid) => {
             app.store
                 .read(move |conn| queries::require_subscriber(conn, &subscriber))
