@@ -44,7 +44,8 @@ Usage: scripts/bench-cluster.sh [options]
   --runs R              rounds, each measurement once a round, interleaved (default 3; env RUNS)
   --quick               tiny run to check the script works: 1 round, 20000 batch messages, 1 s wrk runs
   --seconds S           seconds of each wrk run of single publishes (default 3)
-  --batch-messages M    messages of each batch run (default 200000)
+  --batch-messages M    messages of each batch run (default 1000000: about 2 s for one
+                        broker here; a run of 200,000 took 0.3 s, too short to hold a rate)
   --broker-bin PATH     rumor broker binary (default target/release/broker)
   --bench-bin PATH      rumor bench binary (default target/release/bench)
   --no-build            never run cargo; fail when a binary is missing
@@ -61,7 +62,7 @@ EOF
 
 runs=${RUNS:-3}
 seconds=3
-batch_messages=200000
+batch_messages=1000000
 quick=0
 build=1
 broker_bin=
@@ -378,5 +379,5 @@ if batch_messages < 100_000:
     print()
     print(f"note: {batch_messages} messages a batch run are few: pacing holds broker 1's writes only")
     print("once a replica lacks 10,000 of its events, so much of such a run goes at broker 1's own")
-    print("pace and the cluster's batch rate reads high; the default is 200,000")
+    print("pace and the cluster's batch rate reads high; the default is 1,000,000")
 EOF
