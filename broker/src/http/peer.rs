@@ -315,7 +315,11 @@ mod tests {
             publish("", 2, "t", "p"),
         ];
         for bad in cases {
-            let events = [publish("h:1", 1, "t", "p"), bad, publish("h:1", 3, "t", "p")];
+            let events = [
+                publish("h:1", 1, "t", "p"),
+                bad,
+                publish("h:1", 3, "t", "p"),
+            ];
             assert_eq!(first_refused(&events), Some(1), "{:?}", events[1]);
         }
     }
