@@ -335,12 +335,32 @@ mod tests {
 
     #[test]
     fn another_origin_topic_or_publisher_is_checked_on_its_own() {
-        let events = [
-            publish("h:1", 1, "t", "p"),
-            publish("h:2", 1, "t", "p"),
-            publish("h:2", 2, "u", "p"),
-            publish("h:2", 3, "u", "q"),
+        let bad = [
+            publish("h:2 x", 2, "t", "p"),
+            publish("h:1", 2, "u u", "p"),
+            publish("h:1", 2, "t", "q q"),
         ];
-        assert_eq!(first_refused(&events), None);
+        for bad in bad {
+            let events = [publish("h:1", 1, "t", "p"), bad];
+            assert_eq!(first_refused(&events), Some(1), "{:?}", events[1]);
+        }
+    }
+
+    #[test]
+    fn a_value_is_checked_again_only_when_it_changes_or_was_refused() {
+        let checks = std::cell::Cell::new(0);
+        let valid = |value: &str| {
+            checks.set(checks.get() + 1);
+            value != "bad"
+        };
+        let mut last = None;
+        let seen: Vec<bool> = ["a", "a", "b", "b", "bad", "bad", "b"]
+            .into_iter()
+            .map(|value| remember_if(&mut last, value, valid))
+            .collect();
+        assert_eq!(seen, [true, true, true, true, false, false, true]);
+        // "a", "b", and "bad" twice: a refused value is not remembered,
+        // so "b" is still the last valid one at the end.
+        assert_eq!(checks.get(), 4);
     }
 }
