@@ -16,12 +16,12 @@
 #      every message broker 1 held when wrk exited: the replicas' lag
 #
 # --runs rounds, so that machine noise hits both alike. The brokers are
-# started once, before the rounds (four processes: the broker alone and
-# the three of the cluster, fresh data directories), and all run
-# throughout; the report gives what the idle ones cost. Counts are checked
-# after every run (bench publish's, wrk's answers against GET
-# /topics/{name} of broker 1 and of each replica), so errors cannot
-# inflate a rate. The report (stdout) gives the versions and the machine,
+# started afresh for every round (four processes: the broker alone and
+# the three of the cluster, empty data directories, removed after the
+# round), and all run through the round; the report gives what the idle
+# ones cost. Counts are checked after every run (bench publish's, wrk's
+# answers against GET /topics/{name} of broker 1 and of each replica), so
+# errors cannot inflate a rate. The report (stdout) gives the versions and the machine,
 # per measurement the median and the min-max range, the replicas' lag,
 # and the ratios cluster/one broker, round by round, against the targets:
 # batches >= 0.45, single publishes >= 0.6, the replicas' lag bounded
@@ -120,18 +120,33 @@ members = json.load(sys.stdin)["members"]
 sys.exit(0 if len(members) == int(sys.argv[1]) and all(m["alive"] for m in members) else 1)' "$2"
 }
 
+# Starts the broker alone and the cluster for round $1, in data
+# directories of their own.
 start_all() {
     local i
-    start_brokers alone 1 fsync --mode gossip
+    start_brokers "alone-$1" 1 fsync --mode gossip
     alone_pid=${started_pids[0]}
     alone_port=${started_ports[0]}
-    start_brokers cluster 3 fsync --mode gossip
+    start_brokers "cluster-$1" 3 fsync --mode gossip
     cluster_pids=("${started_pids[@]}")
     cluster_ports=("${started_ports[@]}")
     for i in 0 1 2; do
         wait_ready "${cluster_pids[i]}" 30 cluster_formed "${cluster_ports[i]}" 3 \
             || die "broker $((i + 1)) of the cluster (port ${cluster_ports[i]}) does not see all three alive"
     done
+}
+
+# Stops the brokers of round $1 and removes their data, so that the next
+# round's brokers start empty: on this machine, page cache grown into
+# memory it had not used lately made writes several times dearer, and
+# more so the more the brokers held (BENCHMARKS.md, seventh look).
+stop_all() {
+    local i
+    stop_pid "$alone_pid" "the broker alone"
+    for i in 0 1 2; do
+        stop_pid "${cluster_pids[i]}" "broker $((i + 1)) of the cluster"
+    done
+    rm -rf "$work_dir/alone-$1" "$work_dir/cluster-$1"
 }
 
 # Prints the CPU time the processes $2... took together over $1 seconds,
@@ -258,27 +273,33 @@ single_run() {
 value=$(payload_value "$payload_bytes")
 machine_facts
 load_start=$(load_avg)
-start_all
-note "alone: 127.0.0.1:$alone_port (pid $alone_pid)"
-for i in 0 1 2; do
-    note "cluster broker $((i + 1)): 127.0.0.1:${cluster_ports[i]} (pid ${cluster_pids[i]})"
-done
-replicas=("${cluster_ports[1]}" "${cluster_ports[2]}")
 
-# One short untimed run of each, so that the first timed run does not pay
-# for file creation, first connections and the like.
-note "warming up"
-batch_run "$alone_port" 10000 >/dev/null
-batch_run "${cluster_ports[0]}" 10000 "${replicas[@]}" >/dev/null
-single_run "$alone_port" 1 >/dev/null
-single_run "${cluster_ports[0]}" 1 "${replicas[@]}" >/dev/null
-
-note "measuring what the idle brokers take (2 s)"
-idle_cluster=$(cpu_over 2 "${cluster_pids[@]}")
-idle_alone=$(cpu_over 2 "$alone_pid")
+# Starts round $1's brokers and gives each one short untimed run, so that
+# the first timed run does not pay for file creation, first connections
+# and the like.
+start_round() {
+    local i
+    start_all "$1"
+    note "round $1/$runs: alone 127.0.0.1:$alone_port (pid $alone_pid)"
+    for i in 0 1 2; do
+        note "round $1/$runs: cluster broker $((i + 1)) 127.0.0.1:${cluster_ports[i]} (pid ${cluster_pids[i]})"
+    done
+    replicas=("${cluster_ports[1]}" "${cluster_ports[2]}")
+    note "round $1/$runs: warming up"
+    batch_run "$alone_port" 10000 >/dev/null
+    batch_run "${cluster_ports[0]}" 10000 "${replicas[@]}" >/dev/null
+    single_run "$alone_port" 1 >/dev/null
+    single_run "${cluster_ports[0]}" 1 "${replicas[@]}" >/dev/null
+}
 
 alone_batches=() cluster_batches=() alone_singles=() cluster_singles=()
 for ((run = 1; run <= runs; run++)); do
+    start_round "$run"
+    if ((run == 1)); then
+        note "measuring what the idle brokers take (2 s)"
+        idle_cluster=$(cpu_over 2 "${cluster_pids[@]}")
+        idle_alone=$(cpu_over 2 "$alone_pid")
+    fi
     note "round $run/$runs: one broker, batches of $batch"
     alone_batches+=("$(batch_run "$alone_port" "$batch_messages")")
     note "round $run/$runs: cluster, batches of $batch"
@@ -287,6 +308,7 @@ for ((run = 1; run <= runs; run++)); do
     alone_singles+=("$(single_run "$alone_port" "$seconds")")
     note "round $run/$runs: cluster, single publishes (wrk)"
     cluster_singles+=("$(single_run "${cluster_ports[0]}" "$seconds" "${replicas[@]}")")
+    stop_all "$run"
 done
 
 cat <<EOF
@@ -299,11 +321,11 @@ data dirs: file system ${fs_type:-unknown} (\$TMPDIR); all four brokers write th
 load avg:  $load_start at the start, $(load_avg) at the end (1/5/15 min)
 
 brokers:   --durability fsync --mode gossip, the rest default (--max-replica-lag 10000);
-           started once, before the rounds, on free 127.0.0.1 ports with fresh data dirs:
-           one alone (empty --peers), and a cluster of three with a peer list naming all
-           three; publishes go to its broker 1, brokers 2 and 3 are the replicas. All four
-           run throughout; idle, after the warm-up, the cluster took ${idle_cluster}% of one
-           core in all, the broker alone ${idle_alone}% (2 s each)
+           started afresh for every round, on free 127.0.0.1 ports with empty data dirs
+           (removed after the round): one alone (empty --peers), and a cluster of three with
+           a peer list naming all three; publishes go to its broker 1, brokers 2 and 3 are
+           the replicas. All four run through the round; idle, after round 1's warm-up, the
+           cluster took ${idle_cluster}% of one core in all, the broker alone ${idle_alone}% (2 s each)
 batches:   bench publish --batch $batch --connections $batch_connections --messages $batch_messages
            (on the cluster also --replica for brokers 2 and 3); its count and the topic's checked
 singles:   wrk -t$wrk_threads -c$clients -d${seconds}s, a Lua POST of one message a request; no non-2xx,
