@@ -21,10 +21,11 @@
 # round), and all run through the round; the report gives what the idle
 # ones cost. Counts are checked after every run (bench publish's, wrk's
 # answers against GET /topics/{name} of broker 1 and of each replica), so
-# errors cannot inflate a rate. The report (stdout) gives the versions and the machine,
-# per measurement the median and the min-max range, the replicas' lag,
-# and the ratios cluster/one broker, round by round, against the targets:
-# batches >= 0.45, single publishes >= 0.6, the replicas' lag bounded
+# errors cannot inflate a rate. The report (stdout) gives the versions
+# and the machine, per measurement the median and the min-max range, the
+# replicas' lag, and the ratios cluster/one broker (of the medians, and
+# the range of each round's) against the targets: batches >= 0.45,
+# single publishes >= 0.6, the replicas' lag bounded
 # (read here as: every replica held every message within 1 s of the last
 # acknowledgement, in every run; pacing, --max-replica-lag, keeps a
 # replica within 10,000 events).
@@ -33,7 +34,8 @@
 #
 # Installs wrk (the Debian package) when missing. Starts its own brokers
 # on free 127.0.0.1 ports in a temporary directory (under $TMPDIR, so the
-# fsyncs hit that file system) and stops them, by pid, at exit.
+# fsyncs hit that file system) and stops them by pid, after each round
+# and any left at exit.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 

@@ -112,24 +112,28 @@ track_pid() {
     tracked_names+=("$2")
 }
 
-# Stops one process we started: SIGTERM, up to 10 s, then SIGKILL; it is
-# no longer stopped at exit. $1 pid (nothing when empty), $2 name.
+# Stops one process we started: SIGTERM, up to 10 s, then SIGKILL; then
+# it is no longer stopped at exit. $1 pid (nothing when empty), $2 name.
 stop_pid() {
     local pid=$1 name=$2 i
     [[ -n $pid ]] || return 0
-    for i in "${!tracked_pids[@]}"; do
-        [[ ${tracked_pids[i]} == "$pid" ]] && unset 'tracked_pids[i]' 'tracked_names[i]'
-    done
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        note "$name (pid $pid) did not stop on SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
+    if kill -TERM "$pid" 2>/dev/null; then
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            note "$name (pid $pid) did not stop on SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    # Only once it is gone: an interrupt meanwhile still stops it at exit.
+    for i in "${!tracked_pids[@]}"; do
+        if [[ ${tracked_pids[i]} == "$pid" ]]; then
+            unset 'tracked_pids[i]' 'tracked_names[i]'
+        fi
+    done
 }
 
 # The EXIT trap: stops every tracked process, the last started first,
