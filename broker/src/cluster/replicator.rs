@@ -41,6 +41,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
     let Some(client) = app.cluster.client(&peer) else {
         return;
     };
+    // A broker that gains its first peer at run time sends what it records
+    // from then on from memory too.
+    app.store.keep_own_events();
     let mut shutdown = app.shutdown.clone();
     // What the peer holds; unknown until it first answers.
     let mut theirs: Option<Have> = None;

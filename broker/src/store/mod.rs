@@ -20,7 +20,7 @@ mod writer;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -69,7 +69,9 @@ pub struct Store {
     path: PathBuf,
     admission: Admission,
     /// This broker's latest own events, kept for replication (see `recent`).
-    recent: Option<Arc<Mutex<recent::RecentEvents>>>,
+    recent: Arc<Mutex<recent::RecentEvents>>,
+    /// Whether the writer keeps them: once the broker has a peer.
+    keeping: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -112,9 +114,8 @@ impl Store {
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let commits = Arc::new(CommitMetrics::default());
         let committed = Arc::new(AtomicU64::new(0));
-        // A broker that gains its first peer later reads its events back.
-        let recent = (!config.peers.is_empty())
-            .then(|| Arc::new(Mutex::new(recent::RecentEvents::new(&config.id))));
+        let recent = Arc::new(Mutex::new(recent::RecentEvents::new(&config.id)));
+        let keeping = Arc::new(AtomicBool::new(!config.peers.is_empty()));
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -126,6 +127,7 @@ impl Store {
             commits: commits.clone(),
             committed: committed.clone(),
             recent: recent.clone(),
+            keeping: keeping.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         let checkpointer = checkpoint::Checkpointer::start(&path, config.durability, committed)
@@ -146,6 +148,7 @@ impl Store {
             path,
             admission: Admission::new(ADMITTED_WRITES),
             recent,
+            keeping,
         })
     }
 
@@ -300,10 +303,15 @@ impl Store {
         budget: queries::SyncBudget,
     ) -> Result<Vec<EncodedEvent>, StoreError> {
         let kept = self.recent.clone();
-        self.read(move |conn| {
-            queries::missing(conn, kept.as_deref(), &mine, &theirs, &skip, budget)
-        })
-        .await
+        self.read(move |conn| queries::missing(conn, Some(&kept), &mine, &theirs, &skip, budget))
+            .await
+    }
+
+    /// From the next commit on, keeps this broker's own events for
+    /// replication: called when it gains a peer (a broker started without
+    /// peers keeps none until then).
+    pub fn keep_own_events(&self) {
+        self.keeping.store(true, Ordering::Release);
     }
 
     /// Stops the checkpoint thread, then commits what is queued and stops
@@ -780,7 +788,7 @@ mod tests {
         with_headers.headers = Some(Headers::from([("k".to_string(), "v".to_string())]));
         let sent = vec![new_message("a", None), with_headers, new_message("b", None)];
         publish_to_a_new_topic(&store, sent).await;
-        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 5, 100);
+        let kept = crate::lock(&store.recent).between("B:1", 2, 5, 100);
         assert_eq!(kept.map(|events| events.len()), Some(3), "seqs 3-5 kept");
         let (read, from_memory) = sent_after(&store, 2).await;
         assert_eq!(seqs(&read), [3, 4, 5]);
@@ -816,6 +824,35 @@ mod tests {
             .iter()
             .map(|e| String::from_utf8(e.json().to_vec()).unwrap())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_broker_without_peers_keeps_its_own_events_once_it_gains_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let publish = |payload: &'static str| {
+            move |tx: &mut WriteTx<'_>| {
+                tx.publish("news", "P1", vec![new_message(payload, None)], 7, 0)
+                    .map(drop)
+            }
+        };
+        store
+            .write(|tx| {
+                tx.register_publisher("P1")?;
+                tx.create_topic("news", "P1", None)
+            })
+            .await
+            .unwrap();
+        store.write(publish("before")).await.unwrap();
+        let before = store.own_seq();
+        let kept = crate::lock(&store.recent).between("B:1", 0, before, 100);
+        assert!(kept.is_none(), "kept without a peer: {kept:?}");
+        store.keep_own_events();
+        store.write(publish("after")).await.unwrap();
+        let kept = crate::lock(&store.recent).between("B:1", before, store.own_seq(), 100);
+        let seqs: Vec<u64> = kept.unwrap().iter().map(|kept| kept.seq).collect();
+        assert_eq!(seqs, [before + 1]);
+        store.close();
     }
 
     #[tokio::test]
@@ -896,7 +933,7 @@ mod tests {
             .unwrap();
         let last = store.own_seq();
         assert_eq!(last + 1 - first, 23, "every change recorded one event");
-        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", first - 1, last, 100);
+        let kept = crate::lock(&store.recent).between("B:1", first - 1, last, 100);
         assert_eq!(
             kept.map(|events| events.len() as u64),
             Some(last + 1 - first)
@@ -954,7 +991,7 @@ mod tests {
             .write(|tx| tx.publish("news", "P1", vec![new_message("kept", None)], 8, 0))
             .await
             .unwrap();
-        let kept = crate::lock(store.recent.as_ref().unwrap()).between("B:1", 2, 3, 100);
+        let kept = crate::lock(&store.recent).between("B:1", 2, 3, 100);
         let kept: Vec<EncodedEvent> = kept
             .expect("seq 3 kept")
             .into_iter()

@@ -126,6 +126,11 @@ impl Recording {
         }
     }
 
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.seqs.is_empty()
+    }
+
     /// How many events it holds: where the next request's start.
     pub fn mark(&self) -> usize {
         self.sealed.len() + self.seqs.len()

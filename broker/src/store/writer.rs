@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -123,9 +123,10 @@ pub struct Counters {
     pub commits: Arc<CommitMetrics>,
     /// Counts the commits that succeeded (the checkpoint thread's cue).
     pub committed: Arc<AtomicU64>,
-    /// This broker's latest own events, kept for replication when it has
-    /// peers.
-    pub recent: Option<Arc<Mutex<RecentEvents>>>,
+    /// This broker's latest own events, kept for replication while
+    /// `keeping`: once it has peers.
+    pub recent: Arc<Mutex<RecentEvents>>,
+    pub keeping: Arc<AtomicBool>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -455,9 +456,9 @@ impl WriterThread {
             Ok(()) => {
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
-                if let Some(recent) = &self.counters.recent {
+                if !recorded.is_empty() {
                     let kept = recorded.finish();
-                    let mut recent = lock(recent);
+                    let mut recent = lock(&self.counters.recent);
                     kept.into_iter().for_each(|kept| recent.push(kept));
                 }
                 self.publish_have(received);
@@ -535,6 +536,7 @@ impl WriterThread {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let start_seq = self.state.last_seq;
         let may_record = *self.counters.own_history.borrow();
+        let keeping = self.counters.keeping.load(Ordering::Acquire);
         for Queued { job, .. } in batch {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
@@ -547,7 +549,7 @@ impl WriterThread {
                 woken: &mut keys,
                 received: &mut got,
                 may_record,
-                recorded: self.counters.recent.is_some().then_some(&mut *recorded),
+                recorded: keeping.then_some(&mut *recorded),
             };
             // A panicking request is a bug: it is left unanswered (its
             // caller gets an internal error); the rest go on.
