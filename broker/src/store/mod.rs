@@ -307,9 +307,9 @@ impl Store {
             .await
     }
 
-    /// From the next commit on, keeps this broker's own events for
-    /// replication: called when it gains a peer (a broker started without
-    /// peers keeps none until then).
+    /// Keeps this broker's own events for replication from the next batch
+    /// the writer starts: called when it gains a peer (a broker started
+    /// without peers keeps none until then).
     pub fn keep_own_events(&self) {
         self.keeping.store(true, Ordering::Release);
     }
@@ -845,13 +845,18 @@ mod tests {
             .unwrap();
         store.write(publish("before")).await.unwrap();
         let before = store.own_seq();
-        let kept = crate::lock(&store.recent).between("B:1", 0, before, 100);
+        let kept = crate::lock(&store.recent).between("B:1", before - 1, before, 100);
         assert!(kept.is_none(), "kept without a peer: {kept:?}");
         store.keep_own_events();
         store.write(publish("after")).await.unwrap();
         let kept = crate::lock(&store.recent).between("B:1", before, store.own_seq(), 100);
         let seqs: Vec<u64> = kept.unwrap().iter().map(|kept| kept.seq).collect();
         assert_eq!(seqs, [before + 1]);
+        // A peer is sent the same, read back or kept.
+        for after in [0, before] {
+            let (read, sent) = sent_after(&store, after).await;
+            assert_eq!(texts(&read), texts(&sent), "after {after}");
+        }
         store.close();
     }
 

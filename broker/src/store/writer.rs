@@ -126,6 +126,7 @@ pub struct Counters {
     /// This broker's latest own events, kept for replication while
     /// `keeping`: once it has peers.
     pub recent: Arc<Mutex<RecentEvents>>,
+    /// Whether the writer records them now (see `Store::keep_own_events`).
     pub keeping: Arc<AtomicBool>,
 }
 
