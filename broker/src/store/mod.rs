@@ -830,25 +830,15 @@ mod tests {
     async fn a_broker_without_peers_keeps_its_own_events_once_it_gains_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let publish = |payload: &'static str| {
-            move |tx: &mut WriteTx<'_>| {
-                tx.publish("news", "P1", vec![new_message(payload, None)], 7, 0)
-                    .map(drop)
-            }
-        };
-        store
-            .write(|tx| {
-                tx.register_publisher("P1")?;
-                tx.create_topic("news", "P1", None)
-            })
-            .await
-            .unwrap();
-        store.write(publish("before")).await.unwrap();
+        publish_to_a_new_topic(&store, vec![new_message("before", None)]).await;
         let before = store.own_seq();
         let kept = crate::lock(&store.recent).between("B:1", before - 1, before, 100);
         assert!(kept.is_none(), "kept without a peer: {kept:?}");
         store.keep_own_events();
-        store.write(publish("after")).await.unwrap();
+        store
+            .write(|tx| tx.publish("news", "P1", vec![new_message("after", None)], 7, 0))
+            .await
+            .unwrap();
         let kept = crate::lock(&store.recent).between("B:1", before, store.own_seq(), 100);
         let seqs: Vec<u64> = kept.unwrap().iter().map(|kept| kept.seq).collect();
         assert_eq!(seqs, [before + 1]);
