@@ -35,7 +35,12 @@
 #      the load generator can do at most: it must be well above 5)
 #
 # Each of the six is repeated --runs times, interleaved (Redis, rumor,
-# Redis, rumor, ...) so that machine noise hits both alike. The report
+# Redis, rumor, ...) so that machine noise hits both alike. Every round
+# starts redis-server and the lone broker afresh, with empty data
+# directories: a broker kept through the rounds held several GB by the
+# later ones, and this machine slows down copying into page-cache pages
+# it has not touched lately (BENCHMARKS.md, seventh look), which halved
+# some rounds' batches. The report
 # (stdout) gives the versions and the machine, then per measurement the
 # median and the min-max range, and the ratios against their targets:
 # single vs XADD >= 1.5 (by bench and by wrk), batches vs pipelined XADD
@@ -179,6 +184,14 @@ start_broker() {
     start_brokers alone 1 fsync
     broker_pid=${started_pids[0]}
     broker_port=${started_ports[0]}
+}
+
+# Stops redis-server and the broker alone, and removes their data.
+stop_alone() {
+    stop_pid "$broker_pid" "the broker alone"
+    stop_pid "$redis_pid" redis-server
+    broker_pid= redis_pid=
+    rm -rf "$work_dir/alone" "$work_dir/redis"
 }
 
 # Two brokers peered with each other (both in their peer list).
@@ -361,14 +374,23 @@ done
 # The pair would take CPU from the throughput runs.
 stop_pair
 
-note "warming up (throughput)"
-redis_run 1000 1 >/dev/null
-rumor_run 1000 "$clients" 1 >/dev/null
-wrk_run 1 >/dev/null
+# Starts redis-server and the broker alone afresh for throughput round
+# $1, and warms both up with short untimed runs.
+start_round() {
+    stop_alone
+    start_redis
+    start_broker
+    note "run $1/$runs: redis-server on 127.0.0.1:$redis_port (pid $redis_pid), broker on 127.0.0.1:$broker_port (pid $broker_pid)"
+    note "run $1/$runs: warming up"
+    redis_run 1000 1 >/dev/null
+    rumor_run 1000 "$clients" 1 >/dev/null
+    wrk_run 1 >/dev/null
+}
 
 redis_single=() rumor_single=() redis_pipelined=() rumor_batches=() rumor_wrk=() rumor_health=()
 : >"$work_dir/cpu-split"
 for ((run = 1; run <= runs; run++)); do
+    start_round "$run"
     note "run $run/$runs: Redis XADD"
     redis_single+=("$(redis_run "$redis_n" 1)")
     note "run $run/$runs: rumor single publishes"
@@ -396,7 +418,9 @@ load avg: $load_start at the start, $(load_avg) at the end (1/5/15 min)
 redis-server: 127.0.0.1 only, appendonly yes, appendfsync always, save "" (no RDB)
 rumor broker: alone (empty --peers), --durability fsync; for latency across
           two brokers also a pair listing each other, the same flags
-payload ${payload_bytes} bytes; ${runs} run(s) of each, interleaved Redis/rumor
+payload ${payload_bytes} bytes; ${runs} run(s) of each, interleaved Redis/rumor;
+          redis-server and the broker alone started afresh, with empty data
+          directories, for every throughput run
 EOF
 
 python3 - "$runs" \
