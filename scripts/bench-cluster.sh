@@ -295,6 +295,7 @@ start_round() {
 }
 
 alone_batches=() cluster_batches=() alone_singles=() cluster_singles=()
+alone_stolen=() cluster_stolen=()
 for ((run = 1; run <= runs; run++)); do
     start_round "$run"
     if ((run == 1)); then
@@ -303,9 +304,9 @@ for ((run = 1; run <= runs; run++)); do
         idle_alone=$(cpu_over 2 "$alone_pid")
     fi
     note "round $run/$runs: one broker, batches of $batch"
-    alone_batches+=("$(batch_run "$alone_port" "$batch_messages")")
+    noting_steal alone_batches alone_stolen batch_run "$alone_port" "$batch_messages"
     note "round $run/$runs: cluster, batches of $batch"
-    cluster_batches+=("$(batch_run "${cluster_ports[0]}" "$batch_messages" "${replicas[@]}")")
+    noting_steal cluster_batches cluster_stolen batch_run "${cluster_ports[0]}" "$batch_messages" "${replicas[@]}"
     note "round $run/$runs: one broker, single publishes (wrk)"
     alone_singles+=("$(single_run "$alone_port" "$seconds")")
     note "round $run/$runs: cluster, single publishes (wrk)"
@@ -337,6 +338,8 @@ lag:       from the last acknowledgement to a replica holding every message: bat
            (every 10 ms, until \`have\` covers what broker 1 held when wrk exited)
 payload $payload_bytes bytes; $runs round(s), each in turn: one broker batches, cluster batches,
 one broker singles, cluster singles
+stolen:    % of the machine's time the host took (/proc/stat steal) during each round's batch run:
+           one broker ${alone_stolen[*]}; three brokers ${cluster_stolen[*]}
 EOF
 
 python3 - "$runs" "$batch_messages" "$batch_target" "$single_target" "$lag_bound_ms" \

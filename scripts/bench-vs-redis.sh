@@ -388,6 +388,7 @@ start_round() {
 }
 
 redis_single=() rumor_single=() redis_pipelined=() rumor_batches=() rumor_wrk=() rumor_health=()
+redis_pipelined_stolen=() rumor_batches_stolen=()
 : >"$work_dir/cpu-split"
 for ((run = 1; run <= runs; run++)); do
     start_round "$run"
@@ -396,9 +397,9 @@ for ((run = 1; run <= runs; run++)); do
     note "run $run/$runs: rumor single publishes"
     rumor_single+=("$(rumor_run "$rumor_m" "$clients" 1)")
     note "run $run/$runs: Redis XADD -P $pipeline"
-    redis_pipelined+=("$(redis_run "$redis_pipelined_n" "$pipeline")")
+    noting_steal redis_pipelined redis_pipelined_stolen redis_run "$redis_pipelined_n" "$pipeline"
     note "run $run/$runs: rumor batches of $batch"
-    rumor_batches+=("$(rumor_run "$rumor_batch_m" "$batch_connections" "$batch")")
+    noting_steal rumor_batches rumor_batches_stolen rumor_run "$rumor_batch_m" "$batch_connections" "$batch"
     note "run $run/$runs: rumor single publishes by wrk"
     rumor_wrk+=("$(wrk_run "$wrk_seconds")")
     note "run $run/$runs: rumor GET /health by wrk"
@@ -421,6 +422,8 @@ rumor broker: alone (empty --peers), --durability fsync; for latency across
 payload ${payload_bytes} bytes; ${runs} run(s) of each, interleaved Redis/rumor;
           redis-server and the broker alone started afresh, with empty data
           directories, for every throughput run
+stolen:   % of the machine's time the host took (/proc/stat steal) during each batch run:
+          Redis -P $pipeline ${redis_pipelined_stolen[*]}; rumor ${rumor_batches_stolen[*]}
 EOF
 
 python3 - "$runs" \
