@@ -338,9 +338,9 @@ cpu_ticks() {
 }
 
 # Prints the % of the machine's CPU time the host stole between two
-# cpu_ticks readings $1 and $2. Three brokers' batch rounds with 2-5%
-# stolen ran 25-45% slower than the others of their run (BENCHMARKS.md,
-# eighth look): read such a round as the host's, not rumor's.
+# cpu_ticks readings $1 and $2. Three brokers' batch rounds with 1.6-5%
+# stolen ran 15-45% slower than the others of their run (BENCHMARKS.md,
+# eighth look): a round with time stolen is suspect.
 stolen_pct() {
     awk -v a="$1" -v b="$2" 'BEGIN {
         split(a, x, " "); split(b, y, " ")
