@@ -246,6 +246,38 @@ async fn everything_survives_sigterm_and_restart() {
     );
 }
 
+/// A broker stopped cleanly leaves everything in `broker.db` itself, its
+/// log empty: a copy of that one file (a backup, a look with `sqlite3`
+/// elsewhere) holds every message, the last ones too.
+#[tokio::test]
+async fn sigterm_leaves_every_message_in_the_database_file_itself() {
+    let mut broker = Broker::start().await;
+    let client = broker.client();
+    client.register_publisher(P1).await.expect("register");
+    client.create_topic(T1, P1).await.expect("t1");
+    let sent: Vec<String> = (1..=300).map(|i| format!("m{i}")).collect();
+    for chunk in sent.chunks(100) {
+        let batch = client.publish_batch(T1, P1, chunk.to_vec()).await;
+        batch.expect("publish");
+    }
+
+    let status = broker.terminate();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let log = broker.data_dir().join("broker.db-wal");
+    let log_bytes = std::fs::metadata(&log).map_or(0, |meta| meta.len());
+    assert_eq!(log_bytes, 0, "{} left behind", log.display());
+    let copy = tempfile::tempdir().expect("temp dir");
+    let alone = copy.path().join("broker.db");
+    std::fs::copy(broker.db_path(), &alone).expect("copy broker.db");
+    let db = rusqlite::Connection::open(&alone).expect("open the copy");
+    let stored = strings(
+        &db,
+        "SELECT payload FROM messages WHERE topic = 't1' ORDER BY seq",
+    );
+    assert_eq!(stored, sent, "the copy of broker.db alone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_publishes_survive_kill_9() {
     const KILL_AFTER: usize = 1000;

@@ -1,6 +1,7 @@
 //! Connection settings and the migrations in `migrations/`, embedded at build time.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{Migrations, M};
@@ -75,6 +76,18 @@ pub fn open_checkpointer(path: &Path, durability: Durability) -> rusqlite::Resul
 /// no reader still needs it, without waiting for any lock.
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+/// How long the last checkpoint, at a clean stop, waits for readers.
+const LAST_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
+/// Copies everything the write-ahead log holds back into the database and
+/// empties the log, waiting up to `LAST_CHECKPOINT_WAIT` for readers; says
+/// whether it could (not while a reader still reads from the log).
+pub fn checkpoint_all(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.busy_timeout(LAST_CHECKPOINT_WAIT)?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+    Ok(busy == 0)
 }
 
 fn synchronous(durability: Durability) -> &'static str {

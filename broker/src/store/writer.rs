@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
 use super::recent::{RecentEvents, Recording};
+use super::schema;
 use crate::clock::LamportClock;
 use crate::config::Mode;
 use crate::event::{Change, Event};
@@ -435,6 +436,26 @@ impl WriterThread {
                 self.queued.fetch_sub(batch.len() - taken, Ordering::AcqRel);
             }
             self.commit(batch);
+        }
+        self.empty_log();
+    }
+
+    /// After the last commit: copies the write-ahead log back into the
+    /// database and empties it, so that a stopped broker's `broker.db`
+    /// alone holds everything (a copy of it, without the log beside it,
+    /// held nothing of the last 100 ms, and a young broker's held not even
+    /// the tables). The log stays when that fails, and nothing is lost.
+    fn empty_log(&self) {
+        match schema::checkpoint_all(&self.conn) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "a reader kept the write-ahead log from being emptied at the stop; \
+                 it stays beside the database (nothing is lost)"
+            ),
+            Err(error) => tracing::warn!(
+                "the last checkpoint failed ({error}); the write-ahead log stays \
+                 beside the database (nothing is lost)"
+            ),
         }
     }
 
