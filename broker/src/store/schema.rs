@@ -83,7 +83,8 @@ const LAST_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 
 /// Copies everything the write-ahead log holds back into the database and
 /// empties the log, waiting up to `LAST_CHECKPOINT_WAIT` for readers; says
-/// whether it could (not while a reader still reads from the log).
+/// whether it could (not while another connection, a reader or a
+/// checkpoint under way, still uses the log).
 pub fn checkpoint_all(conn: &Connection) -> rusqlite::Result<bool> {
     conn.busy_timeout(LAST_CHECKPOINT_WAIT)?;
     let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;

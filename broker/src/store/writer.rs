@@ -341,6 +341,9 @@ pub struct Writer {
     queue: Mutex<Option<mpsc::Sender<Queued>>>,
     /// Jobs sent and not yet taken by the thread.
     queued: Arc<AtomicUsize>,
+    /// Set by `stop`: the thread then empties the log after its last
+    /// commit (not when the writer is merely dropped).
+    stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -353,12 +356,14 @@ impl Writer {
     ) -> Writer {
         let (queue, jobs) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut thread = WriterThread {
             conn,
             state,
             wakeups,
             counters,
             queued: queued.clone(),
+            stopping: stopping.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".to_string())
@@ -367,6 +372,7 @@ impl Writer {
         Writer {
             queue: Mutex::new(Some(queue)),
             queued,
+            stopping,
             thread: Mutex::new(Some(handle)),
         }
     }
@@ -405,8 +411,10 @@ impl Writer {
             .map_err(|_| StoreError::Failed("the write was not committed".to_string()))?
     }
 
-    /// Closes the queue, lets the thread commit what is in it, and joins it.
+    /// Closes the queue, lets the thread commit what is in it and empty
+    /// the log, and joins it.
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         drop(lock(&self.queue).take());
         if let Some(handle) = lock(&self.thread).take() {
             if handle.join().is_err() {
@@ -422,6 +430,7 @@ struct WriterThread {
     wakeups: Arc<Wakeups>,
     counters: Counters,
     queued: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl WriterThread {
@@ -437,24 +446,27 @@ impl WriterThread {
             }
             self.commit(batch);
         }
-        self.empty_log();
+        if self.stopping.load(Ordering::Acquire) {
+            self.empty_log();
+        }
     }
 
-    /// After the last commit: copies the write-ahead log back into the
-    /// database and empties it, so that a stopped broker's `broker.db`
-    /// alone holds everything (a copy of it, without the log beside it,
-    /// held nothing of the last 100 ms, and a young broker's held not even
-    /// the tables). The log stays when that fails, and nothing is lost.
+    /// After the last commit of a stop: copies the write-ahead log back
+    /// into the database and empties it, so that a stopped broker's
+    /// `broker.db` alone holds everything (a copy of it, without the log
+    /// beside it, held nothing of the last 100 ms, and a young broker's
+    /// held not even the tables). When that fails the log stays, with a
+    /// warning, and nothing is lost.
     fn empty_log(&self) {
         match schema::checkpoint_all(&self.conn) {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
-                "a reader kept the write-ahead log from being emptied at the stop; \
-                 it stays beside the database (nothing is lost)"
+                "another connection still read the write-ahead log at the stop; \
+                 it stays beside the database (nothing is lost; copy both files)"
             ),
             Err(error) => tracing::warn!(
                 "the last checkpoint failed ({error}); the write-ahead log stays \
-                 beside the database (nothing is lost)"
+                 beside the database (nothing is lost; copy both files)"
             ),
         }
     }
