@@ -37,10 +37,9 @@
 # Each of the six is repeated --runs times, interleaved (Redis, rumor,
 # Redis, rumor, ...) so that machine noise hits both alike. Every round
 # starts redis-server and the lone broker afresh, with empty data
-# directories: a broker kept through the rounds held several GB by the
-# later ones, and this machine slows down copying into page-cache pages
-# it has not touched lately (BENCHMARKS.md, seventh look), which halved
-# some rounds' batches. The report
+# directories, so that every round measures the same thing: a broker
+# kept through five rounds of a million batch messages held several GB
+# by the later ones. The report
 # (stdout) gives the versions and the machine, then per measurement the
 # median and the min-max range, and the ratios against their targets:
 # single vs XADD >= 1.5 (by bench and by wrk), batches vs pipelined XADD
@@ -257,6 +256,7 @@ print(float(r["messages_per_sec"]))' "$m" <<<"$out") \
 # to a fresh topic, after checking that every answer was a success and
 # that the topic holds at least as many messages as wrk counted answers
 # (requests still in flight when wrk stops are published but not counted).
+# The broker's CPU split over the run goes to $work_dir/cpu-split-last.
 wrk_run() {
     local seconds=$1 topic=wrk-$RANDOM$RANDOM out before
     wrk_prepare "$broker_port" "$topic"
@@ -264,7 +264,7 @@ wrk_run() {
     out=$(wrk --threads 2 --connections "$clients" --duration "${seconds}s" \
         --script "$work_dir/publish.lua" "http://127.0.0.1:$broker_port/topics/$topic/messages" \
         2>&1) || { echo "$out" >&2; die "wrk failed"; }
-    cpu_split "$before" "$(cpu_counters "$broker_pid")" >>"$work_dir/cpu-split"
+    cpu_split "$before" "$(cpu_counters "$broker_pid")" >"$work_dir/cpu-split-last"
     wrk_check "$out" "$broker_port" "$topic"
     wrk_rate "$out"
 }
@@ -402,6 +402,7 @@ for ((run = 1; run <= runs; run++)); do
     noting_steal rumor_batches rumor_batches_stolen rumor_run "$rumor_batch_m" "$batch_connections" "$batch"
     note "run $run/$runs: rumor single publishes by wrk"
     rumor_wrk+=("$(wrk_run "$wrk_seconds")")
+    cat "$work_dir/cpu-split-last" >>"$work_dir/cpu-split"
     note "run $run/$runs: rumor GET /health by wrk"
     rumor_health+=("$(health_run "$wrk_seconds")")
 done

@@ -332,21 +332,23 @@ load_avg() {
 
 # Prints the machine's CPU time so far, in clock ticks, as "stolen all":
 # the time the host ran something else while this guest wanted to run
-# (/proc/stat's steal), and the time of every state together.
+# (/proc/stat's steal), and the time of every state together (user
+# through steal; guest time is already within user and nice).
 cpu_ticks() {
-    awk '/^cpu / { all = 0; for (i = 2; i <= NF; i++) all += $i; print $9, all; exit }' /proc/stat
+    awk '/^cpu / { all = 0; for (i = 2; i <= 9; i++) all += $i; print $9, all; found = 1; exit }
+         END { exit !found }' /proc/stat || die "cannot read the CPU time from /proc/stat"
 }
 
 # Prints the % of the machine's CPU time the host stole between two
-# cpu_ticks readings $1 and $2. Three brokers' batch rounds with 1.6-5%
-# stolen ran 15-45% slower than the others of their run (BENCHMARKS.md,
-# eighth look): a round with time stolen is suspect.
+# cpu_ticks readings $1 and $2. In the cluster's batch rounds of the
+# eighth look (BENCHMARKS.md) the only rounds with any time stolen (1.6%
+# and 2.4% of the run) were 15-25% slower than the others of their run:
+# a round with time stolen is suspect.
 stolen_pct() {
     awk -v a="$1" -v b="$2" 'BEGIN {
-        split(a, x, " "); split(b, y, " ")
-        all = y[2] - x[2]
-        printf "%.1f\n", (all > 0 ? 100 * (y[1] - x[1]) / all : 0)
-    }'
+        if (split(a, x, " ") != 2 || split(b, y, " ") != 2 || y[2] <= x[2]) exit 1
+        printf "%.1f\n", 100 * (y[1] - x[1]) / (y[2] - x[2])
+    }' || die "cannot tell the time stolen from the readings '$1' and '$2'"
 }
 
 # Runs the command $3..., appending what it prints to the array named $1,
@@ -354,9 +356,10 @@ stolen_pct() {
 # named $2.
 noting_steal() {
     local -n results=$1 stolen=$2
-    local before
+    local before after
     shift 2
     before=$(cpu_ticks)
     results+=("$("$@")")
-    stolen+=("$(stolen_pct "$before" "$(cpu_ticks)")")
+    after=$(cpu_ticks)
+    stolen+=("$(stolen_pct "$before" "$after")")
 }
