@@ -15,7 +15,7 @@
 use client::wire::{Headers, StartFrom};
 use std::sync::LazyLock;
 
-use rusqlite::{params, Connection, Statement};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 
 use crate::event::{Change, Event, Stamp};
 use crate::names::BrokerId;
@@ -423,8 +423,8 @@ fn insert_sql(rows: usize) -> String {
         })
         .collect();
     format!(
-        "INSERT OR ROLLBACK INTO messages
-             (origin, topic, publisher, published_at_ms, seq, lamport, payload, headers, msg_id)
+        "INSERT OR ROLLBACK INTO message_rows
+             (origin_id, topic_id, publisher, published_at_ms, seq, lamport, payload, headers, msg_id)
          VALUES {}",
         values.join(", ")
     )
@@ -446,20 +446,38 @@ fn insert_sql(rows: usize) -> String {
 pub fn insert_messages(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Result<()> {
     static MANY: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     static ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+    let keys = (name_id(conn, run.origin)?, name_id(conn, run.topic)?);
     let mut chunks = run.messages.chunks_exact(ROWS_PER_INSERT);
     if run.messages.len() >= ROWS_PER_INSERT {
         let mut many = conn.prepare_cached(&MANY)?;
         for chunk in chunks.by_ref() {
-            insert_rows(&mut many, run, chunk)?;
+            insert_rows(&mut many, run, keys, chunk)?;
         }
     }
     if !chunks.remainder().is_empty() {
         let mut one = conn.prepare_cached(&ONE)?;
         for message in chunks.remainder() {
-            insert_rows(&mut one, run, std::slice::from_ref(message))?;
+            insert_rows(&mut one, run, keys, std::slice::from_ref(message))?;
         }
     }
     remember_msg_ids(conn, run)
+}
+
+/// The id that stands for `name` (an origin's or a topic's) in
+/// `message_rows`, given it when it has none yet (see migration 0015).
+fn name_id(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    let known = conn
+        .prepare_cached("SELECT id FROM names WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()?;
+    match known {
+        Some(id) => Ok(id),
+        None => {
+            conn.prepare_cached("INSERT INTO names (name) VALUES (?1)")?
+                .execute([name])?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
 }
 
 /// Keeps the client ids of `run`'s messages for deduplication (see
@@ -492,13 +510,16 @@ fn remember_msg_ids(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Result
     Ok(())
 }
 
+/// Binds and runs one INSERT of `rows`, with the ids of the run's origin
+/// and topic (`keys`).
 fn insert_rows(
     statement: &mut Statement<'_>,
     run: &MessageRun<'_>,
+    (origin_id, topic_id): (i64, i64),
     rows: &[MessageRow<'_>],
 ) -> rusqlite::Result<()> {
-    statement.raw_bind_parameter(1, run.origin)?;
-    statement.raw_bind_parameter(2, run.topic)?;
+    statement.raw_bind_parameter(1, origin_id)?;
+    statement.raw_bind_parameter(2, topic_id)?;
     statement.raw_bind_parameter(3, run.publisher)?;
     statement.raw_bind_parameter(4, run.published_at_ms)?;
     for (row, message) in rows.iter().enumerate() {
@@ -667,11 +688,13 @@ fn merge_deletion(conn: &Connection, topic: &str, stamp: &Stamp) -> rusqlite::Re
          WHERE name = ?1",
         params![topic, stamp.lamport, stamp.origin],
     )?;
-    for table in ["messages", "msg_ids"] {
-        conn.prepare_cached(&format!(
-            "DELETE FROM {table} WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)"
-        ))?
-        .execute(params![topic, stamp.lamport, stamp.origin])?;
+    for sql in [
+        "DELETE FROM message_rows WHERE rowid IN (
+             SELECT row_id FROM messages WHERE topic = ?1 AND (lamport, origin) < (?2, ?3))",
+        "DELETE FROM msg_ids WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",
+    ] {
+        conn.prepare_cached(sql)?
+            .execute(params![topic, stamp.lamport, stamp.origin])?;
     }
     conn.execute(
         "DELETE FROM subscriptions WHERE topic = ?1 AND (lamport, origin) < (?2, ?3)",

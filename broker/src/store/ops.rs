@@ -298,7 +298,10 @@ impl WriteTx<'_> {
                 .execute(params![id.origin, id.seq])?;
             dropped += self
                 .conn
-                .prepare_cached("DELETE FROM messages WHERE origin = ?1 AND seq = ?2")?
+                .prepare_cached(
+                    "DELETE FROM message_rows WHERE rowid IN (
+                         SELECT row_id FROM messages WHERE origin = ?1 AND seq = ?2)",
+                )?
                 .execute(params![id.origin, id.seq])?;
         }
         Ok(dropped)
@@ -756,19 +759,19 @@ impl WriteTx<'_> {
 }
 
 /// Deletes up to `?3` messages of topic `?1` published before `?2` (ms).
-const TRIM_OLDER: &str = "DELETE FROM messages WHERE rowid IN (
-    SELECT rowid FROM messages WHERE topic = ?1 AND published_at_ms < ?2 LIMIT ?3)";
+const TRIM_OLDER: &str = "DELETE FROM message_rows WHERE rowid IN (
+    SELECT row_id FROM messages WHERE topic = ?1 AND published_at_ms < ?2 LIMIT ?3)";
 
 /// Deletes up to `?3` messages of topic `?1` older than its `?2` youngest.
-const TRIM_BEYOND_COUNT: &str = "DELETE FROM messages WHERE rowid IN (
-    SELECT rowid FROM messages WHERE topic = ?1
+const TRIM_BEYOND_COUNT: &str = "DELETE FROM message_rows WHERE rowid IN (
+    SELECT row_id FROM messages WHERE topic = ?1
     ORDER BY lamport DESC, origin DESC LIMIT ?3 OFFSET ?2)";
 
 /// Deletes up to `?3` messages of topic `?1` whose payload bytes, with
 /// those of every younger message, pass `?2`.
-const TRIM_BEYOND_BYTES: &str = "DELETE FROM messages WHERE rowid IN (
-    SELECT rowid FROM (
-        SELECT rowid, sum(length(CAST(payload AS BLOB)))
+const TRIM_BEYOND_BYTES: &str = "DELETE FROM message_rows WHERE rowid IN (
+    SELECT row_id FROM (
+        SELECT row_id, sum(length(CAST(payload AS BLOB)))
             OVER (ORDER BY lamport DESC, origin DESC) AS bytes
         FROM messages WHERE topic = ?1)
     WHERE bytes > ?2 LIMIT ?3)";
@@ -894,8 +897,8 @@ impl WriteTx<'_> {
                  FROM subscriptions s JOIN positions p
                      ON p.subscriber = s.subscriber AND p.topic = s.topic
                  WHERE s.live = 1 GROUP BY s.topic, p.origin)
-             DELETE FROM messages WHERE rowid IN (
-                 SELECT m.rowid FROM floors f JOIN live l USING (topic)
+             DELETE FROM message_rows WHERE rowid IN (
+                 SELECT m.row_id FROM floors f JOIN live l USING (topic)
                  JOIN messages m ON m.topic = f.topic AND m.origin = f.origin AND m.seq <= f.seq
                  WHERE f.subscribers = l.subscribers AND {REPLICATED}
                  LIMIT ?1)"
@@ -977,8 +980,8 @@ impl WriteTx<'_> {
                 // CROSS JOIN: the acknowledgements drive the scan (the
                 // planner would otherwise walk every message, with two
                 // subqueries each, at every sweep).
-                "DELETE FROM messages WHERE rowid IN (
-                 SELECT m.rowid FROM acks a
+                "DELETE FROM message_rows WHERE rowid IN (
+                 SELECT m.row_id FROM acks a
                  CROSS JOIN messages m ON m.origin = a.origin AND m.seq = a.seq
                  WHERE {REPLICATED}
                    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = m.topic AND s.live = 1)
@@ -1015,7 +1018,7 @@ impl WriteTx<'_> {
             let expired = self.expired_of(&origin, after, cutoff_ms, replicated, budget)?;
             let mut delete = self
                 .conn
-                .prepare_cached("DELETE FROM messages WHERE rowid = ?1")?;
+                .prepare_cached("DELETE FROM message_rows WHERE rowid = ?1")?;
             for message in expired.iter().filter(|message| !message.needed) {
                 deleted += delete.execute([message.rowid])?;
             }
@@ -1040,7 +1043,7 @@ impl WriteTx<'_> {
     ) -> rusqlite::Result<Vec<Expired>> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT m.rowid, m.seq, m.published_at_ms < ?3 AND {REPLICATED},
+                "SELECT m.row_id, m.seq, m.published_at_ms < ?3 AND {REPLICATED},
                         EXISTS ({STILL_NEEDED})
                  FROM messages m
                  WHERE m.origin = ?1 AND m.seq > ?4

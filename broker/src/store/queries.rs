@@ -392,8 +392,12 @@ const TOPIC_INFO: &str = "
 /// payload bytes (UTF-8).
 pub fn topic_sizes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64, u64)>> {
     conn.prepare_cached(
-        "SELECT t.name, count(m.rowid), coalesce(sum(length(CAST(m.payload AS BLOB))), 0)
-         FROM topics t LEFT JOIN messages m ON m.topic = t.name
+        // Not a LEFT JOIN of the `messages` view: SQLite would build the
+        // whole view first.
+        "SELECT t.name, count(m.seq), coalesce(sum(length(CAST(m.payload AS BLOB))), 0)
+         FROM topics t
+         LEFT JOIN names n ON n.name = t.name
+         LEFT JOIN message_rows m ON m.topic_id = n.id
          WHERE t.created_by IS NOT NULL
          GROUP BY t.name ORDER BY t.name",
     )?
@@ -423,26 +427,28 @@ pub fn backlogs(
     now_ms: i64,
 ) -> rusqlite::Result<Vec<Backlog>> {
     let (first, last) = names.unzip();
-    conn.prepare_cached(
-        "SELECT s.subscriber, s.topic, s.shared IS NOT NULL, count(m.rowid),
-                min(m.published_at_ms),
+    // Subqueries, not a LEFT JOIN of the `messages` view: SQLite would
+    // build the whole view first.
+    let pending = "FROM messages m WHERE m.topic = s.topic
+        AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
+        AND m.seq > coalesce((SELECT p.seq FROM positions p
+                              WHERE p.subscriber = s.subscriber AND p.topic = s.topic
+                                AND p.origin = m.origin), 0)
+        AND NOT EXISTS (SELECT 1 FROM acks a
+                        WHERE a.subscriber = s.subscriber AND a.origin = m.origin
+                          AND a.seq = m.seq)";
+    conn.prepare_cached(&format!(
+        "SELECT s.subscriber, s.topic, s.shared IS NOT NULL,
+                (SELECT count(*) {pending}), (SELECT min(m.published_at_ms) {pending}),
                 (SELECT count(*) FROM leases l
                  WHERE l.subscriber = s.subscriber AND l.topic = s.topic AND l.until_ms > ?3
                    AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.subscriber = l.subscriber
                                    AND a.origin = l.origin AND a.seq = l.seq))
          FROM subscriptions s
          JOIN topics t ON t.name = s.topic AND t.created_by IS NOT NULL
-         LEFT JOIN messages m ON m.topic = s.topic
-             AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
-             AND m.seq > coalesce((SELECT p.seq FROM positions p
-                                   WHERE p.subscriber = s.subscriber AND p.topic = s.topic
-                                     AND p.origin = m.origin), 0)
-             AND NOT EXISTS (SELECT 1 FROM acks a
-                             WHERE a.subscriber = s.subscriber AND a.origin = m.origin
-                               AND a.seq = m.seq)
          WHERE s.live = 1 AND (?1 IS NULL OR s.subscriber BETWEEN ?1 AND ?2)
-         GROUP BY s.subscriber, s.topic ORDER BY s.subscriber, s.topic",
-    )?
+         ORDER BY s.subscriber, s.topic"
+    ))?
     .query_map(params![first, last, now_ms], |row| {
         let oldest: Option<i64> = row.get(4)?;
         let age_ms = oldest.map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0012_seeks.sql"),
     include_str!("../../../migrations/0013_msg_ids.sql"),
     include_str!("../../../migrations/0014_lead_repeats.sql"),
+    include_str!("../../../migrations/0015_message_keys.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
@@ -109,5 +110,43 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn messages_stored_with_text_keys_are_kept_under_integer_ones() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations()
+            .to_version(&mut conn, MIGRATIONS.len() - 1)
+            .unwrap();
+        let rows = [
+            r#"('A:1', 7, 12, 't', 'p', 'payload', 1000, '{"k":"v"}', 'm-1')"#,
+            "('B:1', 3, 9, 'u', 'q', 'other', 2000, NULL, NULL)",
+        ];
+        for row in rows {
+            conn.execute_batch(&format!("INSERT INTO messages VALUES {row}"))
+                .unwrap();
+        }
+
+        migrate(&mut conn).unwrap();
+
+        let kept: Vec<String> = conn
+            .prepare(
+                "SELECT format('(%Q, %d, %d, %Q, %Q, %Q, %d, %Q, %Q)', origin, seq, lamport,
+                     topic, publisher, payload, published_at_ms, headers, msg_id)
+                 FROM messages ORDER BY origin",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, rows.to_vec());
+        let again = "INSERT INTO message_rows
+                         SELECT o.id, 7, 13, t.id, 'p', 'again', 3000, NULL, NULL
+                         FROM names o, names t WHERE o.name = 'A:1' AND t.name = 't'";
+        assert!(
+            conn.execute_batch(again).is_err(),
+            "(origin, seq) stays unique"
+        );
     }
 }
