@@ -446,6 +446,9 @@ fn insert_sql(rows: usize) -> String {
 pub fn insert_messages(conn: &Connection, run: &MessageRun<'_>) -> rusqlite::Result<()> {
     static MANY: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     static ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+    if run.messages.is_empty() {
+        return Ok(());
+    }
     let keys = (name_id(conn, run.origin)?, name_id(conn, run.topic)?);
     let mut chunks = run.messages.chunks_exact(ROWS_PER_INSERT);
     if run.messages.len() >= ROWS_PER_INSERT {

@@ -9,6 +9,7 @@ use client::wire::{
     message_id, Headers, Message, SharedSettings, StartFrom, TopicInfo, TopicLimits,
 };
 use client::PeerAddr;
+use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::StoreError;
@@ -427,8 +428,9 @@ pub fn backlogs(
     now_ms: i64,
 ) -> rusqlite::Result<Vec<Backlog>> {
     let (first, last) = names.unzip();
-    // Subqueries, not a LEFT JOIN of the `messages` view: SQLite would
-    // build the whole view first.
+    // A subquery, not a LEFT JOIN of the `messages` view: SQLite would
+    // build the whole view first. One subquery gives both the count and
+    // the oldest time (as a JSON pair), so that the backlog is read once.
     let pending = "FROM messages m WHERE m.topic = s.topic
         AND (m.lamport, m.origin) > (s.start_lamport, s.start_origin)
         AND m.seq > coalesce((SELECT p.seq FROM positions p
@@ -439,7 +441,7 @@ pub fn backlogs(
                           AND a.seq = m.seq)";
     conn.prepare_cached(&format!(
         "SELECT s.subscriber, s.topic, s.shared IS NOT NULL,
-                (SELECT count(*) {pending}), (SELECT min(m.published_at_ms) {pending}),
+                (SELECT json_array(count(*), min(m.published_at_ms)) {pending}),
                 (SELECT count(*) FROM leases l
                  WHERE l.subscriber = s.subscriber AND l.topic = s.topic AND l.until_ms > ?3
                    AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.subscriber = l.subscriber
@@ -450,14 +452,16 @@ pub fn backlogs(
          ORDER BY s.subscriber, s.topic"
     ))?
     .query_map(params![first, last, now_ms], |row| {
-        let oldest: Option<i64> = row.get(4)?;
+        let counted: String = row.get(3)?;
+        let (pending, oldest): (u64, Option<i64>) = serde_json::from_str(&counted)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Text, Box::new(e)))?;
         let age_ms = oldest.map_or(0, |oldest| now_ms.saturating_sub(oldest).max(0));
         Ok(Backlog {
             subscriber: row.get(0)?,
             topic: row.get(1)?,
             shared: row.get(2)?,
-            pending: row.get(3)?,
-            leased: row.get(5)?,
+            pending,
+            leased: row.get(4)?,
             oldest_age_ms: age_ms as u64,
         })
     })?

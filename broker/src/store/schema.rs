@@ -120,7 +120,8 @@ mod tests {
             .unwrap();
         let rows = [
             r#"('A:1', 7, 12, 't', 'p', 'payload', 1000, '{"k":"v"}', 'm-1')"#,
-            "('B:1', 3, 9, 'u', 'q', 'other', 2000, NULL, NULL)",
+            // An origin named like the other message's topic: one id.
+            "('t', 3, 9, 'u', 'q', 'other', 2000, NULL, NULL)",
         ];
         for row in rows {
             conn.execute_batch(&format!("INSERT INTO messages VALUES {row}"))
@@ -144,9 +145,16 @@ mod tests {
         let again = "INSERT INTO message_rows
                          SELECT o.id, 7, 13, t.id, 'p', 'again', 3000, NULL, NULL
                          FROM names o, names t WHERE o.name = 'A:1' AND t.name = 't'";
-        assert!(
-            conn.execute_batch(again).is_err(),
-            "(origin, seq) stays unique"
+        let Err(rusqlite::Error::SqliteFailure(error, _)) = conn.execute_batch(again) else {
+            panic!("a second message A:1 7 was stored");
+        };
+        assert_eq!(
+            error.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         );
+        let names: i64 = conn
+            .query_row("SELECT count(*) FROM names", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(names, 3, "A:1, t and u");
     }
 }
