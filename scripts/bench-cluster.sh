@@ -139,9 +139,10 @@ start_all() {
 }
 
 # Stops the brokers of round $1 and removes their data, so that the next
-# round's brokers start empty: on this machine, page cache grown into
-# memory it had not used lately made writes several times dearer, and
-# more so the more the brokers held (BENCHMARKS.md, seventh look).
+# round's brokers start empty and every round measures the same thing:
+# brokers kept through the rounds held several GB by the later ones,
+# which ran at about half the rate of the first (BENCHMARKS.md, seventh
+# look; its page-cache reading is qualified in the eighth).
 stop_all() {
     local i
     stop_pid "$alone_pid" "the broker alone"
