@@ -18,6 +18,9 @@ pub enum Key {
     Subscriber(String),
     /// This broker recorded events of its own (replication sends them on).
     LocalEvents,
+    /// This broker recorded acknowledgements of its own: replication sends
+    /// them on too, but in gossip mode gathered (see `cluster::gathering`).
+    LocalAcks,
     /// The cluster's mode was set.
     ModeChanged,
     /// A member was added or removed.

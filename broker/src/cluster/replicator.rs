@@ -1,6 +1,7 @@
 //! One replicator per peer: pushes the events the peer lacks (its own `have`
 //! comes back with every answer), at once when this broker records events
-//! (after a large sync, up to 2 ms later: see `gathering`) and every
+//! (after a large sync, up to 2 ms later; acknowledgements alone, up to
+//! 20 ms later: see `gathering`) and every
 //! heartbeat otherwise. The same exchange is the anti-entropy
 //! (events of other origins are relayed when their own broker cannot
 //! deliver them, see `relay`) and the heartbeat that tells liveness, term
@@ -58,6 +59,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
+        let acks = app.wakeups.watch(Key::LocalAcks);
+        let mut acked = Box::pin(acks.notified());
+        acked.as_mut().enable();
         let skip = left_out(&app, &peer, peer_lost_own, &mut relays);
         let budget = sizing.budget();
         // `mine`: what this broker held when it asked, unless the read failed.
@@ -103,7 +107,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                     // More may be missing: keep streaming, after gathering
                     // more when this sync was large.
                     if let Some(linger) = gathering.linger(app.mode(), sent, filled) {
-                        let gathered = gather(&app, &gathering, theirs.as_ref(), &skip, linger);
+                        let more = More::Events;
+                        let gathered =
+                            gather(&app, &gathering, theirs.as_ref(), &skip, linger, more);
                         if !gathered.await {
                             return;
                         }
@@ -143,22 +149,41 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
         };
         tokio::select! {
             _ = recorded, if !refused_alone => {}
+            _ = acked, if !refused_alone => {
+                if let Some(linger) = gathering.ack_linger(app.mode()) {
+                    let more = More::Acks;
+                    if !gather(&app, &gathering, theirs.as_ref(), &skip, linger, more).await {
+                        return;
+                    }
+                }
+            }
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.changed() => return,
         }
     }
 }
 
-/// Waits up to `linger` for this broker to record more events, or until the
-/// peer (holding `theirs`) lacks enough of those it is sent: checked when
-/// this broker records events, so a backlog of other origins' events alone
-/// waits the whole `linger`. False on shutdown.
+/// What a replicator gathers before its next sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum More {
+    /// Events of any kind, after a large sync.
+    Events,
+    /// Acknowledgements, after this broker recorded nothing else: any
+    /// other event it records ends the wait.
+    Acks,
+}
+
+/// Waits up to `linger` for this broker to record `more` events, or until
+/// the peer (holding `theirs`) lacks enough of those it is sent: checked
+/// when this broker records events, so a backlog of other origins' events
+/// alone waits the whole `linger`. False on shutdown.
 async fn gather(
     app: &AppState,
     gathering: &Gathering,
     theirs: Option<&Have>,
     skip: &HashSet<String>,
     linger: Duration,
+    more: More,
 ) -> bool {
     let mut shutdown = app.shutdown.clone();
     let deadline = tokio::time::Instant::now() + linger;
@@ -166,11 +191,19 @@ async fn gather(
         let local = app.wakeups.watch(Key::LocalEvents);
         let mut recorded = Box::pin(local.notified());
         recorded.as_mut().enable();
+        let acks = app.wakeups.watch(Key::LocalAcks);
+        let mut acked = Box::pin(acks.notified());
+        acked.as_mut().enable();
         if gathering.lacks_enough(gathering::lacking(theirs, &app.store.have(), skip)) {
             return true;
         }
         tokio::select! {
-            _ = recorded => {}
+            _ = recorded => {
+                if more == More::Acks {
+                    return true;
+                }
+            }
+            _ = acked => {}
             _ = tokio::time::sleep_until(deadline) => return true,
             _ = shutdown.changed() => return false,
         }

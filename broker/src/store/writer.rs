@@ -166,7 +166,7 @@ impl WriteTx<'_> {
         };
         super::apply::apply(self.conn, &event)?;
         self.woken.extend(wakes(&event.change));
-        self.woken.insert(Key::LocalEvents);
+        self.woken.insert(replication_key(&event.change));
         if let Some(recorded) = self.recorded.as_deref_mut() {
             recorded.keep(event.seq, |encoder| encoder.push(&event));
         }
@@ -333,6 +333,17 @@ fn wakes(change: &Change) -> Option<Key> {
         Change::AddMember { .. } | Change::RemoveMember { .. } => Some(Key::MembersChanged),
         Change::Lead { .. } => Some(Key::LeadsChanged),
         _ => None,
+    }
+}
+
+/// What an event of this broker's own wakes in replication: an
+/// acknowledgement can be sent on later than the other events (no client
+/// waits for a peer to hold it in gossip mode, and each sync is a commit
+/// on the peer).
+fn replication_key(change: &Change) -> Key {
+    match change {
+        Change::Ack { .. } | Change::AckMessages { .. } => Key::LocalAcks,
+        _ => Key::LocalEvents,
     }
 }
 
