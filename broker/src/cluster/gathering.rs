@@ -12,13 +12,16 @@
 //! large sync. A sync of few events (a light load) is followed at once, so
 //! a message crosses brokers as fast as before when little happens.
 //!
-//! Acknowledgements of this broker's own gather longer: when it recorded
-//! nothing else since its last sync, the next waits up to `ACK_LINGER`
-//! for more, ending at once when it records any other event (or the peer
-//! lacks enough). A subscriber acknowledging each message at 1,000
-//! messages a second otherwise made its broker send about 600 syncs a
-//! second of an acknowledgement or two, each a commit with an fsync on the
-//! publishing broker, whose publishes waited behind them.
+//! Acknowledgements of this broker's own gather longer: when a replicator
+//! has nothing to send and this broker then records acknowledgements
+//! only, the next sync waits up to `ACK_LINGER` for more. The wait ends
+//! at once when the peer lacks any other own event (whenever it was
+//! recorded), or enough events, or the mode is no longer gossip. A
+//! subscriber acknowledging each message at 1,000 messages a second
+//! otherwise made its broker send about 600 syncs a second of an
+//! acknowledgement or two, each a commit with an fsync on the publishing
+//! broker, whose publishes waited behind them. (Acknowledgements recorded
+//! while syncs of other events follow one another go with them at once.)
 //!
 //! Only in gossip mode: in leader mode a write waits for a majority to
 //! hold it, so every wait for more events is a wait of the writes too
@@ -73,6 +76,19 @@ impl Gathering {
     /// how long to wait for more before the next sync, at most.
     pub fn ack_linger(&self, mode: Mode) -> Option<Duration> {
         (mode == Mode::Gossip).then_some(ACK_LINGER)
+    }
+
+    /// Whether a wait for more acknowledgements ends now, in `mode`: when
+    /// the peer, holding this broker's own events up to `theirs_own`
+    /// (`None`: unknown), lacks one that is not an acknowledgement (the
+    /// latest is `own_besides_acks`).
+    pub fn ends_ack_wait(
+        &self,
+        mode: Mode,
+        theirs_own: Option<u64>,
+        own_besides_acks: u64,
+    ) -> bool {
+        self.ack_linger(mode).is_none() || theirs_own.unwrap_or(0) < own_besides_acks
     }
 
     /// Whether a peer lacking `lacking` events gets the next sync at once.
@@ -140,6 +156,21 @@ mod tests {
     fn acknowledgements_alone_wait_for_more_in_gossip_mode() {
         let gathering = Gathering::new(10_000);
         assert_eq!(gathering.ack_linger(Mode::Gossip), Some(ACK_LINGER));
+    }
+
+    #[test]
+    fn a_peer_lacking_an_own_event_besides_acknowledgements_ends_the_wait() {
+        let gathering = Gathering::new(10_000);
+        // It holds everything but acknowledgements after seq 7.
+        assert!(!gathering.ends_ack_wait(Mode::Gossip, Some(7), 7));
+        assert!(!gathering.ends_ack_wait(Mode::Gossip, Some(9), 7));
+        // A publish (seq 8) it lacks, recorded with or before them.
+        assert!(gathering.ends_ack_wait(Mode::Gossip, Some(7), 8));
+        // What it holds is unknown.
+        assert!(gathering.ends_ack_wait(Mode::Gossip, None, 1));
+        assert!(!gathering.ends_ack_wait(Mode::Gossip, None, 0));
+        // The mode became leader meanwhile.
+        assert!(gathering.ends_ack_wait(Mode::Leader, Some(9), 7));
     }
 
     #[test]

@@ -168,15 +168,17 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
 enum More {
     /// Events of any kind, after a large sync.
     Events,
-    /// Acknowledgements, after this broker recorded nothing else: any
-    /// other event it records ends the wait.
+    /// Acknowledgements, after this broker recorded nothing else since
+    /// the replicator had nothing to send: the peer lacking any other own
+    /// event ends the wait.
     Acks,
 }
 
 /// Waits up to `linger` for this broker to record `more` events, or until
-/// the peer (holding `theirs`) lacks enough of those it is sent: checked
-/// when this broker records events, so a backlog of other origins' events
-/// alone waits the whole `linger`. False on shutdown.
+/// the peer (holding `theirs`) lacks enough of those it is sent (or, for
+/// acknowledgements, any other own event): checked when this broker
+/// records events, so a backlog of other origins' events alone waits the
+/// whole `linger`. False on shutdown.
 async fn gather(
     app: &AppState,
     gathering: &Gathering,
@@ -197,6 +199,9 @@ async fn gather(
         if gathering.lacks_enough(gathering::lacking(theirs, &app.store.have(), skip)) {
             return true;
         }
+        if more == More::Acks && ends_ack_wait(app, gathering, theirs) {
+            return true;
+        }
         tokio::select! {
             _ = recorded => {
                 if more == More::Acks {
@@ -208,6 +213,14 @@ async fn gather(
             _ = shutdown.changed() => return false,
         }
     }
+}
+
+/// Whether a wait for more acknowledgements ends now (see
+/// `Gathering::ends_ack_wait`): checked after the wait's wake-ups are
+/// armed, so an event committed meanwhile is seen by one or the other.
+fn ends_ack_wait(app: &AppState, gathering: &Gathering, theirs: Option<&Have>) -> bool {
+    let theirs_own = theirs.map(|have| have.get(app.cluster.me()).copied().unwrap_or(0));
+    gathering.ends_ack_wait(app.mode(), theirs_own, app.store.own_seq_besides_acks())
 }
 
 /// The bytes of a sync's encoded events: what its budget counts.

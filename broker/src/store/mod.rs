@@ -55,6 +55,7 @@ pub struct Store {
     checkpointer: checkpoint::Checkpointer,
     lamport: Arc<AtomicU64>,
     own_seq: Arc<AtomicU64>,
+    own_seq_besides_acks: Arc<AtomicU64>,
     mode: Arc<Mutex<Option<Mode>>>,
     /// Whether this broker holds its own history and may record events of
     /// its own (the writer refuses them until then, see
@@ -90,6 +91,7 @@ impl Store {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let lamport = Arc::new(AtomicU64::new(state.lamport()));
         let own_seq = Arc::new(AtomicU64::new(state.last_seq()));
+        let own_seq_besides_acks = Arc::new(AtomicU64::new(state.last_seq_besides_acks()));
         let mode = queries::setting(&conn, "mode")
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .and_then(|name| Mode::parse(&name));
@@ -119,6 +121,7 @@ impl Store {
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
+            own_seq_besides_acks: own_seq_besides_acks.clone(),
             mode: mode.clone(),
             own_history: own_history.clone(),
             have: have.clone(),
@@ -139,6 +142,7 @@ impl Store {
             writer,
             lamport,
             own_seq,
+            own_seq_besides_acks,
             mode,
             own_history,
             have,
@@ -195,6 +199,12 @@ impl Store {
     /// The seq of this broker's latest committed event of its own.
     pub fn own_seq(&self) -> u64 {
         self.own_seq.load(Ordering::Acquire)
+    }
+
+    /// The seq of this broker's latest committed event of its own that is
+    /// not an acknowledgement (published before the commit's wake-ups).
+    pub fn own_seq_besides_acks(&self) -> u64 {
+        self.own_seq_besides_acks.load(Ordering::Acquire)
     }
 
     /// The replication mode set at run time for the whole cluster, if any.
@@ -847,6 +857,58 @@ mod tests {
             let (read, sent) = sent_after(&store, after).await;
             assert_eq!(texts(&read), texts(&sent), "after {after}");
         }
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_leave_the_latest_own_seq_besides_them_where_it_was() {
+        use crate::cursor::Position;
+        use client::peer::EventId;
+        use client::wire::StartFrom;
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with_a_peer(dir.path());
+        store.own_history_held();
+        store
+            .write(|tx| {
+                tx.register_publisher("P1")?;
+                tx.register_subscriber("S1")?;
+                tx.create_topic("news", "P1", None)?;
+                tx.subscribe("S1", "news", StartFrom::Earliest, None)?;
+                tx.publish("news", "P1", vec![new_message("a", None)], 7, 0)?;
+                tx.publish("news", "P1", vec![new_message("b", None)], 7, 0)
+                    .map(drop)
+            })
+            .await
+            .unwrap();
+        let published = store.own_seq();
+        assert_eq!(store.own_seq_besides_acks(), published);
+        store
+            .write(move |tx| {
+                let position = Position {
+                    topic: "news".to_string(),
+                    origin: "B:1".to_string(),
+                    seq: published - 1,
+                };
+                tx.ack("S1", vec![position], &Default::default())?;
+                let id = EventId {
+                    origin: "B:1".to_string(),
+                    seq: published,
+                };
+                tx.ack_messages("S1", vec![id])
+            })
+            .await
+            .unwrap();
+        assert!(store.own_seq() >= published + 2, "both recorded");
+        assert_eq!(
+            store.own_seq_besides_acks(),
+            published,
+            "acknowledgements may wait for more before they are sent"
+        );
+        store
+            .write(|tx| tx.register_subscriber("S2").map(drop))
+            .await
+            .unwrap();
+        assert_eq!(store.own_seq_besides_acks(), store.own_seq());
         store.close();
     }
 

@@ -73,6 +73,9 @@ struct Queued {
 pub struct WriterState {
     me: String,
     last_seq: u64,
+    /// The seq of its latest own event that is not an acknowledgement
+    /// (replication sends those at once, see `replication_key`).
+    last_seq_besides_acks: u64,
     clock: LamportClock,
     /// The bound stored in the `clock` table: the clock is at most this.
     clock_bound: u64,
@@ -92,6 +95,7 @@ impl WriterState {
         Ok(WriterState {
             me: me.to_string(),
             last_seq: last_seq.unwrap_or(0),
+            last_seq_besides_acks: last_seq.unwrap_or(0),
             clock: LamportClock::starting_at(bound),
             clock_bound: bound,
         })
@@ -104,12 +108,18 @@ impl WriterState {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
+
+    pub fn last_seq_besides_acks(&self) -> u64 {
+        self.last_seq_besides_acks
+    }
 }
 
 /// What the writer publishes after every commit, for readers.
 pub struct Counters {
     pub lamport: Arc<AtomicU64>,
     pub own_seq: Arc<AtomicU64>,
+    /// The seq of the latest own event that is not an acknowledgement.
+    pub own_seq_besides_acks: Arc<AtomicU64>,
     /// The cluster-wide mode, once set at run time.
     pub mode: Arc<Mutex<Option<Mode>>>,
     /// Counts commits that set the mode, and commits that added leads.
@@ -166,7 +176,11 @@ impl WriteTx<'_> {
         };
         super::apply::apply(self.conn, &event)?;
         self.woken.extend(wakes(&event.change));
-        self.woken.insert(replication_key(&event.change));
+        let key = replication_key(&event.change);
+        if key == Key::LocalEvents {
+            self.state.last_seq_besides_acks = event.seq;
+        }
+        self.woken.insert(key);
         if let Some(recorded) = self.recorded.as_deref_mut() {
             recorded.keep(event.seq, |encoder| encoder.push(&event));
         }
@@ -211,6 +225,7 @@ impl WriteTx<'_> {
         };
         insert_messages(self.conn, &run)?;
         if !stamped.is_empty() {
+            self.state.last_seq_besides_acks = self.state.last_seq;
             self.woken.insert(Key::Topic(topic.to_string()));
             self.woken.insert(Key::LocalEvents);
         }
@@ -267,6 +282,7 @@ impl WriteTx<'_> {
             if origin == self.state.me {
                 // Our own events coming back: this broker lost its data.
                 self.state.last_seq = last;
+                self.state.last_seq_besides_acks = last;
             }
             received.insert(origin, last);
         }
@@ -514,6 +530,9 @@ impl WriterThread {
                 counters
                     .own_seq
                     .store(self.state.last_seq, Ordering::Release);
+                counters
+                    .own_seq_besides_acks
+                    .store(self.state.last_seq_besides_acks, Ordering::Release);
                 if woken.contains(&Key::ModeChanged) {
                     self.publish_mode();
                     self.counters.mode_version.fetch_add(1, Ordering::Release);
