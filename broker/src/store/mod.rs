@@ -417,6 +417,13 @@ mod tests {
         open_with_peers(dir, vec![peer])
     }
 
+    /// A store with a peer that holds its own history, so it may record.
+    fn open_recording_with_a_peer(dir: &Path) -> Store {
+        let store = open_with_a_peer(dir);
+        store.own_history_held();
+        store
+    }
+
     fn open_with_peers(dir: &Path, peers: Vec<client::PeerAddr>) -> Store {
         let config = Config {
             id: "B:1".to_string(),
@@ -792,8 +799,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_is_sent_the_kept_publishes_as_they_are_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_with_a_peer(dir.path());
-        store.own_history_held();
+        let store = open_recording_with_a_peer(dir.path());
         let mut with_headers = new_message("h", Some("m1"));
         with_headers.headers = Some(Headers::from([("k".to_string(), "v".to_string())]));
         let sent = vec![new_message("a", None), with_headers, new_message("b", None)];
@@ -866,8 +872,7 @@ mod tests {
         use client::peer::EventId;
         use client::wire::StartFrom;
         let dir = tempfile::tempdir().unwrap();
-        let store = open_with_a_peer(dir.path());
-        store.own_history_held();
+        let store = open_recording_with_a_peer(dir.path());
         store
             .write(|tx| {
                 tx.register_publisher("P1")?;
@@ -918,8 +923,7 @@ mod tests {
         use client::peer::EventId;
         use client::wire::{StartFrom, TopicLimits};
         let dir = tempfile::tempdir().unwrap();
-        let store = open_with_a_peer(dir.path());
-        store.own_history_held();
+        let store = open_recording_with_a_peer(dir.path());
         let first = store.own_seq() + 1;
         let limits = || TopicLimits {
             max_messages: Some(10),
@@ -1028,8 +1032,7 @@ mod tests {
     #[tokio::test]
     async fn publishes_of_a_batch_that_failed_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_with_a_peer(dir.path());
-        store.own_history_held();
+        let store = open_recording_with_a_peer(dir.path());
         store
             .write(|tx| {
                 tx.register_publisher("P1")?;
