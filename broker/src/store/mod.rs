@@ -910,10 +910,37 @@ mod tests {
             "acknowledgements may wait for more before they are sent"
         );
         store
-            .write(|tx| tx.register_subscriber("S2").map(drop))
+            .write(|tx| {
+                tx.register_subscriber("S2")?;
+                tx.publish("news", "P1", vec![new_message("c", None)], 8, 0)
+                    .map(drop)
+            })
             .await
             .unwrap();
-        assert_eq!(store.own_seq_besides_acks(), store.own_seq());
+        let latest = store.own_seq();
+        assert_eq!(store.own_seq_besides_acks(), latest);
+        // A write that failed leaves nothing behind: the acknowledgement
+        // committed next takes the failed event's seq, and is still one.
+        let failed = store
+            .write(|tx| {
+                tx.register_subscriber("S3")?;
+                Err::<(), _>(StoreError::Failed("after writing".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        store
+            .write(move |tx| {
+                let position = Position {
+                    topic: "news".to_string(),
+                    origin: "B:1".to_string(),
+                    seq: latest,
+                };
+                tx.ack("S1", vec![position], &Default::default())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.own_seq(), latest + 1);
+        assert_eq!(store.own_seq_besides_acks(), latest);
         store.close();
     }
 
