@@ -239,11 +239,6 @@ impl EventEncoder {
         Ok(())
     }
 
-    /// How many events it holds.
-    pub fn events(&self) -> usize {
-        self.ends.len()
-    }
-
     /// The bytes of their text.
     pub fn bytes(&self) -> usize {
         self.text.len()
@@ -640,7 +635,6 @@ mod tests {
             encoder.push(&publish(seq, "x")).unwrap();
         }
         encoder.truncate(1);
-        assert_eq!(encoder.events(), 1);
         encoder.push(&publish(4, "y")).unwrap();
         let encoded = encoder.finish();
         let read: Vec<PeerEvent> = encoded
