@@ -202,12 +202,10 @@ async fn gather(
         if more == More::Acks && ends_ack_wait(app, gathering, theirs) {
             return true;
         }
+        // An own event besides acknowledgements, woken for here, ends a
+        // wait for acknowledgements through `ends_ack_wait` above.
         tokio::select! {
-            _ = recorded => {
-                if more == More::Acks {
-                    return true;
-                }
-            }
+            _ = recorded => {}
             _ = acked => {}
             _ = tokio::time::sleep_until(deadline) => return true,
             _ = shutdown.changed() => return false,
