@@ -4,10 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use client::wire::{PullQuery, Pulled, StartFrom};
+use client::wire::{Message, NewMessage, PullQuery, Pulled, StartFrom};
 use client::{Client, ClientError};
 use serde_json::json;
-use support::{at_once, eventually, payloads, start_with_topic, subscribed, Broker};
+use support::{at_once, eventually, metric_now, payloads, start_with_topic, subscribed, Broker};
 use tokio::task::{JoinHandle, JoinSet};
 
 const P: &str = "pub-1";
@@ -389,4 +389,66 @@ async fn a_subscriber_waits_with_at_most_sixteen_pulls_per_broker() {
         .pull(S, &at_once(Some(T), None))
         .await
         .expect("a pull after the others ended");
+}
+
+/// Waits (up to 5 s) until `count` pulls wait on the broker.
+async fn until_waiting(client: &Client, count: f64) {
+    eventually(Duration::from_secs(5), "the pulls wait", || async {
+        metric_now(client, "rumor_waiting_pulls").await == count
+    })
+    .await;
+}
+
+/// A woken pull gives out what the publish committed as the broker kept it
+/// in memory; a read of the store gives the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_pull_gives_what_a_read_of_the_store_gives() {
+    let (_broker, client) = broker_with_subscriber().await;
+    let poll = spawn_pull(&client, waiting(Some(T), 10_000));
+    until_waiting(&client, 1.0).await;
+    let messages = vec![
+        NewMessage {
+            payload: "with headers".into(),
+            headers: Some([("k".to_string(), "v".to_string())].into()),
+            msg_id: Some("m-1".into()),
+        },
+        NewMessage {
+            payload: "plain".into(),
+            headers: None,
+            msg_id: None,
+        },
+    ];
+    client
+        .publish_messages(T, P, messages)
+        .await
+        .expect("publish");
+    let (woken, _) = answer(poll).await;
+    let read = client.pull(S, &at_once(Some(T), None)).await.expect("pull");
+    assert_eq!(woken.messages.len(), 2, "{woken:?}");
+    for (given, again) in woken.messages.iter().zip(&read.messages) {
+        assert_eq!((given.deliveries, again.deliveries), (1, 2));
+        let again = Message {
+            deliveries: 1,
+            ..again.clone()
+        };
+        assert_eq!(given, &again, "as read from the store");
+    }
+
+    // Acknowledged, they are not given again; the next message wakes an
+    // auto-acknowledging pull alone, and is not given again either.
+    client.ack(S, &read.cursor).await.expect("ack");
+    let auto_ack = PullQuery {
+        auto_ack: Some(true),
+        ..waiting(Some(T), 10_000)
+    };
+    let poll = spawn_pull(&client, auto_ack);
+    until_waiting(&client, 1.0).await;
+    client.publish(T, P, "next").await.expect("publish");
+    let (woken, _) = answer(poll).await;
+    assert_eq!(payloads(&woken), ["next"]);
+    let poll = spawn_pull(&client, waiting(Some(T), 10_000));
+    until_waiting(&client, 1.0).await;
+    client.publish(T, P, "last").await.expect("publish");
+    let (woken, _) = answer(poll).await;
+    assert_eq!(payloads(&woken), ["last"]);
 }

@@ -2,8 +2,10 @@
 //! polling), cursors and acknowledgements. A pull leases what it gives
 //! out of shared subscriptions (API.md §6.2, `WriteTx::lease`: a write, so
 //! in leader mode a follower sends such pulls on to the leader) and reads
-//! the rest; how often a v1 subscriber was given a message is counted here
-//! (`GivenCounts`), per broker.
+//! the rest (a waiting pull of one v1 topic, once woken, takes what the
+//! commits since its read added from memory: `store::fresh`); how often a
+//! v1 subscriber was given a message is counted here (`GivenCounts`), per
+//! broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +61,10 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
     let mut shutdown = app.shutdown.clone();
     let mut waiting = None;
     let subscriber = app.wakeups.watch(Key::Subscriber(pull.subscriber.clone()));
+    // After an empty read of one v1 topic: how far it held own events, and
+    // the epochs it found, so that a wake-up can take what commits added
+    // since from memory (see `store::fresh`).
+    let mut read_last: Option<(u64, Epochs)> = None;
     let messages = loop {
         // Every wake-up is enabled before the read it guards, so a commit
         // after that read wakes this pull: the subscriber's before its
@@ -80,7 +86,14 @@ pub async fn pull(app: &web::Data<AppState>, pull: Pull) -> Result<Pulled, ApiEr
             wake.as_mut().enable();
             wakes.push(wake);
         }
-        let pending = Box::pin(read_pending(app, &pull, topics)).await?;
+        let noted = read_last
+            .take()
+            .and_then(|(read, epochs)| from_commits(app, &pull, read, epochs));
+        let pending = match noted {
+            Some(pending) => pending,
+            None => Box::pin(read_pending(app, &pull, topics)).await?,
+        };
+        read_last = pending.read_at.map(|read| (read, pending.epochs.clone()));
         let empty = pending.read.is_empty() && pending.leased.is_empty();
         if !empty || Instant::now() >= deadline || *shutdown.borrow() {
             break pending;
@@ -383,6 +396,10 @@ struct Pending {
     next_eligible: Option<i64>,
     /// The epochs of the sought subscriptions among those read.
     epochs: Epochs,
+    /// For a pull of one v1 topic in gossip mode that found nothing: how
+    /// far it held its own events, which tells what commit it read the
+    /// state after (see `store::fresh`).
+    read_at: Option<u64>,
 }
 
 /// The pending messages of the pull's subscriber on `topics`, as far as
@@ -407,6 +424,7 @@ async fn read_pending(
     app.metrics.count_pull_read();
     let now = now_ms();
     let order = deliverable.clone();
+    let me = app.config.id.clone();
     let found = app
         .store
         .read(move |conn| {
@@ -428,7 +446,8 @@ async fn read_pending(
             epochs.retain(|topic, _| v1.contains(topic));
             let pending = queries::pending(conn, (&subscriber, now, &sent), &v1, order, max)?;
             if shared.is_empty() {
-                return Ok((pending, shared, None, epochs));
+                let own_seq = queries::have_of(conn, &me)?;
+                return Ok((pending, shared, None, epochs, Some(own_seq)));
             }
             let shared_names: Vec<String> = shared.iter().map(|(name, _)| name.clone()).collect();
             let next = queries::next_eligible(conn, &subscriber, &shared_names, now)?;
@@ -443,16 +462,20 @@ async fn read_pending(
             )?
             .is_empty();
             let shared = if leasable { shared } else { Vec::new() };
-            Ok((pending, shared, next, epochs))
+            Ok((pending, shared, next, epochs, None))
         })
         .await?;
-    let (mut read, shared, next_eligible, epochs) = found;
+    // Own seq in the snapshot of a read of v1 subscriptions only.
+    let (mut read, shared, next_eligible, epochs, own_seq) = found;
+    let one_topic = pull.topic.is_some() && deliverable.is_none();
+    let read_at = own_seq.filter(|_| one_topic && read.is_empty());
     app.given.count(&pull.subscriber, &mut read);
     let mut pending = Pending {
         read,
         leased: Vec::new(),
         next_eligible,
         epochs,
+        read_at,
     };
     let room = max.saturating_sub(pending.read.len() as u32);
     if shared.is_empty() || room == 0 {
@@ -470,6 +493,37 @@ async fn read_pending(
     }
     pending.leased = leased.messages;
     Ok(pending)
+}
+
+/// The pending messages of a pull of one v1 topic whose last read, of own
+/// events up to seq `read`, found none: what the commits since added
+/// (see `store::fresh`), taken from memory instead of read back; `None`
+/// when the store must be read.
+fn from_commits(app: &AppState, pull: &Pull, read: u64, epochs: Epochs) -> Option<Pending> {
+    let topic = pull.topic.as_deref()?;
+    if !matches!(app.mode(), Mode::Gossip) {
+        return None;
+    }
+    // Marks first: an acknowledgement committed in between is in a note.
+    let mut sent = pull.sent.clone();
+    app.acks.mark_sent(&pull.subscriber, &mut sent);
+    let fresh = app.store.fresh().since(read, &pull.subscriber, topic)?;
+    let mut messages = fresh.messages;
+    if let Some(first) = messages.first() {
+        let key = (topic.to_string(), first.origin.clone());
+        if sent.get(&key).is_some_and(|(seq, _)| *seq >= first.seq) {
+            return None;
+        }
+    }
+    messages.truncate(pull.max as usize);
+    app.given.count(&pull.subscriber, &mut messages);
+    Some(Pending {
+        read_at: messages.is_empty().then_some(fresh.upto),
+        read: messages,
+        leased: Vec::new(),
+        next_eligible: None,
+        epochs,
+    })
 }
 
 /// Whether a pull of `subscriber` (of `topic`, or of every subscription)

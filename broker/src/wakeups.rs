@@ -3,7 +3,9 @@
 //! subscriber whose subscriptions changed; a waiting pull watches its topics
 //! and its subscriber.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::futures::Notified;
@@ -34,6 +36,8 @@ pub enum Key {
 #[derive(Default)]
 pub struct Wakeups {
     watched: Mutex<HashMap<Key, Arc<Notify>>>,
+    /// How many of them are topics.
+    topics: AtomicUsize,
 }
 
 impl Wakeups {
@@ -41,7 +45,15 @@ impl Wakeups {
     /// *before* reading, so that a commit between the read and the wait is
     /// not missed.
     pub fn watch(&self, key: Key) -> Watch<'_> {
-        let notify = self.lock().entry(key.clone()).or_default().clone();
+        let notify = match self.lock().entry(key.clone()) {
+            Entry::Occupied(watched) => watched.get().clone(),
+            Entry::Vacant(new) => {
+                if matches!(key, Key::Topic(_)) {
+                    self.topics.fetch_add(1, Ordering::AcqRel);
+                }
+                new.insert(Arc::default()).clone()
+            }
+        };
         Watch {
             wakeups: self,
             key,
@@ -56,9 +68,14 @@ impl Wakeups {
         }
     }
 
+    /// Whether some pull is waiting on `key`.
+    pub fn watches(&self, key: &Key) -> bool {
+        self.lock().contains_key(key)
+    }
+
     /// Whether some pull is waiting for messages of a topic.
     pub fn watches_topics(&self) -> bool {
-        self.lock().keys().any(|key| matches!(key, Key::Topic(_)))
+        self.topics.load(Ordering::Acquire) > 0
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<Notify>>> {
@@ -85,6 +102,9 @@ impl Drop for Watch<'_> {
         // Two holders left: the map and this watch.
         if Arc::strong_count(&self.notify) == 2 {
             watched.remove(&self.key);
+            if matches!(self.key, Key::Topic(_)) {
+                self.wakeups.topics.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -128,9 +148,13 @@ mod tests {
         let wakeups = Wakeups::default();
         let first = wakeups.watch(topic("news"));
         let second = wakeups.watch(topic("news"));
+        let subscriber = wakeups.watch(Key::Subscriber("S".to_string()));
+        assert!(wakeups.watches_topics());
         drop(first);
-        assert_eq!(wakeups.lock().len(), 1);
+        assert_eq!(wakeups.lock().len(), 2);
         drop(second);
+        assert!(!wakeups.watches_topics());
+        drop(subscriber);
         assert!(wakeups.lock().is_empty());
     }
 }

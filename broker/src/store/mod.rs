@@ -12,6 +12,7 @@ mod admission;
 mod apply;
 mod checkpoint;
 mod error;
+pub mod fresh;
 mod ops;
 pub mod queries;
 mod recent;
@@ -73,6 +74,8 @@ pub struct Store {
     recent: Arc<Mutex<recent::RecentEvents>>,
     /// Whether the writer keeps them: once the broker has a peer.
     keeping: Arc<AtomicBool>,
+    /// What the latest commits added, for waiting pulls (see `fresh`).
+    fresh: Arc<fresh::FreshCommits>,
 }
 
 impl Store {
@@ -118,6 +121,7 @@ impl Store {
         let committed = Arc::new(AtomicU64::new(0));
         let recent = Arc::new(Mutex::new(recent::RecentEvents::new(&config.id)));
         let keeping = Arc::new(AtomicBool::new(!config.peers.is_empty()));
+        let fresh = Arc::new(fresh::FreshCommits::default());
         let counters = writer::Counters {
             lamport: lamport.clone(),
             own_seq: own_seq.clone(),
@@ -131,6 +135,7 @@ impl Store {
             committed: committed.clone(),
             recent: recent.clone(),
             keeping: keeping.clone(),
+            fresh: fresh.clone(),
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters);
         let checkpointer = checkpoint::Checkpointer::start(&path, config.durability, committed)
@@ -153,7 +158,13 @@ impl Store {
             admission: Admission::new(ADMITTED_WRITES),
             recent,
             keeping,
+            fresh,
         })
+    }
+
+    /// What the latest commits added, for waiting pulls.
+    pub fn fresh(&self) -> &fresh::FreshCommits {
+        &self.fresh
     }
 
     /// How long the writer's commits take, and how many requests each holds.

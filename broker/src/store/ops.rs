@@ -287,6 +287,7 @@ impl WriteTx<'_> {
     /// where still held: a local deletion, like retention's, that every
     /// broker makes from the same lead. Returns how many it deleted.
     pub fn drop_messages(&mut self, ids: &[EventId]) -> Result<usize, StoreError> {
+        self.not_plain();
         let mut dropped = 0;
         for id in ids {
             self.conn
@@ -846,6 +847,8 @@ impl WriteTx<'_> {
         resume: ExpiryCursor,
         limit: u32,
     ) -> Result<Swept, StoreError> {
+        // It may delete messages a waiting pull would take from a note.
+        self.not_plain();
         let replicated = replicated
             .map(serde_json::to_string)
             .transpose()

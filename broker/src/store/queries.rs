@@ -905,6 +905,14 @@ pub fn have(conn: &Connection) -> rusqlite::Result<Have> {
         .collect()
 }
 
+/// The highest seq below which this broker holds every event of `origin`.
+pub fn have_of(conn: &Connection, origin: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT have FROM origins WHERE origin = ?1")?
+        .query_row([origin], |row| row.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 /// How much one sync may carry: at most `events` events, and no more bytes
 /// of encoded events than `bytes` after the first event.
 #[derive(Debug, Clone, Copy)]

@@ -18,12 +18,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use client::peer::{Have, PublishEvent};
-use client::wire::{Headers, NewMessage};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use client::wire::{Headers, Message, NewMessage};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
 use super::apply::{insert_messages, MessageRow, MessageRun};
 use super::error::StoreError;
+use super::fresh::{FreshCommits, Note};
 use super::recent::{RecentEvents, Recording};
 use super::schema;
 use crate::clock::LamportClock;
@@ -139,6 +140,8 @@ pub struct Counters {
     pub recent: Arc<Mutex<RecentEvents>>,
     /// Whether the writer records them now (see `Store::keep_own_events`).
     pub keeping: Arc<AtomicBool>,
+    /// What the latest commits added, for waiting pulls (see `fresh`).
+    pub fresh: Arc<FreshCommits>,
 }
 
 fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
@@ -161,6 +164,11 @@ pub struct WriteTx<'c> {
     /// The events of its own the request recorded, encoded, when the
     /// writer keeps them for replication (see `recent`).
     recorded: Option<&'c mut Recording>,
+    /// What the request added, for the pulls waiting (see `fresh`); none
+    /// while no pull waits on a topic.
+    note: Option<&'c mut Note>,
+    /// Which topics pulls wait on: only their messages are noted whole.
+    wakeups: &'c Wakeups,
 }
 
 impl WriteTx<'_> {
@@ -175,6 +183,7 @@ impl WriteTx<'_> {
             change,
         };
         super::apply::apply(self.conn, &event)?;
+        self.note_change(&event.change);
         self.woken.extend(wakes(&event.change));
         let key = replication_key(&event.change);
         if key == Key::LocalEvents {
@@ -225,8 +234,15 @@ impl WriteTx<'_> {
         };
         insert_messages(self.conn, &run)?;
         if !stamped.is_empty() {
+            let key = Key::Topic(topic.to_string());
+            if self.note.is_some() {
+                let kept = self.wakeups.watches(&key).then(|| {
+                    self.fresh_messages(topic, publisher, messages, &stamped, published_at_ms)
+                });
+                self.note_with(|note| note.add_messages(topic, kept));
+            }
             self.state.last_seq_besides_acks = self.state.last_seq;
-            self.woken.insert(Key::Topic(topic.to_string()));
+            self.woken.insert(key);
             self.woken.insert(Key::LocalEvents);
         }
         if let Some(recorded) = self.recorded.as_deref_mut() {
@@ -263,6 +279,7 @@ impl WriteTx<'_> {
             if event.seq != have + 1 {
                 continue;
             }
+            self.not_plain();
             // The messages of one publish request travel together: stored
             // as one run, as their origin stored them.
             let mut run = vec![event];
@@ -300,12 +317,79 @@ impl WriteTx<'_> {
         if origin == self.state.me {
             return Ok(self.state.last_seq);
         }
-        Ok(self
-            .conn
-            .prepare_cached("SELECT have FROM origins WHERE origin = ?1")?
-            .query_row([origin], |row| row.get(0))
-            .optional()?
-            .unwrap_or(0))
+        Ok(super::queries::have_of(self.conn, origin)?)
+    }
+
+    /// Notes what a recorded change means to waiting pulls: an
+    /// acknowledgement of own messages, or a change that is not plain.
+    fn note_change(&mut self, change: &Change) {
+        let me = self.state.me.as_str();
+        match change {
+            Change::Ack {
+                subscriber,
+                topic,
+                acked_origin,
+                acked_seq,
+                ..
+            } => {
+                if acked_origin == me {
+                    self.note_with(|note| note.add_ack(subscriber, topic, *acked_seq));
+                }
+            }
+            Change::AckMessages {
+                subscriber,
+                topic,
+                ids,
+                ..
+            } => {
+                let own = ids.iter().filter(|id| id.origin == me).map(|id| id.seq);
+                if let Some(highest) = own.max() {
+                    self.note_with(|note| note.add_ack(subscriber, topic, highest));
+                }
+            }
+            _ => self.not_plain(),
+        }
+    }
+
+    fn note_with(&mut self, change: impl FnOnce(&mut Note)) {
+        if let Some(note) = self.note.as_deref_mut() {
+            change(note);
+        }
+    }
+
+    /// The request deleted messages (or wrote something else without an
+    /// event): waiting pulls read the store.
+    pub(super) fn not_plain(&mut self) {
+        self.note_with(Note::not_plain);
+    }
+
+    /// Just stored messages, as a pull gives them out.
+    fn fresh_messages(
+        &self,
+        topic: &str,
+        publisher: &str,
+        messages: &[NewMessage],
+        stamped: &[(u64, u64)],
+        published_at_ms: i64,
+    ) -> Vec<Message> {
+        let origin = &self.state.me;
+        stamped
+            .iter()
+            .zip(messages)
+            .map(|(&(seq, lamport), message)| Message {
+                id: client::wire::message_id(origin, seq),
+                origin: origin.clone(),
+                seq,
+                topic: topic.to_string(),
+                publisher: publisher.to_string(),
+                payload: message.payload.clone(),
+                lamport,
+                published_at_ms,
+                headers: message.headers.clone().unwrap_or_default(),
+                msg_id: message.msg_id.clone(),
+                deliveries: 0,
+            })
+            .collect()
     }
 
     fn check_may_record(&self) -> Result<(), StoreError> {
@@ -506,12 +590,13 @@ impl WriterThread {
         let mut received = Have::new();
         let mut replies = Vec::with_capacity(batch.len());
         let mut recorded = Recording::default();
+        let mut note = Note::new();
         let outcome = self.run_batch(
             batch,
             &mut woken,
             &mut received,
             &mut replies,
-            &mut recorded,
+            (&mut recorded, &mut note),
         );
         let committed = match outcome {
             Ok(()) => {
@@ -540,6 +625,7 @@ impl WriterThread {
                 if woken.contains(&Key::LeadsChanged) {
                     self.counters.leads_version.fetch_add(1, Ordering::Release);
                 }
+                counters.fresh.note(self.state.last_seq, note);
                 self.counters.committed.fetch_add(1, Ordering::Release);
                 for key in &woken {
                     self.wakeups.wake(key);
@@ -593,7 +679,7 @@ impl WriterThread {
         woken: &mut BTreeSet<Key>,
         received: &mut Have,
         replies: &mut Vec<Reply>,
-        recorded: &mut Recording,
+        (recorded, note): (&mut Recording, &mut Note),
     ) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -601,12 +687,19 @@ impl WriterThread {
         let start_seq = self.state.last_seq;
         let may_record = *self.counters.own_history.borrow();
         let keeping = self.counters.keeping.load(Ordering::Acquire);
+        // Without a pull waiting on a topic no request is noted, and the
+        // commit is not plain: a pull that starts waiting meanwhile reads.
+        let noting = self.wakeups.watches_topics();
+        if !noting {
+            note.not_plain();
+        }
         for Queued { job, .. } in batch {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut got = Have::new();
             let mark = recorded.mark();
+            let mut noted = Note::new();
             let mut write = WriteTx {
                 conn: &tx,
                 state: &mut self.state,
@@ -614,6 +707,8 @@ impl WriterThread {
                 received: &mut got,
                 may_record,
                 recorded: keeping.then_some(&mut *recorded),
+                note: noting.then_some(&mut noted),
+                wakeups: &self.wakeups,
             };
             // A panicking request is a bug: it is left unanswered (its
             // caller gets an internal error); the rest go on.
@@ -630,6 +725,7 @@ impl WriterThread {
             if ok {
                 woken.append(&mut keys);
                 received.extend(got);
+                note.append(noted);
                 continue;
             }
             recorded.undo(mark);
