@@ -205,15 +205,18 @@ pub struct AcksInFlight {
 }
 
 impl AcksInFlight {
-    /// Marks in `sent` what `subscriber`'s acknowledgements in flight
-    /// acknowledge. Read before the store: one that commits in between is
-    /// in the one or the other.
-    fn mark_sent(&self, subscriber: &str, sent: &mut Sent) {
-        if let Some(cursors) = lock(&self.cursors).get(subscriber) {
+    /// What reads for `pull` pass over: what its stream sent, and what its
+    /// subscriber's acknowledgements in flight acknowledge. Taken before
+    /// the store is read: one that commits in between is in the one or the
+    /// other.
+    fn passed_over(&self, pull: &Pull) -> Sent {
+        let mut sent = pull.sent.clone();
+        if let Some(cursors) = lock(&self.cursors).get(&pull.subscriber) {
             for (_, cursor) in cursors {
-                cursor.mark_sent(sent);
+                cursor.mark_sent(&mut sent);
             }
         }
+        sent
     }
 
     fn start(&self, cursor: &Cursor) -> u64 {
@@ -413,8 +416,7 @@ async fn read_pending(
 ) -> Result<Pending, ApiError> {
     let subscriber = pull.subscriber.clone();
     let topic = pull.topic.clone();
-    let mut sent = pull.sent.clone();
-    app.acks.mark_sent(&subscriber, &mut sent);
+    let sent = app.acks.passed_over(pull);
     let max = pull.max;
     let deliverable = match app.mode() {
         Mode::Gossip => None,
@@ -505,8 +507,7 @@ fn from_commits(app: &AppState, pull: &Pull, read: u64, epochs: Epochs) -> Optio
         return None;
     }
     // Marks first: an acknowledgement committed in between is in a note.
-    let mut sent = pull.sent.clone();
-    app.acks.mark_sent(&pull.subscriber, &mut sent);
+    let sent = app.acks.passed_over(pull);
     let fresh = app.store.fresh().since(read, &pull.subscriber, topic)?;
     let mut messages = fresh.messages;
     if let Some(first) = messages.first() {

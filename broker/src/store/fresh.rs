@@ -6,8 +6,9 @@
 //! After every commit the writer keeps a [`Note`] of it with this
 //! broker's own seq after it. A read that finds, in its snapshot, that the
 //! broker holds its own events up to seq `s` read the state after the
-//! first commit noted with `s` (or after a later one without own events):
-//! what the commits after it added is in their notes. Only *plain* commits
+//! commit that took the seq to `s` (or after a later one without own
+//! events): when that commit is noted (the note before it has a lower
+//! seq), what the commits after it added is in their notes. Only *plain* commits
 //! are of use: nothing in them but this broker's own publishes and
 //! acknowledgements, and no message deleted (a plain commit without own
 //! events holds nothing). Their messages are the broker's newest (its own
@@ -92,10 +93,7 @@ impl Note {
     pub fn append(&mut self, other: Note) {
         self.plain &= other.plain;
         for (topic, kept) in other.messages {
-            match self.messages.get(&topic) {
-                Some(_) => self.add_messages(&topic, kept),
-                None => drop(self.messages.insert(topic, kept)),
-            }
+            self.add_messages(&topic, kept);
         }
         for ((subscriber, topic), seq) in other.acks {
             self.add_ack(&subscriber, &topic, seq);
@@ -138,6 +136,12 @@ impl FreshCommits {
     pub fn since(&self, read: u64, subscriber: &str, topic: &str) -> Option<Fresh> {
         let notes = lock(&self.notes);
         let at = notes.iter().position(|note| note.own_seq == read)?;
+        // Only a note after one of a lower seq is surely the commit that
+        // reached `read`: the first after a restart, or after the notes
+        // before it were let go, may be a later one without own events.
+        if at == 0 || notes[at - 1].own_seq >= read {
+            return None;
+        }
         let key = (subscriber.to_string(), topic.to_string());
         let mut fresh = Fresh {
             messages: Vec::new(),
@@ -192,6 +196,7 @@ mod tests {
     #[test]
     fn gives_the_topics_messages_of_the_plain_commits_since_the_read() {
         let fresh = FreshCommits::default();
+        fresh.note(1, Note::new());
         fresh.note(2, Note::new());
         fresh.note(4, publishes("t", &[3, 4]));
         fresh.note(5, publishes("u", &[5]));
@@ -206,6 +211,7 @@ mod tests {
     #[test]
     fn a_read_stands_for_the_first_commit_of_its_own_seq() {
         let fresh = FreshCommits::default();
+        fresh.note(0, Note::new());
         fresh.note(2, publishes("t", &[1, 2]));
         // Commits without own events: an empty one, received events.
         fresh.note(2, Note::new());
@@ -218,8 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn a_read_whose_commit_is_not_noted_reads_the_store() {
+        // After a restart the notes start empty: the first commit noted
+        // with the read's own seq may have come after the read.
+        let fresh = FreshCommits::default();
+        let mut received = Note::new();
+        received.not_plain();
+        fresh.note(7, received);
+        fresh.note(8, publishes("t", &[8]));
+        assert_eq!(seqs(fresh.since(7, "S", "t")), None);
+        assert_eq!(seqs(fresh.since(8, "S", "t")), Some(vec![]));
+    }
+
+    #[test]
     fn reads_the_store_past_anything_else() {
         let fresh = FreshCommits::default();
+        fresh.note(1, Note::new());
         fresh.note(2, Note::new());
         let mut other = publishes("t", &[3]);
         other.not_plain();
@@ -238,6 +258,7 @@ mod tests {
     #[test]
     fn an_acknowledgement_of_a_fresh_message_sends_the_pull_to_the_store() {
         let fresh = FreshCommits::default();
+        fresh.note(1, Note::new());
         fresh.note(2, Note::new());
         let mut publish_and_old_ack = publishes("t", &[3]);
         publish_and_old_ack.add_ack("S", "t", 2);
@@ -277,7 +298,8 @@ mod tests {
             fresh.note(seq, Note::new());
         }
         assert_eq!(seqs(fresh.since(0, "S", "t")), None, "forgotten");
-        assert_eq!(seqs(fresh.since(1, "S", "t")), Some(vec![]));
+        assert_eq!(seqs(fresh.since(1, "S", "t")), None, "its commit forgotten");
+        assert_eq!(seqs(fresh.since(2, "S", "t")), Some(vec![]));
         assert_eq!(lock(&fresh.notes).len(), NOTES_KEPT);
     }
 }

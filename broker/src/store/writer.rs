@@ -85,18 +85,14 @@ pub struct WriterState {
 impl WriterState {
     /// Restores this broker's counters from the database.
     pub fn load(conn: &Connection, me: &str) -> rusqlite::Result<WriterState> {
-        let last_seq: Option<u64> = conn
-            .query_row("SELECT have FROM origins WHERE origin = ?1", [me], |row| {
-                row.get(0)
-            })
-            .or_else(ignore_no_rows)?;
+        let last_seq = super::queries::have_of(conn, me)?;
         let bound: u64 = conn.query_row("SELECT lamport FROM clock WHERE id = 0", [], |row| {
             row.get(0)
         })?;
         Ok(WriterState {
             me: me.to_string(),
-            last_seq: last_seq.unwrap_or(0),
-            last_seq_besides_acks: last_seq.unwrap_or(0),
+            last_seq,
+            last_seq_besides_acks: last_seq,
             clock: LamportClock::starting_at(bound),
             clock_bound: bound,
         })
@@ -142,13 +138,6 @@ pub struct Counters {
     pub keeping: Arc<AtomicBool>,
     /// What the latest commits added, for waiting pulls (see `fresh`).
     pub fresh: Arc<FreshCommits>,
-}
-
-fn ignore_no_rows<T>(error: rusqlite::Error) -> rusqlite::Result<Option<T>> {
-    match error {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-        other => Err(other),
-    }
 }
 
 /// One request's view of the open transaction.
