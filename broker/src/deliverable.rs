@@ -70,7 +70,10 @@ pub async fn run(app: web::Data<AppState>) {
         have.mark_unchanged();
         peers.mark_unchanged();
         leadership.mark_unchanged();
-        if app.mode() == Mode::Leader {
+        // In gossip mode nothing but the mode matters: waking at every
+        // commit cost the HTTP workers a task run per publish.
+        let leader_mode = app.mode() == Mode::Leader;
+        if leader_mode {
             let version = app.store.leads_version();
             if leads.as_ref().is_none_or(|(read, _)| *read != version) {
                 leads = read_leads(&app).await.map(|read| (version, read));
@@ -97,9 +100,9 @@ pub async fn run(app: web::Data<AppState>) {
         }
         // An input whose sender is gone means the broker is stopping.
         let going_on = tokio::select! {
-            changed = have.changed() => changed.is_ok(),
-            changed = peers.changed() => changed.is_ok(),
-            changed = leadership.changed() => changed.is_ok(),
+            changed = have.changed(), if leader_mode => changed.is_ok(),
+            changed = peers.changed(), if leader_mode => changed.is_ok(),
+            changed = leadership.changed(), if leader_mode => changed.is_ok(),
             () = mode_changed => true,
             () = leads_changed => true,
             _ = shutdown.changed() => false,
