@@ -8,13 +8,13 @@
 //! broker holds its own events up to seq `s` read the state after the
 //! commit that took the seq to `s` (or after a later one without own
 //! events): when that commit is noted (the note before it has a lower
-//! seq), what the commits after it added is in their notes. Only *plain* commits
-//! are of use: nothing in them but this broker's own publishes and
-//! acknowledgements, and no message deleted (a plain commit without own
-//! events holds nothing). Their messages are the broker's newest (its own
-//! origin, the newest stamps), so they come after everything that read
-//! saw, in every delivery order of gossip mode, and within `have`; an
-//! acknowledgement can only take messages away, which
+//! seq), what the commits after it added is in their notes. Only *plain*
+//! commits are of use: nothing in them but this broker's own publishes
+//! and acknowledgements, and no message deleted (a plain commit without
+//! own events holds nothing). Their messages are the broker's newest (its
+//! own origin, the newest stamps), so they come after everything that
+//! read saw, in every delivery order of gossip mode, and within `have`;
+//! an acknowledgement can only take messages away, which
 //! [`FreshCommits::since`] checks. Past any other commit, or a read whose
 //! commit is no longer (or not yet) noted, the pull reads the store as
 //! before. A failed commit changed nothing and leaves no note.
