@@ -189,15 +189,22 @@ mod tests {
         note
     }
 
+    /// Notes of two empty commits, the second taking own seq to `seq`: a
+    /// read of the state after it can be taken from.
+    fn read_at(seq: u64) -> FreshCommits {
+        let fresh = FreshCommits::default();
+        fresh.note(seq - 1, Note::new());
+        fresh.note(seq, Note::new());
+        fresh
+    }
+
     fn seqs(fresh: Option<Fresh>) -> Option<Vec<u64>> {
         fresh.map(|fresh| fresh.messages.iter().map(|m| m.seq).collect())
     }
 
     #[test]
     fn gives_the_topics_messages_of_the_plain_commits_since_the_read() {
-        let fresh = FreshCommits::default();
-        fresh.note(1, Note::new());
-        fresh.note(2, Note::new());
+        let fresh = read_at(2);
         fresh.note(4, publishes("t", &[3, 4]));
         fresh.note(5, publishes("u", &[5]));
         fresh.note(6, publishes("t", &[6]));
@@ -238,9 +245,7 @@ mod tests {
 
     #[test]
     fn reads_the_store_past_anything_else() {
-        let fresh = FreshCommits::default();
-        fresh.note(1, Note::new());
-        fresh.note(2, Note::new());
+        let fresh = read_at(2);
         let mut other = publishes("t", &[3]);
         other.not_plain();
         fresh.note(3, other);
@@ -257,9 +262,7 @@ mod tests {
 
     #[test]
     fn an_acknowledgement_of_a_fresh_message_sends_the_pull_to_the_store() {
-        let fresh = FreshCommits::default();
-        fresh.note(1, Note::new());
-        fresh.note(2, Note::new());
+        let fresh = read_at(2);
         let mut publish_and_old_ack = publishes("t", &[3]);
         publish_and_old_ack.add_ack("S", "t", 2);
         fresh.note(4, publish_and_old_ack);
