@@ -33,6 +33,13 @@ const NOTES_KEPT: usize = 64;
 /// Most messages a note keeps of one topic (a pull gives at most 1,000).
 const MESSAGES_KEPT: usize = 1000;
 
+/// Most bytes the notes keep in messages, all together: older notes are
+/// let go first, and a note above it alone keeps none.
+const BYTES_KEPT: usize = 16 << 20;
+
+/// What a kept message costs besides its texts, about.
+const MESSAGE_OVERHEAD: usize = 256;
+
 /// What one commit added.
 #[derive(Debug, Default, Clone)]
 pub struct Note {
@@ -89,6 +96,22 @@ impl Note {
         *highest = (*highest).max(seq);
     }
 
+    /// About how many bytes the messages kept take.
+    fn bytes(&self) -> usize {
+        let kept = self.messages.values().flatten().flatten();
+        kept.map(|message| {
+            let headers: usize = message.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let texts = message.payload.len() + message.msg_id.as_ref().map_or(0, String::len);
+            MESSAGE_OVERHEAD + texts + headers
+        })
+        .sum()
+    }
+
+    /// Lets the messages kept go: pulls read them from the store.
+    fn forget_messages(&mut self) {
+        self.messages.values_mut().for_each(|kept| *kept = None);
+    }
+
     /// Takes in a successful request's note.
     pub fn append(&mut self, other: Note) {
         self.plain &= other.plain;
@@ -104,7 +127,14 @@ impl Note {
 /// The latest commits' notes, shared by the writer and the pulls.
 #[derive(Default)]
 pub struct FreshCommits {
-    notes: Mutex<VecDeque<Note>>,
+    notes: Mutex<Notes>,
+}
+
+/// The notes kept, oldest first, each with the bytes its messages take.
+#[derive(Default)]
+struct Notes {
+    kept: VecDeque<(usize, Note)>,
+    bytes: usize,
 }
 
 /// What commits after a read added for one pull.
@@ -122,11 +152,20 @@ impl FreshCommits {
     /// after it) and `note` says what it added.
     pub fn note(&self, own_seq: u64, mut note: Note) {
         note.own_seq = own_seq;
-        let mut notes = lock(&self.notes);
-        if notes.len() == NOTES_KEPT {
-            notes.pop_front();
+        let mut bytes = note.bytes();
+        if bytes > BYTES_KEPT {
+            note.forget_messages();
+            bytes = 0;
         }
-        notes.push_back(note);
+        let mut notes = lock(&self.notes);
+        notes.bytes += bytes;
+        notes.kept.push_back((bytes, note));
+        while notes.kept.len() > NOTES_KEPT || notes.bytes > BYTES_KEPT {
+            let Some((bytes, _)) = notes.kept.pop_front() else {
+                break;
+            };
+            notes.bytes -= bytes;
+        }
     }
 
     /// What the commits after a read that found own events up to seq
@@ -135,11 +174,12 @@ impl FreshCommits {
     /// when the store must be read.
     pub fn since(&self, read: u64, subscriber: &str, topic: &str) -> Option<Fresh> {
         let notes = lock(&self.notes);
-        let at = notes.iter().position(|note| note.own_seq == read)?;
+        let notes = &notes.kept;
+        let at = notes.iter().position(|(_, note)| note.own_seq == read)?;
         // Only a note after one of a lower seq is surely the commit that
         // reached `read`: the first after a restart, or after the notes
         // before it were let go, may be a later one without own events.
-        if at == 0 || notes[at - 1].own_seq >= read {
+        if at == 0 || notes[at - 1].1.own_seq >= read {
             return None;
         }
         let key = (subscriber.to_string(), topic.to_string());
@@ -147,7 +187,7 @@ impl FreshCommits {
             messages: Vec::new(),
             upto: read,
         };
-        for note in notes.iter().skip(at + 1) {
+        for (_, note) in notes.iter().skip(at + 1) {
             let acknowledges_fresh = note.acks.get(&key).is_some_and(|&seq| seq > read);
             if !note.plain || acknowledges_fresh {
                 return None;
@@ -294,6 +334,35 @@ mod tests {
         assert_eq!(note.messages.get("t"), Some(&None));
     }
 
+    /// A plain note of one message of `bytes` payload bytes on `topic`.
+    fn large(topic: &str, seq: u64, bytes: usize) -> Note {
+        let mut note = Note::new();
+        let mut kept = message(topic, seq);
+        kept.payload = "x".repeat(bytes);
+        note.add_messages(topic, Some(vec![kept]));
+        note
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_bytes_in_messages() {
+        let fresh = read_at(2);
+        let third = BYTES_KEPT / 3;
+        fresh.note(3, large("t", 3, third));
+        fresh.note(4, large("t", 4, third));
+        assert_eq!(seqs(fresh.since(2, "S", "t")), Some(vec![3, 4]));
+        // A third more lets the oldest notes go (and with note 3, what
+        // named the commit of a read at 4).
+        fresh.note(5, large("t", 5, third));
+        assert_eq!(seqs(fresh.since(2, "S", "t")), None, "forgotten");
+        assert_eq!(seqs(fresh.since(4, "S", "t")), None, "forgotten");
+        assert_eq!(lock(&fresh.notes).kept.len(), 2);
+        assert!(lock(&fresh.notes).bytes <= BYTES_KEPT);
+        // One note above the bound keeps none of its messages.
+        fresh.note(6, large("t", 6, BYTES_KEPT));
+        assert_eq!(seqs(fresh.since(5, "S", "t")), None, "not kept");
+        assert_eq!(seqs(fresh.since(5, "S", "u")), Some(vec![]));
+    }
+
     #[test]
     fn keeps_a_bounded_number_of_notes() {
         let fresh = FreshCommits::default();
@@ -303,6 +372,6 @@ mod tests {
         assert_eq!(seqs(fresh.since(0, "S", "t")), None, "forgotten");
         assert_eq!(seqs(fresh.since(1, "S", "t")), None, "its commit forgotten");
         assert_eq!(seqs(fresh.since(2, "S", "t")), Some(vec![]));
-        assert_eq!(lock(&fresh.notes).len(), NOTES_KEPT);
+        assert_eq!(lock(&fresh.notes).kept.len(), NOTES_KEPT);
     }
 }
