@@ -510,6 +510,7 @@ fn from_commits(app: &AppState, pull: &Pull, read: u64, epochs: Epochs) -> Optio
     let sent = app.acks.passed_over(pull);
     let fresh = app.store.fresh().since(read, &pull.subscriber, topic)?;
     let mut messages = fresh.messages;
+    // Marks are positions: one that covers any of them covers the first.
     if let Some(first) = messages.first() {
         let key = (topic.to_string(), first.origin.clone());
         if sent.get(&key).is_some_and(|(seq, _)| *seq >= first.seq) {

@@ -138,7 +138,7 @@ struct Notes {
 }
 
 /// What commits after a read added for one pull.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Fresh {
     /// The topic's new messages, oldest first.
     pub messages: Vec<Message>,
