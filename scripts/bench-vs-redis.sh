@@ -21,6 +21,14 @@
 # come first, while the lone broker's database is fresh; the pair is
 # stopped before the throughput runs.
 #
+# With --latency-cpus S:L every round runs a-e a second time with the
+# servers (every thread of redis-server and of the three brokers) moved
+# onto CPUs S and `bench` on CPUs L (taskset), and the report gives those
+# rounds apart. Sharing the CPUs, a single-threaded Redis mostly runs on
+# the CPU of the load generator's thread it answers, which a broker's
+# hand-offs between threads cannot; apart, every message crosses between
+# CPUs twice for both (BENCHMARKS.md, twelfth look).
+#
 # Throughput:
 #
 #   1. Redis XADD, 50 clients, one command per round trip   (redis-benchmark)
@@ -61,6 +69,8 @@ Usage: scripts/bench-vs-redis.sh [options]
   --runs R                  repetitions of each measurement, interleaved (default 5; env RUNS)
   --quick                   tiny run to check the script works: 1 run, small counts, 1 s latency runs
   --latency-seconds S       seconds per latency run, at 1000 msg/s (default 5)
+  --latency-cpus S:L        also run each latency round with the servers on CPUs S
+                            and the load generator on CPUs L (taskset lists, e.g. 0:1)
   --redis-requests N        XADDs per Redis run, one per round trip (default 30000)
   --redis-pipelined N       XADDs per pipelined Redis run, -P 32 (default 500000)
   --rumor-messages M        messages per rumor single-publish run (default 40000)
@@ -90,6 +100,7 @@ rumor_batch_m=1000000
 batch_connections=4
 wrk_seconds=3
 latency_seconds=5
+latency_cpus=
 quick=0
 build=1
 readonly clients=50 pipeline=32 batch=1000 payload_bytes=100 latency_rate=1000
@@ -105,6 +116,7 @@ while [[ $# -gt 0 ]]; do
         --batch-connections) need_value "$@"; batch_connections=$2; shift 2 ;;
         --wrk-seconds) need_value "$@"; wrk_seconds=$2; shift 2 ;;
         --latency-seconds) need_value "$@"; latency_seconds=$2; shift 2 ;;
+        --latency-cpus) need_value "$@"; latency_cpus=$2; shift 2 ;;
         --no-build) build=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -126,11 +138,19 @@ need_positive "runs=$runs" "redis-requests=$redis_n" "redis-pipelined=$redis_pip
     "batch-connections=$batch_connections" "wrk-seconds=$wrk_seconds" \
     "latency-seconds=$latency_seconds"
 
+server_cpus= bench_cpus=
+if [[ -n $latency_cpus ]]; then
+    [[ $latency_cpus =~ ^([0-9,-]+):([0-9,-]+)$ ]] \
+        || die "--latency-cpus takes S:L, two CPU lists such as 0:1 (got '$latency_cpus')"
+    server_cpus=${BASH_REMATCH[1]} bench_cpus=${BASH_REMATCH[2]}
+fi
+
 # ---------------------------------------------------------------- tools
 
 command -v python3 >/dev/null || die "python3 is needed (to parse the reports)"
 command -v curl >/dev/null || die "curl is needed (to poll the broker's /health)"
 command -v cargo >/dev/null || [[ $build -eq 0 ]] || die "cargo is needed to build rumor (or pass --no-build)"
+[[ -z $latency_cpus ]] || command -v taskset >/dev/null || die "taskset (util-linux) is needed for --latency-cpus"
 
 readonly packages=(redis-server redis-tools wrk)
 
@@ -321,7 +341,7 @@ print(" ".join(f"{100 * t / core_ticks:.0f}" for t in (d[0], d[1], d[2], d[3])))
 latency_run() {
     local seconds=$1 out
     shift
-    out=$("$bench_bin" latency --rate "$latency_rate" --seconds "$seconds" \
+    out=$("${bench_prefix[@]}" "$bench_bin" latency --rate "$latency_rate" --seconds "$seconds" \
         --payload-bytes "$payload_bytes" --json "$@" 2>"$work_dir/bench.err") \
         || { cat "$work_dir/bench.err" >&2; die "bench latency $* failed"; }
     python3 -c '
@@ -332,6 +352,35 @@ if not l or r["sent"] != int(sys.argv[1]) or r["received"] != r["sent"]:
     sys.exit(1)
 print("%s/%s" % (l["p50"], l["p99"]))' "$((latency_rate * seconds))" <<<"$out" \
         || die "bench latency $*: not every message was sent and received: $out"
+}
+
+# The command `bench latency` runs under: nothing, or taskset (see
+# --latency-cpus).
+bench_prefix=()
+
+# Moves every thread of the servers of the latency runs onto CPUs $1.
+place_servers() {
+    local pid
+    for pid in "$redis_pid" "$broker_pid" "${pair_pids[@]}"; do
+        taskset -a -p -c "$1" "$pid" >/dev/null || die "taskset could not move pid $pid onto CPUs $1"
+    done
+}
+
+# Prints "Redis poll-one sse-one poll-two sse-two", each "p50/p99", of
+# latency round $1 (named $2 in the progress lines).
+latency_round() {
+    local run=$1 name=$2 results=()
+    note "round $run/$runs$name: latency, Redis XADD -> XREAD BLOCK"
+    results+=("$(latency_run "$latency_seconds" "${redis_target[@]}")")
+    note "round $run/$runs$name: latency, rumor long poll, one broker"
+    results+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport poll)")
+    note "round $run/$runs$name: latency, rumor SSE, one broker"
+    results+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport sse)")
+    note "round $run/$runs$name: latency, rumor long poll, A -> B"
+    results+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport poll)")
+    note "round $run/$runs$name: latency, rumor SSE, A -> B"
+    results+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport sse)")
+    echo "${results[*]}"
 }
 
 # ---------------------------------------------------------------- run
@@ -358,18 +407,16 @@ latency_run 1 "${redis_target[@]}" >/dev/null
 latency_run 1 "${alone_target[@]}" >/dev/null
 latency_run 1 "${pair_target[@]}" >/dev/null
 
-redis_latency=() poll_one=() sse_one=() poll_two=() sse_two=()
+shared_latency=() apart_latency=()
 for ((run = 1; run <= runs; run++)); do
-    note "round $run/$runs: latency, Redis XADD -> XREAD BLOCK"
-    redis_latency+=("$(latency_run "$latency_seconds" "${redis_target[@]}")")
-    note "round $run/$runs: latency, rumor long poll, one broker"
-    poll_one+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport poll)")
-    note "round $run/$runs: latency, rumor SSE, one broker"
-    sse_one+=("$(latency_run "$latency_seconds" "${alone_target[@]}" --transport sse)")
-    note "round $run/$runs: latency, rumor long poll, A -> B"
-    poll_two+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport poll)")
-    note "round $run/$runs: latency, rumor SSE, A -> B"
-    sse_two+=("$(latency_run "$latency_seconds" "${pair_target[@]}" --transport sse)")
+    shared_latency+=("$(latency_round "$run" "")")
+    if [[ -n $latency_cpus ]]; then
+        place_servers "$server_cpus"
+        bench_prefix=(taskset -c "$bench_cpus")
+        apart_latency+=("$(latency_round "$run" " (servers on CPUs $server_cpus, bench on $bench_cpus)")")
+        bench_prefix=()
+        place_servers "$(taskset -p -c $$ | sed 's/.*: //')"
+    fi
 done
 # The pair would take CPU from the throughput runs.
 stop_pair
@@ -489,21 +536,19 @@ five in turn; rumor: 8 publishing connections, one subscriber acknowledging
 on receipt; Redis: XADDs pipelined on one connection, XREAD BLOCK on another
 EOF
 
-python3 - "$runs" \
-    "Redis XADD -> XREAD BLOCK" "${redis_latency[@]}" \
-    "rumor long poll, one broker" "${poll_one[@]}" \
-    "rumor SSE, one broker" "${sse_one[@]}" \
-    "rumor long poll, publish on A, read on B" "${poll_two[@]}" \
-    "rumor SSE, publish on A, read on B" "${sse_two[@]}" <<'EOF'
+# Prints the latency table and ratios of the rounds $2... (lines of
+# latency_round), under the title $1.
+latency_report() {
+    python3 - "$@" <<'EOF'
 import statistics
 import sys
 
-runs = int(sys.argv[1])
-args = sys.argv[2:]
+title, rounds = sys.argv[1], [line.split() for line in sys.argv[2:]]
+labels = ("Redis XADD -> XREAD BLOCK", "rumor long poll, one broker", "rumor SSE, one broker",
+          "rumor long poll, publish on A, read on B", "rumor SSE, publish on A, read on B")
 rows = []
-while args:
-    label, runs_of = args[0], args[1:1 + runs]
-    args = args[1 + runs:]
+for column, label in enumerate(labels):
+    runs_of = [measured[column] for measured in rounds]
     rows.append((label, [tuple(float(ms) for ms in run.split("/")) for run in runs_of], runs_of))
 
 
@@ -513,6 +558,7 @@ def spread(values):
 
 width = max(len(label) for label, _, _ in rows)
 print()
+print(title)
 print(f"{'latency, ms':<{width}}  {'p50 median [min-max]':>22}  {'p99 median [min-max]':>24}"
       "   runs p50/p99")
 for label, values, runs_of in rows:
@@ -538,3 +584,10 @@ for name, row, column, target in (
     print(f"  {name:<28} {ratio:5.2f}  (target <= {target:.1f}: {verdict})"
           f"  [{min(pairs):.2f}-{max(pairs):.2f}]")
 EOF
+}
+
+latency_report "sharing the CPUs:" "${shared_latency[@]}"
+if [[ -n $latency_cpus ]]; then
+    latency_report "servers on CPUs $server_cpus, bench latency on CPUs $bench_cpus (taskset):" \
+        "${apart_latency[@]}"
+fi
