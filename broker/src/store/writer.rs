@@ -69,6 +69,31 @@ struct Queued {
     commit: Commit,
 }
 
+/// What a batch's requests leave for after its commit (or its failure).
+#[derive(Default)]
+struct Ran {
+    /// The long polls and tasks to wake.
+    woken: BTreeSet<Key>,
+    /// How far the batch raised what this broker holds of other origins.
+    received: Have,
+    /// One answer per request run, in order.
+    replies: Vec<Reply>,
+    /// The own events recorded, for the peers.
+    recorded: Recording,
+    /// The commit's note, for woken pulls.
+    note: Note,
+}
+
+impl Ran {
+    fn new(requests: usize) -> Ran {
+        Ran {
+            replies: Vec::with_capacity(requests),
+            note: Note::new(),
+            ..Ran::default()
+        }
+    }
+}
+
 /// What the writer remembers between transactions.
 #[derive(Debug, Clone)]
 pub struct WriterState {
@@ -575,18 +600,15 @@ impl WriterThread {
     fn commit(&mut self, batch: Vec<Queued>) {
         let (size, started) = (batch.len(), Instant::now());
         let before = self.state.clone();
-        let mut woken = BTreeSet::new();
-        let mut received = Have::new();
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut recorded = Recording::default();
-        let mut note = Note::new();
-        let outcome = self.run_batch(
-            batch,
-            &mut woken,
-            &mut received,
-            &mut replies,
-            (&mut recorded, &mut note),
-        );
+        let mut ran = Ran::new(size);
+        let outcome = self.run_batch(batch, &mut ran);
+        let Ran {
+            woken,
+            received,
+            replies,
+            recorded,
+            note,
+        } = ran;
         let committed = match outcome {
             Ok(()) => {
                 // Kept before `have` says they are here, so that a sync
@@ -662,14 +684,16 @@ impl WriterThread {
         }
     }
 
-    fn run_batch(
-        &mut self,
-        batch: Vec<Queued>,
-        woken: &mut BTreeSet<Key>,
-        received: &mut Have,
-        replies: &mut Vec<Reply>,
-        (recorded, note): (&mut Recording, &mut Note),
-    ) -> Result<(), StoreError> {
+    /// Runs `batch`'s requests in one transaction and commits it; `ran`
+    /// gathers what the requests left, also when the batch fails.
+    fn run_batch(&mut self, batch: Vec<Queued>, ran: &mut Ran) -> Result<(), StoreError> {
+        let Ran {
+            woken,
+            received,
+            replies,
+            recorded,
+            note,
+        } = ran;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
