@@ -1285,6 +1285,15 @@ async fn idle_polls_read_nothing_then_wake(mode: &str) {
         .await
         .expect("the polls answer soon after the publish");
     assert_eq!(woken, POLLS);
+
+    // Broker 1 took the topic and the message from broker 0, which had
+    // synced them: in gossip mode without a sync of its own; in leader
+    // mode, where a majority's `have` must be on disk, with one.
+    let unsynced = metric_now(&c1, "rumor_commits_unsynced_total").await;
+    match mode {
+        "gossip" => assert!(unsynced > 0.0, "received events synced again"),
+        _ => assert_eq!(unsynced, 0.0, "a commit without a sync in {mode} mode"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,8 @@ impl Histogram {
 pub struct CommitMetrics {
     pub duration: Histogram,
     pub batch_size: Histogram,
+    /// Commits that did not sync the log to disk (see `Commit::Received`).
+    pub unsynced: AtomicU64,
 }
 
 impl Default for CommitMetrics {
@@ -97,6 +99,7 @@ impl Default for CommitMetrics {
         CommitMetrics {
             duration: Histogram::new(SECONDS),
             batch_size: Histogram::new(BATCH_SIZES),
+            unsynced: AtomicU64::new(0),
         }
     }
 }
@@ -245,6 +248,12 @@ impl Metrics {
                 "rumor_peer_events_received_total",
                 "Events received in peers' syncs, those already held and those refused included.",
                 load(&self.peer_events),
+            ),
+            (
+                "rumor_commits_unsynced_total",
+                "Commits that did not sync the write-ahead log to disk: under --durability fsync, \
+                 those of nothing but events received from peers in gossip mode.",
+                load(&commits.unsynced),
             ),
         ];
         for (name, help, value) in counters {

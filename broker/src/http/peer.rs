@@ -39,7 +39,9 @@ pub async fn sync(
     let have = if events.is_empty() || deposed {
         (*app.store.have()).clone()
     } else {
-        app.store.write(move |tx| tx.receive(events)).await?
+        app.store
+            .write_received(move |tx| tx.receive(events))
+            .await?
     };
     // After the events it came with, so that this broker holds them first.
     if let Some(committed) = committed {

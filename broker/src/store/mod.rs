@@ -137,7 +137,12 @@ impl Store {
             keeping: keeping.clone(),
             fresh: fresh.clone(),
         };
-        let writer = writer::Writer::start(conn, state, wakeups, counters);
+        let syncing = writer::Syncing {
+            fsync: config.durability == Durability::Fsync,
+            configured_mode: config.mode,
+            now: config.durability == Durability::Fsync,
+        };
+        let writer = writer::Writer::start(conn, state, wakeups, counters, syncing);
         let checkpointer = checkpoint::Checkpointer::start(&path, config.durability, committed)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Ok(Store {
@@ -277,6 +282,16 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(Commit::Now, change).await
+    }
+
+    /// [`Store::write`] for events received from a peer: in gossip mode
+    /// their commit need not sync (see `writer::Kind::Received`).
+    pub async fn write_received<T, F>(&self, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.submit_received(change).await
     }
 
     /// [`Store::write`] for a client's write, committed as `commit` says:
@@ -436,7 +451,20 @@ mod tests {
     }
 
     fn open_with_peers(dir: &Path, peers: Vec<client::PeerAddr>) -> Store {
+        Store::open(&config(dir, peers), Arc::new(Wakeups::default())).unwrap()
+    }
+
+    /// A store alone under `--durability fsync`.
+    fn open_syncing(dir: &Path) -> Store {
         let config = Config {
+            durability: Durability::Fsync,
+            ..config(dir, Vec::new())
+        };
+        Store::open(&config, Arc::new(Wakeups::default())).unwrap()
+    }
+
+    fn config(dir: &Path, peers: Vec<client::PeerAddr>) -> Config {
+        Config {
             id: "B:1".to_string(),
             host: "B".to_string(),
             port: 1,
@@ -454,8 +482,7 @@ mod tests {
             cluster_key: None,
             auth_file: None,
             tls: None,
-        };
-        Store::open(&config, Arc::new(Wakeups::default())).unwrap()
+        }
     }
 
     fn event(seq: u64, change: Change) -> Event {
@@ -559,6 +586,57 @@ mod tests {
             }
         }
         assert!(shared_a_commit, "the lazy write waited for the next one");
+    }
+
+    #[tokio::test]
+    async fn received_events_commit_without_a_sync_in_gossip_mode_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_syncing(dir.path());
+        let unsynced = || store.commit_metrics().unsynced.load(Ordering::Relaxed);
+        store
+            .write_received(|tx| tx.receive(history()))
+            .await
+            .unwrap();
+        assert_eq!(unsynced(), 1);
+        store.write(|_| Ok(())).await.unwrap();
+        assert_eq!(unsynced(), 1, "a write of this broker's syncs");
+        store.write(|tx| tx.set_mode(Mode::Leader)).await.unwrap();
+        let events = vec![publish(6, "c")];
+        store.write_received(|tx| tx.receive(events)).await.unwrap();
+        assert_eq!(unsynced(), 1, "in leader mode received events sync");
+    }
+
+    #[tokio::test]
+    async fn received_events_commit_ahead_of_a_waiting_lazy_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_syncing(dir.path());
+        let commits = || store.commit_metrics().batch_size.count();
+        // The lazy write waits 20 ms at most: a loaded machine may let that
+        // pass before the received events come, so a few tries.
+        let mut went_ahead = false;
+        for _ in 0..5 {
+            let before = commits();
+            let mut lazy = Box::pin(store.write_bounded(10, Commit::Lazily, |_| Ok(())));
+            assert!(lazy.as_mut().now_or_never().is_none(), "queued");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while store.writer.queued() > 0 && std::time::Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+            store
+                .write_received(|tx| tx.receive(Vec::new()))
+                .await
+                .unwrap();
+            let waiting = lazy.as_mut().now_or_never().is_none();
+            lazy.await.unwrap();
+            if waiting && commits() == before + 2 {
+                went_ahead = true;
+                break;
+            }
+        }
+        assert!(
+            went_ahead,
+            "the received events committed alone, the lazy write after"
+        );
     }
 
     #[tokio::test]
