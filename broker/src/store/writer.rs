@@ -713,6 +713,7 @@ impl WriterThread {
                     .own_seq_besides_acks
                     .store(self.state.last_seq_besides_acks, Ordering::Release);
                 if woken.contains(&Key::ModeChanged) {
+                    self.sync_unsynced_log();
                     self.publish_mode();
                     self.counters.mode_version.fetch_add(1, Ordering::Release);
                 }
@@ -741,6 +742,22 @@ impl WriterThread {
         commits.batch_size.observe(size as f64);
         for reply in replies {
             reply(committed.as_ref().map(|_| ()).map_err(clone_failure));
+        }
+    }
+
+    /// After a commit without a sync that changed the cluster's mode, syncs
+    /// the log: its events may include leader mode's first writes, for
+    /// whose majority this broker's answer counts.
+    fn sync_unsynced_log(&self) {
+        if !self.syncing.fsync || self.syncing.now {
+            return;
+        }
+        let Some(database) = self.conn.path() else {
+            return;
+        };
+        let synced = std::fs::File::open(format!("{database}-wal")).and_then(|log| log.sync_data());
+        if let Err(error) = synced {
+            tracing::error!("cannot sync the write-ahead log after a change of mode: {error}");
         }
     }
 
