@@ -251,8 +251,8 @@ impl Metrics {
             ),
             (
                 "rumor_commits_unsynced_total",
-                "Commits that did not sync the write-ahead log to disk: under --durability fsync, \
-                 those of nothing but events received from peers in gossip mode.",
+                "Commits under --durability fsync that left the write-ahead log unsynced: \
+                 those of nothing but events received from peers, in gossip mode.",
                 load(&commits.unsynced),
             ),
         ];

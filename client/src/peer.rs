@@ -38,6 +38,11 @@ pub struct SyncResponse {
     pub term: u64,
     pub leader: Option<String>,
     pub have: Have,
+    /// What of it the receiver holds on disk, when that may be less: in
+    /// gossip mode a broker takes a peer's events without syncing them at
+    /// once. Absent: all of `have` (a broker that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<Have>,
 }
 
 /// One event as brokers exchange it. In JSON an object `{"origin", "seq",

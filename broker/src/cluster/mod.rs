@@ -81,6 +81,8 @@ struct PeerTable {
 /// A peer's `have` as it last reported it, in its term then.
 struct Report {
     have: Have,
+    /// What of `have` the peer holds on disk (see `SyncResponse::synced`).
+    synced: Have,
     term: u64,
     /// The peer lost events of its own (see `relay::lost_own_events`).
     lost_own: bool,
@@ -361,8 +363,15 @@ impl Cluster {
 
     /// A peer answered a sync holding `have`, in `term`; `lost_own`: it
     /// holds fewer of its own events than this broker held when it asked.
-    pub fn peer_holds(&self, peer: &str, have: Have, term: u64, lost_own: bool) {
+    pub fn peer_holds(
+        &self,
+        peer: &str,
+        (have, synced): (Have, Option<Have>),
+        term: u64,
+        lost_own: bool,
+    ) {
         let report = Report {
+            synced: synced.unwrap_or_else(|| have.clone()),
             have,
             term,
             lost_own,
@@ -576,14 +585,15 @@ impl Cluster {
             .collect()
     }
 
-    /// Per origin, the seq up to which every peer holds every event; `None`
-    /// for a broker alone. A peer not heard from holds nothing yet.
+    /// Per origin, the seq up to which every peer holds every event on
+    /// disk; `None` for a broker alone. A peer not heard from holds nothing
+    /// yet.
     pub fn replicated(&self) -> Option<Have> {
         let table = self.table();
         let reports: Vec<Option<&Have>> = table
             .list
             .iter()
-            .map(|peer| table.reports.get(&peer.id()).map(|report| &report.have))
+            .map(|peer| table.reports.get(&peer.id()).map(|report| &report.synced))
             .collect();
         quorum::floor(&reports)
     }
@@ -649,14 +659,24 @@ mod tests {
 
         let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert_eq!(cluster.replicated(), Some(Have::new()));
-        cluster.peer_holds("h:2", have(&[("h:1", 9), ("h:2", 4)]), 1, false);
+        cluster.peer_holds("h:2", (have(&[("h:1", 9), ("h:2", 4)]), None), 1, false);
         assert_eq!(
             cluster.replicated(),
             Some(have(&[("h:1", 0), ("h:2", 0)])),
             "h:3 was not heard from"
         );
-        cluster.peer_holds("h:3", have(&[("h:1", 7), ("h:3", 2)]), 1, false);
+        cluster.peer_holds("h:3", (have(&[("h:1", 7), ("h:3", 2)]), None), 1, false);
         assert_eq!(cluster.replicated(), Some(have(&[("h:1", 7), ("h:2", 0)])));
+    }
+
+    #[test]
+    fn replicated_counts_what_a_peer_holds_on_disk() {
+        let (cluster, _) = Cluster::new("h:1", &[peer(2)], 100, Connect::default());
+        let held = have(&[("h:1", 9)]);
+        cluster.peer_holds("h:2", (held.clone(), Some(have(&[("h:1", 6)]))), 1, false);
+        assert_eq!(cluster.replicated(), Some(have(&[("h:1", 6)])));
+        let lag = cluster.peer_lags(&have(&[("h:1", 9)]))[0].2;
+        assert_eq!(lag, 0, "it holds them all, if not all on disk yet");
     }
 
     #[test]
@@ -668,9 +688,9 @@ mod tests {
         // Its report is older than the events it made since; the other
         // origins count.
         let report = have(&[("h:1", 7), ("h:2", 4), ("h:3", 5)]);
-        cluster.peer_holds("h:2", report.clone(), 1, false);
+        cluster.peer_holds("h:2", (report.clone(), None), 1, false);
         assert_eq!(lag(&cluster), 3 + 1);
-        cluster.peer_holds("h:2", report, 1, true);
+        cluster.peer_holds("h:2", (report, None), 1, true);
         assert_eq!(lag(&cluster), 3 + 1 + 5, "it lost 5 of its own");
     }
 
@@ -678,9 +698,9 @@ mod tests {
     fn a_broker_holds_its_history_once_every_peer_told_what_it_holds_of_it() {
         let (cluster, _) = Cluster::new("h:1", &[peer(2), peer(3)], 100, Connect::default());
         assert!(!cluster.holds_own_history(0), "no peer heard from yet");
-        cluster.peer_holds("h:2", have(&[("h:2", 4)]), 1, false);
+        cluster.peer_holds("h:2", (have(&[("h:2", 4)]), None), 1, false);
         assert!(!cluster.holds_own_history(0), "h:3 may hold events of ours");
-        cluster.peer_holds("h:3", have(&[("h:1", 7)]), 1, false);
+        cluster.peer_holds("h:3", (have(&[("h:1", 7)]), None), 1, false);
         assert!(!cluster.holds_own_history(6), "h:3 holds our seq 7");
         assert!(cluster.holds_own_history(7));
     }
@@ -691,15 +711,20 @@ mod tests {
         let mine = have(&[("h:1", 4), ("h:2", 6)]);
         assert!(!cluster.holds_what_a_majority_holds(&mine), "no report");
         // A report of another term (from before a partition) does not count.
-        cluster.peer_holds("h:2", have(&[("h:2", 6)]), 3, false);
+        cluster.peer_holds("h:2", (have(&[("h:2", 6)]), None), 3, false);
         assert!(!cluster.holds_what_a_majority_holds(&mine));
-        cluster.peer_holds("h:3", have(&[("h:2", 7)]), 0, false);
+        cluster.peer_holds("h:3", (have(&[("h:2", 7)]), None), 0, false);
         assert!(
             !cluster.holds_what_a_majority_holds(&mine),
             "h:3 holds more"
         );
         // An origin reported at 0 is held (a broker that recorded nothing).
-        cluster.peer_holds("h:3", have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), 0, false);
+        cluster.peer_holds(
+            "h:3",
+            (have(&[("h:1", 4), ("h:2", 6), ("h:3", 0)]), None),
+            0,
+            false,
+        );
         assert!(cluster.holds_what_a_majority_holds(&mine));
     }
 
@@ -739,19 +764,19 @@ mod tests {
             have(&[("h:1", 0), ("h:2", 0)])
         );
         // Peers of term 0 (the term of a fresh cluster view) count.
-        cluster.peer_holds("h:2", have(&[("h:1", 8), ("h:2", 3)]), 0, false);
-        cluster.peer_holds("h:3", have(&[("h:1", 6)]), 0, false);
+        cluster.peer_holds("h:2", (have(&[("h:1", 8), ("h:2", 3)]), None), 0, false);
+        cluster.peer_holds("h:3", (have(&[("h:1", 6)]), None), 0, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 6), ("h:2", 0)])
         );
         // A peer in another term does not count.
-        cluster.peer_holds("h:4", have(&[("h:1", 10), ("h:2", 3)]), 7, false);
+        cluster.peer_holds("h:4", (have(&[("h:1", 10), ("h:2", 3)]), None), 7, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 6), ("h:2", 0)])
         );
-        cluster.peer_holds("h:5", have(&[("h:1", 9), ("h:2", 3)]), 0, false);
+        cluster.peer_holds("h:5", (have(&[("h:1", 9), ("h:2", 3)]), None), 0, false);
         assert_eq!(
             cluster.commit_vector(&mine),
             have(&[("h:1", 8), ("h:2", 3)])

@@ -94,8 +94,9 @@ pub async fn run(app: web::Data<AppState>, peer: String) {
                     lost_now = lost && !peer_lost_own;
                     peer_lost_own = lost;
                 }
-                let (have, term) = (answer.have.clone(), answer.term);
-                app.cluster.peer_holds(&peer, have, term, peer_lost_own);
+                let held = (answer.have.clone(), answer.synced);
+                app.cluster
+                    .peer_holds(&peer, held, answer.term, peer_lost_own);
                 app.check_own_history();
                 theirs = Some(answer.have);
                 backoff = HEARTBEAT;

@@ -36,8 +36,15 @@ pub async fn sync(
     }
     let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
+    // A leader in leader mode (it sends what it committed) counts this
+    // broker's answer for its majority, and this broker's own events
+    // coming back restore its history: both must be on disk when it answers.
+    let must_sync =
+        committed.is_some() || events.iter().any(|event| event.origin == app.cluster.me());
     let have = if events.is_empty() || deposed {
         (*app.store.have()).clone()
+    } else if must_sync {
+        app.store.write(move |tx| tx.receive(events)).await?
     } else {
         app.store
             .write_received(move |tx| tx.receive(events))
@@ -53,6 +60,7 @@ pub async fn sync(
         term: leadership.term,
         leader: leadership.leader,
         have,
+        synced: Some((*app.store.synced_have()).clone()),
     }))
 }
 

@@ -64,6 +64,8 @@ pub struct Store {
     own_history: watch::Sender<bool>,
     /// What this broker holds, per origin, as of the last commit.
     have: watch::Sender<Arc<Have>>,
+    /// What of it is on disk (see `writer::Kind::Received`).
+    synced: Arc<Mutex<Arc<Have>>>,
     mode_version: Arc<AtomicU64>,
     leads_version: Arc<AtomicU64>,
     commits: Arc<CommitMetrics>,
@@ -115,7 +117,9 @@ impl Store {
         let own_history = watch::Sender::new(state.last_seq() > 0 || config.peers.is_empty());
         let have =
             queries::have(&conn).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let have = watch::Sender::new(Arc::new(have));
+        let have = Arc::new(have);
+        let synced = Arc::new(Mutex::new(have.clone()));
+        let have = watch::Sender::new(have);
         let (mode_version, leads_version): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let commits = Arc::new(CommitMetrics::default());
         let committed = Arc::new(AtomicU64::new(0));
@@ -129,6 +133,7 @@ impl Store {
             mode: mode.clone(),
             own_history: own_history.clone(),
             have: have.clone(),
+            synced: synced.clone(),
             mode_version: mode_version.clone(),
             leads_version: leads_version.clone(),
             commits: commits.clone(),
@@ -140,7 +145,8 @@ impl Store {
         let syncing = writer::Syncing {
             fsync: config.durability == Durability::Fsync,
             configured_mode: config.mode,
-            now: config.durability == Durability::Fsync,
+            // As `schema::configure_writer` set it.
+            at_commit: config.durability == Durability::Fsync,
         };
         let writer = writer::Writer::start(conn, state, wakeups, counters, syncing);
         let checkpointer = checkpoint::Checkpointer::start(&path, config.durability, committed)
@@ -156,6 +162,7 @@ impl Store {
             mode,
             own_history,
             have,
+            synced,
             mode_version,
             leads_version,
             commits,
@@ -195,6 +202,13 @@ impl Store {
     /// the last commit (no read: the writer publishes it).
     pub fn have(&self) -> Arc<Have> {
         self.have.borrow().clone()
+    }
+
+    /// What of [`Store::have`] is on disk: all of it but the peers' events
+    /// taken in since the last commit that synced (see
+    /// `writer::Kind::Received`).
+    pub fn synced_have(&self) -> Arc<Have> {
+        crate::lock(&self.synced).clone()
     }
 
     /// Ticks whenever what this broker holds moves on.
@@ -593,17 +607,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_syncing(dir.path());
         let unsynced = || store.commit_metrics().unsynced.load(Ordering::Relaxed);
+        let synced_of_a = || store.synced_have().get("A:1").copied();
+        // Gives the clock its bound, which the stamps below stay under.
+        store.write(|tx| tx.register_publisher("P0")).await.unwrap();
         store
             .write_received(|tx| tx.receive(history()))
             .await
             .unwrap();
         assert_eq!(unsynced(), 1);
+        assert_eq!(store.have().get("A:1"), Some(&5));
+        assert_eq!(synced_of_a(), None, "not on disk yet");
         store.write(|_| Ok(())).await.unwrap();
         assert_eq!(unsynced(), 1, "a write of this broker's syncs");
+        assert_eq!(synced_of_a(), Some(5), "and syncs what came before it");
         store.write(|tx| tx.set_mode(Mode::Leader)).await.unwrap();
         let events = vec![publish(6, "c")];
         store.write_received(|tx| tx.receive(events)).await.unwrap();
         assert_eq!(unsynced(), 1, "in leader mode received events sync");
+    }
+
+    #[tokio::test]
+    async fn received_events_that_must_be_on_disk_are_synced_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_syncing(dir.path());
+        let unsynced = || store.commit_metrics().unsynced.load(Ordering::Relaxed);
+        // A new broker's clock has no bound yet: the first stamps move it.
+        store
+            .write_received(|tx| tx.receive(history()))
+            .await
+            .unwrap();
+        assert_eq!(unsynced(), 0, "the clock's bound moved");
+        assert_eq!(store.synced_have().get("A:1"), Some(&5));
+        // This broker's own events coming back, as after it lost its data.
+        let own = Event {
+            origin: "B:1".to_string(),
+            ..event(
+                1,
+                Change::RegisterSubscriber {
+                    subscriber: "S1".into(),
+                },
+            )
+        };
+        store
+            .write_received(|tx| tx.receive(vec![own]))
+            .await
+            .unwrap();
+        assert_eq!(unsynced(), 0, "its own events came back");
+        assert_eq!(store.own_seq(), 1);
     }
 
     #[tokio::test]

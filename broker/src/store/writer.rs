@@ -6,9 +6,10 @@
 //! `wakeups`). A request nobody waits for may ask to commit lazily, with
 //! the next one that cannot wait and syncs ([`Commit::Lazily`]); events
 //! received from a peer need no sync of their own in gossip mode
-//! ([`Kind::Received`]). A request checks everything before it writes, so a refused
-//! one leaves no trace without a savepoint of its own (savepoints copy every
-//! page they touch, which cost more than the writes themselves).
+//! ([`Kind::Received`]). A request checks everything before it writes, so
+//! a refused one leaves no trace without a savepoint of its own
+//! (savepoints copy every page they touch, which cost more than the writes
+//! themselves).
 //! Sequence numbers and the Lamport clock live here, so events are numbered
 //! in commit order.
 
@@ -36,7 +37,8 @@ use crate::lock;
 use crate::metrics::CommitMetrics;
 use crate::wakeups::{Key, Wakeups};
 
-/// Most requests committed in one transaction.
+/// Most requests taken from the queue for one transaction (held lazy
+/// requests may join them, see [`Held`]).
 const MAX_BATCH: usize = 4096;
 
 /// Longest lazy requests wait for a request that syncs to commit with.
@@ -188,6 +190,9 @@ pub struct Counters {
     pub own_history: watch::Sender<bool>,
     /// What this broker holds, per origin, as of the last commit.
     pub have: watch::Sender<Arc<Have>>,
+    /// What of it is on disk: as of the last commit that synced (see
+    /// [`Kind::Received`]).
+    pub synced: Arc<Mutex<Arc<Have>>>,
     /// How long commits take and how many requests each holds.
     pub commits: Arc<CommitMetrics>,
     /// Counts the commits that succeeded (the checkpoint thread's cue).
@@ -620,23 +625,26 @@ pub struct Syncing {
     pub fsync: bool,
     /// The mode in force until the cluster's mode is set.
     pub configured_mode: Mode,
-    /// Whether the connection syncs at commit now (`synchronous`).
-    pub now: bool,
+    /// Whether the connection syncs the log at commit now: `synchronous`
+    /// is `FULL` (else `NORMAL`).
+    pub at_commit: bool,
 }
 
 impl WriterThread {
     fn run(&mut self, jobs: mpsc::Receiver<Queued>) {
         let mut held = Held::default();
         loop {
+            // Checked before taking more: a steady flow of received events
+            // would otherwise hold them past their deadline.
+            if held.until.is_some_and(|until| until <= Instant::now()) {
+                self.commit(held.release());
+            }
             let first = match held.until {
                 None => jobs.recv().ok(),
                 Some(until) => {
                     match jobs.recv_timeout(until.saturating_duration_since(Instant::now())) {
                         Ok(queued) => Some(queued),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.commit(held.release());
-                            continue;
-                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
                     }
                 }
@@ -645,7 +653,7 @@ impl WriterThread {
             let mut taken = vec![first];
             take_queued(&jobs, &mut taken);
             self.queued.fetch_sub(taken.len(), Ordering::AcqRel);
-            let batch = held.sort(taken);
+            let batch = held.take_ready(taken);
             if !batch.is_empty() {
                 self.commit(batch);
             }
@@ -694,6 +702,7 @@ impl WriterThread {
         } = ran;
         let committed = match outcome {
             Ok(()) => {
+                let durable = self.make_durable(&before, &woken);
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
                 if !recorded.is_empty() {
@@ -703,6 +712,13 @@ impl WriterThread {
                 }
                 self.publish_have(received);
                 let counters = &self.counters;
+                match durable {
+                    Ok(true) => *lock(&counters.synced) = counters.have.borrow().clone(),
+                    Ok(false) => {
+                        counters.commits.unsynced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {}
+                }
                 counters
                     .lamport
                     .store(self.state.lamport(), Ordering::Release);
@@ -713,7 +729,6 @@ impl WriterThread {
                     .own_seq_besides_acks
                     .store(self.state.last_seq_besides_acks, Ordering::Release);
                 if woken.contains(&Key::ModeChanged) {
-                    self.sync_unsynced_log();
                     self.publish_mode();
                     self.counters.mode_version.fetch_add(1, Ordering::Release);
                 }
@@ -721,14 +736,11 @@ impl WriterThread {
                     self.counters.leads_version.fetch_add(1, Ordering::Release);
                 }
                 counters.fresh.note(self.state.last_seq, note);
-                if !self.syncing.now {
-                    counters.commits.unsynced.fetch_add(1, Ordering::Relaxed);
-                }
                 self.counters.committed.fetch_add(1, Ordering::Release);
                 for key in &woken {
                     self.wakeups.wake(key);
                 }
-                Ok(())
+                durable.map(drop)
             }
             Err(error) => {
                 tracing::error!("commit failed: {error}");
@@ -745,20 +757,45 @@ impl WriterThread {
         }
     }
 
-    /// After a commit without a sync that changed the cluster's mode, syncs
-    /// the log: its events may include leader mode's first writes, for
-    /// whose majority this broker's answer counts.
-    fn sync_unsynced_log(&self) {
-        if !self.syncing.fsync || self.syncing.now {
-            return;
+    /// After a commit, says whether everything committed is on disk
+    /// (`false`: the commit skipped the sync, see [`Kind::Received`]).
+    /// A commit that skipped it is synced now when the batch did something
+    /// that must be on disk before anyone hears of it: this broker's own
+    /// events came back (the seqs it goes on from), the mode changed
+    /// (leader mode's first writes may be in it, for whose majority this
+    /// broker's answer counts), or the clock's bound moved (a restarted
+    /// broker's stamps must pass every stamp it showed). Under
+    /// `--durability normal` nothing is synced, and all counts as on disk.
+    fn make_durable(
+        &self,
+        before: &WriterState,
+        woken: &BTreeSet<Key>,
+    ) -> Result<bool, StoreError> {
+        let syncing = &self.syncing;
+        if !syncing.fsync || syncing.at_commit {
+            return Ok(true);
         }
-        let Some(database) = self.conn.path() else {
-            return;
-        };
-        let synced = std::fs::File::open(format!("{database}-wal")).and_then(|log| log.sync_data());
-        if let Err(error) = synced {
-            tracing::error!("cannot sync the write-ahead log after a change of mode: {error}");
+        let must = self.state.last_seq != before.last_seq
+            || self.state.clock_bound != before.clock_bound
+            || woken.contains(&Key::ModeChanged);
+        if !must {
+            return Ok(false);
         }
+        self.sync_log().map_err(|error| {
+            StoreError::Failed(format!("cannot sync the write-ahead log: {error}"))
+        })?;
+        Ok(true)
+    }
+
+    /// Syncs the write-ahead log to disk, as a commit under
+    /// `synchronous=FULL` does: SQLite has no call that syncs without a
+    /// write, and the commit that skipped it is done.
+    fn sync_log(&self) -> std::io::Result<()> {
+        let database = self
+            .conn
+            .path()
+            .ok_or_else(|| std::io::Error::other("no file"))?;
+        std::fs::File::open(format!("{database}-wal"))?.sync_data()
     }
 
     /// Makes what this broker holds after a commit visible to readers, when
@@ -798,10 +835,10 @@ impl WriterThread {
         }
         let mode = lock(&self.counters.mode).unwrap_or(syncing.configured_mode);
         let sync = syncs(batch.iter().map(|queued| queued.kind), mode);
-        if sync != syncing.now {
+        if sync != syncing.at_commit {
             let level = if sync { "FULL" } else { "NORMAL" };
             self.conn.pragma_update(None, "synchronous", level)?;
-            syncing.now = sync;
+            syncing.at_commit = sync;
         }
         Ok(())
     }
@@ -906,9 +943,9 @@ struct Held {
 impl Held {
     /// What of `taken` (in queue order) commits now: with a request that
     /// syncs, everything held and taken, in the order it came (received
-    /// events that went ahead aside); else the received events alone,
-    /// while the lazy requests wait on.
-    fn sort(&mut self, mut taken: Vec<Queued>) -> Vec<Queued> {
+    /// events that went ahead aside; up to twice [`MAX_BATCH`]); else the
+    /// received events alone, while the lazy requests wait on.
+    fn take_ready(&mut self, mut taken: Vec<Queued>) -> Vec<Queued> {
         if taken.iter().any(|queued| queued.kind == Kind::Now) {
             let mut batch = self.release();
             batch.append(&mut taken);
@@ -1001,10 +1038,13 @@ mod tests {
         use Kind::{Lazily, Now};
         let (mut requests, mut held) = (Requests::default(), Held::default());
         let before = Instant::now();
-        assert!(held.sort(requests.all(&[(Lazily, 1)])).is_empty(), "held");
+        assert!(
+            held.take_ready(requests.all(&[(Lazily, 1)])).is_empty(),
+            "held"
+        );
         let deadline = held.until.expect("a deadline from the first");
         assert!(deadline >= before + LAZY_WAIT && deadline <= Instant::now() + LAZY_WAIT);
-        let batch = held.sort(requests.all(&[(Lazily, 2), (Now, 3), (Lazily, 4)]));
+        let batch = held.take_ready(requests.all(&[(Lazily, 2), (Now, 3), (Lazily, 4)]));
         assert_eq!(requests.numbers(&batch), vec![1, 2, 3, 4]);
         assert!(held.lazy.is_empty() && held.until.is_none());
     }
@@ -1013,9 +1053,9 @@ mod tests {
     fn received_events_go_ahead_of_held_lazy_requests() {
         use Kind::{Lazily, Received};
         let (mut requests, mut held) = (Requests::default(), Held::default());
-        held.sort(requests.all(&[(Lazily, 1)]));
+        held.take_ready(requests.all(&[(Lazily, 1)]));
         let first_deadline = held.until;
-        let batch = held.sort(requests.all(&[(Received, 2), (Lazily, 3), (Received, 4)]));
+        let batch = held.take_ready(requests.all(&[(Received, 2), (Lazily, 3), (Received, 4)]));
         assert_eq!(requests.numbers(&batch), vec![2, 4]);
         assert_eq!(
             held.until, first_deadline,
@@ -1031,7 +1071,7 @@ mod tests {
         let taken = (0..MAX_BATCH)
             .map(|n| requests.queued(Kind::Lazily, n))
             .collect();
-        assert_eq!(held.sort(taken).len(), MAX_BATCH);
+        assert_eq!(held.take_ready(taken).len(), MAX_BATCH);
         assert!(held.lazy.is_empty() && held.until.is_none());
     }
 
