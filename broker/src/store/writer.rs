@@ -532,6 +532,7 @@ impl Writer {
             queued: queued.clone(),
             stopping: stopping.clone(),
             syncing,
+            unsynced: false,
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".to_string())
@@ -617,6 +618,8 @@ struct WriterThread {
     queued: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
     syncing: Syncing,
+    /// Whether a commit left the log unsynced since the last sync.
+    unsynced: bool,
 }
 
 /// Which commits sync the log to disk.
@@ -632,6 +635,14 @@ pub struct Syncing {
 
 impl WriterThread {
     fn run(&mut self, jobs: mpsc::Receiver<Queued>) {
+        // What the process before this one wrote may still be only in the
+        // system's cache, if it crashed: on disk before it counts as such.
+        if self.syncing.fsync {
+            if let Err(error) = self.sync_log() {
+                tracing::warn!("cannot sync the write-ahead log at the start: {error}");
+                self.unsynced = true;
+            }
+        }
         let mut held = Held::default();
         loop {
             // Checked before taking more: a steady flow of received events
@@ -692,7 +703,9 @@ impl WriterThread {
         let (size, started) = (batch.len(), Instant::now());
         let before = self.state.clone();
         let mut ran = Ran::new(size);
+        let changes = self.conn.total_changes();
         let outcome = self.run_batch(batch, &mut ran);
+        let wrote = self.conn.total_changes() != changes;
         let Ran {
             woken,
             received,
@@ -702,7 +715,7 @@ impl WriterThread {
         } = ran;
         let committed = match outcome {
             Ok(()) => {
-                let durable = self.make_durable(&before, &woken);
+                let durable = self.make_durable(&before, &woken, wrote);
                 // Kept before `have` says they are here, so that a sync
                 // that sees them there finds them kept.
                 if !recorded.is_empty() {
@@ -757,33 +770,45 @@ impl WriterThread {
         }
     }
 
-    /// After a commit, says whether everything committed is on disk
-    /// (`false`: the commit skipped the sync, see [`Kind::Received`]).
-    /// A commit that skipped it is synced now when the batch did something
-    /// that must be on disk before anyone hears of it: this broker's own
-    /// events came back (the seqs it goes on from), the mode changed
-    /// (leader mode's first writes may be in it, for whose majority this
-    /// broker's answer counts), or the clock's bound moved (a restarted
-    /// broker's stamps must pass every stamp it showed). Under
-    /// `--durability normal` nothing is synced, and all counts as on disk.
+    /// After a commit that wrote (`wrote`: changed rows) or not, says
+    /// whether everything committed so far is on disk (`false`: a commit
+    /// skipped the sync, see [`Kind::Received`]). A commit that skipped it
+    /// is synced now when the batch did something that must be on disk
+    /// before anyone hears of it: this broker's own events came back (the
+    /// seqs it goes on from), the mode changed (leader mode's first writes
+    /// may be in it, for whose majority this broker's answer counts), or
+    /// the clock's bound moved (a restarted broker's stamps must pass every
+    /// stamp it showed). A commit that should sync but wrote nothing does
+    /// not (SQLite skips it), so what an earlier one skipped is synced then
+    /// (the retention sweep commits once a second). Under `--durability
+    /// normal` nothing is synced, and all counts as on disk.
     fn make_durable(
-        &self,
+        &mut self,
         before: &WriterState,
         woken: &BTreeSet<Key>,
+        wrote: bool,
     ) -> Result<bool, StoreError> {
         let syncing = &self.syncing;
-        if !syncing.fsync || syncing.at_commit {
+        if !syncing.fsync || (syncing.at_commit && wrote) {
+            self.unsynced = false;
             return Ok(true);
         }
-        let must = self.state.last_seq != before.last_seq
+        self.unsynced |= wrote;
+        if !self.unsynced {
+            return Ok(true);
+        }
+        let must = syncing.at_commit
+            || self.state.last_seq != before.last_seq
             || self.state.clock_bound != before.clock_bound
             || woken.contains(&Key::ModeChanged);
         if !must {
             return Ok(false);
         }
         self.sync_log().map_err(|error| {
+            tracing::error!("cannot sync the write-ahead log: {error}");
             StoreError::Failed(format!("cannot sync the write-ahead log: {error}"))
         })?;
+        self.unsynced = false;
         Ok(true)
     }
 
@@ -795,7 +820,12 @@ impl WriterThread {
             .conn
             .path()
             .ok_or_else(|| std::io::Error::other("no file"))?;
-        std::fs::File::open(format!("{database}-wal"))?.sync_data()
+        match std::fs::File::open(format!("{database}-wal")) {
+            Ok(log) => log.sync_data(),
+            // No log: nothing in it to sync.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Makes what this broker holds after a commit visible to readers, when
