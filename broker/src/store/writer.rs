@@ -876,13 +876,6 @@ impl WriterThread {
     /// Runs `batch`'s requests in one transaction and commits it; `ran`
     /// gathers what the requests left, also when the batch fails.
     fn run_batch(&mut self, batch: Vec<Queued>, ran: &mut Ran) -> Result<(), StoreError> {
-        let Ran {
-            woken,
-            received,
-            replies,
-            recorded,
-            note,
-        } = ran;
         self.sync_as_needed(&batch)?;
         let tx = self
             .conn
@@ -894,14 +887,14 @@ impl WriterThread {
         // commit is not plain: a pull that starts waiting meanwhile reads.
         let noting = self.wakeups.watches_topics();
         if !noting {
-            note.not_plain();
+            ran.note.not_plain();
         }
         for Queued { job, .. } in batch {
             let snapshot = self.state.clone();
             let changes = tx.total_changes();
             let mut keys = BTreeSet::new();
             let mut got = Have::new();
-            let mark = recorded.mark();
+            let mark = ran.recorded.mark();
             let mut noted = Note::new();
             let mut write = WriteTx {
                 conn: &tx,
@@ -909,7 +902,7 @@ impl WriterThread {
                 woken: &mut keys,
                 received: &mut got,
                 may_record,
-                recorded: keeping.then_some(&mut *recorded),
+                recorded: keeping.then_some(&mut ran.recorded),
                 note: noting.then_some(&mut noted),
                 wakeups: &self.wakeups,
             };
@@ -917,7 +910,7 @@ impl WriterThread {
             // caller gets an internal error); the rest go on.
             let ok = match catch_unwind(AssertUnwindSafe(|| job(&mut write))) {
                 Ok((ok, reply)) => {
-                    replies.push(reply);
+                    ran.replies.push(reply);
                     ok
                 }
                 Err(_) => {
@@ -926,12 +919,12 @@ impl WriterThread {
                 }
             };
             if ok {
-                woken.append(&mut keys);
-                received.extend(got);
-                note.append(noted);
+                ran.woken.append(&mut keys);
+                ran.received.extend(got);
+                ran.note.append(noted);
                 continue;
             }
-            recorded.undo(mark);
+            ran.recorded.undo(mark);
             self.state = snapshot;
             // Requests are checked before they write, so a refused one
             // changed nothing. One that failed after writing (a storage
