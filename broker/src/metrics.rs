@@ -90,7 +90,7 @@ impl Histogram {
 pub struct CommitMetrics {
     pub duration: Histogram,
     pub batch_size: Histogram,
-    /// Commits that did not sync the log to disk (see `Commit::Received`).
+    /// Commits that left the log unsynced (see `store::writer::Kind::Received`).
     pub unsynced: AtomicU64,
 }
 

@@ -37,13 +37,12 @@ pub async fn sync(
     let deposed = is_deposed_leader(&app, &from, term, leader.as_deref());
     app.cluster.heard_from(&from, term, leader);
     // A leader in leader mode (it sends what it committed) counts this
-    // broker's answer for its majority, and this broker's own events
-    // coming back restore its history: both must be on disk when it answers.
-    let must_sync =
-        committed.is_some() || events.iter().any(|event| event.origin == app.cluster.me());
+    // broker's answer for its majority, which must be on disk, also while
+    // this broker has not heard of leader mode yet. (The writer syncs on
+    // its own what else must be: see `WriterThread::make_durable`.)
     let have = if events.is_empty() || deposed {
         (*app.store.have()).clone()
-    } else if must_sync {
+    } else if committed.is_some() {
         app.store.write(move |tx| tx.receive(events)).await?
     } else {
         app.store
